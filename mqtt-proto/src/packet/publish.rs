@@ -1,0 +1,229 @@
+//! PUBLISH (3.3) and its acknowledgements PUBACK, PUBREC, PUBREL, PUBCOMP (3.4 to 3.7).
+
+use super::Sizes;
+use crate::error::{DecodeError, EncodeError};
+use crate::properties::{Properties, PropertyContext};
+use crate::reason::ReasonCode;
+use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
+use crate::wire::{put_binary, put_varint, str_len, varint_len, Reader, Sink, SliceSink};
+
+/// PUBLISH: an application message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Publish<'a> {
+    /// DUP: a re-delivery.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic name; empty only when a Topic Alias stands for it (MQTT 5).
+    pub topic: &'a str,
+    /// Present exactly when QoS > 0.
+    pub packet_id: Option<PacketId>,
+    /// PUBLISH properties (MQTT 5).
+    pub properties: Properties<'a>,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Publish<'a> {
+    pub(crate) fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    pub(crate) fn read(
+        flags: u8,
+        r: &mut Reader<'a>,
+        v: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0x08 != 0;
+        // [MQTT-3.3.1-4] QoS 3 is malformed.
+        let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
+        // [MQTT-3.3.1-2] DUP must be 0 for QoS 0.
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::DupWithQoS0);
+        }
+        let topic = r.utf8()?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(super::read_packet_id(r)?)
+        };
+        let properties = if v.is_v5() {
+            Properties::read(r, PropertyContext::Publish)?
+        } else {
+            Properties::default()
+        };
+        if topic.is_empty() {
+            // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
+            if properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicName);
+            }
+        } else {
+            // [MQTT-3.3.2-2] no wildcards in a topic name.
+            crate::topic::validate_name(topic).map_err(|_| DecodeError::InvalidTopicName)?;
+        }
+        Ok(Publish {
+            dup,
+            retain: flags & 0x01 != 0,
+            qos,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::InvalidField("packet id must be present exactly when QoS > 0"));
+        }
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::InvalidField("DUP set on QoS 0"));
+        }
+        if self.topic.is_empty() {
+            if self.properties.topic_alias.is_none() {
+                return Err(EncodeError::InvalidField("empty topic without topic alias"));
+            }
+        } else {
+            crate::topic::validate_name(self.topic)
+                .map_err(|_| EncodeError::InvalidField("topic is not a topic name"))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sizes(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
+        self.check()?;
+        let mut s = Sizes::default();
+        let mut n = str_len(self.topic)?;
+        if self.packet_id.is_some() {
+            n += 2;
+        }
+        if v.is_v5() {
+            s.props = self.properties.block_len(PropertyContext::Publish)?;
+            n += varint_len(s.props) + s.props;
+        }
+        s.body = n + self.payload.len();
+        if s.body > crate::MAX_REMAINING_LENGTH {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn emit_variable_header<S: Sink + ?Sized>(
+        &self,
+        v: ProtocolVersion,
+        s: &mut S,
+        sizes: &Sizes,
+    ) {
+        put_binary(s, self.topic.as_bytes());
+        if let Some(id) = self.packet_id {
+            s.put_u16(id.get());
+        }
+        if v.is_v5() {
+            self.properties.emit(s, sizes.props);
+        }
+    }
+
+    /// Length of everything before the payload: what [`Publish::emit_header`] writes.
+    pub fn header_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        let s = self.sizes(v)?;
+        Ok(1 + varint_len(s.body) + s.body - self.payload.len())
+    }
+
+    /// Writes the fixed header (whose remaining length counts the payload), the variable
+    /// header and the properties, but not the payload, so one shared payload can follow
+    /// many per-subscriber headers in a vectored write. Returns the header length.
+    pub fn emit_header(&self, v: ProtocolVersion, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        self.emit_header_to(v, &mut SliceSink::new(buf))
+    }
+
+    /// [`Publish::emit_header`] into any [`Sink`].
+    pub fn emit_header_to<S: Sink + ?Sized>(
+        &self,
+        v: ProtocolVersion,
+        sink: &mut S,
+    ) -> Result<usize, EncodeError> {
+        let s = self.sizes(v)?;
+        let len = 1 + varint_len(s.body) + s.body - self.payload.len();
+        if sink.remaining_capacity() < len {
+            return Err(EncodeError::BufferTooSmall { needed: len });
+        }
+        sink.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        put_varint(sink, s.body);
+        self.emit_variable_header(v, sink, &s);
+        Ok(len)
+    }
+}
+
+/// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape: a packet identifier, and in MQTT 5
+/// a reason code and properties, both omitted on the wire when empty (3.4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Ack<'a> {
+    /// The identifier of the PUBLISH (or PUBREL) being acknowledged.
+    pub packet_id: PacketId,
+    /// Reason code; always Success in 3.1.1.
+    pub reason_code: ReasonCode,
+    /// Properties (MQTT 5).
+    pub properties: Properties<'a>,
+}
+
+impl<'a> Ack<'a> {
+    /// A successful acknowledgement without properties.
+    pub fn new(packet_id: PacketId) -> Self {
+        Self {
+            packet_id,
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        }
+    }
+
+    fn context(t: PacketType) -> PropertyContext {
+        match t {
+            PacketType::PubRec => PropertyContext::PubRec,
+            PacketType::PubRel => PropertyContext::PubRel,
+            PacketType::PubComp => PropertyContext::PubComp,
+            _ => PropertyContext::PubAck,
+        }
+    }
+
+    pub(crate) fn read(r: &mut Reader<'a>, v: ProtocolVersion) -> Result<Self, DecodeError> {
+        let packet_id = super::read_packet_id(r)?;
+        let mut ack = Ack::new(packet_id);
+        if v.is_v5() && !r.is_empty() {
+            ack.reason_code = super::read_reason(r)?;
+            // 3.4.2.2.1: a Remaining Length under 4 means no Property Length.
+            if !r.is_empty() {
+                ack.properties = Properties::read(r, Self::context(r.packet()))?;
+            }
+        }
+        Ok(ack)
+    }
+
+    pub(crate) fn sizes(&self, v: ProtocolVersion, ctx: PropertyContext) -> Result<Sizes, EncodeError> {
+        let mut s = Sizes { body: 2, ..Sizes::default() };
+        if v.is_v5() {
+            super::check_reason(self.reason_code, ctx.packet_type())?;
+            s.props = self.properties.block_len(ctx)?;
+            if s.props > 0 {
+                s.body = 3 + varint_len(s.props) + s.props;
+            } else if self.reason_code != ReasonCode::Success {
+                s.body = 3;
+            }
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn emit_body<S: Sink + ?Sized>(&self, v: ProtocolVersion, s: &mut S, sizes: &Sizes) {
+        s.put_u16(self.packet_id.get());
+        if v.is_v5() && sizes.body > 2 {
+            s.put_u8(self.reason_code as u8);
+            if sizes.body > 3 {
+                self.properties.emit(s, sizes.props);
+            }
+        }
+    }
+}
+

@@ -1,0 +1,270 @@
+//! Wire primitives: a bounds-checked reader over borrowed input and the output sinks.
+//! Every read is checked; nothing here can panic.
+
+use crate::error::{DecodeError, EncodeError};
+use crate::types::PacketType;
+
+/// The largest remaining length a fixed header can carry (1.5.5).
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// Bytes needed to encode `v` as a Variable Byte Integer (1 to 4; values past the MQTT range
+/// still answer 4, and encoders reject them separately).
+pub const fn varint_len(v: usize) -> usize {
+    if v < 128 {
+        1
+    } else if v < 16_384 {
+        2
+    } else if v < 2_097_152 {
+        3
+    } else {
+        4
+    }
+}
+
+/// Decodes a Variable Byte Integer at the start of `buf`.
+/// `Ok(None)`: more bytes are needed. `Ok(Some((value, len)))` otherwise.
+pub(crate) fn parse_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
+    let mut value: u32 = 0;
+    for i in 0..4 {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        value |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            // [MQTT-1.5.5-1] the minimum number of bytes: a trailing zero byte is padding.
+            if i > 0 && b == 0 {
+                return Err(DecodeError::NonMinimalVarInt);
+            }
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    Err(DecodeError::VarIntTooLong)
+}
+
+/// A cursor over one packet body. Errors name the packet so messages say where.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    packet: PacketType,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], packet: PacketType) -> Self {
+        Self { buf, packet }
+    }
+
+    pub(crate) fn packet(&self) -> PacketType {
+        self.packet
+    }
+
+    fn end(&self) -> DecodeError {
+        DecodeError::UnexpectedEnd {
+            packet: self.packet,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let (&b, rest) = self.buf.split_first().ok_or(self.end())?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(self.end());
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
+        match parse_varint(self.buf)? {
+            Some((v, n)) => {
+                self.buf = self.buf.get(n..).unwrap_or_default();
+                Ok(v)
+            }
+            None => Err(self.end()),
+        }
+    }
+
+    /// Binary Data (1.5.6): a two byte length then that many bytes.
+    pub(crate) fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u16()?;
+        self.take(usize::from(n))
+    }
+
+    /// UTF-8 Encoded String (1.5.4).
+    pub(crate) fn utf8(&mut self) -> Result<&'a str, DecodeError> {
+        let b = self.binary()?;
+        check_utf8(b)
+    }
+
+    /// Fails unless everything was consumed: the remaining length must match the fields.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes {
+                packet: self.packet,
+            })
+        }
+    }
+}
+
+/// [MQTT-1.5.4-1] well-formed UTF-8 (which also excludes surrogates, U+D800..U+DFFF) and
+/// [MQTT-1.5.4-2] no U+0000.
+pub(crate) fn check_utf8(b: &[u8]) -> Result<&str, DecodeError> {
+    let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
+    if b.contains(&0) {
+        return Err(DecodeError::NullCharacter);
+    }
+    Ok(s)
+}
+
+/// Where encoded bytes go. Encoders check the whole length first (see `Packet::emit`), so
+/// the `put_*` calls themselves cannot fail.
+pub trait Sink {
+    /// Appends bytes.
+    fn put_slice(&mut self, src: &[u8]);
+    /// Appends one byte.
+    fn put_u8(&mut self, v: u8) {
+        self.put_slice(&[v]);
+    }
+    /// Appends a big-endian u16.
+    fn put_u16(&mut self, v: u16) {
+        self.put_slice(&v.to_be_bytes());
+    }
+    /// Appends a big-endian u32.
+    fn put_u32(&mut self, v: u32) {
+        self.put_slice(&v.to_be_bytes());
+    }
+    /// Bytes that can still be appended.
+    fn remaining_capacity(&self) -> usize;
+}
+
+/// A [`Sink`] writing into a caller-provided slice.
+#[derive(Debug)]
+pub struct SliceSink<'b> {
+    buf: &'b mut [u8],
+    pos: usize,
+}
+
+impl<'b> SliceSink<'b> {
+    /// Writes from the start of `buf`.
+    pub fn new(buf: &'b mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    fn put_slice(&mut self, src: &[u8]) {
+        let end = self.pos + src.len();
+        // Capacity was checked by the caller; a short write here would be a bug, and
+        // silently truncating is better than panicking on a hot path.
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(src);
+            self.pos = end;
+        }
+    }
+
+    fn put_u8(&mut self, v: u8) {
+        if let Some(d) = self.buf.get_mut(self.pos) {
+            *d = v;
+            self.pos += 1;
+        }
+    }
+
+    fn remaining_capacity(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+/// A [`Sink`] appending to any `bytes::BufMut`.
+#[cfg(feature = "bytes")]
+#[derive(Debug)]
+pub struct BufMutSink<'b, B: bytes::BufMut>(pub &'b mut B);
+
+#[cfg(feature = "bytes")]
+impl<B: bytes::BufMut> Sink for BufMutSink<'_, B> {
+    fn put_slice(&mut self, src: &[u8]) {
+        self.0.put_slice(src);
+    }
+    fn put_u8(&mut self, v: u8) {
+        self.0.put_u8(v);
+    }
+    fn remaining_capacity(&self) -> usize {
+        self.0.remaining_mut()
+    }
+}
+
+/// Writes a Variable Byte Integer (the caller has checked `v <= MAX_REMAINING_LENGTH`).
+pub(crate) fn put_varint<S: Sink + ?Sized>(s: &mut S, mut v: usize) {
+    let mut buf = [0u8; 4];
+    let mut n = 0;
+    loop {
+        let mut b = (v % 128) as u8;
+        v /= 128;
+        if v > 0 {
+            b |= 0x80;
+        }
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = b;
+        }
+        n += 1;
+        if v == 0 || n == 4 {
+            break;
+        }
+    }
+    s.put_slice(buf.get(..n).unwrap_or_default());
+}
+
+/// Writes Binary Data or a UTF-8 string with its two byte length.
+pub(crate) fn put_binary<S: Sink + ?Sized>(s: &mut S, b: &[u8]) {
+    s.put_u16(b.len() as u16);
+    s.put_slice(b);
+}
+
+/// Length of a length-prefixed field, or an error past 65,535 bytes.
+pub(crate) fn binary_len(b: &[u8]) -> Result<usize, EncodeError> {
+    if b.len() > usize::from(u16::MAX) {
+        Err(EncodeError::FieldTooLong)
+    } else {
+        Ok(2 + b.len())
+    }
+}
+
+/// Length of a string field after checking it would decode ([MQTT-1.5.4-2]).
+pub(crate) fn str_len(s: &str) -> Result<usize, EncodeError> {
+    if s.as_bytes().contains(&0) {
+        return Err(EncodeError::InvalidField("string contains U+0000"));
+    }
+    binary_len(s.as_bytes())
+}
