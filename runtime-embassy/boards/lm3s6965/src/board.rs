@@ -268,3 +268,51 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         cortex_m::asm::wfi();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stack watermark: the stack grows down from the top of RAM towards the end of .bss
+// (cortex-m-rt's `_stack_end`). Painting it at boot shows how deep it ever got.
+
+const STACK_PAINT: u32 = 0xACE0_BA5E;
+/// Painting stops this far below the current stack pointer (the painter's own frame).
+const STACK_PAINT_MARGIN: usize = 256;
+
+extern "C" {
+    static _stack_start: u32;
+    static _stack_end: u32;
+}
+
+fn stack_bounds() -> (usize, usize) {
+    // Only the addresses of the linker symbols are taken, never their contents.
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    let bottom = core::ptr::addr_of!(_stack_end) as usize;
+    (bottom, top)
+}
+
+/// Fills the not yet used part of the stack with a pattern. Call once, early, from `main`.
+pub fn paint_stack() {
+    let (bottom, _) = stack_bounds();
+    let limit = (cortex_m::register::msp::read() as usize).saturating_sub(STACK_PAINT_MARGIN);
+    let mut addr = bottom;
+    while addr + 4 <= limit {
+        // SAFETY: `[_stack_end, msp - margin)` is RAM that belongs to the stack and lies below
+        // every live frame (the stack grows down and only this function's frame, above `limit`,
+        // is active below `main`); nothing else references it. Word aligned: `_stack_end` is.
+        unsafe { write_volatile(addr as *mut u32, STACK_PAINT) };
+        addr += 4;
+    }
+}
+
+/// Deepest stack use since `paint_stack`, in bytes, and the stack's size.
+pub fn stack_usage() -> (usize, usize) {
+    let (bottom, top) = stack_bounds();
+    let mut addr = bottom;
+    while addr < top {
+        // SAFETY: word-aligned RAM inside the stack region; reading unused stack is harmless.
+        if unsafe { read_volatile(addr as *const u32) } != STACK_PAINT {
+            break;
+        }
+        addr += 4;
+    }
+    (top - addr, top - bottom)
+}

@@ -19,11 +19,12 @@
 //! Not done here (phase 1): PHY management over MII (the link is reported up; QEMU does not
 //! model the PHY), multicast filtering beyond AMUL, statistics beyond error counters.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embassy_sync::waitqueue::AtomicWaker;
+use static_cell::ConstStaticCell;
 
 use crate::board::{self, registers, Irq};
 
@@ -80,7 +81,10 @@ const RX_LEN_MAX: usize = 2048;
 const RX_BUF: usize = 1528;
 
 static WAKER: AtomicWaker = AtomicWaker::new();
-static TAKEN: AtomicBool = AtomicBool::new(false);
+// Frame buffers live in statics rather than in `Enet`, so the driver (moved by value into
+// embassy-net's runner and its task) stays small and never crosses the stack by the KiB.
+static RX_FRAME: ConstStaticCell<[u8; RX_BUF]> = ConstStaticCell::new([0; RX_BUF]);
+static TX_FRAME: ConstStaticCell<[u8; MTU]> = ConstStaticCell::new([0; MTU]);
 
 /// Error counters, readable from anywhere.
 #[derive(Debug)]
@@ -113,17 +117,17 @@ pub static STATS: Stats = Stats {
 #[derive(Debug)]
 pub struct Enet {
     mac: [u8; 6],
-    rx_buf: [u8; RX_BUF],
-    tx_buf: [u8; MTU],
+    rx_buf: &'static mut [u8; RX_BUF],
+    tx_buf: &'static mut [u8; MTU],
 }
 
 impl Enet {
     /// Brings the MAC up with address `mac`, RX and TX enabled and the RX interrupt armed.
     /// Returns `None` if the controller was already taken.
     pub fn new(mac: [u8; 6], core_hz: u32) -> Option<Self> {
-        if TAKEN.swap(true, Ordering::AcqRel) {
-            return None;
-        }
+        // The buffers double as the singleton guard.
+        let rx_buf = RX_FRAME.try_take()?;
+        let tx_buf = TX_FRAME.try_take()?;
         board::enable_clocks(0, board::RCGC2_EMAC0 | board::RCGC2_EPHY0);
 
         MACIM.write(0);
@@ -144,11 +148,7 @@ impl Enet {
         // registers and the `AtomicWaker`, both of which are interrupt-safe.
         unsafe { cortex_m::peripheral::NVIC::unmask(Irq::Ethernet) };
 
-        Some(Enet {
-            mac,
-            rx_buf: [0; RX_BUF],
-            tx_buf: [0; MTU],
-        })
+        Some(Enet { mac, rx_buf, tx_buf })
     }
 
     /// Acknowledges and counts error conditions; they do not interrupt (masked) and need no
@@ -220,15 +220,14 @@ impl Enet {
         let words = total.div_ceil(4);
 
         let [_, _, b0, b1] = first.to_le_bytes();
-        let mut pos = 0;
-        for byte in [b0, b1].into_iter().chain(
-            (1..words).flat_map(|_| MACDATA.read().to_le_bytes()),
-        ) {
+        let bytes = [b0, b1]
+            .into_iter()
+            .chain((1..words).flat_map(|_| MACDATA.read().to_le_bytes()));
+        for (pos, byte) in bytes.enumerate() {
             // Bytes past the buffer (oversize frames) are read and discarded.
             if let Some(slot) = self.rx_buf.get_mut(pos) {
                 *slot = byte;
             }
-            pos += 1;
         }
         if frame_len > MTU {
             STATS.rx_oversize.fetch_add(1, Ordering::Relaxed);
@@ -265,7 +264,7 @@ impl embassy_net_driver::Driver for Enet {
             return None;
         };
         let rx = self.rx_buf.get_mut(..len)?;
-        Some((RxToken { frame: rx }, TxToken { buf: &mut self.tx_buf }))
+        Some((RxToken { frame: rx }, TxToken { buf: self.tx_buf }))
     }
 
     fn transmit(&mut self, cx: &mut Context<'_>) -> Option<TxToken<'_>> {
@@ -273,7 +272,7 @@ impl embassy_net_driver::Driver for Enet {
         if !Self::tx_ready(cx) {
             return None;
         }
-        Some(TxToken { buf: &mut self.tx_buf })
+        Some(TxToken { buf: self.tx_buf })
     }
 
     fn link_state(&mut self, _cx: &mut Context<'_>) -> LinkState {
@@ -322,7 +321,8 @@ impl embassy_net_driver::TxToken for TxToken<'_> {
             STATS.tx_dropped.fetch_add(1, Ordering::Relaxed);
             return result;
         }
-        let data_len = (len - ETH_HEADER) as u32;
+        // `len <= MTU`, so this always fits the 16-bit length field.
+        let data_len = u32::try_from(len - ETH_HEADER).unwrap_or(0) & 0xFFFF;
         let (head, rest) = frame.split_at(2);
         MACDATA.write(data_len | (u32::from(head[0]) << 16) | (u32::from(head[1]) << 24));
         let mut chunks = rest.chunks_exact(4);

@@ -50,6 +50,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// How long a closing socket may take to get its FIN or RST out before it is reused.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Period of the console's health line (heap, stack, NIC error counters).
+const STATS_PERIOD: Duration = Duration::from_secs(30);
+
 /// Locally administered (bit 1 of the first octet), unicast.
 const MAC: [u8; 6] = [0x02, 0x50, 0x45, 0x54, 0x52, 0x4C];
 const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 69, 2);
@@ -72,6 +75,7 @@ fn init_heap() {
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
+    board::paint_stack();
     init_heap();
 
     let core_hz = board::init_clocks();
@@ -88,39 +92,37 @@ fn main() -> ! {
     log!("heap: {} B, {} B used by probe", HEAP_SIZE, HEAP.used());
     drop(probe);
 
+    executor::run(|spawner| setup(spawner, core_hz))
+}
+
+/// Brings up the network and spawns every task. Runs once, inside the executor, and is kept
+/// out of line so its frame (the stack, the runner) is popped before the first poll instead of
+/// staying reserved under the executor loop for ever.
+#[inline(never)]
+fn setup(spawner: Spawner, core_hz: u32) {
     let Some(nic) = Enet::new(MAC, core_hz) else {
         panic!("Ethernet controller already taken");
     };
     let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(ADDRESS, PREFIX_LEN),
         gateway: Some(GATEWAY),
-        dns_servers: Default::default(),
+        dns_servers: heapless::Vec::new(),
     });
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
-    let (stack, runner) =
-        embassy_net::new(nic, config, RESOURCES.init(StackResources::new()), random_seed());
+    let resources = RESOURCES.init_with(StackResources::new);
+    let (stack, runner) = embassy_net::new(nic, config, resources, random_seed());
 
-    executor::run(|spawner| {
-        spawn(&spawner, net_task(runner));
-        for id in 0..SOCKETS {
-            spawn(&spawner, echo_task(stack, id));
-        }
-        spawn(&spawner, tick_task());
-        log!("listening on {}:{} ({} sockets)", ADDRESS, PORT, SOCKETS);
-    })
-}
-
-#[embassy_executor::task]
-async fn tick_task() {
-    loop {
-        embassy_time::Timer::after_secs(1).await;
-        log!("tick {}", embassy_time::Instant::now().as_millis());
+    spawn(spawner, net_task(runner));
+    for id in 0..SOCKETS {
+        spawn(spawner, echo_task(stack, id));
     }
+    spawn(spawner, stats_task());
+    log!("listening on {}:{} ({} sockets)", ADDRESS, PORT, SOCKETS);
 }
 
 /// Spawns a task; pool exhaustion is a programming error, not a run-time condition.
 fn spawn<S, E: core::fmt::Debug>(
-    spawner: &Spawner,
+    spawner: Spawner,
     token: Result<embassy_executor::SpawnToken<S>, E>,
 ) {
     match token {
@@ -138,6 +140,31 @@ fn random_seed() -> u64 {
     let mac = MAC.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
     let phase = u64::from(cortex_m::peripheral::SYST::get_current());
     (mac ^ (phase << 40) ^ embassy_time::Instant::now().as_ticks()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Logs resource use now and then, so RAM headroom is visible on a running gateway.
+#[embassy_executor::task]
+async fn stats_task() -> ! {
+    loop {
+        let (stack_used, stack_size) = board::stack_usage();
+        let s = &enet::STATS;
+        let get = |c: &core::sync::atomic::AtomicU32| c.load(core::sync::atomic::Ordering::Relaxed);
+        log!(
+            "stats: uptime {} s, heap {}/{} B, stack {}/{} B, rx overrun {} err {} resync {} oversize {}, tx err {} dropped {}",
+            embassy_time::Instant::now().as_secs(),
+            HEAP.used(),
+            HEAP_SIZE,
+            stack_used,
+            stack_size,
+            get(&s.rx_overrun),
+            get(&s.rx_error),
+            get(&s.rx_resync),
+            get(&s.rx_oversize),
+            get(&s.tx_error),
+            get(&s.tx_dropped),
+        );
+        embassy_time::Timer::after(STATS_PERIOD).await;
+    }
 }
 
 #[embassy_executor::task]
