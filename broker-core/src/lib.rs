@@ -1,1 +1,45 @@
-//! placeholder
+//! `broker-core`: Petrel's MQTT broker (and client) logic as sans-IO state machines.
+//!
+//! What it does: every server-side rule of MQTT 3.1, 3.1.1 and 5.0 (sessions, QoS flows,
+//! subscriptions and the topic index, retained messages, wills, expiry, flow control,
+//! topic aliases, enhanced authentication, shared subscriptions) for one shard of a
+//! broker, plus the messages shards exchange to act as one broker.
+//!
+//! What it deliberately does not do: I/O, clocks, threads, randomness or logging. A shell
+//! feeds bytes, `now` and timer expiries in (`handle_*`) and takes frames, events and the
+//! next deadline out (`poll_*`). Memory is bounded by [`Config`].
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod broker;
+mod config;
+mod conn;
+pub mod index;
+mod message;
+pub mod policy;
+mod retained;
+mod session;
+pub mod shard;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod slab;
+mod time;
+mod tx;
+
+pub use broker::{AcceptError, Broker, Event, Metrics, Transmit};
+pub use config::{Config, SharedStrategy};
+pub use message::{Message, MessageArena, MessageParts, Origin};
+pub use policy::{ConnId, PeerInfo, Policy};
+pub use retained::RetainedStore;
+pub use session::GroupName;
+pub use shard::{ShardId, ShardMsg};
+pub use slab::Key;
+pub use time::Instant;
+pub use tx::TxBuf;
+
+pub use mqtt_proto;

@@ -172,7 +172,9 @@ impl PropertyContext {
     const fn repeatable(self) -> u64 {
         match self {
             // [MQTT-3.3.4-3]: a PUBLISH may carry several Subscription Identifiers.
-            Self::Publish => bit(PropertyId::UserProperty) | bit(PropertyId::SubscriptionIdentifier),
+            Self::Publish => {
+                bit(PropertyId::UserProperty) | bit(PropertyId::SubscriptionIdentifier)
+            }
             _ => bit(PropertyId::UserProperty),
         }
     }
@@ -206,8 +208,13 @@ fn read_value<'a>(r: &mut Reader<'a>, id: PropertyId) -> Result<Value<'a>, Decod
             Value::Four(r.u32()?)
         }
         SubscriptionIdentifier => Value::VarInt(r.varint()?),
-        ContentType | ResponseTopic | AssignedClientIdentifier | AuthenticationMethod
-        | ResponseInformation | ServerReference | ReasonString => Value::Str(r.utf8()?),
+        ContentType
+        | ResponseTopic
+        | AssignedClientIdentifier
+        | AuthenticationMethod
+        | ResponseInformation
+        | ServerReference
+        | ReasonString => Value::Str(r.utf8()?),
         CorrelationData | AuthenticationData => Value::Bin(r.binary()?),
         UserProperty => {
             let k = r.utf8()?;
@@ -276,7 +283,9 @@ impl<'a> UserProperties<'a> {
     /// The name/value pairs, in order.
     pub fn iter(&self) -> UserPropertyIter<'a> {
         match *self {
-            Self::Wire(b) => UserPropertyIter(IterInner::Wire(RawIter::new(b, PacketType::Publish))),
+            Self::Wire(b) => {
+                UserPropertyIter(IterInner::Wire(RawIter::new(b, PacketType::Publish)))
+            }
             Self::List(l) => UserPropertyIter(IterInner::List(l.iter())),
         }
     }
@@ -383,7 +392,9 @@ impl<'a> SubscriptionIds<'a> {
         let mut n = 0;
         for id in self.iter() {
             if id == 0 || id as usize > crate::wire::MAX_REMAINING_LENGTH {
-                return Err(EncodeError::InvalidField("subscription identifier out of range"));
+                return Err(EncodeError::InvalidField(
+                    "subscription identifier out of range",
+                ));
             }
             n += 1 + varint_len(id as usize);
         }
@@ -479,7 +490,10 @@ impl<'a> Properties<'a> {
         while let Some((id, v)) = it.next_checked()? {
             let b = bit(id);
             if allowed & b == 0 {
-                return Err(DecodeError::PropertyNotAllowed { id: id as u8, packet });
+                return Err(DecodeError::PropertyNotAllowed {
+                    id: id as u8,
+                    packet,
+                });
             }
             if seen & b != 0 && repeatable & b == 0 {
                 return Err(DecodeError::DuplicateProperty(id as u8));
@@ -506,9 +520,7 @@ impl<'a> Properties<'a> {
                     p.subscription_identifiers = SubscriptionIds::Wire(block);
                 }
                 (SessionExpiryInterval, Value::Four(x)) => p.session_expiry_interval = Some(x),
-                (AssignedClientIdentifier, Value::Str(s)) => {
-                    p.assigned_client_identifier = Some(s)
-                }
+                (AssignedClientIdentifier, Value::Str(s)) => p.assigned_client_identifier = Some(s),
                 (ServerKeepAlive, Value::Two(x)) => p.server_keep_alive = Some(x),
                 (AuthenticationMethod, Value::Str(s)) => p.authentication_method = Some(s),
                 (AuthenticationData, Value::Bin(x)) => p.authentication_data = Some(x),
@@ -578,20 +590,41 @@ impl<'a> Properties<'a> {
                 m |= bit(id)
             }
         };
-        add(self.payload_format_indicator.is_some(), PayloadFormatIndicator);
-        add(self.message_expiry_interval.is_some(), MessageExpiryInterval);
+        add(
+            self.payload_format_indicator.is_some(),
+            PayloadFormatIndicator,
+        );
+        add(
+            self.message_expiry_interval.is_some(),
+            MessageExpiryInterval,
+        );
         add(self.content_type.is_some(), ContentType);
         add(self.response_topic.is_some(), ResponseTopic);
         add(self.correlation_data.is_some(), CorrelationData);
-        add(!self.subscription_identifiers.is_empty(), SubscriptionIdentifier);
-        add(self.session_expiry_interval.is_some(), SessionExpiryInterval);
-        add(self.assigned_client_identifier.is_some(), AssignedClientIdentifier);
+        add(
+            !self.subscription_identifiers.is_empty(),
+            SubscriptionIdentifier,
+        );
+        add(
+            self.session_expiry_interval.is_some(),
+            SessionExpiryInterval,
+        );
+        add(
+            self.assigned_client_identifier.is_some(),
+            AssignedClientIdentifier,
+        );
         add(self.server_keep_alive.is_some(), ServerKeepAlive);
         add(self.authentication_method.is_some(), AuthenticationMethod);
         add(self.authentication_data.is_some(), AuthenticationData);
-        add(self.request_problem_information.is_some(), RequestProblemInformation);
+        add(
+            self.request_problem_information.is_some(),
+            RequestProblemInformation,
+        );
         add(self.will_delay_interval.is_some(), WillDelayInterval);
-        add(self.request_response_information.is_some(), RequestResponseInformation);
+        add(
+            self.request_response_information.is_some(),
+            RequestResponseInformation,
+        );
         add(self.response_information.is_some(), ResponseInformation);
         add(self.server_reference.is_some(), ServerReference);
         add(self.reason_string.is_some(), ReasonString);
@@ -602,9 +635,18 @@ impl<'a> Properties<'a> {
         add(self.retain_available.is_some(), RetainAvailable);
         add(!self.user_properties.is_empty(), UserProperty);
         add(self.maximum_packet_size.is_some(), MaximumPacketSize);
-        add(self.wildcard_subscription_available.is_some(), WildcardSubscriptionAvailable);
-        add(self.subscription_identifier_available.is_some(), SubscriptionIdentifierAvailable);
-        add(self.shared_subscription_available.is_some(), SharedSubscriptionAvailable);
+        add(
+            self.wildcard_subscription_available.is_some(),
+            WildcardSubscriptionAvailable,
+        );
+        add(
+            self.subscription_identifier_available.is_some(),
+            SubscriptionIdentifierAvailable,
+        );
+        add(
+            self.shared_subscription_available.is_some(),
+            SharedSubscriptionAvailable,
+        );
         m
     }
 
@@ -618,16 +660,24 @@ impl<'a> Properties<'a> {
     pub fn block_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
         let present = self.present();
         if present & !ctx.allowed() != 0 {
-            return Err(EncodeError::InvalidField("property not allowed in this packet"));
+            return Err(EncodeError::InvalidField(
+                "property not allowed in this packet",
+            ));
         }
         if ctx != PropertyContext::Publish && self.subscription_identifiers.iter().nth(1).is_some()
         {
-            return Err(EncodeError::InvalidField("only one subscription identifier allowed"));
+            return Err(EncodeError::InvalidField(
+                "only one subscription identifier allowed",
+            ));
         }
         let zero = |v: Option<u16>| v == Some(0);
-        if zero(self.receive_maximum) || zero(self.topic_alias) || self.maximum_packet_size == Some(0)
+        if zero(self.receive_maximum)
+            || zero(self.topic_alias)
+            || self.maximum_packet_size == Some(0)
         {
-            return Err(EncodeError::InvalidField("property value of 0 is not allowed"));
+            return Err(EncodeError::InvalidField(
+                "property value of 0 is not allowed",
+            ));
         }
         if self.maximum_qos == Some(QoS::ExactlyOnce) {
             return Err(EncodeError::InvalidField("maximum QoS must be 0 or 1"));
@@ -681,8 +731,27 @@ impl<'a> Properties<'a> {
 
     /// Writes the length prefix and the block; `block_len` is the value `block_len` returned.
     pub(crate) fn emit<S: Sink + ?Sized>(&self, s: &mut S, block_len: usize) {
-        use PropertyId::*;
         put_varint(s, block_len);
+        self.emit_entries(s);
+    }
+
+    /// Writes the property block for `ctx` without its length prefix (to store a block
+    /// and forward it later); returns its length.
+    pub fn emit_block_to<S: Sink + ?Sized>(
+        &self,
+        ctx: PropertyContext,
+        s: &mut S,
+    ) -> Result<usize, EncodeError> {
+        let n = self.block_len(ctx)?;
+        if s.remaining_capacity() < n {
+            return Err(EncodeError::BufferTooSmall { needed: n });
+        }
+        self.emit_entries(s);
+        Ok(n)
+    }
+
+    fn emit_entries<S: Sink + ?Sized>(&self, s: &mut S) {
+        use PropertyId::*;
         let byte = |s: &mut S, id: PropertyId, v: Option<u8>| {
             if let Some(v) = v {
                 s.put_u8(id as u8);
@@ -723,9 +792,17 @@ impl<'a> Properties<'a> {
         two(s, ServerKeepAlive, self.server_keep_alive);
         st(s, AuthenticationMethod, self.authentication_method);
         bin(s, AuthenticationData, self.authentication_data);
-        byte(s, RequestProblemInformation, b(self.request_problem_information));
+        byte(
+            s,
+            RequestProblemInformation,
+            b(self.request_problem_information),
+        );
         four(s, WillDelayInterval, self.will_delay_interval);
-        byte(s, RequestResponseInformation, b(self.request_response_information));
+        byte(
+            s,
+            RequestResponseInformation,
+            b(self.request_response_information),
+        );
         st(s, ResponseInformation, self.response_information);
         st(s, ServerReference, self.server_reference);
         st(s, ReasonString, self.reason_string);
@@ -740,9 +817,20 @@ impl<'a> Properties<'a> {
             put_binary(s, v.as_bytes());
         }
         four(s, MaximumPacketSize, self.maximum_packet_size);
-        byte(s, WildcardSubscriptionAvailable, b(self.wildcard_subscription_available));
-        byte(s, SubscriptionIdentifierAvailable, b(self.subscription_identifier_available));
-        byte(s, SharedSubscriptionAvailable, b(self.shared_subscription_available));
+        byte(
+            s,
+            WildcardSubscriptionAvailable,
+            b(self.wildcard_subscription_available),
+        );
+        byte(
+            s,
+            SubscriptionIdentifierAvailable,
+            b(self.subscription_identifier_available),
+        );
+        byte(
+            s,
+            SharedSubscriptionAvailable,
+            b(self.shared_subscription_available),
+        );
     }
 }
-

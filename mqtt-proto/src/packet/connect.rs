@@ -104,7 +104,11 @@ impl<'a> Connect<'a> {
             None
         };
         let username = if username_flag { Some(r.utf8()?) } else { None };
-        let password = if password_flag { Some(r.binary()?) } else { None };
+        let password = if password_flag {
+            Some(r.binary()?)
+        } else {
+            None
+        };
         Ok(Connect {
             protocol,
             clean_start,

@@ -92,7 +92,11 @@ impl<'a> Disconnect<'a> {
         if !v.is_v5() {
             return Ok(Sizes::default());
         }
-        sizes_reason_props(self.reason_code, &self.properties, PropertyContext::Disconnect)
+        sizes_reason_props(
+            self.reason_code,
+            &self.properties,
+            PropertyContext::Disconnect,
+        )
     }
 
     pub(crate) fn emit_body<S: Sink + ?Sized>(&self, v: ProtocolVersion, s: &mut S, sizes: &Sizes) {
@@ -129,4 +133,3 @@ impl<'a> Auth<'a> {
         emit_reason_props(self.reason_code, &self.properties, s, sizes);
     }
 }
-

@@ -245,13 +245,12 @@ pub(crate) fn read_reason(r: &mut Reader<'_>) -> Result<crate::ReasonCode, Decod
 }
 
 /// Checks an encoder-supplied reason code the same way the decoder will.
-pub(crate) fn check_reason(
-    code: crate::ReasonCode,
-    packet: PacketType,
-) -> Result<(), EncodeError> {
+pub(crate) fn check_reason(code: crate::ReasonCode, packet: PacketType) -> Result<(), EncodeError> {
     if code.valid_in(packet) {
         Ok(())
     } else {
-        Err(EncodeError::InvalidField("reason code not allowed in this packet"))
+        Err(EncodeError::InvalidField(
+            "reason code not allowed in this packet",
+        ))
     }
 }

@@ -77,7 +77,9 @@ impl<'a> Publish<'a> {
 
     fn check(&self) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
-            return Err(EncodeError::InvalidField("packet id must be present exactly when QoS > 0"));
+            return Err(EncodeError::InvalidField(
+                "packet id must be present exactly when QoS > 0",
+            ));
         }
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::InvalidField("DUP set on QoS 0"));
@@ -202,8 +204,15 @@ impl<'a> Ack<'a> {
         Ok(ack)
     }
 
-    pub(crate) fn sizes(&self, v: ProtocolVersion, ctx: PropertyContext) -> Result<Sizes, EncodeError> {
-        let mut s = Sizes { body: 2, ..Sizes::default() };
+    pub(crate) fn sizes(
+        &self,
+        v: ProtocolVersion,
+        ctx: PropertyContext,
+    ) -> Result<Sizes, EncodeError> {
+        let mut s = Sizes {
+            body: 2,
+            ..Sizes::default()
+        };
         if v.is_v5() {
             super::check_reason(self.reason_code, ctx.packet_type())?;
             s.props = self.properties.block_len(ctx)?;
@@ -226,4 +235,3 @@ impl<'a> Ack<'a> {
         }
     }
 }
-

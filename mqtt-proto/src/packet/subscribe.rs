@@ -5,7 +5,9 @@ use super::Sizes;
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
-use crate::types::{PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::types::{
+    PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
+};
 use crate::wire::{put_binary, str_len, varint_len, Reader, Sink};
 use core::fmt;
 
@@ -95,8 +97,14 @@ impl<'a> TopicFilters<'a> {
             Self::Wire(b) => (Reader::new(b, PacketType::Unsubscribe), [].iter()),
             Self::List(l) => (Reader::new(&[], PacketType::Unsubscribe), l.iter()),
         };
-        core::iter::from_fn(move || if wire.is_empty() { None } else { wire.utf8().ok() })
-            .chain(list.copied())
+        core::iter::from_fn(move || {
+            if wire.is_empty() {
+                None
+            } else {
+                wire.utf8().ok()
+            }
+        })
+        .chain(list.copied())
     }
 
     /// Number of filters.
@@ -188,7 +196,10 @@ fn props_sizes(
     v: ProtocolVersion,
     ctx: PropertyContext,
 ) -> Result<Sizes, EncodeError> {
-    let mut s = Sizes { body: 2, ..Sizes::default() };
+    let mut s = Sizes {
+        body: 2,
+        ..Sizes::default()
+    };
     if v.is_v5() {
         s.props = props.block_len(ctx)?;
         s.body += varint_len(s.props) + s.props;
@@ -236,13 +247,17 @@ impl<'a> Subscribe<'a> {
         let mut count = 0;
         for sub in self.subscriptions.iter() {
             if !v.is_v5() && sub.options.to_byte(ProtocolVersion::V5) != sub.options.qos as u8 {
-                return Err(EncodeError::InvalidField("subscription options beyond QoS need MQTT 5"));
+                return Err(EncodeError::InvalidField(
+                    "subscription options beyond QoS need MQTT 5",
+                ));
             }
             s.body += str_len(sub.filter)? + 1;
             count += 1;
         }
         if count == 0 {
-            return Err(EncodeError::InvalidField("SUBSCRIBE needs at least one topic filter"));
+            return Err(EncodeError::InvalidField(
+                "SUBSCRIBE needs at least one topic filter",
+            ));
         }
         Ok(s)
     }
@@ -306,7 +321,9 @@ impl<'a> SubAck<'a> {
             super::check_reason(c, PacketType::SubAck)?;
         }
         if self.reason_codes.is_empty() {
-            return Err(EncodeError::InvalidField("SUBACK needs at least one reason code"));
+            return Err(EncodeError::InvalidField(
+                "SUBACK needs at least one reason code",
+            ));
         }
         s.body += self.reason_codes.len();
         Ok(s)
@@ -365,7 +382,9 @@ impl<'a> Unsubscribe<'a> {
             count += 1;
         }
         if count == 0 {
-            return Err(EncodeError::InvalidField("UNSUBSCRIBE needs at least one topic filter"));
+            return Err(EncodeError::InvalidField(
+                "UNSUBSCRIBE needs at least one topic filter",
+            ));
         }
         Ok(s)
     }
@@ -425,14 +444,19 @@ impl<'a> UnsubAck<'a> {
 
     pub(crate) fn sizes(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
         if !v.is_v5() {
-            return Ok(Sizes { body: 2, ..Sizes::default() });
+            return Ok(Sizes {
+                body: 2,
+                ..Sizes::default()
+            });
         }
         let mut s = props_sizes(&self.properties, v, PropertyContext::UnsubAck)?;
         for c in self.reason_codes.iter() {
             super::check_reason(c, PacketType::UnsubAck)?;
         }
         if self.reason_codes.is_empty() {
-            return Err(EncodeError::InvalidField("UNSUBACK needs at least one reason code"));
+            return Err(EncodeError::InvalidField(
+                "UNSUBACK needs at least one reason code",
+            ));
         }
         s.body += self.reason_codes.len();
         Ok(s)

@@ -1,0 +1,423 @@
+//! One broker shard: the sans-IO state machine a shell drives.
+//!
+//! Inputs (`handle_*`, each given `now`): accepted connections, received bytes, closed
+//! sockets, timer expiries and messages from other shards. Outputs (`poll_*`): frames to
+//! write per connection, events (output ready, close, forward to a shard) and the next
+//! timer deadline.
+
+mod connect;
+mod publish;
+mod shards;
+mod subscribe;
+mod timers;
+mod transmit;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnState, Ctrl};
+use crate::index::{Hasher64, TopicIndex};
+use crate::message::MessageArena;
+use crate::policy::{ClientInfo, ConnId, PeerInfo, Policy};
+use crate::retained::RetainedStore;
+use crate::session::{GroupName, Session, SubIds};
+use crate::shard::{Member, ShardId, ShardMsg};
+use crate::slab::{Key, Slab};
+use crate::time::Instant;
+use alloc::boxed::Box;
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+use hashbrown::HashMap;
+use mqtt_proto::{
+    DecodeError, Packet, ProtocolVersion, QoS, ReasonCode, Status, SubscriptionOptions,
+};
+
+pub(crate) use timers::Timer;
+pub use transmit::Transmit;
+
+/// Something the shell must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// The connection has frames for `poll_transmit`.
+    Output(ConnId),
+    /// Write what `poll_transmit` still returns for this connection, then close its socket
+    /// and call `handle_closed`.
+    Close(ConnId),
+    /// Deliver `msg` to shard `to` (`handle_shard_msg` there).
+    Forward {
+        /// Destination shard.
+        to: ShardId,
+        /// The message.
+        msg: ShardMsg,
+    },
+}
+
+/// Why `handle_accept` refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// `max_connections` reached.
+    TooManyConnections,
+    /// The `on_accept` hook said no.
+    Refused,
+}
+
+/// Counters a shell exports as metrics.
+#[derive(Debug, Default, Clone)]
+#[allow(missing_docs)]
+pub struct Metrics {
+    pub connections_accepted: u64,
+    pub connects_refused: u64,
+    pub publish_received: u64,
+    pub publish_sent: u64,
+    pub bytes_received: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_expired: u64,
+    pub dropped_too_large: u64,
+    pub dropped_offline: u64,
+    pub dropped_not_authorized: u64,
+    pub protocol_errors: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+}
+
+/// An entry of the local subscription index.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalSub {
+    Session {
+        session: Key,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    },
+    /// A shared subscription group owned by this shard.
+    Group(Arc<GroupName>),
+}
+
+/// One matched session while routing a message.
+#[derive(Debug)]
+pub(crate) struct Hit {
+    session: Key,
+    qos: QoS,
+    retain: bool,
+    ids: SubIds,
+}
+
+#[derive(Debug)]
+pub(crate) struct SharedGroup {
+    pub members: Vec<Member>,
+    pub next: usize,
+}
+
+/// A broker shard.
+#[derive(Debug)]
+pub struct Broker {
+    pub(crate) cfg: Config,
+    pub(crate) policy: Policy,
+    pub(crate) conns: Slab<Conn>,
+    pub(crate) sessions: Slab<Session>,
+    pub(crate) by_id: HashMap<Box<str>, Key, Hasher64>,
+    pub(crate) index: TopicIndex<LocalSub>,
+    /// Filter to remote shards that have local subscribers to it (and group owners).
+    pub(crate) interest: TopicIndex<ShardId>,
+    pub(crate) groups: HashMap<Arc<GroupName>, SharedGroup, Hasher64>,
+    pub(crate) retained: RetainedStore,
+    pub(crate) arena: MessageArena,
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) hits: Vec<Hit>,
+    pub(crate) group_hits: Vec<Arc<GroupName>>,
+    pub(crate) shard_hits: Vec<bool>,
+    pub(crate) stamp: u64,
+    pub(crate) next_origin: u64,
+    pub(crate) auto_id: u64,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutting_down: bool,
+}
+
+impl Broker {
+    /// A shard with this configuration and policy.
+    pub fn new(cfg: Config, policy: Policy) -> Self {
+        let seed = cfg.hash_seed;
+        let shards = usize::from(cfg.shards.max(1));
+        Self {
+            arena: MessageArena::new(cfg.arena_chunk),
+            conns: Slab::default(),
+            sessions: Slab::default(),
+            by_id: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            index: TopicIndex::new(seed),
+            interest: TopicIndex::new(seed ^ 1),
+            groups: HashMap::with_hasher(Hasher64::with_seed(seed ^ 2)),
+            retained: RetainedStore::new(seed ^ 3),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+            hits: Vec::new(),
+            group_hits: Vec::new(),
+            shard_hits: alloc::vec![false; shards],
+            stamp: 0,
+            next_origin: 0,
+            auto_id: 0,
+            metrics: Metrics::default(),
+            shutting_down: false,
+            policy,
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Open connections on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions (connected or not) on this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Retained messages held by this shard.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Distinct subscription filters in this shard's index.
+    pub fn subscription_filter_count(&self) -> usize {
+        self.index.filter_count()
+    }
+
+    /// Messages waiting in a client's session (queued, backlog and in flight).
+    pub fn session_queue_len(&self, client_id: &str) -> Option<usize> {
+        let s = self.sessions.get(*self.by_id.get(client_id)?)?;
+        Some(s.queue.len() + s.backlog.len() + s.inflight.len())
+    }
+
+    /// A new network connection. The CONNECT must follow within `connect_timeout_ms`.
+    pub fn handle_accept(&mut self, now: Instant, peer: PeerInfo) -> Result<ConnId, AcceptError> {
+        if self.conns.len() >= self.cfg.max_connections || self.shutting_down {
+            return Err(AcceptError::TooManyConnections);
+        }
+        let seed = self.cfg.hash_seed;
+        let id = self.conns.insert_with(|_| Conn::new(now, peer, seed));
+        let ok = match self.conns.get(id) {
+            Some(c) => self.policy.hooks.on_accept(id, &c.peer),
+            None => false,
+        };
+        if !ok {
+            self.conns.remove(id);
+            return Err(AcceptError::Refused);
+        }
+        self.metrics.connections_accepted += 1;
+        self.schedule(
+            now.plus_millis(self.cfg.connect_timeout_ms),
+            Timer::ConnectTimeout(id),
+        );
+        Ok(id)
+    }
+
+    /// Bytes received on `conn`. Complete packets at the start of `input` are processed
+    /// (at most `max_packets_per_read`, and none while too many acknowledgements wait to be
+    /// written); returns how many bytes were consumed. The rest stays in the caller's
+    /// buffer for the next call. After a protocol error everything is consumed and the
+    /// connection is closing.
+    pub fn handle_bytes(&mut self, conn: ConnId, now: Instant, input: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut packets = 0;
+        self.metrics.bytes_received += input.len() as u64;
+        while packets < self.cfg.max_packets_per_read {
+            let Some(c) = self.conns.get(conn) else {
+                return input.len();
+            };
+            if c.state == ConnState::Closing {
+                return input.len();
+            }
+            if c.ctrl.len() >= self.cfg.max_pending_control {
+                break;
+            }
+            let version = c.version;
+            let rest = input.get(pos..).unwrap_or_default();
+            match Packet::parse(rest, version, self.cfg.max_packet_size as usize) {
+                Ok(Status::Complete((packet, len))) => {
+                    pos += len;
+                    packets += 1;
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.last_rx = now;
+                    }
+                    self.handle_packet(conn, now, packet);
+                }
+                Ok(Status::Incomplete { .. }) => break,
+                Err(e) => {
+                    self.decode_error(conn, now, rest, e);
+                    return input.len();
+                }
+            }
+        }
+        pos
+    }
+
+    fn handle_packet(&mut self, conn: ConnId, now: Instant, packet: Packet<'_>) {
+        let Some(state) = self.conns.get(conn).map(|c| c.state) else {
+            return;
+        };
+        match (state, packet) {
+            (ConnState::AwaitConnect, Packet::Connect(c)) => self.handle_connect(conn, now, &c),
+            // [MQTT-3.1.0-1] the first packet must be CONNECT.
+            (ConnState::AwaitConnect, _) => self.close(conn, now, None),
+            (ConnState::Authenticating, Packet::Auth(a)) => self.handle_auth(conn, now, &a),
+            (ConnState::Authenticating, Packet::Disconnect(d)) => {
+                self.handle_disconnect(conn, now, &d)
+            }
+            (ConnState::Authenticating, _) => {
+                self.protocol_error(conn, now, ReasonCode::ProtocolError)
+            }
+            // [MQTT-3.1.0-2] a second CONNECT is a Protocol Error.
+            (ConnState::Connected, Packet::Connect(_)) => {
+                self.protocol_error(conn, now, ReasonCode::ProtocolError)
+            }
+            (ConnState::Connected, Packet::Publish(p)) => self.handle_publish(conn, now, &p),
+            (ConnState::Connected, Packet::PubAck(a)) => self.handle_puback(conn, now, &a),
+            (ConnState::Connected, Packet::PubRec(a)) => self.handle_pubrec(conn, now, &a),
+            (ConnState::Connected, Packet::PubRel(a)) => self.handle_pubrel(conn, now, &a),
+            (ConnState::Connected, Packet::PubComp(a)) => self.handle_pubcomp(conn, now, &a),
+            (ConnState::Connected, Packet::Subscribe(s)) => self.handle_subscribe(conn, now, &s),
+            (ConnState::Connected, Packet::Unsubscribe(u)) => {
+                self.handle_unsubscribe(conn, now, &u)
+            }
+            (ConnState::Connected, Packet::PingReq) => self.push_ctrl(conn, Ctrl::PingResp),
+            (ConnState::Connected, Packet::Disconnect(d)) => self.handle_disconnect(conn, now, &d),
+            (ConnState::Connected, Packet::Auth(a)) => self.handle_auth(conn, now, &a),
+            // Packets only a server sends ([MQTT-4.8.0-1]... a Protocol Error from a client).
+            (ConnState::Connected, _) => self.protocol_error(conn, now, ReasonCode::ProtocolError),
+            (ConnState::Closing, _) => {}
+        }
+    }
+
+    fn decode_error(&mut self, conn: ConnId, now: Instant, bytes: &[u8], e: DecodeError) {
+        self.metrics.protocol_errors += 1;
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        if c.state == ConnState::AwaitConnect {
+            // CONNACK in the client's own version where it can be known ([MQTT-3.1.2-2]).
+            let level = connect_level(bytes);
+            let code = match e {
+                DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName => {
+                    Some(ReasonCode::UnsupportedProtocolVersion)
+                }
+                _ if level == Some(5) => Some(e.reason_code()),
+                _ => None,
+            };
+            if let Some(code) = code {
+                let v = if level == Some(5) {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V3_1_1
+                };
+                self.refuse_connect(conn, now, v, code);
+            } else {
+                self.close(conn, now, None);
+            }
+            return;
+        }
+        self.protocol_error(conn, now, e.reason_code());
+    }
+
+    /// Server-initiated close after a client error: DISCONNECT with `code` in MQTT 5.
+    pub(crate) fn protocol_error(&mut self, conn: ConnId, now: Instant, code: ReasonCode) {
+        self.metrics.protocol_errors += 1;
+        self.close(conn, now, Some(code));
+    }
+
+    pub(crate) fn push_ctrl(&mut self, conn: ConnId, ctrl: Ctrl) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.ctrl.push_back(ctrl);
+            if !c.output_flagged {
+                c.output_flagged = true;
+                self.events.push_back(Event::Output(conn));
+            }
+        }
+    }
+
+    /// Flags a connection as having output (once until `poll_transmit` drains it).
+    pub(crate) fn wake(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if !c.output_flagged && c.state == ConnState::Connected {
+                c.output_flagged = true;
+                self.events.push_back(Event::Output(conn));
+            }
+        }
+    }
+
+    /// The socket of `conn` closed (by the peer, an error, or after `Event::Close`).
+    pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(state) = self.conns.get(conn).map(|c| c.state) else {
+            return;
+        };
+        if state != ConnState::Closing {
+            // Not a DISCONNECT: the will is published ([MQTT-3.1.2-8]).
+            self.detach(conn, now, None);
+        }
+        if let Some(c) = self.conns.remove(conn) {
+            if c.state == ConnState::Authenticating || c.pending.is_some() {
+                self.policy.authenticator.auth_abort(conn);
+            }
+        }
+    }
+
+    /// The next event, if any. Changes after any `handle_*` call.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Closes every connection for shutdown: MQTT 5 clients get DISCONNECT 0x8B
+    /// ([MQTT-3.14.4-...] server shutting down), wills are published as for any
+    /// server-initiated close, and further accepts are refused.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.conns.keys().collect();
+        for c in conns {
+            self.close(c, now, Some(ReasonCode::ServerShuttingDown));
+        }
+    }
+
+    pub(crate) fn client_info<'a>(s: &'a Session, peer: Option<&'a PeerInfo>) -> ClientInfo<'a> {
+        ClientInfo {
+            client_id: &s.client_id,
+            username: s.username.as_deref(),
+            peer,
+            protocol: s.protocol,
+        }
+    }
+
+    /// Every persistent session's state, for a durable store at shutdown.
+    pub fn snapshot_sessions(&self) -> Vec<crate::policy::SessionSnapshot> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.expiry_interval > 0)
+            .map(|(_, s)| s.snapshot())
+            .collect()
+    }
+
+    /// Every retained message, for a durable store.
+    pub fn retained_messages(&self) -> Vec<crate::message::Message> {
+        self.retained.iter().cloned().collect()
+    }
+}
+
+/// The protocol level of a (possibly malformed) CONNECT, if its bytes get that far.
+fn connect_level(bytes: &[u8]) -> Option<u8> {
+    let header = match mqtt_proto::FixedHeader::parse(bytes, usize::MAX).ok()? {
+        Status::Complete(h) => h,
+        Status::Incomplete { .. } => return None,
+    };
+    let body = bytes.get(header.header_len..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
+}

@@ -1,0 +1,560 @@
+//! PUBLISH in both directions' bookkeeping: receiving, routing to subscribers (locally,
+//! to other shards, to shared groups), bounded queues, retained updates, and the QoS 1/2
+//! acknowledgement flows (3.3 to 3.7, 4.3, 4.6, 4.8.2, 4.9).
+
+use super::{Broker, Event, Hit, LocalSub};
+use crate::conn::Ctrl;
+use crate::message::{Message, MessageParts};
+use crate::policy::{ConnId, DropReason};
+use crate::session::{GroupName, InflightState, Queued, SubIds};
+use crate::shard::{owner_of_group, owner_of_topic, ShardMsg};
+use crate::slab::Key;
+use crate::time::Instant;
+use alloc::sync::Arc;
+use mqtt_proto::{Ack, PacketId, PacketType, Publish, QoS, ReasonCode};
+
+impl Broker {
+    pub(crate) fn handle_publish(&mut self, conn: ConnId, now: Instant, p: &Publish<'_>) {
+        let max_alias = self.cfg.topic_alias_maximum;
+        let Self {
+            conns,
+            sessions,
+            arena,
+            cfg,
+            policy,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(conn) else { return };
+        let Some(sk) = c.session else { return };
+        let Some(s) = sessions.get_mut(sk) else {
+            return;
+        };
+        let v = c.version;
+
+        let mut fail = None;
+        let mut topic = p.topic;
+        if let Some(alias) = p.properties.topic_alias {
+            // [MQTT-3.3.2-9] [MQTT-3.3.2-10] an alias above the maximum is invalid.
+            match c.alias_in.get_mut(usize::from(alias) - 1) {
+                Some(slot) if alias <= max_alias => {
+                    if p.topic.is_empty() {
+                        if slot.is_empty() {
+                            // An alias with no mapping yet is a Protocol Error (3.3.2.3.4).
+                            fail = Some(ReasonCode::ProtocolError);
+                        }
+                        topic = slot.as_str();
+                    } else {
+                        slot.clear();
+                        slot.push_str(p.topic);
+                    }
+                }
+                _ => fail = Some(ReasonCode::TopicAliasInvalid),
+            }
+        }
+        if fail.is_none() {
+            // [MQTT-3.2.2-11] QoS above Maximum QoS; [MQTT-3.2.2-14] retain unsupported.
+            if p.qos > cfg.maximum_qos {
+                fail = Some(ReasonCode::QoSNotSupported);
+            } else if p.retain && !cfg.retain_available {
+                fail = Some(ReasonCode::RetainNotSupported);
+            }
+        }
+        let pid = p.packet_id;
+        if fail.is_none() && p.qos == QoS::ExactlyOnce {
+            if let Some(id) = pid {
+                if s.rx_qos2.contains(&id.get()) {
+                    // [MQTT-4.3.3-...] a duplicate before PUBREL: acknowledge, do not deliver
+                    // again (exactly once).
+                    let ack = Ctrl::Ack {
+                        kind: PacketType::PubRec,
+                        pid: id,
+                        code: ReasonCode::Success,
+                    };
+                    self.push_ctrl(conn, ack);
+                    return;
+                }
+                // [MQTT-3.3.4-7] more unacknowledged QoS 2 than Receive Maximum.
+                if s.rx_qos2.len() >= usize::from(cfg.receive_maximum) {
+                    fail = Some(ReasonCode::ReceiveMaximumExceeded);
+                }
+            }
+        }
+        if let Some(code) = fail {
+            return self.protocol_error(conn, now, code);
+        }
+
+        let info = Self::client_info(s, Some(&c.peer));
+        let allowed = policy.authorizer.can_publish(&info, topic, p.qos, p.retain);
+        let props = if v.is_v5() {
+            super::connect::forwarded(&p.properties)
+        } else {
+            mqtt_proto::Properties::default()
+        };
+        let msg = arena.store_parts(MessageParts {
+            topic,
+            props: &props,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            expires_at: p
+                .properties
+                .message_expiry_interval
+                .map(|secs| now.plus_secs(u64::from(secs))),
+            origin: s.origin,
+        });
+        let Some(msg) = msg else {
+            return self.protocol_error(conn, now, ReasonCode::TopicNameInvalid);
+        };
+        let hook = policy.hooks.on_message_arrived(&info, &msg);
+        let publisher_hash = s.client_hash;
+        let mut code = match (allowed, hook) {
+            (false, _) => ReasonCode::NotAuthorized,
+            (true, Err(rc)) => rc,
+            (true, Ok(())) => ReasonCode::Success,
+        };
+        if code == ReasonCode::Success {
+            self.metrics.publish_received += 1;
+            let matched = self.publish_message(now, &msg, publisher_hash);
+            // 3.4.2.1: 0x10 tells a v5 publisher nobody received it.
+            if !matched && v.is_v5() {
+                code = ReasonCode::NoMatchingSubscribers;
+            }
+        }
+        let Some(id) = pid else { return };
+        let kind = if p.qos == QoS::AtLeastOnce {
+            PacketType::PubAck
+        } else {
+            PacketType::PubRec
+        };
+        let code = if code.valid_in(kind) {
+            code
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        if kind == PacketType::PubRec && !code.is_error() {
+            if let Some(s) = self.sessions.get_mut(sk) {
+                s.rx_qos2.push(id.get());
+            }
+        }
+        self.push_ctrl(
+            conn,
+            Ctrl::Ack {
+                kind,
+                pid: id,
+                code,
+            },
+        );
+    }
+
+    /// Sends a message to everyone subscribed, on this shard and others; stores it if
+    /// retained. Returns whether anyone (locally) or any other shard was interested.
+    pub(crate) fn publish_message(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        publisher_hash: u64,
+    ) -> bool {
+        if msg.retain && self.cfg.retain_available {
+            self.retain(msg);
+        }
+        let local = self.route_local(now, msg, publisher_hash);
+        let remote = self.cfg.shards > 1 && self.forward_to_interested(msg, publisher_hash);
+        local || remote
+    }
+
+    fn retain(&mut self, msg: &Message) {
+        let owner = owner_of_topic(msg.topic(), self.cfg.shards);
+        if owner == self.cfg.shard {
+            self.apply_retained(msg);
+            self.broadcast(|| ShardMsg::RetainApply { msg: msg.clone() });
+        } else {
+            self.events.push_back(Event::Forward {
+                to: owner,
+                msg: ShardMsg::RetainRequest { msg: msg.clone() },
+            });
+        }
+    }
+
+    /// [MQTT-3.3.1-5] store, replacing any previous; [MQTT-3.3.1-6/7] empty payload deletes.
+    pub(crate) fn apply_retained(&mut self, msg: &Message) {
+        if !msg.payload().is_empty()
+            && self.retained.len() >= self.cfg.max_retained_messages
+            && self.retained.get(msg.topic()).is_none()
+        {
+            return;
+        }
+        if let Some(at) = msg.expires_at {
+            self.schedule(at, super::Timer::RetainedExpiry(msg.topic().into()));
+        }
+        self.retained.set(msg.detached());
+    }
+
+    pub(crate) fn broadcast(&mut self, mut make: impl FnMut() -> ShardMsg) {
+        for to in 0..self.cfg.shards {
+            if to != self.cfg.shard {
+                self.events.push_back(Event::Forward { to, msg: make() });
+            }
+        }
+    }
+
+    fn forward_to_interested(&mut self, msg: &Message, publisher_hash: u64) -> bool {
+        let Self {
+            interest,
+            shard_hits,
+            ..
+        } = self;
+        shard_hits.iter_mut().for_each(|h| *h = false);
+        interest.for_each_match(msg.topic(), |&sh| {
+            if let Some(h) = shard_hits.get_mut(usize::from(sh)) {
+                *h = true;
+            }
+        });
+        let mut any = false;
+        for sh in 0..self.cfg.shards {
+            if sh != self.cfg.shard && self.shard_hits.get(usize::from(sh)) == Some(&true) {
+                any = true;
+                self.events.push_back(Event::Forward {
+                    to: sh,
+                    msg: ShardMsg::Publish {
+                        msg: msg.clone(),
+                        publisher_hash,
+                    },
+                });
+            }
+        }
+        any
+    }
+
+    /// Delivers to this shard's subscribers and to the shared groups it owns. Overlapping
+    /// subscriptions of one session give one copy at the highest QoS with every
+    /// subscription identifier ([MQTT-3.3.4-2], [MQTT-3.3.4-3]).
+    pub(crate) fn route_local(&mut self, now: Instant, msg: &Message, publisher_hash: u64) -> bool {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut hits = core::mem::take(&mut self.hits);
+        let mut groups = core::mem::take(&mut self.group_hits);
+        hits.clear();
+        groups.clear();
+        {
+            let Self {
+                index, sessions, ..
+            } = self;
+            index.for_each_match(msg.topic(), |e| match e {
+                LocalSub::Session {
+                    session,
+                    options,
+                    id,
+                } => {
+                    let Some(s) = sessions.get_mut(*session) else {
+                        return;
+                    };
+                    // [MQTT-3.8.3-3] No Local: not to the publishing session.
+                    if options.no_local && s.origin == msg.origin {
+                        return;
+                    }
+                    let qos = options.qos.min(msg.qos);
+                    // [MQTT-3.3.1-12] [MQTT-3.3.1-13] Retain As Published, else RETAIN 0.
+                    let retain = options.retain_as_published && msg.retain;
+                    if s.stamp == stamp {
+                        if let Some(h) = hits.get_mut(s.slot as usize) {
+                            h.qos = h.qos.max(qos);
+                            h.retain |= retain;
+                            if let Some(i) = id {
+                                h.ids.push(*i);
+                            }
+                        }
+                    } else {
+                        s.stamp = stamp;
+                        s.slot = hits.len() as u32;
+                        hits.push(Hit {
+                            session: *session,
+                            qos,
+                            retain,
+                            ids: SubIds::from_opt(*id),
+                        });
+                    }
+                }
+                LocalSub::Group(g) => groups.push(g.clone()),
+            });
+        }
+        let any = !hits.is_empty() || !groups.is_empty();
+        for h in hits.drain(..) {
+            let item = Queued {
+                msg: msg.clone(),
+                qos: h.qos,
+                retain: h.retain,
+                ids: h.ids,
+                group: None,
+            };
+            self.enqueue(now, h.session, item);
+        }
+        for g in groups.drain(..) {
+            self.deliver_group(now, g, msg, publisher_hash);
+        }
+        self.hits = hits;
+        self.group_hits = groups;
+        any
+    }
+
+    /// Puts a message in a session's queue, within its limits: when full, QoS 0 goes first
+    /// (the oldest queued QoS 0 message makes room for a QoS 1/2 one), otherwise the new
+    /// message is dropped and reported.
+    pub(crate) fn enqueue(&mut self, now: Instant, sk: Key, item: Queued) -> bool {
+        let Self {
+            sessions,
+            conns,
+            cfg,
+            policy,
+            metrics,
+            ..
+        } = self;
+        let Some(s) = sessions.get_mut(sk) else {
+            return false;
+        };
+        let online = s.conn.is_some();
+        let mut drop = |s: &crate::session::Session, msg: &Message, why: DropReason| {
+            match why {
+                DropReason::QueueFull => metrics.dropped_queue_full += 1,
+                DropReason::Expired => metrics.dropped_expired += 1,
+                DropReason::Offline => metrics.dropped_offline += 1,
+                DropReason::NotAuthorized => metrics.dropped_not_authorized += 1,
+                _ => {}
+            }
+            policy.hooks.on_dropped(&s.client_id, msg, why);
+        };
+        if !online && item.qos == QoS::AtMostOnce && !cfg.queue_qos0_messages {
+            drop(s, &item.msg, DropReason::Offline);
+            return false;
+        }
+        if item.msg.is_expired(now) {
+            drop(s, &item.msg, DropReason::Expired);
+            return false;
+        }
+        if policy.authorizer.checks_receive() {
+            let peer = s.conn.and_then(|c| conns.get(c)).map(|c| &c.peer);
+            let info = Self::client_info(s, peer);
+            if !policy.authorizer.can_receive(&info, item.msg.topic()) {
+                drop(s, &item.msg, DropReason::NotAuthorized);
+                return false;
+            }
+        }
+        let size = item.msg.size();
+        let full = |s: &crate::session::Session| {
+            s.queue.len() >= cfg.max_queued_messages
+                || (cfg.max_queued_bytes > 0 && s.queued_bytes + size > cfg.max_queued_bytes)
+        };
+        if full(s) {
+            let victim = if item.qos == QoS::AtMostOnce {
+                None
+            } else {
+                s.queue.iter().position(|q| q.qos == QoS::AtMostOnce)
+            };
+            match victim.and_then(|i| s.queue.remove(i)) {
+                Some(old) => {
+                    s.queued_bytes -= old.msg.size();
+                    drop(s, &old.msg, DropReason::QueueFull);
+                }
+                None => {
+                    drop(s, &item.msg, DropReason::QueueFull);
+                    return false;
+                }
+            }
+            if full(s) {
+                drop(s, &item.msg, DropReason::QueueFull);
+                return false;
+            }
+        }
+        s.queued_bytes += size;
+        let conn = s.conn;
+        if online {
+            s.queue.push_back(item);
+        } else {
+            // Offline: own allocation, so the arena chunk can be reused.
+            let mut item = item;
+            item.msg = item.msg.detached();
+            s.queue.push_back(item);
+        }
+        if let Some(c) = conn {
+            self.wake(c);
+        }
+        true
+    }
+
+    /// The owner's choice of a group member (4.8.2), preferring connected local members.
+    pub(crate) fn deliver_group(
+        &mut self,
+        now: Instant,
+        g: Arc<GroupName>,
+        msg: &Message,
+        publisher_hash: u64,
+    ) {
+        let me = self.cfg.shard;
+        let strategy = self.cfg.shared_strategy;
+        let Some(group) = self.groups.get_mut(&g) else {
+            return;
+        };
+        let len = group.members.len();
+        if len == 0 {
+            return;
+        }
+        let start = match strategy {
+            crate::config::SharedStrategy::RoundRobin => {
+                let i = group.next % len;
+                group.next = group.next.wrapping_add(1);
+                i
+            }
+            crate::config::SharedStrategy::HashClientId => (publisher_hash % len as u64) as usize,
+        };
+        let sessions = &self.sessions;
+        let pick = (0..len)
+            .map(|k| (start + k) % len)
+            .find(|&i| {
+                group.members.get(i).is_some_and(|m| {
+                    m.shard != me || sessions.get(m.session).is_some_and(|s| s.conn.is_some())
+                })
+            })
+            .unwrap_or(start);
+        let Some(m) = group.members.get(pick).cloned() else {
+            return;
+        };
+        let qos = m.options.qos.min(msg.qos);
+        let retain = m.options.retain_as_published && msg.retain;
+        if m.shard == me {
+            let item = Queued {
+                msg: msg.clone(),
+                qos,
+                retain,
+                ids: SubIds::from_opt(m.id),
+                group: Some(g),
+            };
+            self.enqueue(now, m.session, item);
+        } else {
+            self.events.push_back(Event::Forward {
+                to: m.shard,
+                msg: ShardMsg::SharedDeliver {
+                    session: m.session,
+                    msg: msg.clone(),
+                    qos,
+                    retain,
+                    id: m.id,
+                    group: g,
+                },
+            });
+        }
+    }
+
+    /// A message a leaving member had not finished goes to another member of its group.
+    pub(crate) fn return_to_group(&mut self, now: Instant, g: Arc<GroupName>, msg: Message) {
+        let owner = owner_of_group(&g.group, &g.filter, self.cfg.shards);
+        if owner == self.cfg.shard {
+            self.deliver_group(now, g, &msg, 0);
+        } else {
+            self.events.push_back(Event::Forward {
+                to: owner,
+                msg: ShardMsg::SharedReturn { group: g, msg },
+            });
+        }
+    }
+
+    fn session_of(&self, conn: ConnId) -> Option<Key> {
+        self.conns.get(conn).and_then(|c| c.session)
+    }
+
+    pub(crate) fn handle_puback(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        self.complete(conn, a.packet_id, InflightState::AwaitAck);
+    }
+
+    pub(crate) fn handle_pubcomp(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        self.complete(conn, a.packet_id, InflightState::AwaitComp);
+    }
+
+    /// The end of a QoS 1 (PUBACK) or QoS 2 (PUBCOMP) flow frees its window slot.
+    fn complete(&mut self, conn: ConnId, pid: PacketId, state: InflightState) {
+        let Some(sk) = self.session_of(conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let Some(pos) = s.inflight_pos(pid.get()) else {
+            return;
+        };
+        if s.inflight.get(pos).map(|f| f.state) != Some(state) {
+            return;
+        }
+        if let Some(f) = s.inflight.remove(pos) {
+            self.policy.hooks.on_acked(&s.client_id, &f.item.msg);
+        }
+        self.wake(conn);
+    }
+
+    pub(crate) fn handle_pubrec(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        let Some(sk) = self.session_of(conn) else {
+            return;
+        };
+        let v = self.conns.get(conn).map(|c| c.version);
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let pid = a.packet_id;
+        let code = match s.inflight_pos(pid.get()) {
+            Some(pos) => {
+                if a.reason_code.is_error() {
+                    // 4.3.3: a PUBREC with an error ends the flow; the slot is free.
+                    if let Some(f) = s.inflight.remove(pos) {
+                        self.policy.hooks.on_acked(&s.client_id, &f.item.msg);
+                    }
+                    self.wake(conn);
+                    return;
+                }
+                if let Some(f) = s.inflight.get_mut(pos) {
+                    // [MQTT-4.3.3-...] after PUBREC only PUBREL is sent for this id.
+                    f.state = InflightState::AwaitComp;
+                    f.needs_send = false;
+                }
+                ReasonCode::Success
+            }
+            None if v.is_some_and(|v| v.is_v5()) => ReasonCode::PacketIdentifierNotFound,
+            None => ReasonCode::Success,
+        };
+        self.push_ctrl(
+            conn,
+            Ctrl::Ack {
+                kind: PacketType::PubRel,
+                pid,
+                code,
+            },
+        );
+    }
+
+    pub(crate) fn handle_pubrel(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        let Some(sk) = self.session_of(conn) else {
+            return;
+        };
+        let v5 = self.conns.get(conn).is_some_and(|c| c.version.is_v5());
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let pid = a.packet_id;
+        let found = match s.rx_qos2.iter().position(|&p| p == pid.get()) {
+            Some(i) => {
+                s.rx_qos2.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let code = if found || !v5 {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        self.push_ctrl(
+            conn,
+            Ctrl::Ack {
+                kind: PacketType::PubComp,
+                pid,
+                code,
+            },
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! Messages from other shards.
+
+use super::Broker;
+use crate::session::Queued;
+use crate::session::SubIds;
+use crate::shard::ShardMsg;
+use crate::time::Instant;
+
+impl Broker {
+    /// A message another shard sent to this one (`Event::Forward`).
+    pub fn handle_shard_msg(&mut self, now: Instant, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Interest { from, filter, add } => self.apply_interest(from, &filter, add),
+            ShardMsg::Publish {
+                msg,
+                publisher_hash,
+            } => {
+                self.route_local(now, &msg, publisher_hash);
+            }
+            ShardMsg::RetainRequest { msg } => {
+                // This shard owns the topic: apply, then replicate in this order to all.
+                self.apply_retained(&msg);
+                self.broadcast(|| ShardMsg::RetainApply { msg: msg.clone() });
+            }
+            ShardMsg::RetainApply { msg } => self.apply_retained(&msg),
+            ShardMsg::SharedJoin { group, member } => self.apply_join(group, member),
+            ShardMsg::SharedLeave {
+                group,
+                shard,
+                session,
+            } => self.apply_leave(&group, shard, session),
+            ShardMsg::SharedDeliver {
+                session,
+                msg,
+                qos,
+                retain,
+                id,
+                group,
+            } => {
+                if self.sessions.get(session).is_none() {
+                    return self.return_to_group(now, group, msg);
+                }
+                let item = Queued {
+                    msg,
+                    qos,
+                    retain,
+                    ids: SubIds::from_opt(id),
+                    group: Some(group),
+                };
+                self.enqueue(now, session, item);
+            }
+            ShardMsg::SharedReturn { group, msg } => self.deliver_group(now, group, &msg, 0),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! SUBSCRIBE and UNSUBSCRIBE (3.8 to 3.11): the local index, interest shared with other
+//! shards, shared subscription groups (4.8.2) and retained messages at subscribe time.
+
+use super::{Broker, Event, LocalSub, SharedGroup};
+use crate::conn::Ctrl;
+use crate::policy::ConnId;
+use crate::session::{GroupName, Queued, SubIds, SubRecord};
+use crate::shard::{owner_of_group, Member, ShardId, ShardMsg};
+use crate::slab::Key;
+use crate::time::Instant;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use mqtt_proto::topic::{has_wildcards, Filter};
+use mqtt_proto::{
+    Packet, Properties, ReasonCode, ReasonCodes, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe,
+};
+
+/// A SUBSCRIBE entry that must close the connection instead of being refused alone.
+struct Fatal(ReasonCode);
+
+impl Broker {
+    pub(crate) fn handle_subscribe(&mut self, conn: ConnId, now: Instant, sub: &Subscribe<'_>) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let v = c.version;
+        let Some(sk) = c.session else { return };
+        let sub_id = sub.properties.subscription_identifiers.first();
+        // 3.8.2.1.2: identifiers sent to a server that said it has none: Protocol Error.
+        if sub_id.is_some() && !self.cfg.subscription_identifiers {
+            return self.protocol_error(conn, now, ReasonCode::SubscriptionIdentifiersNotSupported);
+        }
+        let mut codes = Vec::with_capacity(sub.subscriptions.len());
+        let mut retained = Vec::new();
+        for entry in sub.subscriptions.iter() {
+            match self.subscribe_one(
+                now,
+                sk,
+                conn,
+                entry.filter,
+                entry.options,
+                sub_id,
+                &mut retained,
+            ) {
+                Ok(code) => codes.push(code),
+                Err(Fatal(code)) => return self.protocol_error(conn, now, code),
+            }
+        }
+        // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-6] one code per filter, in order.
+        let frame = super::connect::encode(
+            &Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: Properties::default(),
+                reason_codes: ReasonCodes::List(&codes),
+            }),
+            v,
+        );
+        self.push_ctrl(conn, Ctrl::Raw(frame));
+        if let Some(s) = self.sessions.get_mut(sk) {
+            // Paced by the client's flow control: the backlog drains as the queue empties.
+            s.backlog.extend(retained);
+            if s.expiry_interval > 0 {
+                self.policy.store.session_saved(&s.snapshot());
+            }
+        }
+        self.wake(conn);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe_one(
+        &mut self,
+        now: Instant,
+        sk: Key,
+        conn: ConnId,
+        text: &str,
+        options: SubscriptionOptions,
+        sub_id: Option<u32>,
+        retained: &mut Vec<Queued>,
+    ) -> Result<ReasonCode, Fatal> {
+        // [MQTT-3.8.3-...] an invalid filter is refused alone (0x8F; 0x80 in 3.1.1).
+        let Ok(filter) = Filter::parse(text) else {
+            return Ok(ReasonCode::TopicFilterInvalid);
+        };
+        if filter.is_shared() {
+            if !self.cfg.shared_subscriptions {
+                return Ok(ReasonCode::SharedSubscriptionsNotSupported);
+            }
+            // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error.
+            if options.no_local {
+                return Err(Fatal(ReasonCode::ProtocolError));
+            }
+        }
+        if has_wildcards(filter.filter) && !self.cfg.wildcard_subscriptions {
+            return Ok(ReasonCode::WildcardSubscriptionsNotSupported);
+        }
+        let Self {
+            sessions,
+            conns,
+            policy,
+            cfg,
+            ..
+        } = self;
+        let Some(s) = sessions.get_mut(sk) else {
+            return Ok(ReasonCode::UnspecifiedError);
+        };
+        let peer = conns.get(conn).map(|c| &c.peer);
+        let info = Self::client_info(s, peer);
+        let mut opts = options;
+        // [MQTT-3.2.2-9]-style downgrade: never grant more than the server's maximum QoS.
+        opts.qos = opts.qos.min(cfg.maximum_qos);
+        if !policy
+            .authorizer
+            .can_subscribe(&info, filter.filter, opts.qos)
+        {
+            return Ok(ReasonCode::NotAuthorized);
+        }
+        if let Err(code) = policy.hooks.on_subscribe(&info, text, &mut opts) {
+            return Ok(code);
+        }
+        let existed = s.subs.contains_key(text);
+        if !existed && s.subs.len() >= cfg.max_subscriptions_per_session {
+            return Ok(ReasonCode::QuotaExceeded);
+        }
+        let group = filter.share_name.map(|name| {
+            Arc::new(GroupName {
+                group: name.into(),
+                filter: filter.filter.into(),
+            })
+        });
+        let origin = s.origin;
+        let client_hash = s.client_hash;
+        // [MQTT-3.8.4-3] a subscription with the same filter replaces the existing one.
+        s.subs.insert(
+            text.into(),
+            SubRecord {
+                options: opts,
+                id: sub_id,
+                group: group.clone(),
+            },
+        );
+        policy
+            .hooks
+            .on_subscribed(&Self::client_info(s, peer), text, opts.qos);
+        match group {
+            Some(g) => {
+                let member = Member {
+                    shard: self.cfg.shard,
+                    session: sk,
+                    client_hash,
+                    options: opts,
+                    id: sub_id,
+                };
+                self.join_group(g, member);
+            }
+            None => {
+                if existed {
+                    if let Some(entries) = self.index.get_mut(filter.filter) {
+                        for e in entries.iter_mut() {
+                            if let LocalSub::Session {
+                                session,
+                                options,
+                                id,
+                            } = e
+                            {
+                                if *session == sk {
+                                    *options = opts;
+                                    *id = sub_id;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    self.add_local(filter.filter, sk, opts, sub_id);
+                }
+                // [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] Retain Handling; shared
+                // subscriptions get no retained messages (4.8.2).
+                let send = match opts.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                if send && self.cfg.retain_available {
+                    let _ = origin;
+                    self.retained.for_each_match(filter.filter, now, |m| {
+                        retained.push(Queued {
+                            msg: m.clone(),
+                            qos: opts.qos.min(m.qos),
+                            // [MQTT-3.3.1-8] sent because of a new subscription: RETAIN 1.
+                            retain: true,
+                            ids: SubIds::from_opt(sub_id),
+                            group: None,
+                        })
+                    });
+                }
+            }
+        }
+        Ok(ReasonCode::granted(opts.qos))
+    }
+
+    fn local_session_subs(&self, filter: &str) -> usize {
+        self.index
+            .get(filter)
+            .iter()
+            .filter(|e| matches!(e, LocalSub::Session { .. }))
+            .count()
+    }
+
+    fn add_local(&mut self, filter: &str, sk: Key, options: SubscriptionOptions, id: Option<u32>) {
+        let first = self.local_session_subs(filter) == 0;
+        self.index.insert(
+            filter,
+            LocalSub::Session {
+                session: sk,
+                options,
+                id,
+            },
+        );
+        if first {
+            self.announce(filter, true);
+        }
+    }
+
+    /// Tells the other shards this one gained or lost interest in `filter`.
+    fn announce(&mut self, filter: &str, add: bool) {
+        if self.cfg.shards > 1 {
+            let from = self.cfg.shard;
+            self.broadcast(|| ShardMsg::Interest {
+                from,
+                filter: filter.into(),
+                add,
+            });
+        }
+    }
+
+    pub(crate) fn apply_interest(&mut self, from: ShardId, filter: &str, add: bool) {
+        if add {
+            self.interest.insert(filter, from);
+        } else {
+            let mut done = false;
+            self.interest.remove_where(filter, |&s| {
+                let hit = !done && s == from;
+                done |= hit;
+                hit
+            });
+        }
+    }
+
+    /// Removes one subscription of a session from the index (or its group).
+    pub(crate) fn remove_subscription(&mut self, sk: Key, text: &str, rec: &SubRecord) {
+        match &rec.group {
+            Some(g) => self.leave_group(g.clone(), sk),
+            None => {
+                self.index.remove_where(
+                    text,
+                    |e| matches!(e, LocalSub::Session { session, .. } if *session == sk),
+                );
+                if self.local_session_subs(text) == 0 {
+                    self.announce(text, false);
+                }
+            }
+        }
+    }
+
+    fn join_group(&mut self, g: Arc<GroupName>, member: Member) {
+        let owner = owner_of_group(&g.group, &g.filter, self.cfg.shards);
+        if owner == self.cfg.shard {
+            self.apply_join(g, member);
+        } else {
+            self.events.push_back(Event::Forward {
+                to: owner,
+                msg: ShardMsg::SharedJoin { group: g, member },
+            });
+        }
+    }
+
+    fn leave_group(&mut self, g: Arc<GroupName>, sk: Key) {
+        let owner = owner_of_group(&g.group, &g.filter, self.cfg.shards);
+        let shard = self.cfg.shard;
+        if owner == shard {
+            self.apply_leave(&g, shard, sk);
+        } else {
+            self.events.push_back(Event::Forward {
+                to: owner,
+                msg: ShardMsg::SharedLeave {
+                    group: g,
+                    shard,
+                    session: sk,
+                },
+            });
+        }
+    }
+
+    pub(crate) fn apply_join(&mut self, g: Arc<GroupName>, member: Member) {
+        let is_new = !self.groups.contains_key(&g);
+        if is_new {
+            self.groups.insert(
+                g.clone(),
+                SharedGroup {
+                    members: Vec::new(),
+                    next: 0,
+                },
+            );
+            self.index.insert(&g.filter, LocalSub::Group(g.clone()));
+            self.announce(&g.filter, true);
+        }
+        if let Some(grp) = self.groups.get_mut(&g) {
+            match grp
+                .members
+                .iter_mut()
+                .find(|m| m.shard == member.shard && m.session == member.session)
+            {
+                Some(m) => *m = member,
+                None => grp.members.push(member),
+            }
+        }
+    }
+
+    pub(crate) fn apply_leave(&mut self, g: &Arc<GroupName>, shard: ShardId, session: Key) {
+        let Some(grp) = self.groups.get_mut(g) else {
+            return;
+        };
+        grp.members
+            .retain(|m| !(m.shard == shard && m.session == session));
+        if grp.members.is_empty() {
+            self.groups.remove(g);
+            self.index
+                .remove_where(&g.filter, |e| matches!(e, LocalSub::Group(x) if x == g));
+            self.announce(&g.filter, false);
+        }
+    }
+
+    pub(crate) fn handle_unsubscribe(&mut self, conn: ConnId, _now: Instant, u: &Unsubscribe<'_>) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let v = c.version;
+        let Some(sk) = c.session else { return };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in u.filters.iter() {
+            let Some(s) = self.sessions.get_mut(sk) else {
+                return;
+            };
+            let peer = self.conns.get(conn).map(|c| &c.peer);
+            self.policy
+                .hooks
+                .on_unsubscribe(&Self::client_info(s, peer), f);
+            let removed: Option<(Box<str>, SubRecord)> = s.subs.remove_entry(f);
+            if removed.is_some() {
+                self.policy
+                    .hooks
+                    .on_unsubscribed(&Self::client_info(s, peer), f);
+            }
+            codes.push(match removed {
+                Some((text, rec)) => {
+                    self.remove_subscription(sk, &text, &rec);
+                    ReasonCode::Success
+                }
+                // 3.11.3: 0x11 No subscription existed.
+                None => ReasonCode::NoSubscriptionExisted,
+            });
+        }
+        // [MQTT-3.10.4-4] UNSUBACK, [MQTT-3.11.3-1] one code per filter.
+        let frame = super::connect::encode(
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Properties::default(),
+                reason_codes: ReasonCodes::List(&codes),
+            }),
+            v,
+        );
+        self.push_ctrl(conn, Ctrl::Raw(frame));
+        if let Some(s) = self.sessions.get(sk) {
+            if s.expiry_interval > 0 {
+                self.policy.store.session_saved(&s.snapshot());
+            }
+        }
+    }
+}

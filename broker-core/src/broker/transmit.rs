@@ -1,0 +1,277 @@
+//! `poll_transmit`: control packets first, then messages to resend after a reconnect, then
+//! the queue and the retained backlog, within the client's Receive Maximum and Maximum
+//! Packet Size. Each PUBLISH costs one small encoded header; payloads above
+//! `inline_payload_max` are passed as shared segments, never copied.
+
+use super::Broker;
+use crate::conn::{Conn, ConnState, Ctrl};
+use crate::policy::{ConnId, DropReason};
+use crate::session::{Inflight, InflightState, Queued};
+use crate::time::Instant;
+use crate::tx::TxBuf;
+use mqtt_proto::{
+    Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, Publish, QoS,
+    SubscriptionIds,
+};
+
+/// What `poll_transmit` produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// Frames appended to the buffer.
+    pub frames: usize,
+    /// More frames are ready: call again once the buffer has been written.
+    pub more: bool,
+}
+
+/// Why a PUBLISH was not encoded.
+enum Skip {
+    TooLarge,
+}
+
+/// Encodes one PUBLISH for `c` into `tx`, choosing a topic alias when the client allows
+/// them ([MQTT-3.3.2-...] aliases are per connection).
+fn encode_publish(
+    c: &mut Conn,
+    item: &Queued,
+    pid: Option<u16>,
+    dup: bool,
+    now: Instant,
+    tx: &mut TxBuf,
+    inline_max: usize,
+) -> Result<(), Skip> {
+    let msg = &item.msg;
+    let v = c.version;
+    let mut props = if v.is_v5() {
+        let mut p = msg.properties();
+        // [MQTT-3.3.2-6] the remaining lifetime is forwarded.
+        p.message_expiry_interval = msg.remaining_expiry_secs(now);
+        // [MQTT-3.3.4-3] the identifiers of the matching subscriptions.
+        p.subscription_identifiers = SubscriptionIds::List(item.ids.as_slice());
+        p.topic_alias = None;
+        p
+    } else {
+        Properties::default()
+    };
+    let full_topic = msg.topic();
+    let mut topic = full_topic;
+    let mut new_alias = None;
+    if c.alias_out_max > 0 {
+        if let Some(&a) = c.alias_out.get(full_topic) {
+            props.topic_alias = Some(a);
+            topic = "";
+        } else if c.alias_out.len() < usize::from(c.alias_out_max) {
+            let a = c.alias_out.len() as u16 + 1;
+            props.topic_alias = Some(a);
+            new_alias = Some(a);
+        }
+    }
+    let publish = Publish {
+        dup,
+        qos: item.qos,
+        retain: item.retain,
+        topic,
+        packet_id: pid.and_then(PacketId::new),
+        properties: props,
+        payload: msg.payload(),
+    };
+    let from = tx.buf.len();
+    if publish
+        .emit_header_to(v, &mut BufMutSink(&mut tx.buf))
+        .is_err()
+    {
+        tx.buf.truncate(from);
+        return Err(Skip::TooLarge);
+    }
+    let total = tx.buf.len() - from + publish.payload.len();
+    // [MQTT-3.1.2-25] never send a packet above the client's Maximum Packet Size.
+    if total > c.max_packet_out as usize {
+        tx.buf.truncate(from);
+        return Err(Skip::TooLarge);
+    }
+    if let Some(a) = new_alias {
+        c.alias_out.insert(full_topic.into(), a);
+    }
+    if publish.payload.len() <= inline_max {
+        tx.buf.extend_from_slice(publish.payload);
+        tx.commit_local(from);
+    } else {
+        tx.commit_local(from);
+        tx.push_shared(msg.payload_bytes());
+    }
+    Ok(())
+}
+
+fn encode_ctrl(ctrl: Ctrl, c: &Conn, tx: &mut TxBuf) {
+    let v = c.version;
+    let from = tx.buf.len();
+    let packet = match ctrl {
+        Ctrl::Raw(bytes) => {
+            tx.buf.extend_from_slice(&bytes);
+            tx.commit_local(from);
+            return;
+        }
+        Ctrl::PingResp => Packet::PingResp,
+        Ctrl::Disconnect(code) => Packet::Disconnect(Disconnect::new(code)),
+        Ctrl::Ack { kind, pid, code } => {
+            let ack = Ack {
+                packet_id: pid,
+                reason_code: code,
+                properties: Properties::default(),
+            };
+            match kind {
+                PacketType::PubAck => Packet::PubAck(ack),
+                PacketType::PubRec => Packet::PubRec(ack),
+                PacketType::PubRel => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            }
+        }
+    };
+    if packet.emit_buf(v, &mut tx.buf).is_err() {
+        tx.buf.truncate(from);
+    }
+    tx.commit_local(from);
+}
+
+impl Broker {
+    /// Appends frames for `conn` to `tx` until about `budget` bytes were added or nothing
+    /// is ready. Frames handed out here count as sent. After `more: false` the connection
+    /// raises `Event::Output` again when it has something new.
+    pub fn poll_transmit(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        tx: &mut TxBuf,
+        budget: usize,
+    ) -> Transmit {
+        let start = tx.len();
+        let mut frames = 0;
+        let Self {
+            conns,
+            sessions,
+            cfg,
+            policy,
+            metrics,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(conn) else {
+            return Transmit {
+                frames: 0,
+                more: false,
+            };
+        };
+        let room = |tx: &TxBuf| tx.len() - start < budget;
+        while room(tx) {
+            let Some(ctrl) = c.ctrl.pop_front() else {
+                break;
+            };
+            encode_ctrl(ctrl, c, tx);
+            frames += 1;
+        }
+        let session = c.session.and_then(|k| sessions.get_mut(k));
+        let (Some(s), ConnState::Connected) = (session, c.state) else {
+            let more = !c.ctrl.is_empty();
+            c.output_flagged = more;
+            return Transmit { frames, more };
+        };
+        if !c.ctrl.is_empty() {
+            return Transmit { frames, more: true };
+        }
+        let inline = cfg.inline_payload_max;
+        let mut more = false;
+        // [MQTT-4.4.0-1] first the messages unacknowledged on the previous connection, in
+        // their original order, PUBLISH with DUP ([MQTT-3.3.1-1]) or PUBREL.
+        for f in s.inflight.iter_mut().filter(|f| f.needs_send) {
+            if !room(tx) {
+                more = true;
+                break;
+            }
+            f.needs_send = false;
+            if f.state == InflightState::AwaitComp {
+                if let Some(pid) = PacketId::new(f.pid) {
+                    encode_ctrl(
+                        Ctrl::Ack {
+                            kind: PacketType::PubRel,
+                            pid,
+                            code: mqtt_proto::ReasonCode::Success,
+                        },
+                        c,
+                        tx,
+                    );
+                }
+            } else if encode_publish(c, &f.item, Some(f.pid), f.sent_once, now, tx, inline).is_err()
+            {
+                continue;
+            }
+            f.sent_once = true;
+            frames += 1;
+        }
+        if !more {
+            loop {
+                if !room(tx) {
+                    more = true;
+                    break;
+                }
+                let from_queue = !s.queue.is_empty();
+                let front = if from_queue {
+                    s.queue.front()
+                } else {
+                    s.backlog.front()
+                };
+                let Some(front) = front else { break };
+                let needs_slot = front.qos != QoS::AtMostOnce;
+                if !front.msg.is_expired(now)
+                    && needs_slot
+                    && s.inflight.len() >= usize::from(c.window)
+                {
+                    // Receive Maximum reached ([MQTT-3.3.4-9]): an acknowledgement wakes us.
+                    break;
+                }
+                let popped = if from_queue {
+                    s.queue.pop_front()
+                } else {
+                    s.backlog.pop_front()
+                };
+                let Some(item) = popped else { break };
+                if from_queue {
+                    s.queued_bytes -= item.msg.size();
+                }
+                // [MQTT-3.3.2-5] an expired message is not sent.
+                if item.msg.is_expired(now) {
+                    metrics.dropped_expired += 1;
+                    policy
+                        .hooks
+                        .on_dropped(&s.client_id, &item.msg, DropReason::Expired);
+                    continue;
+                }
+                let pid = needs_slot.then(|| s.alloc_pid());
+                if encode_publish(c, &item, pid, false, now, tx, inline).is_err() {
+                    metrics.dropped_too_large += 1;
+                    policy
+                        .hooks
+                        .on_dropped(&s.client_id, &item.msg, DropReason::TooLarge);
+                    continue;
+                }
+                frames += 1;
+                metrics.publish_sent += 1;
+                policy.hooks.on_deliver(&s.client_id, &item.msg);
+                if let Some(pid) = pid {
+                    let state = if item.qos == QoS::AtLeastOnce {
+                        InflightState::AwaitAck
+                    } else {
+                        InflightState::AwaitRec
+                    };
+                    s.inflight.push_back(Inflight {
+                        pid,
+                        item,
+                        state,
+                        needs_send: false,
+                        sent_once: true,
+                    });
+                }
+            }
+        }
+        c.output_flagged = more;
+        Transmit { frames, more }
+    }
+}

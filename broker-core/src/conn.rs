@@ -1,0 +1,123 @@
+//! Per-connection state: what lives only as long as one network connection.
+
+use crate::index::Hasher64;
+use crate::message::Message;
+use crate::policy::PeerInfo;
+use crate::slab::Key;
+use crate::time::Instant;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hashbrown::HashMap;
+use mqtt_proto::{PacketId, PacketType, ProtocolVersion, ReasonCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT received, enhanced authentication exchange in progress.
+    Authenticating,
+    /// CONNACK sent.
+    Connected,
+    /// Closing: only the final frames remain to be written.
+    Closing,
+}
+
+/// A control packet waiting to be written.
+#[derive(Debug)]
+pub(crate) enum Ctrl {
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP.
+    Ack {
+        kind: PacketType,
+        pid: PacketId,
+        code: ReasonCode,
+    },
+    PingResp,
+    /// A packet encoded when it was queued (CONNACK, SUBACK, UNSUBACK, AUTH).
+    Raw(Vec<u8>),
+    /// The last packet of the connection (MQTT 5).
+    Disconnect(ReasonCode),
+}
+
+/// The CONNECT parameters kept while authentication completes.
+#[derive(Debug)]
+pub(crate) struct ConnectParams {
+    pub client_id: Box<str>,
+    pub assigned: bool,
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    pub session_expiry: u32,
+    pub receive_maximum: u16,
+    pub max_packet_size: u32,
+    pub topic_alias_maximum: u16,
+    pub request_problem_info: bool,
+    pub username: Option<Box<str>>,
+    pub will: Option<WillSpec>,
+    pub auth_method: Option<Box<str>>,
+    pub server_keep_alive: Option<u16>,
+    pub session_expiry_capped: bool,
+}
+
+/// A will as CONNECT gave it: the message (with its own allocation), the Will Delay
+/// Interval and the Message Expiry Interval that starts when it is published.
+#[derive(Debug, Clone)]
+pub(crate) struct WillSpec {
+    pub msg: Message,
+    pub delay: u32,
+    pub expiry: Option<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub state: ConnState,
+    pub version: ProtocolVersion,
+    pub peer: PeerInfo,
+    pub session: Option<Key>,
+    pub keep_alive_ms: u64,
+    pub last_rx: Instant,
+    /// The client's Maximum Packet Size.
+    pub max_packet_out: u32,
+    /// Outgoing QoS 1/2 window: min(client Receive Maximum, max_inflight_messages).
+    pub window: u16,
+    pub alias_out_max: u16,
+    pub alias_in: Vec<String>,
+    pub alias_out: HashMap<Box<str>, u16, Hasher64>,
+    pub ctrl: VecDeque<Ctrl>,
+    pub output_flagged: bool,
+    /// Will message, until the connection ends.
+    pub will: Option<WillSpec>,
+    pub auth_method: Option<Box<str>>,
+    /// CONNECT waiting for enhanced authentication to finish.
+    pub pending: Option<Box<ConnectParams>>,
+    pub reauthenticating: bool,
+    pub problem_info: bool,
+    /// Set once DISCONNECT (either way) or a refusal decided the reason.
+    pub close_reason: Option<ReasonCode>,
+}
+
+impl Conn {
+    pub(crate) fn new(now: Instant, peer: PeerInfo, seed: u64) -> Self {
+        Self {
+            state: ConnState::AwaitConnect,
+            version: ProtocolVersion::V3_1_1,
+            peer,
+            session: None,
+            keep_alive_ms: 0,
+            last_rx: now,
+            max_packet_out: u32::MAX,
+            window: 1,
+            alias_out_max: 0,
+            alias_in: Vec::new(),
+            alias_out: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            ctrl: VecDeque::new(),
+            output_flagged: false,
+            will: None,
+            auth_method: None,
+            pending: None,
+            reauthenticating: false,
+            problem_info: true,
+            close_reason: None,
+        }
+    }
+}

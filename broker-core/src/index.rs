@@ -1,0 +1,369 @@
+//! The subscription index: a trie of topic filter levels that finds every filter matching a
+//! topic name in time proportional to the topic's depth, not the number of filters.
+//!
+//! Literal children are found through one hash map keyed by (parent node, level), so a node
+//! costs no map of its own; `+` and `#` children are direct links. Matching keeps its
+//! work stack in the index and allocates nothing once warm.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::hash::{Hash, Hasher};
+use hashbrown::{Equivalent, HashMap};
+
+const NONE: u32 = u32::MAX;
+const ROOT: u32 = 0;
+
+#[derive(Debug)]
+struct Node<T> {
+    parent: u32,
+    level: Box<str>,
+    plus: u32,
+    hash: u32,
+    literal_children: u32,
+    entries: Vec<T>,
+}
+
+impl<T> Node<T> {
+    fn new(parent: u32, level: &str) -> Self {
+        Self {
+            parent,
+            level: level.into(),
+            plus: NONE,
+            hash: NONE,
+            literal_children: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.entries.is_empty()
+            && self.plus == NONE
+            && self.hash == NONE
+            && self.literal_children == 0
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct EdgeKey {
+    pub(crate) parent: u32,
+    pub(crate) level: Box<str>,
+}
+
+impl Hash for EdgeKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        EdgeRef {
+            parent: self.parent,
+            level: &self.level,
+        }
+        .hash(h)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct EdgeRef<'a> {
+    pub(crate) parent: u32,
+    pub(crate) level: &'a str,
+}
+
+impl Hash for EdgeRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u32(self.parent);
+        h.write(self.level.as_bytes());
+    }
+}
+
+impl Equivalent<EdgeKey> for EdgeRef<'_> {
+    fn equivalent(&self, key: &EdgeKey) -> bool {
+        self.parent == key.parent && self.level == &*key.level
+    }
+}
+
+/// The hasher used by the core's maps: seeded by the shell, deterministic for a seed.
+pub type Hasher64 = foldhash::fast::FixedState;
+
+/// A handle to one filter's node, valid until its last entry is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FilterNode(u32);
+
+/// Topic filters mapped to entries of type `T`.
+#[derive(Debug)]
+pub struct TopicIndex<T> {
+    nodes: Vec<Node<T>>,
+    free: Vec<u32>,
+    edges: HashMap<EdgeKey, u32, Hasher64>,
+    stack: Vec<(u32, u32)>,
+    levels: Vec<(u32, u32)>,
+    filters: usize,
+}
+
+impl<T> TopicIndex<T> {
+    /// An empty index whose hash map uses `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            nodes: alloc::vec![Node::new(NONE, "")],
+            free: Vec::new(),
+            edges: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            stack: Vec::new(),
+            levels: Vec::new(),
+            filters: 0,
+        }
+    }
+
+    /// Number of distinct filters with at least one entry.
+    pub fn filter_count(&self) -> usize {
+        self.filters
+    }
+
+    fn node(&self, id: u32) -> Option<&Node<T>> {
+        self.nodes.get(id as usize)
+    }
+
+    fn node_mut(&mut self, id: u32) -> Option<&mut Node<T>> {
+        self.nodes.get_mut(id as usize)
+    }
+
+    fn alloc_node(&mut self, parent: u32, level: &str) -> u32 {
+        let n = Node::new(parent, level);
+        if let Some(id) = self.free.pop() {
+            if let Some(slot) = self.node_mut(id) {
+                *slot = n;
+            }
+            id
+        } else {
+            self.nodes.push(n);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    fn find_or_create(&mut self, filter: &str) -> u32 {
+        let mut cur = ROOT;
+        for level in filter.split('/') {
+            let existing = match level {
+                "+" => self.node(cur).map_or(NONE, |n| n.plus),
+                "#" => self.node(cur).map_or(NONE, |n| n.hash),
+                _ => self
+                    .edges
+                    .get(&EdgeRef { parent: cur, level })
+                    .copied()
+                    .unwrap_or(NONE),
+            };
+            if existing != NONE {
+                cur = existing;
+                continue;
+            }
+            let child = self.alloc_node(cur, level);
+            match level {
+                "+" => {
+                    if let Some(n) = self.node_mut(cur) {
+                        n.plus = child;
+                    }
+                }
+                "#" => {
+                    if let Some(n) = self.node_mut(cur) {
+                        n.hash = child;
+                    }
+                }
+                _ => {
+                    self.edges.insert(
+                        EdgeKey {
+                            parent: cur,
+                            level: level.into(),
+                        },
+                        child,
+                    );
+                    if let Some(n) = self.node_mut(cur) {
+                        n.literal_children += 1;
+                    }
+                }
+            }
+            cur = child;
+        }
+        cur
+    }
+
+    fn find(&self, filter: &str) -> Option<u32> {
+        let mut cur = ROOT;
+        for level in filter.split('/') {
+            let n = self.node(cur)?;
+            cur = match level {
+                "+" => n.plus,
+                "#" => n.hash,
+                _ => *self.edges.get(&EdgeRef { parent: cur, level })?,
+            };
+            if cur == NONE {
+                return None;
+            }
+        }
+        Some(cur)
+    }
+
+    /// Adds an entry under `filter` (a validated, non-shared filter).
+    pub fn insert(&mut self, filter: &str, entry: T) -> FilterNode {
+        let id = self.find_or_create(filter);
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            if n.entries.is_empty() {
+                self.filters += 1;
+            }
+            n.entries.push(entry);
+        }
+        FilterNode(id)
+    }
+
+    /// The entries of exactly `filter`.
+    pub fn get(&self, filter: &str) -> &[T] {
+        self.find(filter)
+            .and_then(|id| self.node(id))
+            .map_or(&[], |n| &n.entries)
+    }
+
+    /// Mutable access to the entries of exactly `filter`, if it has any.
+    pub fn get_mut(&mut self, filter: &str) -> Option<&mut [T]> {
+        let id = self.find(filter)?;
+        self.node_mut(id).map(|n| n.entries.as_mut_slice())
+    }
+
+    /// Removes the entries of `filter` for which `pred` holds; returns how many.
+    pub fn remove_where(&mut self, filter: &str, mut pred: impl FnMut(&T) -> bool) -> usize {
+        let Some(id) = self.find(filter) else {
+            return 0;
+        };
+        let mut removed = 0;
+        if let Some(n) = self.node_mut(id) {
+            let before = n.entries.len();
+            n.entries.retain(|e| !pred(e));
+            removed = before - n.entries.len();
+            if before > 0 && n.entries.is_empty() {
+                self.filters -= 1;
+            }
+        }
+        self.prune_from(id);
+        removed
+    }
+
+    fn prune_from(&mut self, mut id: u32) {
+        while id != ROOT {
+            let Some(n) = self.node(id) else { return };
+            if !n.is_unused() {
+                return;
+            }
+            let parent = n.parent;
+            let level: Box<str> = self
+                .node_mut(id)
+                .map(|n| core::mem::take(&mut n.level))
+                .unwrap_or_default();
+            if let Some(p) = self.node_mut(parent) {
+                if p.plus == id {
+                    p.plus = NONE;
+                } else if p.hash == id {
+                    p.hash = NONE;
+                } else {
+                    p.literal_children = p.literal_children.saturating_sub(1);
+                }
+            }
+            if &*level != "+" && &*level != "#" {
+                self.edges.remove(&EdgeRef {
+                    parent,
+                    level: &level,
+                });
+            }
+            self.free.push(id);
+            id = parent;
+        }
+    }
+
+    /// Calls `f` for every entry whose filter matches `topic` (a valid topic name), each
+    /// filter once. A topic starting with `$` is not matched by a leading wildcard
+    /// ([MQTT-4.7.2-1]).
+    pub fn for_each_match(&mut self, topic: &str, mut f: impl FnMut(&T)) {
+        let Self {
+            nodes,
+            edges,
+            stack,
+            levels,
+            ..
+        } = self;
+        levels.clear();
+        let mut start = 0u32;
+        for level in topic.split('/') {
+            let end = start + level.len() as u32;
+            levels.push((start, end));
+            start = end + 1;
+        }
+        let depth_max = levels.len() as u32;
+        let dollar = topic.starts_with('$');
+        stack.clear();
+        stack.push((ROOT, 0));
+        while let Some((id, depth)) = stack.pop() {
+            let Some(node) = nodes.get(id as usize) else {
+                continue;
+            };
+            let wild_ok = !(depth == 0 && dollar);
+            // '#' matches the parent level and any number of children ([MQTT-4.7.1-2]).
+            if node.hash != NONE && wild_ok {
+                if let Some(h) = nodes.get(node.hash as usize) {
+                    h.entries.iter().for_each(&mut f);
+                }
+            }
+            if depth == depth_max {
+                node.entries.iter().for_each(&mut f);
+                continue;
+            }
+            if node.plus != NONE && wild_ok {
+                stack.push((node.plus, depth + 1));
+            }
+            let Some(&(s, e)) = levels.get(depth as usize) else {
+                continue;
+            };
+            let level = topic.get(s as usize..e as usize).unwrap_or_default();
+            if let Some(&child) = edges.get(&EdgeRef { parent: id, level }) {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+
+    /// Every (filter, entries) pair, for snapshots and tests. Allocates the filter strings.
+    pub fn for_each_filter(&self, mut f: impl FnMut(&str, &[T])) {
+        let mut path = alloc::string::String::new();
+        for (id, n) in self.nodes.iter().enumerate() {
+            if n.entries.is_empty() || self.free.contains(&(id as u32)) {
+                continue;
+            }
+            path.clear();
+            let mut chain = Vec::new();
+            let mut cur = id as u32;
+            while cur != ROOT && cur != NONE {
+                chain.push(cur);
+                cur = self.node(cur).map_or(NONE, |n| n.parent);
+            }
+            for (i, c) in chain.iter().rev().enumerate() {
+                if i > 0 {
+                    path.push('/');
+                }
+                if let Some(n) = self.node(*c) {
+                    path.push_str(&n.level);
+                }
+            }
+            f(&path, &n.entries);
+        }
+    }
+}
+
+/// A deterministic 64-bit hash (FNV-1a) for routing decisions that every shard and every
+/// process must agree on (client id to shard, share group to shard).
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xFF;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Build a seeded hasher for the core's maps.
+pub fn hasher(seed: u64) -> Hasher64 {
+    Hasher64::with_seed(seed)
+}

@@ -1,0 +1,197 @@
+//! Session state (4.1): what outlives a network connection.
+
+use crate::index::Hasher64;
+use crate::message::Message;
+use crate::policy::{ConnId, StoredSubscription};
+use crate::time::Instant;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use hashbrown::HashMap;
+use mqtt_proto::{ProtocolVersion, QoS, SubscriptionOptions};
+
+/// A shared subscription group's identity: `$share/{group}/{filter}`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct GroupName {
+    /// Share name.
+    pub group: Box<str>,
+    /// Filter.
+    pub filter: Box<str>,
+}
+
+/// Subscription identifiers to send with one delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum SubIds {
+    #[default]
+    None,
+    One(u32),
+    Many(Box<[u32]>),
+}
+
+impl SubIds {
+    pub(crate) fn from_opt(id: Option<u32>) -> Self {
+        id.map_or(SubIds::None, SubIds::One)
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            SubIds::None => &[],
+            SubIds::One(x) => core::slice::from_ref(x),
+            SubIds::Many(v) => v,
+        }
+    }
+
+    pub(crate) fn push(&mut self, id: u32) {
+        *self = match core::mem::take(self) {
+            SubIds::None => SubIds::One(id),
+            SubIds::One(a) => SubIds::Many(Box::new([a, id])),
+            SubIds::Many(v) => {
+                let mut v = v.into_vec();
+                v.push(id);
+                SubIds::Many(v.into_boxed_slice())
+            }
+        };
+    }
+}
+
+/// A message waiting for, or in, delivery to one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub msg: Message,
+    /// Delivery QoS: min(published, granted).
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    pub ids: SubIds,
+    /// Set when delivered through a shared subscription.
+    pub group: Option<Arc<GroupName>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum InflightState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitComp,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub pid: u16,
+    pub item: Queued,
+    pub state: InflightState,
+    /// Must be (re)sent on the current connection.
+    pub needs_send: bool,
+    /// Was sent at least once (a resend carries DUP, [MQTT-3.3.1-1]).
+    pub sent_once: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SubRecord {
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+    pub group: Option<Arc<GroupName>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub will: crate::conn::WillSpec,
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: Box<str>,
+    pub client_hash: u64,
+    pub username: Option<Box<str>>,
+    pub protocol: ProtocolVersion,
+    pub conn: Option<ConnId>,
+    /// Seconds; `u32::MAX` never expires.
+    pub expiry_interval: u32,
+    pub expire_at: Option<Instant>,
+    pub subs: HashMap<Box<str>, SubRecord, Hasher64>,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    /// Retained messages found at subscribe time, released as the queue drains.
+    pub backlog: VecDeque<Queued>,
+    pub inflight: VecDeque<Inflight>,
+    pub next_pid: u16,
+    /// QoS 2 packet identifiers received and PUBREC'd, awaiting PUBREL.
+    pub rx_qos2: Vec<u16>,
+    pub pending_will: Option<PendingWill>,
+    pub stamp: u64,
+    pub slot: u32,
+    pub origin: u64,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: Box<str>, client_hash: u64, origin: u64, seed: u64) -> Self {
+        Self {
+            client_id,
+            client_hash,
+            username: None,
+            protocol: ProtocolVersion::V3_1_1,
+            conn: None,
+            expiry_interval: 0,
+            expire_at: None,
+            subs: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            backlog: VecDeque::new(),
+            inflight: VecDeque::new(),
+            next_pid: 1,
+            rx_qos2: Vec::new(),
+            pending_will: None,
+            stamp: 0,
+            slot: 0,
+            origin,
+        }
+    }
+
+    /// A packet identifier not used by any message in flight ([MQTT-2.2.1-3]).
+    pub(crate) fn alloc_pid(&mut self) -> u16 {
+        loop {
+            let pid = self.next_pid;
+            self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
+            if !self.inflight.iter().any(|f| f.pid == pid) {
+                return pid;
+            }
+        }
+    }
+
+    pub(crate) fn inflight_pos(&self, pid: u16) -> Option<usize> {
+        // Acknowledgements usually come in order: the front is the likely hit.
+        self.inflight.iter().position(|f| f.pid == pid)
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::policy::SessionSnapshot {
+        let subscriptions = self
+            .subs
+            .iter()
+            .map(|(f, r)| StoredSubscription {
+                filter: f.clone(),
+                options: r.options,
+                id: r.id,
+            })
+            .collect();
+        let messages = self
+            .inflight
+            .iter()
+            .filter(|f| f.state != InflightState::AwaitComp)
+            .map(|f| (f.item.msg.clone(), f.item.qos, f.sent_once))
+            .chain(self.queue.iter().map(|q| (q.msg.clone(), q.qos, false)))
+            .collect();
+        crate::policy::SessionSnapshot {
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            protocol: self.protocol,
+            expiry_interval: self.expiry_interval,
+            subscriptions,
+            messages,
+        }
+    }
+}
