@@ -1,0 +1,198 @@
+//! Accepting connections: PROXY protocol, TLS handshake, then the first packet is read to
+//! find the client identifier, and the connection goes to the shard that owns it (the
+//! socket and the bytes already read are handed over; the session never moves).
+
+use super::shard::{Inbox, Shard};
+use crate::net::proxy_protocol;
+use crate::net::tls::{peer_identity, TlsLayer};
+use broker_core::shard::owner_of_client;
+use broker_core::PeerInfo;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+use mqtt_proto::{FixedHeader, Packet, ProtocolVersion, Status};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+
+/// A connection moving to its owner shard.
+pub struct Handoff {
+    pub fd: OwnedFd,
+    pub peer: PeerInfo,
+    pub tls: Option<TlsLayer>,
+    pub initial: Vec<u8>,
+}
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                if shard.shutting_down.get() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(admit(shard.clone(), stream, addr, index));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Why a connection was dropped before reaching the core.
+#[derive(Debug)]
+enum Early {
+    Timeout,
+    Closed,
+    Proxy(proxy_protocol::Invalid),
+    Tls(String),
+}
+
+async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
+    let buf = Vec::with_capacity(4096);
+    let (res, buf) = stream.read(buf).await;
+    match res {
+        Ok(0) | Err(_) => Err(Early::Closed),
+        Ok(n) => {
+            into.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+/// PROXY header, TLS handshake and first packet, within the connect timeout.
+async fn prelude(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    peer: &mut PeerInfo,
+    index: usize,
+) -> Result<(Option<TlsLayer>, Vec<u8>), Early> {
+    let Some(listener) = shard.listeners.get(index) else {
+        return Err(Early::Closed);
+    };
+    let mut raw = Vec::new();
+    if listener.proxy_protocol {
+        loop {
+            match proxy_protocol::parse(&raw).map_err(Early::Proxy)? {
+                proxy_protocol::Parsed::Incomplete => read_more(stream, &mut raw).await?,
+                proxy_protocol::Parsed::Header { len, source } => {
+                    if source.is_some() {
+                        peer.addr = source;
+                    }
+                    raw.drain(..len);
+                    break;
+                }
+            }
+        }
+    }
+    let tls_cfg = listener.tls.borrow().clone();
+    let mut plain = Vec::new();
+    let mut tls = None;
+    if let Some(cfg) = tls_cfg {
+        let mut layer = TlsLayer::server(cfg).map_err(|e| Early::Tls(e.to_string()))?;
+        loop {
+            layer
+                .feed(&raw, &mut plain)
+                .map_err(|e| Early::Tls(e.to_string()))?;
+            raw.clear();
+            let mut out = Vec::new();
+            layer.pending(&mut out).map_err(|e| Early::Tls(e.to_string()))?;
+            if !out.is_empty() {
+                let (res, _) = stream.write_all(out).await;
+                res.map_err(|_| Early::Closed)?;
+            }
+            if !layer.is_handshaking() {
+                break;
+            }
+            read_more(stream, &mut raw).await?;
+        }
+        peer.cert_identity = peer_identity(&layer.conn).map(String::into_boxed_str);
+        tls = Some(layer);
+    } else {
+        plain = raw;
+    }
+    // The first packet, bounded by the maximum packet size.
+    loop {
+        match FixedHeader::parse(&plain, shard.max_packet_size) {
+            Ok(Status::Complete(h)) if plain.len() >= h.packet_len() => break,
+            // Oversized or malformed: the core answers it.
+            Err(_) => break,
+            _ => {}
+        }
+        let mut raw = Vec::new();
+        read_more(stream, &mut raw).await?;
+        match tls.as_mut() {
+            Some(t) => t
+                .feed(&raw, &mut plain)
+                .map_err(|e| Early::Tls(e.to_string()))?,
+            None => plain.extend_from_slice(&raw),
+        }
+    }
+    Ok((tls, plain))
+}
+
+async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index: usize) {
+    let mut peer = PeerInfo {
+        addr: Some(addr),
+        cert_identity: None,
+        listener: index as u16,
+    };
+    let timeout = shard.connect_timeout;
+    let res = monoio::time::timeout(timeout, prelude(&shard, &mut stream, &mut peer, index)).await;
+    let (tls, initial) = match res {
+        Ok(Ok(x)) => x,
+        Ok(Err(Early::Tls(e))) => {
+            tracing::warn!("TLS handshake with {addr} failed: {e}");
+            return;
+        }
+        Ok(Err(Early::Proxy(e))) => {
+            tracing::warn!("{addr}: {e}");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("{addr}: closed before CONNECT ({e:?})");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("{addr}: {:?} waiting for CONNECT", Early::Timeout);
+            return;
+        }
+    };
+    let owner = match Packet::parse(&initial, ProtocolVersion::V5, shard.max_packet_size) {
+        Ok(Status::Complete((Packet::Connect(c), _))) if !c.client_id.is_empty() => {
+            owner_of_client(c.client_id, shard.shards)
+        }
+        _ => shard.id,
+    };
+    if owner == shard.id {
+        super::conn::serve(shard, stream, peer, tls, initial).await;
+        return;
+    }
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up ownership of this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let Some(tx) = shard.peers.get(usize::from(owner)) else {
+        return;
+    };
+    let _ = tx
+        .send(Inbox::Handoff(Handoff {
+            fd,
+            peer,
+            tls,
+            initial,
+        }))
+        .await;
+}
+
+/// Serves a connection handed over by another shard.
+pub fn adopt(shard: &Rc<Shard>, h: Handoff) {
+    let std_stream = std::net::TcpStream::from(h.fd);
+    match TcpStream::from_std(std_stream) {
+        Ok(stream) => {
+            monoio::spawn(super::conn::serve(shard.clone(), stream, h.peer, h.tls, h.initial));
+        }
+        Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
+    }
+}

@@ -1,0 +1,277 @@
+//! `petrel broker`: one thread per core, each with its own io_uring ring (epoll where
+//! io_uring is unavailable), its own `SO_REUSEPORT` listeners and its own broker shard.
+
+pub mod accept;
+pub mod conn;
+pub mod shard;
+
+use anyhow::{bail, Context as _};
+use broker_core::{Broker, Policy};
+use shard::{Inbox, ListenerState, Shard};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which monoio driver the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only (fails where unavailable).
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// A listener to open.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub proxy_protocol: bool,
+}
+
+/// Everything `run` needs.
+pub struct RunSettings {
+    pub core: broker_core::Config,
+    pub listeners: Vec<ListenerSpec>,
+    pub threads: usize,
+    pub driver: Driver,
+    /// A fresh policy for shard `i`.
+    pub policy: Arc<dyn Fn(usize) -> Policy + Send + Sync>,
+    /// Called on SIGHUP: reloads files and returns the new TLS configurations.
+    pub reload: Arc<dyn Fn() -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> + Send + Sync>,
+    /// Called with the bound addresses once every listener is open.
+    pub on_ready: Option<Box<dyn FnOnce(&[SocketAddr]) + Send>>,
+}
+
+/// Refuses a port another process already listens on: our own sockets use
+/// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
+fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) => bail!("cannot listen on {addr}: {e}"),
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it. Failure (for
+    // example fewer cores than threads) leaves the thread unpinned, which is harmless.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM; returns after every shard has flushed.
+pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
+    let threads = settings.threads.max(1);
+    if threads > usize::from(u16::MAX) {
+        bail!("too many threads");
+    }
+    // Bind every listener for every thread before starting, so errors stop the start-up.
+    let mut per_thread: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for l in &settings.listeners {
+        probe_free(l.addr)?;
+        let first = bind_reuseport(l.addr)?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        per_thread[0].push(first);
+        for t in per_thread.iter_mut().skip(1) {
+            t.push(bind_reuseport(actual)?);
+        }
+    }
+    for a in &bound {
+        tracing::info!("listening on {a}");
+    }
+    let uring = monoio::utils::detect_uring();
+    let use_uring = match settings.driver {
+        Driver::Auto => uring,
+        Driver::Uring if !uring => bail!("io_uring is not available on this system"),
+        Driver::Uring => true,
+        Driver::Epoll => false,
+    };
+    if use_uring {
+        tracing::info!("{threads} shard(s) on io_uring");
+    } else if settings.driver == Driver::Auto {
+        tracing::warn!("io_uring is unavailable here (old kernel, seccomp or emulation): falling back to epoll");
+    } else {
+        tracing::info!("{threads} shard(s) on epoll");
+    }
+
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| async_channel::unbounded::<Inbox>()).unzip();
+    let epoch = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for (i, (rx, listeners)) in receivers.into_iter().zip(per_thread).enumerate() {
+        let mut core = settings.core.clone();
+        core.shard = i as u16;
+        core.shards = threads as u16;
+        let policy = (settings.policy)(i);
+        let peers = senders.clone();
+        let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool)> = settings
+            .listeners
+            .iter()
+            .map(|l| (l.tls.clone(), l.proxy_protocol))
+            .collect();
+        let h = std::thread::Builder::new()
+            .name(format!("petrel-shard-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                if threads > 1 {
+                    pin_to_core(i);
+                }
+                let body = shard_main(i as u16, core, policy, peers, rx, listeners, specs, epoch);
+                if use_uring {
+                    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(4096)
+                        .enable_timer()
+                        .build()
+                        .context("cannot start an io_uring runtime")?;
+                    rt.block_on(body)
+                } else {
+                    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .context("cannot start an epoll runtime")?;
+                    rt.block_on(body)
+                }
+            })?;
+        handles.push(h);
+    }
+    if let Some(f) = settings.on_ready.take() {
+        f(&bound);
+    }
+
+    // Signals: SIGINT/SIGTERM stop, SIGHUP reloads certificates and auth files.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    let reload = settings.reload.clone();
+    let stop_senders = senders.clone();
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                match reload() {
+                    Ok(tls) => {
+                        tracing::info!("SIGHUP: configuration reloaded");
+                        for s in &stop_senders {
+                            let _ = s.try_send(Inbox::ReloadTls(tls.clone()));
+                        }
+                    }
+                    Err(e) => tracing::error!("SIGHUP: reload failed, keeping the old configuration: {e:#}"),
+                }
+                continue;
+            }
+            tracing::info!("signal {sig}: shutting down");
+            for s in &stop_senders {
+                let _ = s.try_send(Inbox::Shutdown);
+            }
+            break;
+        }
+    });
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("a shard thread panicked")),
+        }
+    }
+    sig_handle.close();
+    let _ = sig_thread.join();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard_main(
+    id: u16,
+    core: broker_core::Config,
+    policy: Policy,
+    peers: Vec<async_channel::Sender<Inbox>>,
+    rx: async_channel::Receiver<Inbox>,
+    listeners: Vec<std::net::TcpListener>,
+    specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool)>,
+    epoch: std::time::Instant,
+) -> anyhow::Result<()> {
+    let states = specs
+        .into_iter()
+        .map(|(tls, proxy_protocol)| ListenerState {
+            tls: std::cell::RefCell::new(tls),
+            proxy_protocol,
+        })
+        .collect();
+    let shard = Rc::new(Shard::new(id, Broker::new(core, policy), peers, states, epoch));
+    for (i, l) in listeners.into_iter().enumerate() {
+        let l = monoio::net::TcpListener::from_std(l)?;
+        monoio::spawn(accept::accept_loop(shard.clone(), l, i));
+    }
+    monoio::spawn(shard.clone().run_timer());
+    while let Ok(msg) = rx.recv().await {
+        match msg {
+            Inbox::Msgs(msgs) => {
+                let now = shard.now();
+                {
+                    let mut b = shard.broker.borrow_mut();
+                    for m in msgs {
+                        b.handle_shard_msg(now, m);
+                    }
+                }
+                shard.pump();
+            }
+            Inbox::Handoff(h) => accept::adopt(&shard, h),
+            Inbox::ReloadTls(tls) => {
+                for (l, t) in shard.listeners.iter().zip(tls) {
+                    *l.tls.borrow_mut() = t;
+                }
+            }
+            Inbox::Shutdown => break,
+        }
+    }
+    // Graceful stop: DISCONNECT 0x8B to MQTT 5 clients, wills as for any server close,
+    // then give writers a moment to flush.
+    shard.shutting_down.set(true);
+    let now = shard.now();
+    shard.broker.borrow_mut().shutdown(now);
+    shard.pump();
+    for _ in 0..100 {
+        if shard.conns.borrow().is_empty() {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        // Messages other shards still send (wills to our subscribers) are delivered.
+        while let Ok(Inbox::Msgs(msgs)) = rx.try_recv() {
+            let now = shard.now();
+            let mut b = shard.broker.borrow_mut();
+            for m in msgs {
+                b.handle_shard_msg(now, m);
+            }
+        }
+        shard.pump();
+    }
+    Ok(())
+}

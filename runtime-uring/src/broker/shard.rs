@@ -1,0 +1,156 @@
+//! One shard: a broker-core `Broker` on one thread with its own io_uring ring, the
+//! connections it serves, and its channels to the other shards.
+
+use super::conn::ConnIo;
+use crate::net::notify::LocalNotify;
+use broker_core::{Broker, ConnId, Event, Instant, ShardMsg};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What other threads send to a shard.
+pub enum Inbox {
+    /// Messages from another shard, in order.
+    Msgs(Vec<ShardMsg>),
+    /// A connection whose CONNECT names a client this shard owns.
+    Handoff(super::accept::Handoff),
+    /// Stop: disconnect everyone (0x8B), flush, exit.
+    Shutdown,
+    /// New TLS configurations (one per listener, `None` for plain ones) after SIGHUP.
+    ReloadTls(Vec<Option<Arc<rustls::ServerConfig>>>),
+}
+
+/// A listener as a shard sees it.
+#[derive(Debug)]
+pub struct ListenerState {
+    /// Current TLS configuration (swapped on reload; live connections keep theirs).
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    /// Expect a PROXY protocol v2 header first.
+    pub proxy_protocol: bool,
+}
+
+/// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no
+/// borrow is ever held across an `.await`).
+pub struct Shard {
+    pub id: u16,
+    pub shards: u16,
+    pub broker: RefCell<Broker>,
+    pub conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    pub peers: Vec<async_channel::Sender<Inbox>>,
+    outbox: RefCell<Vec<Vec<ShardMsg>>>,
+    pub timer: LocalNotify,
+    armed: Cell<Option<Instant>>,
+    epoch: std::time::Instant,
+    pub listeners: Vec<ListenerState>,
+    pub shutting_down: Cell<bool>,
+    pub max_packet_size: usize,
+    pub connect_timeout: Duration,
+    pub write_budget: usize,
+}
+
+impl Shard {
+    pub fn new(
+        id: u16,
+        broker: Broker,
+        peers: Vec<async_channel::Sender<Inbox>>,
+        listeners: Vec<ListenerState>,
+        epoch: std::time::Instant,
+    ) -> Self {
+        let cfg = broker.config();
+        let shards = cfg.shards;
+        let max_packet_size = cfg.max_packet_size as usize;
+        let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+        Self {
+            id,
+            shards,
+            broker: RefCell::new(broker),
+            conns: RefCell::new(HashMap::new()),
+            outbox: RefCell::new((0..peers.len()).map(|_| Vec::new()).collect()),
+            peers,
+            timer: LocalNotify::default(),
+            armed: Cell::new(None),
+            epoch,
+            listeners,
+            shutting_down: Cell::new(false),
+            max_packet_size,
+            connect_timeout,
+            write_budget: 64 * 1024,
+        }
+    }
+
+    /// The core's clock: milliseconds since the process started (shared by all shards).
+    pub fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// Acts on everything the core asked for since the last call: wakes writers, starts
+    /// closes, sends shard messages (one batch per destination) and re-arms the timer.
+    pub fn pump(self: &Rc<Self>) {
+        loop {
+            let ev = self.broker.borrow_mut().poll_event();
+            let Some(ev) = ev else { break };
+            match ev {
+                Event::Output(c) => {
+                    let io = self.conns.borrow().get(&c).cloned();
+                    if let Some(io) = io {
+                        super::conn::wake_writer(self, &io);
+                    }
+                }
+                Event::Close(c) => {
+                    let io = self.conns.borrow().get(&c).cloned();
+                    match io {
+                        Some(io) => {
+                            io.closing.set(true);
+                            super::conn::wake_writer(self, &io);
+                        }
+                        // Not served by a task (yet): nothing to flush.
+                        None => {
+                            let now = self.now();
+                            self.broker.borrow_mut().handle_closed(c, now);
+                        }
+                    }
+                }
+                Event::Forward { to, msg } => {
+                    if let Some(q) = self.outbox.borrow_mut().get_mut(usize::from(to)) {
+                        q.push(msg);
+                    }
+                }
+            }
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        for (to, q) in outbox.iter_mut().enumerate() {
+            if !q.is_empty() {
+                if let Some(tx) = self.peers.get(to) {
+                    let _ = tx.try_send(Inbox::Msgs(std::mem::take(q)));
+                }
+            }
+        }
+        drop(outbox);
+        let next = self.broker.borrow().poll_timeout();
+        let armed = self.armed.get();
+        if next.is_some() && (armed.is_none() || next < armed) {
+            self.timer.notify();
+        }
+    }
+
+    /// Sleeps until the core's next deadline (or an earlier one appears), then fires it.
+    pub async fn run_timer(self: Rc<Self>) {
+        loop {
+            let next = self.broker.borrow().poll_timeout();
+            self.armed.set(next);
+            let now = self.now();
+            let wait = next.map_or(Duration::from_secs(3600), |t| t.saturating_since(now));
+            if !wait.is_zero() {
+                monoio::select! {
+                    _ = monoio::time::sleep(wait) => {},
+                    _ = self.timer.notified() => {},
+                }
+            }
+            let now = self.now();
+            self.broker.borrow_mut().handle_timeout(now);
+            self.pump();
+        }
+    }
+}

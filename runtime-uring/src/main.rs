@@ -1,0 +1,31 @@
+//! The `petrel` command: broker, passwd (and proxy, pub, sub).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "petrel", version, about = "Petrel: an MQTT broker, proxy and client")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the MQTT broker (with no options: the embedded local-only configuration).
+    Broker(runtime_uring::cli::BrokerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Broker(a) => runtime_uring::cli::broker(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("petrel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

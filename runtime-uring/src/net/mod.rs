@@ -1,0 +1,6 @@
+//! Networking pieces shared by the broker, the proxy and the client.
+
+pub mod iovec;
+pub mod notify;
+pub mod proxy_protocol;
+pub mod tls;

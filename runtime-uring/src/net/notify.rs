@@ -1,0 +1,45 @@
+//! A single-threaded wake-up flag for tasks on one runtime (the writer of a connection,
+//! the timer of a shard). `notify` before `notified` is not lost.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// A flag plus the waker of the one task waiting on it.
+#[derive(Debug, Default)]
+pub struct LocalNotify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    /// Sets the flag and wakes the waiting task.
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until the flag is set, then clears it.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified(self)
+    }
+}
+
+/// Future of [`LocalNotify::notified`].
+#[derive(Debug)]
+pub struct Notified<'a>(&'a LocalNotify);
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
