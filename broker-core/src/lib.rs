@@ -17,6 +17,7 @@ extern crate alloc;
 extern crate std;
 
 mod broker;
+pub mod client;
 mod config;
 mod conn;
 pub mod index;
