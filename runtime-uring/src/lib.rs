@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cli_client;
+pub mod client;
 pub mod config;
 pub mod net;
 pub mod passwd_cli;

@@ -14,12 +14,18 @@ struct Cli {
 enum Cmd {
     /// Run the MQTT broker (with no options: the embedded local-only configuration).
     Broker(runtime_uring::cli::BrokerArgs),
+    /// Publish messages (like mosquitto_pub).
+    Pub(runtime_uring::cli_client::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    Sub(runtime_uring::cli_client::SubArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Broker(a) => runtime_uring::cli::broker(a),
+        Cmd::Pub(a) => runtime_uring::cli_client::publish(a),
+        Cmd::Sub(a) => runtime_uring::cli_client::subscribe(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
