@@ -1,6 +1,9 @@
 //! Command-line front ends of the subcommands.
 
+use crate::auth::SharedAuth;
 use crate::broker::{self, Driver, ListenerSpec, RunSettings};
+use crate::config::{BrokerConfig, ListenerConfig, ListenerProtocol};
+use crate::net::tls::{server_config, TlsFiles};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +17,13 @@ pub struct BrokerArgs {
     /// Read this TOML configuration file instead of the embedded default.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// Shards (threads); default: the available cores.
+    /// Shards (threads); default: the configuration's `threads`, else the available cores.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter); default: the
+    /// configuration's log_level, else info.
+    #[arg(long)]
+    pub log_level: Option<String>,
     /// I/O driver.
     #[arg(long, value_enum, default_value_t = Driver::Auto)]
     pub driver: Driver,
@@ -39,31 +43,90 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
+fn tls_configs(cfg: &BrokerConfig) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
+    cfg.listeners
+        .iter()
+        .map(|l| match (&l.certfile, &l.keyfile) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    certfile: cert,
+                    keyfile: key,
+                    cafile: l.cafile.as_deref(),
+                    require_certificate: l.require_certificate,
+                };
+                server_config(&files)
+                    .with_context(|| format!("TLS listener {}", l.bind))
+                    .map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<BrokerConfig> {
+    match path {
+        Some(p) => BrokerConfig::from_file(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(BrokerConfig::embedded_default()),
+    }
+}
+
 /// `petrel broker`.
 pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
-    init_logging(&a.log_level);
+    if a.print_default_config {
+        print!("{}", BrokerConfig::DEFAULT_TOML);
+        return Ok(());
+    }
+    let mut cfg = load_config(a.config.as_deref())?;
+    let level = a
+        .log_level
+        .clone()
+        .or_else(|| cfg.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    init_logging(&level);
+    if !a.bind.is_empty() {
+        cfg.listeners = a.bind.iter().map(|b| ListenerConfig::plain(*b)).collect();
+    }
     let threads = a
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let binds = if a.bind.is_empty() {
-        vec!["127.0.0.1:1883".parse().context("address")?, "[::1]:1883".parse().context("address")?]
-    } else {
-        a.bind
-    };
+        .or(cfg.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let auth = SharedAuth::load(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tls = tls_configs(&cfg)?;
+    let listeners = cfg
+        .listeners
+        .iter()
+        .zip(tls)
+        .map(|(l, tls)| ListenerSpec {
+            addr: l.bind,
+            tls,
+            proxy_protocol: l.proxy_protocol,
+            websockets: l.protocol == ListenerProtocol::Websockets,
+        })
+        .collect();
+    let policy_auth = auth.clone();
+    let reload_path = a.config.clone();
+    let reload_binds = a.bind.clone();
     let settings = RunSettings {
-        core: broker_core::Config::default(),
-        listeners: binds
-            .into_iter()
-            .map(|addr| ListenerSpec {
-                addr,
-                tls: None,
-                proxy_protocol: false,
-            })
-            .collect(),
+        core: cfg.core_config_for_shard(0, threads as u16),
+        listeners,
         threads,
         driver: a.driver,
-        policy: Arc::new(|_| broker_core::Policy::default()),
-        reload: Arc::new(|| Ok(Vec::new())),
+        policy: Arc::new(move |_| broker_core::Policy {
+            authenticator: Box::new(policy_auth.authenticator()),
+            authorizer: Box::new(policy_auth.authorizer()),
+            ..broker_core::Policy::default()
+        }),
+        // SIGHUP: re-read the configuration, the password and ACL files and the
+        // certificates; live connections keep going.
+        reload: Arc::new(move || {
+            let mut cfg = load_config(reload_path.as_deref())?;
+            if !reload_binds.is_empty() {
+                cfg.listeners = reload_binds.iter().map(|b| ListenerConfig::plain(*b)).collect();
+            }
+            auth.reload(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tls_configs(&cfg)
+        }),
         on_ready: None,
     };
     broker::run(settings)

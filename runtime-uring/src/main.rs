@@ -18,6 +18,12 @@ enum Cmd {
     Pub(runtime_uring::cli_client::PubArgs),
     /// Subscribe and print messages (like mosquitto_sub).
     Sub(runtime_uring::cli_client::SubArgs),
+    /// Manage a password file (like mosquitto_passwd): [-c | -D] [-b] passwordfile username [password]
+    #[command(disable_help_flag = true)]
+    Passwd {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -26,6 +32,13 @@ fn main() -> ExitCode {
         Cmd::Broker(a) => runtime_uring::cli::broker(a),
         Cmd::Pub(a) => runtime_uring::cli_client::publish(a),
         Cmd::Sub(a) => runtime_uring::cli_client::subscribe(a),
+        Cmd::Passwd { args } => {
+            if let Err(e) = runtime_uring::passwd_cli::run(&args) {
+                eprintln!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
+            Ok(())
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

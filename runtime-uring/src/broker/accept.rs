@@ -5,6 +5,8 @@
 use super::shard::{Inbox, Shard};
 use crate::net::proxy_protocol;
 use crate::net::tls::{peer_identity, TlsLayer};
+use crate::net::transport::Transport;
+use crate::net::ws::{self, WsLayer};
 use broker_core::shard::owner_of_client;
 use broker_core::PeerInfo;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -18,7 +20,7 @@ use std::rc::Rc;
 pub struct Handoff {
     pub fd: OwnedFd,
     pub peer: PeerInfo,
-    pub tls: Option<TlsLayer>,
+    pub transport: Transport,
     pub initial: Vec<u8>,
 }
 
@@ -68,7 +70,7 @@ async fn prelude(
     stream: &mut TcpStream,
     peer: &mut PeerInfo,
     index: usize,
-) -> Result<(Option<TlsLayer>, Vec<u8>), Early> {
+) -> Result<(Transport, Vec<u8>), Early> {
     let Some(listener) = shard.listeners.get(index) else {
         return Err(Early::Closed);
     };
@@ -93,9 +95,15 @@ async fn prelude(
     if let Some(cfg) = tls_cfg {
         let mut layer = TlsLayer::server(cfg).map_err(|e| Early::Tls(e.to_string()))?;
         loop {
-            layer
-                .feed(&raw, &mut plain)
-                .map_err(|e| Early::Tls(e.to_string()))?;
+            if let Err(e) = layer.feed(&raw, &mut plain) {
+                // Tell the client why (the TLS alert) before closing.
+                let mut alert = Vec::new();
+                let _ = layer.pending(&mut alert);
+                if !alert.is_empty() {
+                    let _ = stream.write_all(alert).await;
+                }
+                return Err(Early::Tls(e.to_string()));
+            }
             raw.clear();
             let mut out = Vec::new();
             layer.pending(&mut out).map_err(|e| Early::Tls(e.to_string()))?;
@@ -113,6 +121,39 @@ async fn prelude(
     } else {
         plain = raw;
     }
+    let mut transport = Transport::new(tls, None);
+    if listener.websockets {
+        // HTTP upgrade first ([MQTT-6.0.0-...]): the request arrives in `plain`.
+        loop {
+            match ws::server_upgrade(&plain) {
+                ws::Upgrade::Incomplete => {
+                    let mut raw = Vec::new();
+                    read_more(stream, &mut raw).await?;
+                    transport.decode(&raw, &mut plain).map_err(Early::Tls)?;
+                }
+                ws::Upgrade::Refuse(resp) => {
+                    let mut out = Vec::new();
+                    let _ = transport.encode(std::iter::once(resp.as_slice()), &mut out);
+                    let _ = stream.write_all(out).await;
+                    return Err(Early::Closed);
+                }
+                ws::Upgrade::Accept { len, response } => {
+                    let mut out = Vec::new();
+                    transport
+                        .encode(std::iter::once(response.as_slice()), &mut out)
+                        .map_err(|_| Early::Closed)?;
+                    let (res, _) = stream.write_all(out).await;
+                    res.map_err(|_| Early::Closed)?;
+                    let rest = plain.split_off(len);
+                    plain.clear();
+                    let mut layer = WsLayer::server(shard.max_packet_size + 16);
+                    layer.feed(&rest, &mut plain).map_err(Early::Tls)?;
+                    transport.ws = Some(layer);
+                    break;
+                }
+            }
+        }
+    }
     // The first packet, bounded by the maximum packet size.
     loop {
         match FixedHeader::parse(&plain, shard.max_packet_size) {
@@ -123,14 +164,9 @@ async fn prelude(
         }
         let mut raw = Vec::new();
         read_more(stream, &mut raw).await?;
-        match tls.as_mut() {
-            Some(t) => t
-                .feed(&raw, &mut plain)
-                .map_err(|e| Early::Tls(e.to_string()))?,
-            None => plain.extend_from_slice(&raw),
-        }
+        transport.decode(&raw, &mut plain).map_err(Early::Tls)?;
     }
-    Ok((tls, plain))
+    Ok((transport, plain))
 }
 
 async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index: usize) {
@@ -141,7 +177,7 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
     };
     let timeout = shard.connect_timeout;
     let res = monoio::time::timeout(timeout, prelude(&shard, &mut stream, &mut peer, index)).await;
-    let (tls, initial) = match res {
+    let (transport, initial) = match res {
         Ok(Ok(x)) => x,
         Ok(Err(Early::Tls(e))) => {
             tracing::warn!("TLS handshake with {addr} failed: {e}");
@@ -167,7 +203,7 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         _ => shard.id,
     };
     if owner == shard.id {
-        super::conn::serve(shard, stream, peer, tls, initial).await;
+        super::conn::serve(shard, stream, peer, transport, initial).await;
         return;
     }
     let fd = stream.into_raw_fd();
@@ -180,7 +216,7 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         .send(Inbox::Handoff(Handoff {
             fd,
             peer,
-            tls,
+            transport,
             initial,
         }))
         .await;
@@ -191,7 +227,7 @@ pub fn adopt(shard: &Rc<Shard>, h: Handoff) {
     let std_stream = std::net::TcpStream::from(h.fd);
     match TcpStream::from_std(std_stream) {
         Ok(stream) => {
-            monoio::spawn(super::conn::serve(shard.clone(), stream, h.peer, h.tls, h.initial));
+            monoio::spawn(super::conn::serve(shard.clone(), stream, h.peer, h.transport, h.initial));
         }
         Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
     }

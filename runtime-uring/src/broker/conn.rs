@@ -4,7 +4,7 @@
 use super::shard::Shard;
 use crate::net::iovec::TxIoVecs;
 use crate::net::notify::LocalNotify;
-use crate::net::tls::TlsLayer;
+use crate::net::transport::Transport;
 use broker_core::{ConnId, PeerInfo};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -21,7 +21,7 @@ pub struct ConnIo {
     pub id: ConnId,
     fd: RawFd,
     write: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
-    tls: RefCell<Option<TlsLayer>>,
+    transport: RefCell<Transport>,
     writer_active: Cell<bool>,
     /// The core closed the connection: flush, then shut the socket down.
     pub closing: Cell<bool>,
@@ -52,8 +52,9 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
         return;
     };
     let mut v = TxIoVecs::default();
-    let mut tls_out: Vec<u8> = Vec::new();
+    let mut wire: Vec<u8> = Vec::new();
     let mut failed = false;
+    let plain = io.transport.borrow().is_plain();
     loop {
         if v.tx.is_empty() {
             let now = shard.now();
@@ -62,25 +63,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
                 .borrow_mut()
                 .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
         }
-        let has_tls = io.tls.borrow().is_some();
-        if has_tls {
-            tls_out.clear();
-            if let Some(t) = io.tls.borrow_mut().as_mut() {
-                if t.encrypt(v.tx.chunks(), &mut tls_out).is_err() {
-                    failed = true;
-                }
-            }
-            v.tx.clear();
-            if tls_out.is_empty() || failed {
-                break;
-            }
-            let (res, buf) = w.write_all(std::mem::take(&mut tls_out)).await;
-            tls_out = buf;
-            if res.is_err() {
-                failed = true;
-                break;
-            }
-        } else {
+        if plain {
             if v.tx.is_empty() {
                 break;
             }
@@ -93,6 +76,21 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
                     failed = true;
                     break;
                 }
+            }
+        } else {
+            wire.clear();
+            if io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire).is_err() {
+                failed = true;
+            }
+            v.tx.clear();
+            if wire.is_empty() || failed {
+                break;
+            }
+            let (res, buf) = w.write_all(std::mem::take(&mut wire)).await;
+            wire = buf;
+            if res.is_err() {
+                failed = true;
+                break;
             }
         }
         io.drained.notify();
@@ -111,10 +109,11 @@ pub async fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: PeerInfo,
-    tls: Option<TlsLayer>,
+    transport: Transport,
     initial: Vec<u8>,
 ) {
     let now = shard.now();
+    let peer_addr = peer.addr;
     let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
     let Ok(id) = accepted else {
         tracing::debug!("connection refused: {:?}", accepted.err());
@@ -126,7 +125,7 @@ pub async fn serve(
         id,
         fd,
         write: RefCell::new(Some(w)),
-        tls: RefCell::new(tls),
+        transport: RefCell::new(transport),
         writer_active: Cell::new(false),
         closing: Cell::new(false),
         drained: LocalNotify::default(),
@@ -148,21 +147,12 @@ pub async fn serve(
             Ok(n) => n,
         };
         let data = buf.get(..n).unwrap_or_default();
-        let tls_err = {
-            let mut t = io.tls.borrow_mut();
-            match t.as_mut() {
-                Some(t) => t.feed(data, &mut pending).err(),
-                None => {
-                    pending.extend_from_slice(data);
-                    None
-                }
-            }
-        };
-        if let Some(e) = tls_err {
-            tracing::warn!(peer = ?shard.broker.borrow().config().shard, "TLS error: {e}");
+        let decoded = io.transport.borrow_mut().decode(data, &mut pending);
+        if let Err(e) = decoded {
+            tracing::warn!("connection from {:?}: {e}", peer_addr);
             break;
         }
-        if io.tls.borrow().as_ref().is_some_and(|t| t.conn.wants_write()) {
+        if io.transport.borrow().wants_write() {
             wake_writer(&shard, &io);
         }
         // Adapt the read buffer: grow when reads fill it, shrink back when idle.

@@ -31,6 +31,7 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub proxy_protocol: bool,
+    pub websockets: bool,
 }
 
 /// Everything `run` needs.
@@ -131,10 +132,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         core.shards = threads as u16;
         let policy = (settings.policy)(i);
         let peers = senders.clone();
-        let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool)> = settings
+        let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)> = settings
             .listeners
             .iter()
-            .map(|l| (l.tls.clone(), l.proxy_protocol))
+            .map(|l| (l.tls.clone(), l.proxy_protocol, l.websockets))
             .collect();
         let h = std::thread::Builder::new()
             .name(format!("petrel-shard-{i}"))
@@ -215,14 +216,15 @@ async fn shard_main(
     peers: Vec<async_channel::Sender<Inbox>>,
     rx: async_channel::Receiver<Inbox>,
     listeners: Vec<std::net::TcpListener>,
-    specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool)>,
+    specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)>,
     epoch: std::time::Instant,
 ) -> anyhow::Result<()> {
     let states = specs
         .into_iter()
-        .map(|(tls, proxy_protocol)| ListenerState {
+        .map(|(tls, proxy_protocol, websockets)| ListenerState {
             tls: std::cell::RefCell::new(tls),
             proxy_protocol,
+            websockets,
         })
         .collect();
     let shard = Rc::new(Shard::new(id, Broker::new(core, policy), peers, states, epoch));

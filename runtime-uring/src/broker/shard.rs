@@ -29,6 +29,8 @@ pub struct ListenerState {
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     /// Expect a PROXY protocol v2 header first.
     pub proxy_protocol: bool,
+    /// MQTT over WebSocket.
+    pub websockets: bool,
 }
 
 /// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no

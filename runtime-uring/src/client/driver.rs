@@ -279,8 +279,13 @@ impl MqttClient {
             match link.rx.recv().await {
                 Ok(Ok(bytes)) => self.feed(&bytes)?,
                 Ok(Err(e)) => {
+                    let tls = self.tls_cfg.is_some();
                     self.link = None;
-                    return Err(ClientFailure::Closed(format!("{e} before CONNACK")));
+                    return Err(if tls {
+                        ClientFailure::Tls(format!("the broker closed the connection before CONNACK ({e}); it may have refused our certificate"))
+                    } else {
+                        ClientFailure::Closed(format!("{e} before CONNACK"))
+                    });
                 }
                 Err(_) => return Err(ClientFailure::Closed("before CONNACK".into())),
             }

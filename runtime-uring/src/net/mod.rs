@@ -4,3 +4,5 @@ pub mod iovec;
 pub mod notify;
 pub mod proxy_protocol;
 pub mod tls;
+pub mod transport;
+pub mod ws;

@@ -110,7 +110,7 @@ pub fn client_config(
     let cfg = match cert_key {
         Some((c, k)) => builder
             .with_client_auth_cert(load_certs(c)?, load_key(k)?)
-            .context("client certificate and key do not match")?,
+            .context("client certificate or key rejected")?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))

@@ -1,0 +1,69 @@
+//! The byte transforms between a socket and MQTT: TLS, then WebSocket framing.
+
+use super::tls::TlsLayer;
+use super::ws::WsLayer;
+
+/// Optional TLS and WebSocket layers of one connection.
+#[derive(Debug, Default)]
+pub struct Transport {
+    pub tls: Option<TlsLayer>,
+    pub ws: Option<WsLayer>,
+    scratch: Vec<u8>,
+}
+
+impl Transport {
+    /// A transport with these layers.
+    pub fn new(tls: Option<TlsLayer>, ws: Option<WsLayer>) -> Self {
+        Self {
+            tls,
+            ws,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Neither TLS nor WebSocket: bytes go straight through.
+    pub fn is_plain(&self) -> bool {
+        self.tls.is_none() && self.ws.is_none()
+    }
+
+    /// Bytes from the socket; MQTT bytes are appended to `mqtt`.
+    pub fn decode(&mut self, raw: &[u8], mqtt: &mut Vec<u8>) -> Result<(), String> {
+        match (&mut self.tls, &mut self.ws) {
+            (None, None) => mqtt.extend_from_slice(raw),
+            (Some(t), None) => t.feed(raw, mqtt).map_err(|e| e.to_string())?,
+            (None, Some(w)) => w.feed(raw, mqtt)?,
+            (Some(t), Some(w)) => {
+                self.scratch.clear();
+                t.feed(raw, &mut self.scratch).map_err(|e| e.to_string())?;
+                w.feed(&self.scratch, mqtt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// MQTT bytes to send; the bytes for the socket are appended to `wire` (including any
+    /// TLS handshake records or WebSocket control frames waiting).
+    pub fn encode<'a>(&mut self, chunks: impl Iterator<Item = &'a [u8]>, wire: &mut Vec<u8>) -> std::io::Result<()> {
+        match (&mut self.tls, &mut self.ws) {
+            (None, None) => {
+                for c in chunks {
+                    wire.extend_from_slice(c);
+                }
+            }
+            (Some(t), None) => t.encrypt(chunks, wire)?,
+            (None, Some(w)) => w.encode(chunks, wire)?,
+            (Some(t), Some(w)) => {
+                self.scratch.clear();
+                w.encode(chunks, &mut self.scratch)?;
+                t.encrypt(std::iter::once(self.scratch.as_slice()), wire)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when a layer has bytes of its own to send (handshake, pong, alert).
+    pub fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
+            || self.ws.as_ref().is_some_and(WsLayer::wants_write)
+    }
+}
