@@ -199,6 +199,7 @@ struct OutMsg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 enum OutState {
     AwaitAck,
     AwaitRec,

@@ -122,7 +122,10 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         reload: Arc::new(move || {
             let mut cfg = load_config(reload_path.as_deref())?;
             if !reload_binds.is_empty() {
-                cfg.listeners = reload_binds.iter().map(|b| ListenerConfig::plain(*b)).collect();
+                cfg.listeners = reload_binds
+                    .iter()
+                    .map(|b| ListenerConfig::plain(*b))
+                    .collect();
             }
             auth.reload(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
             tls_configs(&cfg)

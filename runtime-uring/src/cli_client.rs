@@ -125,7 +125,11 @@ pub struct SubArgs {
     #[arg(long)]
     pub exec: Option<String>,
     /// Retries of a failing --exec command, with exponential back-off (-1: forever).
-    #[arg(long = "back-off-max-retries", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long = "back-off-max-retries",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub back_off_max_retries: i64,
 }
 
@@ -148,7 +152,12 @@ pub fn publish(a: PubArgs) -> anyhow::Result<()> {
         let data = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
         Box::new(std::iter::once(Ok(data)))
     } else if a.stdin_lines {
-        Box::new(std::io::stdin().lock().lines().map(|l| l.map(String::into_bytes).map_err(Into::into)))
+        Box::new(
+            std::io::stdin()
+                .lock()
+                .lines()
+                .map(|l| l.map(String::into_bytes).map_err(Into::into)),
+        )
     } else if a.null_message {
         Box::new(std::iter::once(Ok(Vec::new())))
     } else {
@@ -162,7 +171,8 @@ pub fn publish(a: PubArgs) -> anyhow::Result<()> {
         let mut outstanding = 0usize;
         for p in payloads {
             let p = p?;
-            c.publish(&topic, &p, qos, retain).map_err(|e| anyhow!("{e}"))?;
+            c.publish(&topic, &p, qos, retain)
+                .map_err(|e| anyhow!("{e}"))?;
             outstanding += 1;
             // Drain acknowledgements as we go so memory stays flat for long streams.
             while outstanding > 1000 {
@@ -212,12 +222,17 @@ pub fn subscribe(a: SubArgs) -> anyhow::Result<()> {
                 ClientEvent::Subscribed { token: t, codes } if t == token => {
                     for (f, code) in a.topic.iter().zip(&codes) {
                         if code.is_error() {
-                            let why = if *code == ReasonCode::NotAuthorized || *code == ReasonCode::UnspecifiedError {
+                            let why = if *code == ReasonCode::NotAuthorized
+                                || *code == ReasonCode::UnspecifiedError
+                            {
                                 "not authorized (or refused)"
                             } else {
                                 code.description()
                             };
-                            bail!("subscription to {f:?} refused by the broker: {why} (0x{:02X})", *code as u8);
+                            bail!(
+                                "subscription to {f:?} refused by the broker: {why} (0x{:02X})",
+                                *code as u8
+                            );
                         }
                     }
                 }

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "petrel", version, about = "Petrel: an MQTT broker, proxy and client")]
+#[command(
+    name = "petrel",
+    version,
+    about = "Petrel: an MQTT broker, proxy and client"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -106,7 +106,9 @@ async fn prelude(
             }
             raw.clear();
             let mut out = Vec::new();
-            layer.pending(&mut out).map_err(|e| Early::Tls(e.to_string()))?;
+            layer
+                .pending(&mut out)
+                .map_err(|e| Early::Tls(e.to_string()))?;
             if !out.is_empty() {
                 let (res, _) = stream.write_all(out).await;
                 res.map_err(|_| Early::Closed)?;
@@ -213,12 +215,12 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         return;
     };
     let _ = tx
-        .send(Inbox::Handoff(Handoff {
+        .send(Inbox::Handoff(Box::new(Handoff {
             fd,
             peer,
             transport,
             initial,
-        }))
+        })))
         .await;
 }
 
@@ -227,7 +229,13 @@ pub fn adopt(shard: &Rc<Shard>, h: Handoff) {
     let std_stream = std::net::TcpStream::from(h.fd);
     match TcpStream::from_std(std_stream) {
         Ok(stream) => {
-            monoio::spawn(super::conn::serve(shard.clone(), stream, h.peer, h.transport, h.initial));
+            monoio::spawn(super::conn::serve(
+                shard.clone(),
+                stream,
+                h.peer,
+                h.transport,
+                h.initial,
+            ));
         }
         Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
     }

@@ -58,10 +58,11 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
     loop {
         if v.tx.is_empty() {
             let now = shard.now();
-            let _ = shard
-                .broker
-                .borrow_mut()
-                .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
+            let _ =
+                shard
+                    .broker
+                    .borrow_mut()
+                    .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
         }
         if plain {
             if v.tx.is_empty() {
@@ -79,7 +80,12 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
             }
         } else {
             wire.clear();
-            if io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire).is_err() {
+            if io
+                .transport
+                .borrow_mut()
+                .encode(v.tx.chunks(), &mut wire)
+                .is_err()
+            {
                 failed = true;
             }
             v.tx.clear();

@@ -34,6 +34,12 @@ pub struct ListenerSpec {
     pub websockets: bool,
 }
 
+/// Reloads files on SIGHUP and returns each listener's new TLS configuration.
+pub type ReloadFn =
+    dyn Fn() -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> + Send + Sync;
+/// Told the bound addresses once every listener is open.
+pub type ReadyFn = dyn FnOnce(&[SocketAddr]) + Send;
+
 /// Everything `run` needs.
 pub struct RunSettings {
     pub core: broker_core::Config,
@@ -43,9 +49,9 @@ pub struct RunSettings {
     /// A fresh policy for shard `i`.
     pub policy: Arc<dyn Fn(usize) -> Policy + Send + Sync>,
     /// Called on SIGHUP: reloads files and returns the new TLS configurations.
-    pub reload: Arc<dyn Fn() -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> + Send + Sync>,
+    pub reload: Arc<ReloadFn>,
     /// Called with the bound addresses once every listener is open.
-    pub on_ready: Option<Box<dyn FnOnce(&[SocketAddr]) + Send>>,
+    pub on_ready: Option<Box<ReadyFn>>,
 }
 
 /// Refuses a port another process already listens on: our own sockets use
@@ -62,7 +68,11 @@ fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
 
 fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let s = Socket::new(domain, Type::STREAM, None)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -93,7 +103,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         bail!("too many threads");
     }
     // Bind every listener for every thread before starting, so errors stop the start-up.
-    let mut per_thread: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut per_thread: Vec<Vec<std::net::TcpListener>> =
+        (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for l in &settings.listeners {
         probe_free(l.addr)?;
@@ -123,7 +134,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         tracing::info!("{threads} shard(s) on epoll");
     }
 
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| async_channel::unbounded::<Inbox>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| async_channel::unbounded::<Inbox>())
+        .unzip();
     let epoch = std::time::Instant::now();
     let mut handles = Vec::new();
     for (i, (rx, listeners)) in receivers.into_iter().zip(per_thread).enumerate() {
@@ -184,7 +197,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                             let _ = s.try_send(Inbox::ReloadTls(tls.clone()));
                         }
                     }
-                    Err(e) => tracing::error!("SIGHUP: reload failed, keeping the old configuration: {e:#}"),
+                    Err(e) => tracing::error!(
+                        "SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                    ),
                 }
                 continue;
             }
@@ -227,7 +242,13 @@ async fn shard_main(
             websockets,
         })
         .collect();
-    let shard = Rc::new(Shard::new(id, Broker::new(core, policy), peers, states, epoch));
+    let shard = Rc::new(Shard::new(
+        id,
+        Broker::new(core, policy),
+        peers,
+        states,
+        epoch,
+    ));
     for (i, l) in listeners.into_iter().enumerate() {
         let l = monoio::net::TcpListener::from_std(l)?;
         monoio::spawn(accept::accept_loop(shard.clone(), l, i));
@@ -245,7 +266,7 @@ async fn shard_main(
                 }
                 shard.pump();
             }
-            Inbox::Handoff(h) => accept::adopt(&shard, h),
+            Inbox::Handoff(h) => accept::adopt(&shard, *h),
             Inbox::ReloadTls(tls) => {
                 for (l, t) in shard.listeners.iter().zip(tls) {
                     *l.tls.borrow_mut() = t;

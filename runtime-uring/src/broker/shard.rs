@@ -15,7 +15,7 @@ pub enum Inbox {
     /// Messages from another shard, in order.
     Msgs(Vec<ShardMsg>),
     /// A connection whose CONNECT names a client this shard owns.
-    Handoff(super::accept::Handoff),
+    Handoff(Box<super::accept::Handoff>),
     /// Stop: disconnect everyone (0x8B), flush, exit.
     Shutdown,
     /// New TLS configurations (one per listener, `None` for plain ones) after SIGHUP.

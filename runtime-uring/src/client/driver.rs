@@ -74,7 +74,10 @@ impl Drop for Link {
     }
 }
 
-async fn read_task(mut r: OwnedReadHalf<TcpStream>, tx: async_channel::Sender<Result<Vec<u8>, String>>) {
+async fn read_task(
+    mut r: OwnedReadHalf<TcpStream>,
+    tx: async_channel::Sender<Result<Vec<u8>, String>>,
+) {
     loop {
         let (res, mut buf) = r.read(Vec::with_capacity(16 * 1024)).await;
         let msg = match res {
@@ -95,7 +98,9 @@ async fn read_task(mut r: OwnedReadHalf<TcpStream>, tx: async_channel::Sender<Re
 fn tls_message(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => format!("certificate problem: {c:?}"),
-        rustls::Error::AlertReceived(a) => format!("the peer sent TLS alert {a:?} (often: it refused our certificate)"),
+        rustls::Error::AlertReceived(a) => {
+            format!("the peer sent TLS alert {a:?} (often: it refused our certificate)")
+        }
         other => other.to_string(),
     }
 }
@@ -125,7 +130,11 @@ impl MqttClient {
             let pair = match (&cfg.client_cert, &cfg.client_key) {
                 (Some(c), Some(k)) => Some((Path::new(c.as_str()), Path::new(k.as_str()))),
                 (None, None) => None,
-                _ => return Err(ClientFailure::Config("a client certificate needs its key (and the key its certificate)".into())),
+                _ => {
+                    return Err(ClientFailure::Config(
+                        "a client certificate needs its key (and the key its certificate)".into(),
+                    ))
+                }
             };
             Some(client_config(ca, pair).map_err(|e| ClientFailure::Config(format!("{e:#}")))?)
         } else {
@@ -136,7 +145,11 @@ impl MqttClient {
             version: cfg.protocol,
             keep_alive: cfg.keep_alive,
             clean_start: cfg.clean_session,
-            session_expiry: if cfg.clean_session { 0 } else { cfg.session_expiry },
+            session_expiry: if cfg.clean_session {
+                0
+            } else {
+                cfg.session_expiry
+            },
             username: cfg.url.username.clone(),
             password: cfg.url.password.clone().map(String::into_bytes),
             max_queued: cfg.max_queued,
@@ -212,7 +225,10 @@ impl MqttClient {
         let (tx, rx) = async_channel::bounded(64);
         monoio::spawn(read_task(r, tx));
         let tls = match &self.tls_cfg {
-            Some(cfg) => Some(TlsLayer::client(cfg.clone(), &u.host).map_err(|e| ClientFailure::Tls(format!("{e:#}")))?),
+            Some(cfg) => Some(
+                TlsLayer::client(cfg.clone(), &u.host)
+                    .map_err(|e| ClientFailure::Tls(format!("{e:#}")))?,
+            ),
             None => None,
         };
         self.link = Some(Link {
@@ -223,11 +239,11 @@ impl MqttClient {
             partial: Vec::new(),
         });
         // TLS handshake.
-        loop {
-            let Some(link) = self.link.as_mut() else { break };
+        while let Some(link) = self.link.as_mut() {
             let Some(t) = link.tls.as_mut() else { break };
             let mut buf = Vec::new();
-            t.pending(&mut buf).map_err(|e| ClientFailure::Tls(e.to_string()))?;
+            t.pending(&mut buf)
+                .map_err(|e| ClientFailure::Tls(e.to_string()))?;
             if !buf.is_empty() {
                 let (res, _) = link.w.write_all(buf).await;
                 res.map_err(|e| ClientFailure::Tls(format!("during the handshake: {e}")))?;
@@ -295,7 +311,9 @@ impl MqttClient {
 
     fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientFailure> {
         let now = self.now();
-        let Some(link) = self.link.as_mut() else { return Ok(()) };
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
         match link.tls.as_mut() {
             Some(t) => t
                 .feed(bytes, &mut link.partial)
@@ -362,7 +380,12 @@ impl MqttClient {
                     return Ok(());
                 }
                 Err(ClientFailure::Refused(c))
-                    if matches!(c, ReasonCode::BadUserNameOrPassword | ReasonCode::NotAuthorized | ReasonCode::Banned) =>
+                    if matches!(
+                        c,
+                        ReasonCode::BadUserNameOrPassword
+                            | ReasonCode::NotAuthorized
+                            | ReasonCode::Banned
+                    ) =>
                 {
                     return Err(ClientFailure::Refused(c))
                 }
@@ -407,7 +430,9 @@ impl MqttClient {
             let deadline = self.sm.poll_timeout();
             let now = self.now();
             let wait = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_since(now));
-            let Some(link) = self.link.as_mut() else { continue };
+            let Some(link) = self.link.as_mut() else {
+                continue;
+            };
             let rx = link.rx.clone();
             monoio::select! {
                 r = rx.recv() => match r {
@@ -435,7 +460,13 @@ impl MqttClient {
     }
 
     /// Queues a publication (sent by `next`/`flush`).
-    pub fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<u64, ClientError> {
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<u64, ClientError> {
         let now = self.now();
         self.sm.publish(now, topic, payload, qos, retain, &[])
     }
@@ -461,4 +492,3 @@ impl MqttClient {
         self.link = None;
     }
 }
-

@@ -197,14 +197,20 @@ mod tests {
         assert_eq!(u.username.as_deref(), Some("user"));
         assert_eq!(u.password.as_deref(), Some("p@ss"));
         let u = parse_url("ssl://[::1]").unwrap();
-        assert_eq!((u.scheme, u.host.as_str(), u.port), (Scheme::Ssl, "::1", 8883));
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port),
+            (Scheme::Ssl, "::1", 8883)
+        );
         let u = parse_url("ws://h:8080").unwrap();
         assert_eq!((u.scheme, u.path.as_str()), (Scheme::Ws, "/mqtt"));
     }
 
     #[test]
     fn bad_urls_say_why() {
-        assert!(parse_url("http://x").unwrap_err().0.contains("unsupported scheme"));
+        assert!(parse_url("http://x")
+            .unwrap_err()
+            .0
+            .contains("unsupported scheme"));
         assert!(parse_url("localhost:1883").is_err());
         assert!(parse_url("tcp://").is_err());
     }

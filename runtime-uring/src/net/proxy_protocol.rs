@@ -15,7 +15,10 @@ pub enum Parsed {
     /// More bytes are needed.
     Incomplete,
     /// A header of `len` bytes naming the original source (None for LOCAL or UNSPEC).
-    Header { len: usize, source: Option<SocketAddr> },
+    Header {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
 }
 
 /// Why a header was refused.
@@ -49,7 +52,10 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Invalid> {
     let total = 16 + len;
     // LOCAL command (health checks): no address.
     if ver_cmd & 0x0F == 0 {
-        return Ok(Parsed::Header { len: total, source: None });
+        return Ok(Parsed::Header {
+            len: total,
+            source: None,
+        });
     }
     if ver_cmd & 0x0F != 1 {
         return Err(Invalid("unknown command"));
@@ -59,7 +65,10 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Invalid> {
         0x11 => {
             let b = body.get(..12).ok_or(Invalid("short IPv4 address block"))?;
             let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([b[8], b[9]])))
+            Some(SocketAddr::new(
+                IpAddr::V4(ip),
+                u16::from_be_bytes([b[8], b[9]]),
+            ))
         }
         // TCP over IPv6.
         0x21 => {
@@ -67,7 +76,10 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Invalid> {
             let mut o = [0u8; 16];
             o.copy_from_slice(&b[..16]);
             let ip = Ipv6Addr::from(o);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be_bytes([b[32], b[33]])))
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be_bytes([b[32], b[33]]),
+            ))
         }
         _ => None,
     };
@@ -124,7 +136,10 @@ mod tests {
             with_payload.extend_from_slice(b"\x10\x00");
             assert_eq!(
                 parse(&with_payload),
-                Ok(Parsed::Header { len: h.len(), source: Some(s) })
+                Ok(Parsed::Header {
+                    len: h.len(),
+                    source: Some(s)
+                })
             );
         }
     }

@@ -88,9 +88,13 @@ pub fn server_config(f: &TlsFiles<'_>) -> anyhow::Result<Arc<rustls::ServerConfi
         None if f.require_certificate => bail!("require_certificate needs a cafile"),
         None => builder.with_no_client_auth(),
     };
-    let cfg = builder
-        .with_single_cert(certs, key)
-        .with_context(|| format!("{} does not match {}", f.certfile.display(), f.keyfile.display()))?;
+    let cfg = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "{} does not match {}",
+            f.certfile.display(),
+            f.keyfile.display()
+        )
+    })?;
     Ok(Arc::new(cfg))
 }
 
@@ -173,7 +177,11 @@ impl TlsLayer {
     }
 
     /// Encrypts `chunks` and appends the records (plus any handshake bytes) to `out`.
-    pub fn encrypt<'a>(&mut self, chunks: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    pub fn encrypt<'a>(
+        &mut self,
+        chunks: impl Iterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         for c in chunks {
             self.conn.writer().write_all(c)?;
         }

@@ -43,7 +43,11 @@ impl Transport {
 
     /// MQTT bytes to send; the bytes for the socket are appended to `wire` (including any
     /// TLS handshake records or WebSocket control frames waiting).
-    pub fn encode<'a>(&mut self, chunks: impl Iterator<Item = &'a [u8]>, wire: &mut Vec<u8>) -> std::io::Result<()> {
+    pub fn encode<'a>(
+        &mut self,
+        chunks: impl Iterator<Item = &'a [u8]>,
+        wire: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         match (&mut self.tls, &mut self.ws) {
             (None, None) => {
                 for c in chunks {

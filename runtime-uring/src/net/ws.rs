@@ -85,14 +85,20 @@ impl WsLayer {
                 Ok(Message::Text(_)) => return Err("text frame: MQTT needs binary frames".into()),
                 Ok(Message::Close(_)) => return Err("WebSocket closed by the peer".into()),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(())
+                }
                 Err(e) => return Err(format!("WebSocket: {e}")),
             }
         }
     }
 
     /// MQTT bytes to send, as one binary frame appended to `out`.
-    pub fn encode<'a>(&mut self, chunks: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> io::Result<()> {
+    pub fn encode<'a>(
+        &mut self,
+        chunks: impl Iterator<Item = &'a [u8]>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let mut data = Vec::new();
         for c in chunks {
             data.extend_from_slice(c);
@@ -136,7 +142,11 @@ pub fn server_upgrade(buf: &[u8]) -> Upgrade {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => return Upgrade::Incomplete,
-        _ => return Upgrade::Refuse(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n".to_vec()),
+        _ => {
+            return Upgrade::Refuse(
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n".to_vec(),
+            )
+        }
     };
     let header = |name: &str| {
         req.headers
@@ -148,11 +158,14 @@ pub fn server_upgrade(buf: &[u8]) -> Upgrade {
         && header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = header("sec-websocket-key").filter(|_| is_upgrade) else {
         return Upgrade::Refuse(
-            b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n".to_vec(),
+            b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n"
+                .to_vec(),
         );
     };
-    let offers_mqtt = header("sec-websocket-protocol")
-        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(SUBPROTOCOL)));
+    let offers_mqtt = header("sec-websocket-protocol").is_some_and(|v| {
+        v.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case(SUBPROTOCOL))
+    });
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -186,12 +199,16 @@ pub fn client_response(buf: &[u8], key: &str) -> Result<Option<usize>, String> {
         Err(e) => return Err(format!("invalid WebSocket upgrade response: {e}")),
     };
     if resp.code != Some(101) {
-        return Err(format!("WebSocket upgrade refused: HTTP {}", resp.code.unwrap_or(0)));
+        return Err(format!(
+            "WebSocket upgrade refused: HTTP {}",
+            resp.code.unwrap_or(0)
+        ));
     }
     let want = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let ok = resp.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == want.as_bytes()
-    });
+    let ok = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == want.as_bytes());
     if !ok {
         return Err("WebSocket upgrade: wrong Sec-WebSocket-Accept".into());
     }
@@ -213,7 +230,9 @@ mod tests {
         let mut client = WsLayer::client(1 << 20);
         let mut server = WsLayer::server(1 << 20);
         let mut wire = Vec::new();
-        client.encode([&b"\x10\x02"[..], b"ab"].into_iter(), &mut wire).unwrap();
+        client
+            .encode([&b"\x10\x02"[..], b"ab"].into_iter(), &mut wire)
+            .unwrap();
         let mut got = Vec::new();
         for b in wire.chunks(3) {
             server.feed(b, &mut got).unwrap();
@@ -223,7 +242,10 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused() {
-        assert!(matches!(server_upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Upgrade::Refuse(_)));
+        assert!(matches!(
+            server_upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Upgrade::Refuse(_)
+        ));
         assert_eq!(server_upgrade(b"GET / HT"), Upgrade::Incomplete);
     }
 }
