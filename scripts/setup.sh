@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on Debian 12 (idempotent; skips what is present).
+# Needs root for apt. Used by scripts/test.sh and .ci/run.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have mosquitto || need_apt+=(mosquitto)
+have mosquitto_pub || need_apt+=(mosquitto-clients)
+have openssl || need_apt+=(openssl)
+have qemu-aarch64 || need_apt+=(qemu-user)
+have qemu-system-arm || need_apt+=(qemu-system-arm)
+have aarch64-linux-gnu-gcc || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+have arm-none-eabi-size || need_apt+=(binutils-arm-none-eabi)
+have ip || need_apt+=(iproute2)
+have taskset || need_apt+=(util-linux)
+have python3 || need_apt+=(python3 python3-pip)
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The system service would hold port 1883; tests start their own brokers.
+if have systemctl; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+pkill -x mosquitto >/dev/null 2>&1 || true
+
+python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q paho-mqtt
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+installed=$(rustup target list --installed)
+for t in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done

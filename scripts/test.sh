@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, simulation and end-to-end tests (real processes on
+# loopback: Petrel, Mosquitto, mosquitto_pub/sub, paho-mqtt, openssl-made certificates),
+# and the gateway firmware under QEMU. Run as root on Debian 12: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TERM_COLOR=never
+# Release build first: the end-to-end tests run target/release/petrel.
+cargo build --release --workspace --bins
+cargo test --release --workspace
+# Embedded gateway: firmware and host shell end to end (needs root for network namespaces).
+for t in runtime-embassy/tests-e2e/*.sh; do
+  [ -e "$t" ] || continue
+  echo "== $t"
+  bash "$t"
+done
+echo "all tests passed"
