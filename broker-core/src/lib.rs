@@ -22,6 +22,7 @@ mod config;
 mod conn;
 pub mod index;
 mod message;
+pub mod persist;
 pub mod policy;
 mod retained;
 mod session;

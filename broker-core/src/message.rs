@@ -27,6 +27,25 @@ pub struct Message {
 }
 
 impl Message {
+    pub(crate) fn from_parts(
+        data: Bytes,
+        topic_len: u16,
+        props_len: u32,
+        qos: QoS,
+        retain: bool,
+        expires_at: Option<Instant>,
+    ) -> Message {
+        Message {
+            data,
+            topic_len,
+            props_len,
+            qos,
+            retain,
+            expires_at,
+            origin: 0,
+        }
+    }
+
     /// The topic name.
     pub fn topic(&self) -> &str {
         let b = self

@@ -63,6 +63,30 @@ fn tls_configs(cfg: &BrokerConfig) -> anyhow::Result<Vec<Option<Arc<rustls::Serv
         .collect()
 }
 
+fn persistence(
+    cfg: &BrokerConfig,
+    file: Option<&std::path::Path>,
+) -> Option<broker::persist::PersistSettings> {
+    if !cfg.persistence {
+        return None;
+    }
+    // Mosquitto's defaults: the location is the config file's directory (or the working
+    // directory), the file name petrel.db.
+    let dir = cfg
+        .persistence_location
+        .clone()
+        .or_else(|| file.and_then(|f| f.parent()).map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| ".".into());
+    let name = cfg
+        .persistence_file
+        .clone()
+        .unwrap_or_else(|| "petrel.db".into());
+    Some(broker::persist::PersistSettings {
+        db: dir.join(name),
+        autosave: std::time::Duration::from_secs(u64::from(cfg.autosave_interval)),
+    })
+}
+
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<BrokerConfig> {
     match path {
         Some(p) => BrokerConfig::from_file(p).map_err(|e| anyhow::anyhow!("{e}")),
@@ -131,6 +155,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
             tls_configs(&cfg)
         }),
         on_ready: None,
+        persistence: persistence(&cfg, a.config.as_deref()),
     };
     broker::run(settings)
 }

@@ -348,8 +348,13 @@ impl Broker {
         let (sk, present) = match existing {
             // [MQTT-3.2.2-3] resume: Session Present 1.
             Some(sk) if !params.clean_start => (sk, true),
-            // [MQTT-3.1.2-4] Clean Start discards the existing session.
+            // [MQTT-3.1.2-4] Clean Start discards the existing session. A will waiting
+            // for its delay is not published: a new Network Connection for the ClientID
+            // was opened before the delay passed ([MQTT-3.1.2-8], [MQTT-3.1.3-9]).
             Some(sk) => {
+                if let Some(s) = self.sessions.get_mut(sk) {
+                    s.pending_will = None;
+                }
                 self.end_session(sk, now, SessionEnd::TakenOver);
                 (self.new_session(&params.client_id), false)
             }
@@ -414,7 +419,8 @@ impl Broker {
         };
         let frame = encode(
             &Packet::ConnAck(ConnAck {
-                session_present: present,
+                // MQTT 3.1 has no Session Present flag: the byte is reserved (zero).
+                session_present: present && v != ProtocolVersion::V3_1,
                 reason_code: ReasonCode::Success,
                 properties: props,
             }),
@@ -440,7 +446,7 @@ impl Broker {
         self.wake(conn);
     }
 
-    fn new_session(&mut self, client_id: &str) -> Key {
+    pub(super) fn new_session(&mut self, client_id: &str) -> Key {
         self.next_origin += 1;
         let origin = (u64::from(self.cfg.shard) + 1) << 48 | self.next_origin;
         let hash = crate::index::stable_hash(&[client_id.as_bytes()]);
@@ -468,16 +474,26 @@ impl Broker {
                 self.remove_subscription(sk, f, &rec);
             }
         }
+        // A QoS 2 message whose PUBLISH was sent is not given to another member of a
+        // shared subscription ([MQTT-4.8.2-5]); QoS 1 and unsent messages are (4.8.2).
         let leftovers = core::mem::take(&mut s.inflight)
             .into_iter()
             .filter(|f| f.state != crate::session::InflightState::AwaitComp)
-            .map(|f| f.item)
-            .chain(core::mem::take(&mut s.queue))
-            .chain(core::mem::take(&mut s.backlog));
-        for item in leftovers {
+            .map(|f| (f.state == crate::session::InflightState::AwaitRec, f.item))
+            .chain(
+                core::mem::take(&mut s.queue)
+                    .into_iter()
+                    .map(|q| (false, q)),
+            )
+            .chain(
+                core::mem::take(&mut s.backlog)
+                    .into_iter()
+                    .map(|q| (false, q)),
+            );
+        for (qos2_started, item) in leftovers {
             match item.group {
-                Some(g) => self.return_to_group(now, g, item.msg),
-                None => self.policy.hooks.on_dropped(
+                Some(g) if !qos2_started => self.return_to_group(now, g, item.msg),
+                _ => self.policy.hooks.on_dropped(
                     &s.client_id,
                     &item.msg,
                     crate::policy::DropReason::SessionEnded,
@@ -556,13 +572,23 @@ impl Broker {
         }
     }
 
-    /// Closes a connection; MQTT 5 connected clients get DISCONNECT `reason` first.
+    /// Closes a connection; MQTT 5 connected clients get DISCONNECT `reason` first. A
+    /// client still authenticating gets a refusing CONNACK instead: no DISCONNECT before
+    /// a successful CONNACK ([MQTT-3.14.0-1]).
     pub(crate) fn close(&mut self, conn: ConnId, now: Instant, reason: Option<ReasonCode>) {
-        let send = self.conns.get(conn).is_some_and(|c| {
-            c.version.is_v5() && matches!(c.state, ConnState::Connected | ConnState::Authenticating)
-        });
-        let frame = if send { reason } else { None };
-        self.close_with(conn, now, frame, reason);
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        match (c.state, reason) {
+            (ConnState::Authenticating, Some(code)) => {
+                let v = c.version;
+                self.refuse_connect(conn, now, v, code);
+            }
+            (ConnState::Connected, _) if c.version.is_v5() => {
+                self.close_with(conn, now, reason, reason)
+            }
+            _ => self.close_with(conn, now, None, reason),
+        }
     }
 
     pub(crate) fn close_with(
@@ -604,7 +630,8 @@ impl Broker {
                 let cur = sk
                     .and_then(|k| self.sessions.get(k))
                     .map(|s| s.expiry_interval);
-                // [MQTT-3.14.2-2]: zero at CONNECT cannot become non-zero at DISCONNECT.
+                // 3.14.2.2.2: zero at CONNECT cannot become non-zero at DISCONNECT (a
+                // Protocol Error; the statement has no number of its own).
                 if cur == Some(0) && exp != 0 {
                     return self.protocol_error(conn, now, ReasonCode::ProtocolError);
                 }
@@ -613,8 +640,9 @@ impl Broker {
                 }
             }
         }
-        // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will; 0x04 keeps it (3.14.2.1).
-        if d.reason_code != ReasonCode::DisconnectWithWillMessage {
+        // [MQTT-3.1.2-10] only a normal DISCONNECT (0x00) deletes the will; 0x04 and the
+        // error codes keep it ([MQTT-3.1.2-8], 3.14.2.1).
+        if d.reason_code == ReasonCode::NORMAL_DISCONNECTION {
             if let Some(c) = self.conns.get_mut(conn) {
                 c.will = None;
             }

@@ -7,6 +7,7 @@
 
 mod connect;
 mod publish;
+mod restore;
 mod shards;
 mod subscribe;
 mod timers;

@@ -59,7 +59,7 @@ impl Broker {
         );
         self.push_ctrl(conn, Ctrl::Raw(frame));
         if let Some(s) = self.sessions.get_mut(sk) {
-            // Paced by the client's flow control: the backlog drains as the queue empties.
+            // Paced by the client's flow control, ahead of messages queued from now on.
             s.backlog.extend(retained);
             if s.expiry_interval > 0 {
                 self.policy.store.session_saved(&s.snapshot());
@@ -207,7 +207,7 @@ impl Broker {
             .count()
     }
 
-    fn add_local(&mut self, filter: &str, sk: Key, options: SubscriptionOptions, id: Option<u32>) {
+    pub(super) fn add_local(&mut self, filter: &str, sk: Key, options: SubscriptionOptions, id: Option<u32>) {
         let first = self.local_session_subs(filter) == 0;
         self.index.insert(
             filter,
@@ -263,7 +263,7 @@ impl Broker {
         }
     }
 
-    fn join_group(&mut self, g: Arc<GroupName>, member: Member) {
+    pub(super) fn join_group(&mut self, g: Arc<GroupName>, member: Member) {
         let owner = owner_of_group(&g.group, &g.filter, self.cfg.shards);
         if owner == self.cfg.shard {
             self.apply_join(g, member);

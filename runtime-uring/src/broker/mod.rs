@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod persist;
 pub mod shard;
 
 use anyhow::{bail, Context as _};
@@ -52,18 +53,28 @@ pub struct RunSettings {
     pub reload: Arc<ReloadFn>,
     /// Called with the bound addresses once every listener is open.
     pub on_ready: Option<Box<ReadyFn>>,
+    /// Durable sessions and retained messages.
+    pub persistence: Option<persist::PersistSettings>,
 }
 
 /// Refuses a port another process already listens on: our own sockets use
 /// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
 fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
+    use socket2::{Domain, Socket, Type};
     if addr.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(e) => bail!("cannot listen on {addr}: {e}"),
+    // SO_REUSEADDR (TIME_WAIT after a restart is fine) but not SO_REUSEPORT: binding fails
+    // only if another socket is listening there.
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
     }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+        .and_then(|()| s.listen(1))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
@@ -138,6 +149,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         .map(|_| async_channel::unbounded::<Inbox>())
         .unzip();
     let epoch = std::time::Instant::now();
+    let restored = match &settings.persistence {
+        Some(p) => Arc::new(persist::load(&p.db, broker_core::Instant::ZERO)?),
+        None => Arc::new(persist::Restored::default()),
+    };
     let mut handles = Vec::new();
     for (i, (rx, listeners)) in receivers.into_iter().zip(per_thread).enumerate() {
         let mut core = settings.core.clone();
@@ -145,6 +160,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         core.shards = threads as u16;
         let policy = (settings.policy)(i);
         let peers = senders.clone();
+        let restored = restored.clone();
+        let persistence = settings.persistence.clone();
         let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)> = settings
             .listeners
             .iter()
@@ -156,7 +173,18 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 if threads > 1 {
                     pin_to_core(i);
                 }
-                let body = shard_main(i as u16, core, policy, peers, rx, listeners, specs, epoch);
+                let body = shard_main(ShardSetup {
+                    id: i as u16,
+                    core,
+                    policy,
+                    peers,
+                    rx,
+                    listeners,
+                    specs,
+                    epoch,
+                    restored,
+                    persistence,
+                });
                 if use_uring {
                     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                         .with_entries(4096)
@@ -223,8 +251,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn shard_main(
+struct ShardSetup {
     id: u16,
     core: broker_core::Config,
     policy: Policy,
@@ -233,7 +260,23 @@ async fn shard_main(
     listeners: Vec<std::net::TcpListener>,
     specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)>,
     epoch: std::time::Instant,
-) -> anyhow::Result<()> {
+    restored: Arc<persist::Restored>,
+    persistence: Option<persist::PersistSettings>,
+}
+
+async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
+    let ShardSetup {
+        id,
+        core,
+        policy,
+        peers,
+        rx,
+        listeners,
+        specs,
+        epoch,
+        restored,
+        persistence,
+    } = setup;
     let states = specs
         .into_iter()
         .map(|(tls, proxy_protocol, websockets)| ListenerState {
@@ -242,13 +285,44 @@ async fn shard_main(
             websockets,
         })
         .collect();
-    let shard = Rc::new(Shard::new(
-        id,
-        Broker::new(core, policy),
-        peers,
-        states,
-        epoch,
-    ));
+    let shards = core.shards;
+    let shard = Rc::new(Shard::new(id, Broker::new(core, policy), peers, states, epoch));
+    {
+        // Sessions go to their owner shard (restore_session skips the others).
+        let now = shard.now();
+        let mut b = shard.broker.borrow_mut();
+        for s in &restored.sessions {
+            b.restore_session(now, s.clone());
+        }
+        for m in &restored.retained {
+            b.restore_retained(m.clone());
+        }
+    }
+    drop(restored);
+    shard.pump();
+    let save = {
+        let shard = shard.clone();
+        let persistence = persistence.clone();
+        move || {
+            if let Some(p) = &persistence {
+                let now = shard.now();
+                if let Err(e) = persist::save(&p.db, id, shards, &shard.broker.borrow(), now) {
+                    tracing::error!("cannot save sessions to {}: {e}", p.db.display());
+                }
+            }
+        }
+    };
+    if let Some(p) = persistence.as_ref().filter(|p| !p.autosave.is_zero()) {
+        let every = p.autosave;
+        let save = save.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                save();
+            }
+        });
+    }
+
     for (i, l) in listeners.into_iter().enumerate() {
         let l = monoio::net::TcpListener::from_std(l)?;
         monoio::spawn(accept::accept_loop(shard.clone(), l, i));
@@ -296,5 +370,6 @@ async fn shard_main(
         }
         shard.pump();
     }
+    save();
     Ok(())
 }
