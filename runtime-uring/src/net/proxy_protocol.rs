@@ -1,4 +1,4 @@
-//! PROXY protocol v2 (HAProxy's binary header): parsed by a broker listener with
+//! PROXY protocol (HAProxy's v1 text and v2 binary headers): parsed by a broker listener with
 //! `proxy_protocol = true`, written by `petrel proxy` towards its upstreams, so the broker
 //! sees the real client address.
 
@@ -31,8 +31,42 @@ impl std::fmt::Display for Invalid {
     }
 }
 
-/// Parses a v2 header at the start of `buf`.
+/// Parses a v1 (text) or v2 (binary) header at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Result<Parsed, Invalid> {
+    if buf.first() == Some(&b'P') {
+        return parse_v1(buf);
+    }
+    parse_v2(buf)
+}
+
+/// v1: `PROXY TCP4|TCP6|UNKNOWN src dst sport dport\r\n`, at most 107 bytes.
+fn parse_v1(buf: &[u8]) -> Result<Parsed, Invalid> {
+    let n = buf.len().min(6);
+    if buf.get(..n) != b"PROXY ".get(..n) {
+        return Err(Invalid("missing v1 signature"));
+    }
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return if buf.len() > 107 {
+            Err(Invalid("v1 header longer than 107 bytes"))
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    };
+    let line = std::str::from_utf8(&buf[..end]).map_err(|_| Invalid("v1 header is not text"))?;
+    let parts: Vec<&str> = line.split(' ').collect();
+    let source = match parts.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => None,
+        ["PROXY", "TCP4" | "TCP6", src, _dst, sport, _dport] => {
+            let ip: IpAddr = src.parse().map_err(|_| Invalid("bad v1 source address"))?;
+            let port: u16 = sport.parse().map_err(|_| Invalid("bad v1 source port"))?;
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => return Err(Invalid("malformed v1 header")),
+    };
+    Ok(Parsed::Header { len: end + 2, source })
+}
+
+fn parse_v2(buf: &[u8]) -> Result<Parsed, Invalid> {
     let n = buf.len().min(SIGNATURE.len());
     if buf.get(..n) != SIGNATURE.get(..n) {
         return Err(Invalid("missing v2 signature"));
@@ -142,6 +176,18 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn v1_text_header() {
+        let h = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 1883\r\n\x10\x00";
+        assert_eq!(
+            parse(h),
+            Ok(Parsed::Header { len: h.len() - 2, source: Some("192.0.2.7:5555".parse().unwrap()) })
+        );
+        assert_eq!(parse(b"PROXY TCP4 192.0"), Ok(Parsed::Incomplete));
+        assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok(Parsed::Header { len: 15, source: None }));
+        assert!(parse(b"PROXY TCP4 x y z w\r\n").is_err());
     }
 
     #[test]
