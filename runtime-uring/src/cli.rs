@@ -75,7 +75,10 @@ fn persistence(
     let dir = cfg
         .persistence_location
         .clone()
-        .or_else(|| file.and_then(|f| f.parent()).map(std::path::Path::to_path_buf))
+        .or_else(|| {
+            file.and_then(|f| f.parent())
+                .map(std::path::Path::to_path_buf)
+        })
         .unwrap_or_else(|| ".".into());
     let name = cfg
         .persistence_file

@@ -55,6 +55,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
     let mut wire: Vec<u8> = Vec::new();
     let mut failed = false;
     let plain = io.transport.borrow().is_plain();
+    tracing::trace!(conn = io.id.as_u64(), "writer start");
     loop {
         if v.tx.is_empty() {
             let now = shard.now();
@@ -71,6 +72,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
             v.prepare();
             let (res, back) = w.writev(v).await;
             v = back;
+            tracing::trace!(conn = io.id.as_u64(), ?res, "writev");
             match res {
                 Ok(n) if n > 0 => v.tx.advance(n),
                 _ => {
@@ -108,6 +110,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
     }
     *io.write.borrow_mut() = Some(w);
     io.writer_active.set(false);
+    tracing::trace!(conn = io.id.as_u64(), failed, "writer stop");
 }
 
 /// Serves a connection until it closes.
@@ -185,6 +188,10 @@ async fn feed(shard: &Rc<Shard>, io: &Rc<ConnIo>, pending: &mut Vec<u8>) {
         shard.pump();
         pending.drain(..n.min(pending.len()));
         if n > 0 {
+            if !pending.is_empty() {
+                // A full batch: let writers (ours and other connections') run first.
+                crate::net::notify::yield_now().await;
+            }
             continue;
         }
         let complete = matches!(

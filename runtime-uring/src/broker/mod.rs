@@ -66,7 +66,11 @@ fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
     }
     // SO_REUSEADDR (TIME_WAIT after a restart is fine) but not SO_REUSEPORT: binding fails
     // only if another socket is listening there.
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let s = Socket::new(domain, Type::STREAM, None)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -286,7 +290,14 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         })
         .collect();
     let shards = core.shards;
-    let shard = Rc::new(Shard::new(id, Broker::new(core, policy), peers, states, epoch));
+    let shard = Rc::new(Shard::new(
+        id,
+        Broker::new(core, policy),
+        peers,
+        rx.clone(),
+        states,
+        epoch,
+    ));
     {
         // Sessions go to their owner shard (restore_session skips the others).
         let now = shard.now();
@@ -328,25 +339,18 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         monoio::spawn(accept::accept_loop(shard.clone(), l, i));
     }
     monoio::spawn(shard.clone().run_timer());
-    while let Ok(msg) = rx.recv().await {
-        match msg {
-            Inbox::Msgs(msgs) => {
-                let now = shard.now();
-                {
-                    let mut b = shard.broker.borrow_mut();
-                    for m in msgs {
-                        b.handle_shard_msg(now, m);
-                    }
+    while !shard.stopping.get() {
+        monoio::select! {
+            msg = rx.recv() => match msg {
+                Ok(m) => {
+                    shard.handle_inbox(m);
+                    shard.pump();
+                    // Let the writers drain what this batch queued before taking the next.
+                    crate::net::notify::yield_now().await;
                 }
-                shard.pump();
-            }
-            Inbox::Handoff(h) => accept::adopt(&shard, *h),
-            Inbox::ReloadTls(tls) => {
-                for (l, t) in shard.listeners.iter().zip(tls) {
-                    *l.tls.borrow_mut() = t;
-                }
-            }
-            Inbox::Shutdown => break,
+                Err(_) => break,
+            },
+            _ = shard.stop.notified() => {},
         }
     }
     // Graceful stop: DISCONNECT 0x8B to MQTT 5 clients, wills as for any server close,

@@ -3,7 +3,9 @@
 //! shutdown and every `autosave_interval`; at start every part is read and each session goes
 //! to the shard that owns it, whatever the number of shards was before.
 
-use broker_core::persist::{decode_message, decode_session, encode_message, encode_session, FORMAT};
+use broker_core::persist::{
+    decode_message, decode_session, encode_message, encode_session, FORMAT,
+};
 use broker_core::policy::SessionSnapshot;
 use broker_core::{Broker, Instant, Message};
 use std::io::Write;
@@ -36,7 +38,10 @@ pub struct Restored {
 /// error naming the file (the broker refuses to start rather than lose data silently).
 pub fn load(db: &Path, now: Instant) -> anyhow::Result<Restored> {
     let mut out = Restored::default();
-    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let Some(stem) = db.file_name().and_then(|n| n.to_str()) else {
         anyhow::bail!("invalid persistence path {}", db.display());
     };
@@ -53,8 +58,10 @@ pub fn load(db: &Path, now: Instant) -> anyhow::Result<Restored> {
             continue;
         }
         let path = e.path();
-        let data = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        parse(&data, now, &mut out).ok_or_else(|| anyhow::anyhow!("{}: corrupt persistence file", path.display()))?;
+        let data = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        parse(&data, now, &mut out)
+            .ok_or_else(|| anyhow::anyhow!("{}: corrupt persistence file", path.display()))?;
     }
     tracing::info!(
         "restored {} session(s) and {} retained message(s) from {}",
@@ -87,9 +94,19 @@ fn parse(data: &[u8], now: Instant, out: &mut Restored) -> Option<()> {
 }
 
 /// Writes this shard's part atomically (temporary file, fsync, rename).
-pub fn save(db: &Path, shard: u16, shards: u16, broker: &Broker, now: Instant) -> std::io::Result<()> {
+pub fn save(
+    db: &Path,
+    shard: u16,
+    shards: u16,
+    broker: &Broker,
+    now: Instant,
+) -> std::io::Result<()> {
     let sessions = broker.snapshot_sessions();
-    let retained = if shard == 0 { broker.retained_messages() } else { Vec::new() };
+    let retained = if shard == 0 {
+        broker.retained_messages()
+    } else {
+        Vec::new()
+    };
     let mut buf = Vec::with_capacity(4096);
     buf.extend_from_slice(FORMAT);
     buf.extend_from_slice(&(sessions.len() as u32).to_be_bytes());

@@ -41,6 +41,11 @@ pub struct Shard {
     pub broker: RefCell<Broker>,
     pub conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
     pub peers: Vec<async_channel::Sender<Inbox>>,
+    inbox: async_channel::Receiver<Inbox>,
+    draining: Cell<bool>,
+    /// Shutdown was requested (possibly seen by `pump`, not by the inbox loop).
+    pub stopping: Cell<bool>,
+    pub stop: LocalNotify,
     outbox: RefCell<Vec<Vec<ShardMsg>>>,
     pub timer: LocalNotify,
     armed: Cell<Option<Instant>>,
@@ -50,6 +55,7 @@ pub struct Shard {
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
     pub write_budget: usize,
+    last_stats: Cell<u64>,
 }
 
 impl Shard {
@@ -57,6 +63,7 @@ impl Shard {
         id: u16,
         broker: Broker,
         peers: Vec<async_channel::Sender<Inbox>>,
+        inbox: async_channel::Receiver<Inbox>,
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
     ) -> Self {
@@ -70,6 +77,10 @@ impl Shard {
             broker: RefCell::new(broker),
             conns: RefCell::new(HashMap::new()),
             outbox: RefCell::new((0..peers.len()).map(|_| Vec::new()).collect()),
+            inbox,
+            draining: Cell::new(false),
+            stopping: Cell::new(false),
+            stop: LocalNotify::default(),
             peers,
             timer: LocalNotify::default(),
             armed: Cell::new(None),
@@ -79,6 +90,7 @@ impl Shard {
             max_packet_size,
             connect_timeout,
             write_budget: 64 * 1024,
+            last_stats: Cell::new(0),
         }
     }
 
@@ -87,9 +99,70 @@ impl Shard {
         Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
+    /// Handles one message from another thread.
+    pub fn handle_inbox(self: &Rc<Self>, msg: Inbox) {
+        match msg {
+            Inbox::Msgs(msgs) => {
+                let now = self.now();
+                let mut b = self.broker.borrow_mut();
+                for m in msgs {
+                    b.handle_shard_msg(now, m);
+                }
+            }
+            Inbox::Handoff(h) => super::accept::adopt(self, *h),
+            Inbox::ReloadTls(tls) => {
+                for (l, t) in self.listeners.iter().zip(tls) {
+                    *l.tls.borrow_mut() = t;
+                }
+            }
+            Inbox::Shutdown => {
+                self.stopping.set(true);
+                self.stop.notify();
+            }
+        }
+    }
+
     /// Acts on everything the core asked for since the last call: wakes writers, starts
     /// closes, sends shard messages (one batch per destination) and re-arms the timer.
+    ///
+    /// It also takes what other shards sent and fires due core timers itself: monoio looks
+    /// at wake-ups from other threads and at its timers only when it parks, and a busy
+    /// shard (always some task ready) never parks.
     pub fn pump(self: &Rc<Self>) {
+        if !self.draining.replace(true) {
+            for _ in 0..16 {
+                match self.inbox.try_recv() {
+                    Ok(m) => self.handle_inbox(m),
+                    Err(_) => break,
+                }
+            }
+            let now = self.now();
+            let due = self
+                .broker
+                .borrow()
+                .poll_timeout()
+                .is_some_and(|t| t <= now);
+            if due {
+                self.broker.borrow_mut().handle_timeout(now);
+            }
+            self.draining.set(false);
+            if now.as_millis() >= self.last_stats.get() + 1000
+                && tracing::enabled!(tracing::Level::DEBUG)
+            {
+                self.last_stats.set(now.as_millis());
+                let b = self.broker.borrow();
+                let m = b.metrics();
+                tracing::debug!(
+                    shard = self.id,
+                    conns = b.connection_count(),
+                    inbox = self.inbox.len(),
+                    received = m.publish_received,
+                    sent = m.publish_sent,
+                    dropped_full = m.dropped_queue_full,
+                    "stats"
+                );
+            }
+        }
         loop {
             let ev = self.broker.borrow_mut().poll_event();
             let Some(ev) = ev else { break };

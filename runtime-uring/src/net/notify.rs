@@ -43,3 +43,22 @@ impl Future for Notified<'_> {
         }
     }
 }
+
+/// Lets the other tasks of this runtime run once (monoio does not preempt: a task that
+/// always finds work ready must step aside itself, or writers starve).
+pub async fn yield_now() {
+    struct Yield(bool);
+    impl Future for Yield {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+    Yield(false).await
+}

@@ -63,7 +63,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, Invalid> {
         }
         _ => return Err(Invalid("malformed v1 header")),
     };
-    Ok(Parsed::Header { len: end + 2, source })
+    Ok(Parsed::Header {
+        len: end + 2,
+        source,
+    })
 }
 
 fn parse_v2(buf: &[u8]) -> Result<Parsed, Invalid> {
@@ -183,10 +186,19 @@ mod tests {
         let h = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 1883\r\n\x10\x00";
         assert_eq!(
             parse(h),
-            Ok(Parsed::Header { len: h.len() - 2, source: Some("192.0.2.7:5555".parse().unwrap()) })
+            Ok(Parsed::Header {
+                len: h.len() - 2,
+                source: Some("192.0.2.7:5555".parse().unwrap())
+            })
         );
         assert_eq!(parse(b"PROXY TCP4 192.0"), Ok(Parsed::Incomplete));
-        assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Ok(Parsed::Header { len: 15, source: None }));
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Ok(Parsed::Header {
+                len: 15,
+                source: None
+            })
+        );
         assert!(parse(b"PROXY TCP4 x y z w\r\n").is_err());
     }
 

@@ -1,0 +1,729 @@
+//! `petrel-load`: the end-to-end load tool. Starts Mosquitto and Petrel on loopback (same
+//! cores, same run), drives the same workloads against each, and prints a ratio table.
+//!
+//! Scenarios (64 B payloads, QoS 0 and 1): `pairs` (100 publisher/subscriber pairs),
+//! `fanin` (8 publishers to 1 wildcard subscriber), `fanout` (1 publisher to 100
+//! subscribers), `latency` (1 to 1 at a fixed rate: p50/p99/p99.9), `conns` (idle
+//! connections: connect rate and broker RSS per connection), `proxy` (the same workload
+//! direct and through `petrel proxy`). Publishers write as fast as the broker accepts,
+//! in batches; every loop is bounded in time and count; undelivered messages are counted.
+
+use clap::Parser;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use mqtt_proto::{
+    Connect, FixedHeader, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Status,
+    Subscribe, Subscription, SubscriptionOptions, Subscriptions,
+};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "End-to-end MQTT load generator: Petrel versus Mosquitto in the same run")]
+struct Args {
+    /// Scenarios to run (comma separated): pairs,fanin,fanout,latency,conns,proxy.
+    #[arg(long, default_value = "pairs,fanin,fanout,latency,conns")]
+    scenarios: String,
+    /// QoS levels (comma separated) for throughput scenarios.
+    #[arg(long, default_value = "0,1")]
+    qos: String,
+    /// Seconds each measurement lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Brokers to test (comma separated): petrel,mosquitto,petrel-epoll.
+    #[arg(long, default_value = "petrel,mosquitto")]
+    brokers: String,
+    /// The petrel binary.
+    #[arg(long, default_value = "target/release/petrel")]
+    petrel: PathBuf,
+    /// Petrel shards.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// CPUs the brokers are pinned to (taskset list), the same for every broker.
+    #[arg(long, default_value = "0-1")]
+    cpus: String,
+    /// Idle connections for `conns`.
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// Rate for `latency`, messages per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
+    /// Connect to an already running broker at this address instead of starting them.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Write the results as Markdown to this file too.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------- brokers
+
+struct BrokerProc {
+    child: Child,
+    addr: SocketAddr,
+    _dir: Option<PathBuf>,
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(28_883)
+}
+
+fn wait_listening(addr: SocketAddr) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let dir = std::env::temp_dir().join(format!("petrel-load-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(&a.cpus);
+    match kind {
+        "mosquitto" => {
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 100\nmax_connections -1\npersistence false\nlog_dest none\n"
+                ),
+            )?;
+            cmd.arg("mosquitto").arg("-c").arg(&conf);
+        }
+        "petrel" | "petrel-epoll" => {
+            cmd.arg(&a.petrel)
+                .arg("broker")
+                .arg("--bind")
+                .arg(addr.to_string())
+                .arg("--threads")
+                .arg(a.threads.to_string())
+                .arg("--log-level")
+                .arg("warn");
+            if kind == "petrel-epoll" {
+                cmd.arg("--driver").arg("epoll");
+            }
+        }
+        other => anyhow::bail!("unknown broker {other}"),
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    let child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {kind}: {e}"))?;
+    let p = BrokerProc {
+        child,
+        addr,
+        _dir: Some(dir),
+    };
+    if !wait_listening(addr) {
+        anyhow::bail!("{kind} did not start listening on {addr}");
+    }
+    Ok(p)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------- MQTT bits
+
+fn encode(p: &Packet<'_>) -> Vec<u8> {
+    let mut v = vec![0u8; p.encoded_len(ProtocolVersion::V3_1_1).unwrap_or(0)];
+    let _ = p.emit(ProtocolVersion::V3_1_1, &mut v);
+    v
+}
+
+fn connect_bytes(id: &str) -> Vec<u8> {
+    encode(&Packet::Connect(Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        clean_start: true,
+        keep_alive: 600,
+        properties: Properties::default(),
+        client_id: id,
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
+fn subscribe_bytes(filter: &str, qos: QoS) -> Vec<u8> {
+    let subs = [Subscription {
+        filter,
+        options: SubscriptionOptions::qos(qos),
+    }];
+    encode(&Packet::Subscribe(Subscribe {
+        packet_id: PacketId::MIN,
+        properties: Properties::default(),
+        subscriptions: Subscriptions::List(&subs),
+    }))
+}
+
+fn publish_into(out: &mut Vec<u8>, topic: &str, payload: &[u8], qos: QoS, pid: u16) {
+    let p = Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        packet_id: if qos == QoS::AtMostOnce {
+            None
+        } else {
+            PacketId::new(pid)
+        },
+        properties: Properties::default(),
+        payload,
+    });
+    let _ = p.emit_buf(ProtocolVersion::V3_1_1, out);
+}
+
+/// Splits `buf` into whole packets, calling `f(first_byte, body)`; returns bytes consumed.
+fn for_each_packet(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize {
+    let mut pos = 0;
+    while let Ok(Status::Complete(h)) = FixedHeader::parse(&buf[pos..], usize::MAX) {
+        let end = pos + h.packet_len();
+        if end > buf.len() {
+            break;
+        }
+        f(buf[pos], &buf[pos + h.header_len..end]);
+        pos = end;
+    }
+    pos
+}
+
+async fn open(addr: SocketAddr, id: &str) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect_addr(addr).await?;
+    s.set_nodelay(true)?;
+    let (r, _) = s.write_all(connect_bytes(id)).await;
+    r?;
+    // CONNACK is 4 bytes.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let (r, b) = s.read(Vec::with_capacity(64)).await;
+        let n = r?;
+        if n == 0 {
+            anyhow::bail!("closed before CONNACK");
+        }
+        got.extend_from_slice(&b[..n]);
+    }
+    if got[0] != 0x20 || got[3] != 0 {
+        anyhow::bail!("CONNACK refused: {got:02x?}");
+    }
+    Ok(s)
+}
+
+async fn subscribe(s: &mut TcpStream, filter: &str, qos: QoS) -> anyhow::Result<()> {
+    let (r, _) = s.write_all(subscribe_bytes(filter, qos)).await;
+    r?;
+    let mut got = Vec::new();
+    loop {
+        let (r, b) = s.read(Vec::with_capacity(64)).await;
+        let n = r?;
+        if n == 0 {
+            anyhow::bail!("closed before SUBACK");
+        }
+        got.extend_from_slice(&b[..n]);
+        if got.len() >= 5 && got[0] == 0x90 {
+            return Ok(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- workloads
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    received: AtomicU64,
+}
+
+struct Workload {
+    publishers: Vec<String>,  // topic each publisher uses
+    subscribers: Vec<String>, // filter each subscriber uses
+    /// Deliveries each publish should cause (to count losses).
+    fan: u64,
+}
+
+/// A subscriber: counts PUBLISH packets; acknowledges QoS 1 in batches.
+async fn run_subscriber(
+    mut s: TcpStream,
+    c: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    latency: Option<Rc<std::cell::RefCell<Vec<u64>>>>,
+    epoch: Instant,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut acks: Vec<u8> = Vec::new();
+    let mut buf = Vec::with_capacity(256 * 1024);
+    loop {
+        let read = monoio::time::timeout(Duration::from_millis(200), s.read(buf)).await;
+        let (r, b) = match read {
+            Ok(x) => x,
+            Err(_) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                buf = Vec::with_capacity(256 * 1024);
+                continue;
+            }
+        };
+        buf = b;
+        let n = match r {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        buf.clear();
+        let mut count = 0u64;
+        let used = for_each_packet(&pending, |first, body| {
+            if first >> 4 != 3 {
+                return;
+            }
+            count += 1;
+            let qos = (first >> 1) & 3;
+            if body.len() < 2 {
+                return;
+            }
+            let tlen = u16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut off = 2 + tlen;
+            if qos > 0 && body.len() >= off + 2 {
+                acks.extend_from_slice(&[0x40, 2, body[off], body[off + 1]]);
+                off += 2;
+            }
+            if let Some(lat) = &latency {
+                if let Some(ts) = body.get(off..off + 8) {
+                    let sent = u64::from_be_bytes(ts.try_into().unwrap_or([0; 8]));
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    lat.borrow_mut().push(now.saturating_sub(sent));
+                }
+            }
+        });
+        pending.drain(..used);
+        c.received.fetch_add(count, Ordering::Relaxed);
+        if !acks.is_empty() {
+            let (r, back) = s.write_all(std::mem::take(&mut acks)).await;
+            acks = back;
+            acks.clear();
+            if r.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A publisher: writes batches of PUBLISH as fast as the socket takes them. At QoS 1 it
+/// keeps at most `window` unacknowledged (reading PUBACKs on a separate task).
+/// What one publisher does.
+struct PubSpec {
+    topic: String,
+    qos: QoS,
+    payload: usize,
+    rate: Option<u64>,
+}
+
+async fn run_publisher(
+    s: TcpStream,
+    spec: PubSpec,
+    c: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+) {
+    let PubSpec {
+        topic,
+        qos,
+        payload,
+        rate,
+    } = spec;
+    let (mut r, mut w) = s.into_split();
+    let window: u64 = 64;
+    let acked = Rc::new(Cell::new(0u64));
+    let acked2 = acked.clone();
+    let c2 = c.clone();
+    let stop2 = stop.clone();
+    if qos != QoS::AtMostOnce {
+        monoio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut buf = Vec::with_capacity(64 * 1024);
+            loop {
+                let res = monoio::time::timeout(Duration::from_millis(200), r.read(buf)).await;
+                let (res, b) = match res {
+                    Ok(x) => x,
+                    Err(_) => {
+                        if stop2.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        buf = Vec::with_capacity(64 * 1024);
+                        continue;
+                    }
+                };
+                buf = b;
+                let n = match res {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                buf.clear();
+                let mut k = 0;
+                let used = for_each_packet(&pending, |first, _| {
+                    if first >> 4 == 4 {
+                        k += 1;
+                    }
+                });
+                pending.drain(..used);
+                acked2.set(acked2.get() + k);
+                c2.acked.fetch_add(k, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut body = vec![0xA5u8; payload.max(8)];
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut sent = 0u64;
+    let mut pid: u16 = 0;
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        out.clear();
+        let batch = match rate {
+            Some(per_sec) => {
+                // Paced: send what is due now.
+                let due = (start.elapsed().as_secs_f64() * per_sec as f64) as u64;
+                if due <= sent {
+                    monoio::time::sleep(Duration::from_micros(100)).await;
+                    continue;
+                }
+                (due - sent).min(64)
+            }
+            None => 256,
+        };
+        let before = sent;
+        for _ in 0..batch {
+            if qos != QoS::AtMostOnce && sent - acked.get() >= window {
+                break;
+            }
+            pid = if pid == u16::MAX { 1 } else { pid + 1 };
+            let ts = epoch.elapsed().as_nanos() as u64;
+            body[..8].copy_from_slice(&ts.to_be_bytes());
+            publish_into(&mut out, &topic, &body, qos, pid);
+            sent += 1;
+        }
+        if out.is_empty() {
+            // Window full: wait for acknowledgements.
+            monoio::time::sleep(Duration::from_micros(50)).await;
+            continue;
+        }
+        let (res, back) = w.write_all(std::mem::take(&mut out)).await;
+        out = back;
+        if res.is_err() {
+            break;
+        }
+        c.sent.fetch_add(sent - before, Ordering::Relaxed);
+    }
+}
+
+struct Outcome {
+    delivered_per_sec: f64,
+    published: u64,
+    delivered: u64,
+    lost: u64,
+    latency: Option<(f64, f64, f64)>,
+}
+
+fn percentile(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)] as f64 / 1000.0
+}
+
+fn run_workload(
+    addr: SocketAddr,
+    w: &Workload,
+    qos: QoS,
+    a: &Args,
+    rate: Option<u64>,
+) -> anyhow::Result<Outcome> {
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let lat = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let want_latency = rate.is_some();
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()?;
+    let secs = a.seconds;
+    let payload = a.payload;
+    let (start_count, elapsed) = rt.block_on(async {
+        let mut subs = Vec::new();
+        for (i, f) in w.subscribers.iter().enumerate() {
+            let mut s = open(addr, &format!("load-sub-{i}")).await?;
+            subscribe(&mut s, f, qos).await?;
+            subs.push(s);
+        }
+        for s in subs {
+            let l = want_latency.then(|| lat.clone());
+            monoio::spawn(run_subscriber(s, counters.clone(), stop.clone(), l, epoch));
+        }
+        let mut pubs = Vec::new();
+        for (i, t) in w.publishers.iter().enumerate() {
+            pubs.push((open(addr, &format!("load-pub-{i}")).await?, t.clone()));
+        }
+        // Warm up, then measure for `secs`.
+        for (s, t) in pubs {
+            let spec = PubSpec {
+                topic: t,
+                qos,
+                payload,
+                rate,
+            };
+            monoio::spawn(run_publisher(
+                s,
+                spec,
+                counters.clone(),
+                stop.clone(),
+                epoch,
+            ));
+        }
+        monoio::time::sleep(Duration::from_millis(500)).await;
+        let start_count = counters.received.load(Ordering::Relaxed);
+        lat.borrow_mut().clear();
+        let t0 = Instant::now();
+        monoio::time::sleep(Duration::from_secs(secs)).await;
+        let got = counters.received.load(Ordering::Relaxed) - start_count;
+        let elapsed = t0.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        // Let in-flight messages arrive (bounded).
+        let mut last = counters.received.load(Ordering::Relaxed);
+        for _ in 0..20 {
+            monoio::time::sleep(Duration::from_millis(250)).await;
+            let now = counters.received.load(Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        anyhow::Ok((got, elapsed))
+    })?;
+    let published = counters.sent.load(Ordering::Relaxed);
+    let delivered = counters.received.load(Ordering::Relaxed);
+    let expected = published * w.fan;
+    let mut l = lat.borrow_mut();
+    let latency = want_latency.then(|| {
+        (
+            percentile(&mut l, 0.5),
+            percentile(&mut l, 0.99),
+            percentile(&mut l, 0.999),
+        )
+    });
+    Ok(Outcome {
+        delivered_per_sec: start_count as f64 / elapsed.as_secs_f64(),
+        published,
+        delivered,
+        lost: expected.saturating_sub(delivered),
+        latency,
+    })
+}
+
+fn workload(name: &str) -> Option<Workload> {
+    Some(match name {
+        "pairs" => Workload {
+            publishers: (0..100).map(|i| format!("load/pair/{i}")).collect(),
+            subscribers: (0..100).map(|i| format!("load/pair/{i}")).collect(),
+            fan: 1,
+        },
+        "fanin" => Workload {
+            publishers: (0..8).map(|i| format!("load/fanin/{i}")).collect(),
+            subscribers: vec!["load/fanin/#".into()],
+            fan: 1,
+        },
+        "fanout" => Workload {
+            publishers: vec!["load/fanout".into()],
+            subscribers: (0..100).map(|_| "load/fanout".to_owned()).collect(),
+            fan: 100,
+        },
+        "latency" => Workload {
+            publishers: vec!["load/latency".into()],
+            subscribers: vec!["load/latency".into()],
+            fan: 1,
+        },
+        _ => return None,
+    })
+}
+
+/// Opens `n` idle connections; returns (connections per second, RSS KiB added).
+fn run_conns(addr: SocketAddr, pid: Option<u32>, n: usize) -> anyhow::Result<(f64, Option<f64>)> {
+    let before = pid.and_then(rss_kib);
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()?;
+    let (rate, held) = rt.block_on(async move {
+        let t0 = Instant::now();
+        let mut held = Vec::with_capacity(n);
+        // A bounded number of connects in flight at once.
+        let mut i = 0;
+        while i < n {
+            let mut batch = Vec::new();
+            for _ in 0..64.min(n - i) {
+                let id = format!("idle-{i}");
+                batch.push(monoio::spawn(async move { open(addr, &id).await }));
+                i += 1;
+            }
+            for h in batch {
+                held.push(h.await?);
+            }
+        }
+        let rate = n as f64 / t0.elapsed().as_secs_f64();
+        monoio::time::sleep(Duration::from_millis(500)).await;
+        anyhow::Ok((rate, held))
+    })?;
+    let after = pid.and_then(rss_kib);
+    drop(held);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) => Some((a.saturating_sub(b)) as f64 * 1024.0 / n as f64),
+        _ => None,
+    };
+    Ok((rate, per_conn))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    // Many idle connections need file descriptors.
+    // SAFETY: setrlimit with a valid, fully initialised struct.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let brokers: Vec<String> = a.brokers.split(',').map(str::to_owned).collect();
+    let qos_list: Vec<QoS> = a
+        .qos
+        .split(',')
+        .filter_map(|q| match q {
+            "0" => Some(QoS::AtMostOnce),
+            "1" => Some(QoS::AtLeastOnce),
+            "2" => Some(QoS::ExactlyOnce),
+            _ => None,
+        })
+        .collect();
+    // (scenario, QoS, per broker: (name, headline value, details))
+    type Row = (String, String, Vec<(String, f64, String)>);
+    let mut rows: Vec<Row> = Vec::new();
+    for sc in a.scenarios.split(',') {
+        let qs: Vec<QoS> = match sc {
+            "latency" | "conns" => vec![QoS::AtMostOnce],
+            _ => qos_list.clone(),
+        };
+        for q in qs {
+            let mut cells = Vec::new();
+            for b in &brokers {
+                let proc_ = match a.target {
+                    Some(_) => None,
+                    None => Some(start_broker(b, &a)?),
+                };
+                let addr = a
+                    .target
+                    .or(proc_.as_ref().map(|p| p.addr))
+                    .ok_or_else(|| anyhow::anyhow!("no broker"))?;
+                let pid = proc_.as_ref().map(|p| p.child.id());
+                let (value, detail) = match sc {
+                    "conns" => {
+                        let (rate, rss) = run_conns(addr, pid, a.conns)?;
+                        (
+                            rate,
+                            format!(
+                                "{rate:.0} conn/s, {} B RSS/conn",
+                                rss.map_or("?".into(), |r| format!("{r:.0}"))
+                            ),
+                        )
+                    }
+                    "latency" => {
+                        let w = workload(sc).ok_or_else(|| anyhow::anyhow!("?"))?;
+                        let o = run_workload(addr, &w, q, &a, Some(a.rate))?;
+                        let (p50, p99, p999) = o.latency.unwrap_or_default();
+                        (
+                            p99,
+                            format!("p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs"),
+                        )
+                    }
+                    _ => {
+                        let w =
+                            workload(sc).ok_or_else(|| anyhow::anyhow!("unknown scenario {sc}"))?;
+                        let o = run_workload(addr, &w, q, &a, None)?;
+                        (
+                            o.delivered_per_sec,
+                            format!(
+                                "{:.0} msg/s delivered; published {}, delivered {}, lost {}",
+                                o.delivered_per_sec, o.published, o.delivered, o.lost
+                            ),
+                        )
+                    }
+                };
+                eprintln!("{sc} qos{} {b}: {detail}", q as u8);
+                cells.push((b.clone(), value, detail));
+                drop(proc_);
+            }
+            rows.push((sc.to_owned(), format!("{}", q as u8), cells));
+        }
+    }
+    let mut md = String::new();
+    md.push_str("| scenario | QoS | ");
+    md.push_str(&brokers.join(" | "));
+    md.push_str(" | ratio (first / second) |\n|---|---|");
+    for _ in &brokers {
+        md.push_str("---|");
+    }
+    md.push_str("---|\n");
+    for (sc, q, cells) in &rows {
+        md.push_str(&format!("| {sc} | {q} | "));
+        for (_, _, d) in cells {
+            md.push_str(d);
+            md.push_str(" | ");
+        }
+        let ratio = match (cells.first(), cells.get(1)) {
+            (Some(x), Some(y)) if y.1 > 0.0 => format!("{:.2}x", x.1 / y.1),
+            _ => "-".into(),
+        };
+        md.push_str(&ratio);
+        md.push_str(" |\n");
+    }
+    println!("{md}");
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, &md)?;
+    }
+    Ok(())
+}
