@@ -116,7 +116,8 @@ pub(crate) struct Session {
     pub subs: HashMap<Box<str>, SubRecord, Hasher64>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
-    /// Retained messages found at subscribe time, released as the queue drains.
+    /// Retained messages found at subscribe time, sent (within the client's flow control)
+    /// before the queue.
     pub backlog: VecDeque<Queued>,
     pub inflight: VecDeque<Inflight>,
     pub next_pid: u16,

@@ -26,6 +26,11 @@ struct SimConn {
     outbox: Vec<u8>,
     /// The broker asked to close (Event::Close) or the socket was dropped.
     closed: bool,
+    /// The peer, kept for a hand-off to another shard.
+    peer: PeerInfo,
+    /// The first packet has been looked at (and the connection moved to the shard that
+    /// owns its client identifier if needed).
+    routed: bool,
 }
 
 /// A frame the broker sent, kept as bytes and decoded on demand.
@@ -63,6 +68,9 @@ pub struct Sim {
     pub budget: usize,
     /// Messages between shards waiting to be delivered (they are delivered by `pump`).
     pending: VecDeque<(usize, crate::shard::ShardMsg)>,
+    /// Whether a connection whose CONNECT names a client identifier owned by another
+    /// shard is handed to that shard (as the shell does, see `architecture.md`).
+    pub handoff: bool,
 }
 
 impl Sim {
@@ -93,6 +101,7 @@ impl Sim {
             tx: TxBuf::new(),
             budget: 64 * 1024,
             pending: VecDeque::new(),
+            handoff: true,
         }
     }
 
@@ -110,7 +119,11 @@ impl Sim {
         peer: PeerInfo,
     ) -> Option<Client> {
         let now = self.now;
-        let conn = self.brokers.get_mut(shard)?.handle_accept(now, peer).ok()?;
+        let conn = self
+            .brokers
+            .get_mut(shard)?
+            .handle_accept(now, peer.clone())
+            .ok()?;
         self.conns.push(SimConn {
             shard,
             conn,
@@ -118,6 +131,8 @@ impl Sim {
             inbox: Vec::new(),
             outbox: Vec::new(),
             closed: false,
+            peer,
+            routed: false,
         });
         self.pump();
         Some(Client(self.conns.len() - 1))
@@ -207,6 +222,44 @@ impl Sim {
         self.pump();
     }
 
+    /// Moves a connection whose first packet is a CONNECT for a client identifier owned by
+    /// another shard to that shard, with the bytes read so far, as a shell does. An empty
+    /// client identifier stays where it was accepted (its assigned identifier is owned by
+    /// the accepting shard).
+    fn route(&mut self, i: usize) {
+        let now = self.now;
+        let shards = self.brokers.len();
+        let Some(sc) = self.conns.get_mut(i) else {
+            return;
+        };
+        if sc.routed || sc.closed || sc.outbox.is_empty() {
+            return;
+        }
+        let owner = match Packet::parse(&sc.outbox, sc.version, usize::MAX) {
+            Ok(Status::Incomplete { .. }) => return,
+            Ok(Status::Complete((Packet::Connect(c), _))) if !c.client_id.is_empty() => {
+                usize::from(crate::shard::owner_of_client(c.client_id, shards as u16))
+            }
+            _ => sc.shard,
+        };
+        sc.routed = true;
+        if !self.handoff || owner == sc.shard || shards <= 1 {
+            return;
+        }
+        let Some(new_conn) = self
+            .brokers
+            .get_mut(owner)
+            .and_then(|b| b.handle_accept(now, sc.peer.clone()).ok())
+        else {
+            return;
+        };
+        if let Some(b) = self.brokers.get_mut(sc.shard) {
+            b.handle_closed(sc.conn, now);
+        }
+        sc.shard = owner;
+        sc.conn = new_conn;
+    }
+
     /// The connection handle inside the broker.
     pub fn conn_id(&self, c: Client) -> Option<(usize, ConnId)> {
         self.conns.get(c.0).map(|s| (s.shard, s.conn))
@@ -245,6 +298,7 @@ impl Sim {
         for _round in 0..10_000 {
             let mut progress = false;
             for i in 0..self.conns.len() {
+                self.route(i);
                 let Some(sc) = self.conns.get_mut(i) else {
                     continue;
                 };

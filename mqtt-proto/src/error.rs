@@ -52,7 +52,7 @@ pub enum DecodeError {
     /// The reserved CONNECT flag is set ([MQTT-3.1.2-3]).
     ReservedConnectFlag,
     /// Will QoS or Will Retain set without the Will Flag, or Will QoS 3
-    /// ([MQTT-3.1.2-11], [MQTT-3.1.2-13], [MQTT-3.1.2-14], [MQTT-3.1.2-15]).
+    /// ([MQTT-3.1.2-11], [MQTT-3.1.2-12], [MQTT-3.1.2-13]).
     InvalidWillFlags,
     /// 3.1.1: the Password Flag is set without the User Name Flag ([MQTT-3.1.2-22]).
     PasswordWithoutUsername,

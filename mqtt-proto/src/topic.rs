@@ -61,8 +61,18 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 
 /// Validates a topic name as used in PUBLISH: non-empty, no wildcards.
 pub fn validate_name(s: &str) -> Result<(), TopicError> {
-    check_common(s)?;
-    if s.bytes().any(|b| b == b'+' || b == b'#') {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    // One pass for U+0000 and wildcards (this runs on every PUBLISH encoded).
+    let f = crate::wire::scan(s.as_bytes());
+    if f & crate::wire::HAS_NUL != 0 {
+        return Err(TopicError::NullCharacter);
+    }
+    if f & crate::wire::HAS_WILDCARD != 0 {
         return Err(TopicError::WildcardInName);
     }
     Ok(())

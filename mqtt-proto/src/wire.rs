@@ -46,11 +46,59 @@ pub(crate) fn parse_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErr
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     packet: PacketType,
+    /// When known: the bytes from some earlier position to the end of `buf` are valid UTF-8
+    /// (as this `str`, whose length is what `buf.len()` was then). String fields are then
+    /// sliced out of it instead of validated one by one (see [`Reader::with_text`]).
+    text: Option<&'a str>,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8], packet: PacketType) -> Self {
-        Self { buf, packet }
+        Self {
+            buf,
+            packet,
+            text: None,
+        }
+    }
+
+    /// Validates everything left as UTF-8 in one pass, if it is, so that the string fields
+    /// in it need no validation of their own. Worth it where strings dominate (property
+    /// blocks, SUBSCRIBE and UNSUBSCRIBE payloads, the CONNECT payload): one `from_utf8` call
+    /// instead of one per field. Length prefixes below 128 and most option bytes are ASCII;
+    /// when the region is not UTF-8 as a whole (a binary field, a large length), each string
+    /// is checked alone as before, so the outcome never changes.
+    #[inline]
+    pub(crate) fn with_text(mut self) -> Self {
+        self.text = core::str::from_utf8(self.buf).ok();
+        self
+    }
+
+    /// [`Reader::with_text`] for a reader in use.
+    #[inline]
+    pub(crate) fn set_text(&mut self) {
+        self.text = core::str::from_utf8(self.buf).ok();
+    }
+
+    /// The string for the `n` bytes at the start of `buf`, if `text` covers them (and they
+    /// start and end on character boundaries, which `str::get` checks).
+    #[inline(always)]
+    fn text_of(&self, n: usize) -> Option<&'a str> {
+        let t = self.text?;
+        let start = t.len().checked_sub(self.buf.len())?;
+        t.get(start..start.checked_add(n)?)
+    }
+
+    /// A length-prefixed field as a string: from `text` when it covers it, else validated.
+    #[inline(always)]
+    fn str_field(&mut self) -> Result<(&'a str, &'a [u8]), DecodeError> {
+        let n = usize::from(self.u16()?);
+        let t = self.text_of(n);
+        let b = self.take(n)?;
+        let s = match t {
+            Some(s) => s,
+            None => core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?,
+        };
+        Ok((s, b))
     }
 
     pub(crate) fn packet(&self) -> PacketType {
@@ -69,6 +117,15 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len()
+    }
+
+    /// What is left to read.
+    pub(crate) fn as_slice(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.first().copied()
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -118,8 +175,27 @@ impl<'a> Reader<'a> {
 
     /// UTF-8 Encoded String (1.5.4).
     pub(crate) fn utf8(&mut self) -> Result<&'a str, DecodeError> {
-        let b = self.binary()?;
-        check_utf8(b)
+        let (s, b) = self.str_field()?;
+        if has_nul(b) {
+            return Err(DecodeError::NullCharacter);
+        }
+        Ok(s)
+    }
+
+    /// A Topic Name (4.7): a UTF-8 string without U+0000 and without wildcards
+    /// ([MQTT-3.3.2-2]), in one pass. An empty name is returned as is (PUBLISH allows it with
+    /// a Topic Alias); callers that need a name refuse it.
+    #[inline]
+    pub(crate) fn topic_name(&mut self) -> Result<&'a str, DecodeError> {
+        let (s, b) = self.str_field()?;
+        let f = scan(b);
+        if f & HAS_NUL != 0 {
+            return Err(DecodeError::NullCharacter);
+        }
+        if f & HAS_WILDCARD != 0 {
+            return Err(DecodeError::InvalidTopicName);
+        }
+        Ok(s)
     }
 
     /// Fails unless everything was consumed: the remaining length must match the fields.
@@ -136,12 +212,92 @@ impl<'a> Reader<'a> {
 
 /// [MQTT-1.5.4-1] well-formed UTF-8 (which also excludes surrogates, U+D800..U+DFFF) and
 /// [MQTT-1.5.4-2] no U+0000.
+#[inline]
 pub(crate) fn check_utf8(b: &[u8]) -> Result<&str, DecodeError> {
     let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
-    if b.contains(&0) {
+    if has_nul(b) {
         return Err(DecodeError::NullCharacter);
     }
     Ok(s)
+}
+
+/// [`scan`] found U+0000.
+pub(crate) const HAS_NUL: u8 = 1;
+/// [`scan`] found `+` or `#`.
+pub(crate) const HAS_WILDCARD: u8 = 2;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero exactly when some byte of `x` is zero (the classic SWAR test: a borrow can only
+/// start at a zero byte).
+#[inline(always)]
+const fn zero_byte(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Up to seven bytes as one word, the missing bytes set to 0x01 (neither U+0000 nor a
+/// wildcard), with overlapping loads instead of a byte loop.
+#[inline(always)]
+fn short_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    let word = |lo: u64, hi: u64, shift: u32| lo | (hi << shift);
+    if n >= 4 {
+        let lo = b.first_chunk::<4>().map_or(0, |a| u32::from_le_bytes(*a));
+        let hi = b.last_chunk::<4>().map_or(0, |a| u32::from_le_bytes(*a));
+        word(u64::from(lo), u64::from(hi), 32)
+    } else if n >= 2 {
+        let lo = b.first_chunk::<2>().map_or(0, |a| u16::from_le_bytes(*a));
+        let hi = b.last_chunk::<2>().map_or(0, |a| u16::from_le_bytes(*a));
+        word(u64::from(lo), u64::from(hi), 16) | 0x0101_0101_0000_0000
+    } else if let Some(&x) = b.first() {
+        u64::from(x) | 0x0101_0101_0101_0100
+    } else {
+        LO
+    }
+}
+
+/// Calls `f` on `b` as 64-bit words: whole words, then the tail as one last word that
+/// overlaps the previous one (fine for "does any byte ..." questions).
+#[inline(always)]
+fn for_each_word(b: &[u8], mut f: impl FnMut(u64)) {
+    if b.len() < 8 {
+        f(short_word(b));
+        return;
+    }
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        if let Some(a) = c.first_chunk::<8>() {
+            f(u64::from_le_bytes(*a));
+        }
+    }
+    if !chunks.remainder().is_empty() {
+        if let Some(a) = b.last_chunk::<8>() {
+            f(u64::from_le_bytes(*a));
+        }
+    }
+}
+
+/// Does `b` contain a zero byte (U+0000)?
+#[inline]
+pub(crate) fn has_nul(b: &[u8]) -> bool {
+    let mut acc = 0;
+    for_each_word(b, |w| acc |= zero_byte(w));
+    acc != 0
+}
+
+/// One pass over a topic, eight bytes at a time: does it hold U+0000 ([`HAS_NUL`]) and does
+/// it hold a wildcard ([`HAS_WILDCARD`])? UTF-8 multi-byte sequences never contain these
+/// ASCII bytes, so a byte scan is exact.
+#[inline]
+pub(crate) fn scan(b: &[u8]) -> u8 {
+    let mut nul = 0u64;
+    let mut wild = 0u64;
+    for_each_word(b, |w| {
+        nul |= zero_byte(w);
+        wild |= zero_byte(w ^ (LO * b'+' as u64)) | zero_byte(w ^ (LO * b'#' as u64));
+    });
+    u8::from(nul != 0) | (u8::from(wild != 0) << 1)
 }
 
 /// Where encoded bytes go. Encoders check the whole length first (see `Packet::emit`), so
@@ -262,8 +418,9 @@ pub(crate) fn binary_len(b: &[u8]) -> Result<usize, EncodeError> {
 }
 
 /// Length of a string field after checking it would decode ([MQTT-1.5.4-2]).
+#[inline]
 pub(crate) fn str_len(s: &str) -> Result<usize, EncodeError> {
-    if s.as_bytes().contains(&0) {
+    if has_nul(s.as_bytes()) {
         return Err(EncodeError::InvalidField("string contains U+0000"));
     }
     binary_len(s.as_bytes())

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use mqtt_proto::*;
 
 #[test]
@@ -21,7 +23,10 @@ fn publish_roundtrip_v5() {
     let mut buf = [0u8; 128];
     let n = p.emit(ProtocolVersion::V5, &mut buf).unwrap();
     assert_eq!(n, p.encoded_len(ProtocolVersion::V5).unwrap());
-    let Status::Complete((q, len)) = Packet::parse(&buf[..n], ProtocolVersion::V5, 1000).unwrap() else { panic!() };
+    let Status::Complete((q, len)) = Packet::parse(&buf[..n], ProtocolVersion::V5, 1000).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(len, n);
     assert_eq!(p, q);
     for cut in 0..n {

@@ -344,24 +344,29 @@ impl Broker {
                 || (cfg.max_queued_bytes > 0 && s.queued_bytes + size > cfg.max_queued_bytes)
         };
         if full(s) {
-            let victim = if item.qos == QoS::AtMostOnce {
-                None
-            } else {
-                s.queue.iter().position(|q| q.qos == QoS::AtMostOnce)
-            };
-            match victim.and_then(|i| s.queue.remove(i)) {
-                Some(old) => {
+            // QoS 0 messages make way for a QoS 1/2 one, oldest first, but only if
+            // removing them makes enough room (messages and bytes).
+            let (n0, b0) = s
+                .queue
+                .iter()
+                .filter(|q| q.qos == QoS::AtMostOnce)
+                .fold((0, 0), |(n, b), q| (n + 1, b + q.msg.size()));
+            let fits = item.qos != QoS::AtMostOnce
+                && s.queue.len() - n0 < cfg.max_queued_messages
+                && (cfg.max_queued_bytes == 0
+                    || s.queued_bytes - b0 + size <= cfg.max_queued_bytes);
+            if !fits {
+                drop(s, &item.msg, DropReason::QueueFull);
+                return false;
+            }
+            while full(s) {
+                let Some(i) = s.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
+                    break;
+                };
+                if let Some(old) = s.queue.remove(i) {
                     s.queued_bytes -= old.msg.size();
                     drop(s, &old.msg, DropReason::QueueFull);
                 }
-                None => {
-                    drop(s, &item.msg, DropReason::QueueFull);
-                    return false;
-                }
-            }
-            if full(s) {
-                drop(s, &item.msg, DropReason::QueueFull);
-                return false;
             }
         }
         s.queued_bytes += size;

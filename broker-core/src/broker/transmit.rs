@@ -1,6 +1,6 @@
 //! `poll_transmit`: control packets first, then messages to resend after a reconnect, then
-//! the queue and the retained backlog, within the client's Receive Maximum and Maximum
-//! Packet Size. Each PUBLISH costs one small encoded header; payloads above
+//! the retained backlog of new subscriptions and the queue, within the client's Receive
+//! Maximum and Maximum Packet Size. Each PUBLISH costs one small encoded header; payloads above
 //! `inline_payload_max` are passed as shared segments, never copied.
 
 use super::Broker;
@@ -180,14 +180,23 @@ impl Broker {
         let inline = cfg.inline_payload_max;
         let mut more = false;
         // [MQTT-4.4.0-1] first the messages unacknowledged on the previous connection, in
-        // their original order, PUBLISH with DUP ([MQTT-3.3.1-1]) or PUBREL.
-        for f in s.inflight.iter_mut().filter(|f| f.needs_send) {
+        // their original order, PUBLISH with DUP ([MQTT-3.3.1-1]) or PUBREL. Resent PUBLISH
+        // packets count against the new connection's Receive Maximum ([MQTT-3.3.4-9]);
+        // PUBREL is never held back ([MQTT-3.3.4-10]).
+        let window = usize::from(c.window);
+        let mut in_window = s.inflight.iter().filter(|f| !f.needs_send).count();
+        let mut i = 0;
+        while let Some(f) = s.inflight.get_mut(i) {
+            if !f.needs_send {
+                i += 1;
+                continue;
+            }
             if !room(tx) {
                 more = true;
                 break;
             }
-            f.needs_send = false;
             if f.state == InflightState::AwaitComp {
+                f.needs_send = false;
                 if let Some(pid) = PacketId::new(f.pid) {
                     encode_ctrl(
                         Ctrl::Ack {
@@ -198,13 +207,31 @@ impl Broker {
                         c,
                         tx,
                     );
+                    frames += 1;
                 }
-            } else if encode_publish(c, &f.item, Some(f.pid), f.sent_once, now, tx, inline).is_err()
-            {
+                in_window += 1;
+                i += 1;
                 continue;
             }
-            f.sent_once = true;
-            frames += 1;
+            if in_window >= window {
+                // An acknowledgement wakes the connection up again.
+                i += 1;
+                continue;
+            }
+            if encode_publish(c, &f.item, Some(f.pid), f.sent_once, now, tx, inline).is_ok() {
+                f.needs_send = false;
+                f.sent_once = true;
+                in_window += 1;
+                frames += 1;
+                i += 1;
+            } else if let Some(f) = s.inflight.remove(i) {
+                // Too large for this connection's Maximum Packet Size: discarded as if
+                // its delivery had completed ([MQTT-3.1.2-25]).
+                metrics.dropped_too_large += 1;
+                policy
+                    .hooks
+                    .on_dropped(&s.client_id, &f.item.msg, DropReason::TooLarge);
+            }
         }
         if !more {
             loop {
@@ -212,7 +239,9 @@ impl Broker {
                     more = true;
                     break;
                 }
-                let from_queue = !s.queue.is_empty();
+                // Retained messages of a new subscription go before messages queued
+                // since: they are older ([MQTT-4.6.0-5]).
+                let from_queue = s.backlog.is_empty();
                 let front = if from_queue {
                     s.queue.front()
                 } else {

@@ -67,8 +67,8 @@ impl<'a> Connect<'a> {
         let will_retain = flags & 0x20 != 0;
         let password_flag = flags & 0x40 != 0;
         let username_flag = flags & 0x80 != 0;
-        // [MQTT-3.1.2-11] [MQTT-3.1.2-13] [MQTT-3.1.2-15]: no will QoS / retain without a will;
-        // [MQTT-3.1.2-14]: will QoS 3 is invalid.
+        // [MQTT-3.1.2-11] [MQTT-3.1.2-13]: no will QoS / retain without a will;
+        // [MQTT-3.1.2-12]: will QoS 3 is invalid.
         if (!will_flag && (will_qos != 0 || will_retain)) || will_qos == 3 {
             return Err(DecodeError::InvalidWillFlags);
         }
@@ -82,6 +82,8 @@ impl<'a> Connect<'a> {
         } else {
             Properties::default()
         };
+        // The payload is mostly strings: validate it as UTF-8 once if it is (see with_text).
+        r.set_text();
         let client_id = r.utf8()?;
         let will = if will_flag {
             let properties = if protocol.is_v5() {
@@ -89,9 +91,11 @@ impl<'a> Connect<'a> {
             } else {
                 Properties::default()
             };
-            let topic = r.utf8()?;
             // [MQTT-3.1.3-11] the will topic is a topic name.
-            crate::topic::validate_name(topic).map_err(|_| DecodeError::InvalidTopicName)?;
+            let topic = r.topic_name()?;
+            if topic.is_empty() {
+                return Err(DecodeError::InvalidTopicName);
+            }
             let payload = r.binary()?;
             Some(Will {
                 qos: QoS::from_u8(will_qos).ok_or(DecodeError::InvalidWillFlags)?,
@@ -137,7 +141,8 @@ impl<'a> Connect<'a> {
             }
             crate::topic::validate_name(w.topic)
                 .map_err(|_| EncodeError::InvalidField("will topic is not a topic name"))?;
-            n += str_len(w.topic)? + binary_len(w.payload)?;
+            // validate_name has ruled out U+0000.
+            n += binary_len(w.topic.as_bytes())? + binary_len(w.payload)?;
         }
         if self.password.is_some() && self.username.is_none() && !v.is_v5() {
             return Err(EncodeError::InvalidField("password without user name"));

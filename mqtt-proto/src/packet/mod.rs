@@ -75,8 +75,7 @@ impl<'a> Packet<'a> {
                 needed: total - buf.len(),
             });
         };
-        let packet = Self::parse_body(&header, body, version)?;
-        Ok(Status::Complete((packet, total)))
+        Self::parse_frame(&header, body, version, total)
     }
 
     /// Decodes a packet body whose fixed header was already parsed.
@@ -85,33 +84,62 @@ impl<'a> Packet<'a> {
         body: &'a [u8],
         version: ProtocolVersion,
     ) -> Result<Packet<'a>, DecodeError> {
+        match Self::parse_frame(header, body, version, header.packet_len())? {
+            Status::Complete((p, _)) => Ok(p),
+            // parse_frame never answers Incomplete: the body is complete.
+            Status::Incomplete { .. } => Err(DecodeError::UnexpectedEnd {
+                packet: header.packet_type,
+            }),
+        }
+    }
+
+    /// Decodes a complete body into the value `parse` returns. Each arm builds its result in
+    /// place: a `Packet` is large (a CONNECT holds two property blocks) and decoding a small
+    /// PUBLISH was dominated by copying it from one return slot to the next.
+    fn parse_frame(
+        header: &FixedHeader,
+        body: &'a [u8],
+        version: ProtocolVersion,
+        total: usize,
+    ) -> Result<Status<(Packet<'a>, usize)>, DecodeError> {
         let t = header.packet_type;
         let mut r = Reader::new(body, t);
-        let p = match t {
-            PacketType::Connect => Packet::Connect(Connect::read(&mut r)?),
-            PacketType::ConnAck => Packet::ConnAck(ConnAck::read(&mut r, version)?),
-            PacketType::Publish => Packet::Publish(Publish::read(header.flags, &mut r, version)?),
-            PacketType::PubAck => Packet::PubAck(Ack::read(&mut r, version)?),
-            PacketType::PubRec => Packet::PubRec(Ack::read(&mut r, version)?),
-            PacketType::PubRel => Packet::PubRel(Ack::read(&mut r, version)?),
-            PacketType::PubComp => Packet::PubComp(Ack::read(&mut r, version)?),
-            PacketType::Subscribe => Packet::Subscribe(Subscribe::read(&mut r, version)?),
-            PacketType::SubAck => Packet::SubAck(SubAck::read(&mut r, version)?),
-            PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::read(&mut r, version)?),
-            PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::read(&mut r, version)?),
-            PacketType::PingReq => Packet::PingReq,
-            PacketType::PingResp => Packet::PingResp,
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::read(&mut r, version)?),
+        macro_rules! done {
+            ($variant:ident, $read:expr) => {{
+                let p = $read;
+                r.finish()?;
+                Ok(Status::Complete((Packet::$variant(p), total)))
+            }};
+        }
+        match t {
+            PacketType::Connect => done!(Connect, Connect::read(&mut r)?),
+            PacketType::ConnAck => done!(ConnAck, ConnAck::read(&mut r, version)?),
+            PacketType::Publish => done!(Publish, Publish::read(header.flags, &mut r, version)?),
+            PacketType::PubAck => done!(PubAck, Ack::read(&mut r, version)?),
+            PacketType::PubRec => done!(PubRec, Ack::read(&mut r, version)?),
+            PacketType::PubRel => done!(PubRel, Ack::read(&mut r, version)?),
+            PacketType::PubComp => done!(PubComp, Ack::read(&mut r, version)?),
+            PacketType::Subscribe => done!(Subscribe, Subscribe::read(&mut r, version)?),
+            PacketType::SubAck => done!(SubAck, SubAck::read(&mut r, version)?),
+            PacketType::Unsubscribe => done!(Unsubscribe, Unsubscribe::read(&mut r, version)?),
+            PacketType::UnsubAck => done!(UnsubAck, UnsubAck::read(&mut r, version)?),
+            PacketType::PingReq => {
+                r.finish()?;
+                Ok(Status::Complete((Packet::PingReq, total)))
+            }
+            PacketType::PingResp => {
+                r.finish()?;
+                Ok(Status::Complete((Packet::PingResp, total)))
+            }
+            PacketType::Disconnect => done!(Disconnect, Disconnect::read(&mut r, version)?),
             PacketType::Auth => {
                 // AUTH exists only in MQTT 5; type 15 is reserved before it.
                 if !version.is_v5() {
                     return Err(DecodeError::InvalidPacketType(15));
                 }
-                Packet::Auth(Auth::read(&mut r)?)
+                done!(Auth, Auth::read(&mut r)?)
             }
-        };
-        r.finish()?;
-        Ok(p)
+        }
     }
 
     /// The control packet type.

@@ -5,7 +5,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
-use crate::wire::{put_binary, put_varint, str_len, varint_len, Reader, Sink, SliceSink};
+use crate::wire::{binary_len, put_binary, put_varint, varint_len, Reader, Sink, SliceSink};
 
 /// PUBLISH: an application message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,8 @@ impl<'a> Publish<'a> {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
-        let topic = r.utf8()?;
+        // [MQTT-3.3.2-2] no wildcards in a topic name (checked in the same pass as UTF-8).
+        let topic = r.topic_name()?;
         let packet_id = if qos == QoS::AtMostOnce {
             None
         } else {
@@ -55,14 +56,9 @@ impl<'a> Publish<'a> {
         } else {
             Properties::default()
         };
-        if topic.is_empty() {
-            // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
-            if properties.topic_alias.is_none() {
-                return Err(DecodeError::EmptyTopicName);
-            }
-        } else {
-            // [MQTT-3.3.2-2] no wildcards in a topic name.
-            crate::topic::validate_name(topic).map_err(|_| DecodeError::InvalidTopicName)?;
+        // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
+        if topic.is_empty() && properties.topic_alias.is_none() {
+            return Err(DecodeError::EmptyTopicName);
         }
         Ok(Publish {
             dup,
@@ -75,7 +71,7 @@ impl<'a> Publish<'a> {
         })
     }
 
-    fn check(&self) -> Result<(), EncodeError> {
+    fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::InvalidField(
                 "packet id must be present exactly when QoS > 0",
@@ -85,7 +81,9 @@ impl<'a> Publish<'a> {
             return Err(EncodeError::InvalidField("DUP set on QoS 0"));
         }
         if self.topic.is_empty() {
-            if self.properties.topic_alias.is_none() {
+            // Only MQTT 5 carries the Topic Alias that stands for an empty topic; 3.x would
+            // encode a packet the decoder refuses (EmptyTopicName).
+            if !v.is_v5() || self.properties.topic_alias.is_none() {
                 return Err(EncodeError::InvalidField("empty topic without topic alias"));
             }
         } else {
@@ -96,9 +94,10 @@ impl<'a> Publish<'a> {
     }
 
     pub(crate) fn sizes(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
-        self.check()?;
+        self.check(v)?;
         let mut s = Sizes::default();
-        let mut n = str_len(self.topic)?;
+        // check() has ruled out U+0000 in the topic.
+        let mut n = binary_len(self.topic.as_bytes())?;
         if self.packet_id.is_some() {
             n += 2;
         }

@@ -8,7 +8,7 @@ use crate::reason::ReasonCode;
 use crate::types::{
     PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
 };
-use crate::wire::{put_binary, str_len, varint_len, Reader, Sink};
+use crate::wire::{check_utf8, put_binary, str_len, varint_len, Reader, Sink};
 use core::fmt;
 
 /// One SUBSCRIBE entry. The filter is valid UTF-8 but its topic syntax is not checked by the
@@ -41,6 +41,29 @@ fn parse_options(b: u8, v: ProtocolVersion) -> Result<SubscriptionOptions, Decod
             _ => return Err(DecodeError::InvalidRetainHandling),
         },
     })
+}
+
+/// A length-prefixed field as it is on the wire (prefix included), unchecked.
+fn raw_field<'a>(r: &mut Reader<'a>) -> Option<&'a [u8]> {
+    let before = r.as_slice();
+    let f = r.binary().ok()?;
+    before.get(..2 + f.len())
+}
+
+/// The entries of a SUBSCRIBE payload as (filter field with its length prefix, options
+/// byte), unchecked; stops at a truncated entry.
+fn raw_subscriptions(b: &[u8]) -> impl Iterator<Item = (&[u8], u8)> {
+    let mut r = Reader::new(b, PacketType::Subscribe);
+    core::iter::from_fn(move || {
+        let field = raw_field(&mut r)?;
+        Some((field, r.u8().ok()?))
+    })
+}
+
+/// The filter fields of an UNSUBSCRIBE payload, length prefix included, unchecked.
+fn raw_filters(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut r = Reader::new(b, PacketType::Unsubscribe);
+    core::iter::from_fn(move || raw_field(&mut r))
 }
 
 /// The entries of a SUBSCRIBE.
@@ -224,7 +247,7 @@ impl<'a> Subscribe<'a> {
         let packet_id = super::read_packet_id(r)?;
         let properties = read_props(r, v, PropertyContext::Subscribe)?;
         let payload = r.rest();
-        let mut p = Reader::new(payload, PacketType::Subscribe);
+        let mut p = Reader::new(payload, PacketType::Subscribe).with_text();
         let mut count = 0usize;
         while !p.is_empty() {
             p.utf8()?;
@@ -245,14 +268,34 @@ impl<'a> Subscribe<'a> {
     pub(crate) fn sizes(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
         let mut s = props_sizes(&self.properties, v, PropertyContext::Subscribe)?;
         let mut count = 0;
-        for sub in self.subscriptions.iter() {
-            if !v.is_v5() && sub.options.to_byte(ProtocolVersion::V5) != sub.options.qos as u8 {
+        let mut check = |options: SubscriptionOptions| {
+            if !v.is_v5() && options.to_byte(ProtocolVersion::V5) != options.qos as u8 {
                 return Err(EncodeError::InvalidField(
                     "subscription options beyond QoS need MQTT 5",
                 ));
             }
-            s.body += str_len(sub.filter)? + 1;
             count += 1;
+            Ok(())
+        };
+        match self.subscriptions {
+            // A decoded payload is measured as it is: one check per filter, no copy.
+            Subscriptions::Wire(b) => {
+                for (field, options) in raw_subscriptions(b) {
+                    let options = parse_options(options, ProtocolVersion::V5)
+                        .map_err(|_| EncodeError::InvalidField("invalid subscription options"))?;
+                    check(options)?;
+                    check_utf8(field.get(2..).unwrap_or_default()).map_err(|_| {
+                        EncodeError::InvalidField("topic filter is not a valid UTF-8 string")
+                    })?;
+                    s.body += field.len() + 1;
+                }
+            }
+            Subscriptions::List(l) => {
+                for sub in l {
+                    check(sub.options)?;
+                    s.body += str_len(sub.filter)? + 1;
+                }
+            }
         }
         if count == 0 {
             return Err(EncodeError::InvalidField(
@@ -267,9 +310,22 @@ impl<'a> Subscribe<'a> {
         if v.is_v5() {
             self.properties.emit(s, sizes.props);
         }
-        for sub in self.subscriptions.iter() {
-            put_binary(s, sub.filter.as_bytes());
-            s.put_u8(sub.options.to_byte(v));
+        match self.subscriptions {
+            Subscriptions::Wire(b) => {
+                for (field, options) in raw_subscriptions(b) {
+                    // `sizes` has checked every options byte.
+                    let o = parse_options(options, ProtocolVersion::V5)
+                        .map_or(options & 0x03, |o| o.to_byte(v));
+                    s.put_slice(field);
+                    s.put_u8(o);
+                }
+            }
+            Subscriptions::List(l) => {
+                for sub in l {
+                    put_binary(s, sub.filter.as_bytes());
+                    s.put_u8(sub.options.to_byte(v));
+                }
+            }
         }
     }
 }
@@ -357,7 +413,7 @@ impl<'a> Unsubscribe<'a> {
         let packet_id = super::read_packet_id(r)?;
         let properties = read_props(r, v, PropertyContext::Unsubscribe)?;
         let payload = r.rest();
-        let mut p = Reader::new(payload, PacketType::Unsubscribe);
+        let mut p = Reader::new(payload, PacketType::Unsubscribe).with_text();
         let mut count = 0usize;
         while !p.is_empty() {
             p.utf8()?;
@@ -377,9 +433,22 @@ impl<'a> Unsubscribe<'a> {
     pub(crate) fn sizes(&self, v: ProtocolVersion) -> Result<Sizes, EncodeError> {
         let mut s = props_sizes(&self.properties, v, PropertyContext::Unsubscribe)?;
         let mut count = 0;
-        for f in self.filters.iter() {
-            s.body += str_len(f)?;
-            count += 1;
+        match self.filters {
+            TopicFilters::Wire(b) => {
+                for field in raw_filters(b) {
+                    check_utf8(field.get(2..).unwrap_or_default()).map_err(|_| {
+                        EncodeError::InvalidField("topic filter is not a valid UTF-8 string")
+                    })?;
+                    s.body += field.len();
+                    count += 1;
+                }
+            }
+            TopicFilters::List(l) => {
+                for f in l {
+                    s.body += str_len(f)?;
+                    count += 1;
+                }
+            }
         }
         if count == 0 {
             return Err(EncodeError::InvalidField(
@@ -394,8 +463,9 @@ impl<'a> Unsubscribe<'a> {
         if v.is_v5() {
             self.properties.emit(s, sizes.props);
         }
-        for f in self.filters.iter() {
-            put_binary(s, f.as_bytes());
+        match self.filters {
+            TopicFilters::Wire(b) => raw_filters(b).for_each(|field| s.put_slice(field)),
+            TopicFilters::List(l) => l.iter().for_each(|f| put_binary(s, f.as_bytes())),
         }
     }
 }
