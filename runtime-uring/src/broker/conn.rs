@@ -148,6 +148,8 @@ pub async fn serve(
         if !pending.is_empty() {
             feed(&shard, &io, &mut pending).await;
         }
+        // A peer shard is behind: do not take more work from this socket yet.
+        shard.wait_unblocked().await;
         buf.clear();
         let (res, b) = r.read(buf).await;
         buf = b;
@@ -183,6 +185,7 @@ pub async fn serve(
 /// writer to make progress first.
 async fn feed(shard: &Rc<Shard>, io: &Rc<ConnIo>, pending: &mut Vec<u8>) {
     loop {
+        shard.wait_unblocked().await;
         let now = shard.now();
         let n = shard.broker.borrow_mut().handle_bytes(io.id, now, pending);
         shard.pump();

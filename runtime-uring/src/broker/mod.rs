@@ -152,6 +152,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| async_channel::unbounded::<Inbox>())
         .unzip();
+    let (data_senders, data_receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| async_channel::bounded::<shard::DataBatch>(shard::DATA_CHANNEL_BATCHES))
+        .unzip();
+    let mut data_receivers = data_receivers.into_iter();
     let epoch = std::time::Instant::now();
     let restored = match &settings.persistence {
         Some(p) => Arc::new(persist::load(&p.db, broker_core::Instant::ZERO)?),
@@ -164,6 +168,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         core.shards = threads as u16;
         let policy = (settings.policy)(i);
         let peers = senders.clone();
+        let data_out = data_senders.clone();
+        let data_in = data_receivers
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("data channel"))?;
         let restored = restored.clone();
         let persistence = settings.persistence.clone();
         let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)> = settings
@@ -183,6 +191,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     policy,
                     peers,
                     rx,
+                    data_out,
+                    data_in,
                     listeners,
                     specs,
                     epoch,
@@ -261,6 +271,8 @@ struct ShardSetup {
     policy: Policy,
     peers: Vec<async_channel::Sender<Inbox>>,
     rx: async_channel::Receiver<Inbox>,
+    data_out: Vec<async_channel::Sender<shard::DataBatch>>,
+    data_in: async_channel::Receiver<shard::DataBatch>,
     listeners: Vec<std::net::TcpListener>,
     specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)>,
     epoch: std::time::Instant,
@@ -275,6 +287,8 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         policy,
         peers,
         rx,
+        data_out,
+        data_in,
         listeners,
         specs,
         epoch,
@@ -295,6 +309,8 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         Broker::new(core, policy),
         peers,
         rx.clone(),
+        data_out,
+        data_in.clone(),
         states,
         epoch,
     ));
@@ -345,10 +361,14 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
                 Ok(m) => {
                     shard.handle_inbox(m);
                     shard.pump();
-                    // Let the writers drain what this batch queued before taking the next.
-                    crate::net::notify::yield_now().await;
                 }
                 Err(_) => break,
+            },
+            batch = data_in.recv() => if let Ok(b) = batch {
+                shard.handle_data(b);
+                shard.pump();
+                // Let the writers drain what this batch queued before taking the next.
+                crate::net::notify::yield_now().await;
             },
             _ = shard.stop.notified() => {},
         }
@@ -365,12 +385,8 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         }
         monoio::time::sleep(Duration::from_millis(20)).await;
         // Messages other shards still send (wills to our subscribers) are delivered.
-        while let Ok(Inbox::Msgs(msgs)) = rx.try_recv() {
-            let now = shard.now();
-            let mut b = shard.broker.borrow_mut();
-            for m in msgs {
-                b.handle_shard_msg(now, m);
-            }
+        while let Ok(batch) = data_in.try_recv() {
+            shard.handle_data(batch);
         }
         shard.pump();
     }

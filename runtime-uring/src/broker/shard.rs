@@ -10,10 +10,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What other threads send to a shard.
+/// Capacity, in batches, of each shard's data channel: a shard that fills a peer's channel
+/// stops reading its own sockets until the peer catches up, so a fast shard cannot bury a
+/// slower one under an unbounded backlog.
+pub const DATA_CHANNEL_BATCHES: usize = 64;
+
+/// Messages between shards, one batch per `pump` and destination (bounded channel).
+pub type DataBatch = Vec<ShardMsg>;
+
+/// What other threads send to a shard on its control channel (unbounded, rare).
 pub enum Inbox {
-    /// Messages from another shard, in order.
-    Msgs(Vec<ShardMsg>),
     /// A connection whose CONNECT names a client this shard owns.
     Handoff(Box<super::accept::Handoff>),
     /// Stop: disconnect everyone (0x8B), flush, exit.
@@ -42,6 +48,13 @@ pub struct Shard {
     pub conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
     pub peers: Vec<async_channel::Sender<Inbox>>,
     inbox: async_channel::Receiver<Inbox>,
+    /// Data channels: to every shard, and ours.
+    pub data_out: Vec<async_channel::Sender<DataBatch>>,
+    data_in: async_channel::Receiver<DataBatch>,
+    /// A peer's data channel is full: readers wait for `unblocked`.
+    pub blocked: Cell<bool>,
+    pub unblocked: crate::net::notify::LocalEvent,
+    flusher: Cell<bool>,
     draining: Cell<bool>,
     /// Shutdown was requested (possibly seen by `pump`, not by the inbox loop).
     pub stopping: Cell<bool>,
@@ -64,6 +77,8 @@ impl Shard {
         broker: Broker,
         peers: Vec<async_channel::Sender<Inbox>>,
         inbox: async_channel::Receiver<Inbox>,
+        data_out: Vec<async_channel::Sender<DataBatch>>,
+        data_in: async_channel::Receiver<DataBatch>,
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
     ) -> Self {
@@ -78,6 +93,11 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             outbox: RefCell::new((0..peers.len()).map(|_| Vec::new()).collect()),
             inbox,
+            data_out,
+            data_in,
+            blocked: Cell::new(false),
+            unblocked: crate::net::notify::LocalEvent::default(),
+            flusher: Cell::new(false),
             draining: Cell::new(false),
             stopping: Cell::new(false),
             stop: LocalNotify::default(),
@@ -99,16 +119,18 @@ impl Shard {
         Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
 
-    /// Handles one message from another thread.
+    /// Handles a batch of messages from another shard.
+    pub fn handle_data(&self, msgs: DataBatch) {
+        let now = self.now();
+        let mut b = self.broker.borrow_mut();
+        for m in msgs {
+            b.handle_shard_msg(now, m);
+        }
+    }
+
+    /// Handles one control message from another thread.
     pub fn handle_inbox(self: &Rc<Self>, msg: Inbox) {
         match msg {
-            Inbox::Msgs(msgs) => {
-                let now = self.now();
-                let mut b = self.broker.borrow_mut();
-                for m in msgs {
-                    b.handle_shard_msg(now, m);
-                }
-            }
             Inbox::Handoff(h) => super::accept::adopt(self, *h),
             Inbox::ReloadTls(tls) => {
                 for (l, t) in self.listeners.iter().zip(tls) {
@@ -130,9 +152,12 @@ impl Shard {
     /// shard (always some task ready) never parks.
     pub fn pump(self: &Rc<Self>) {
         if !self.draining.replace(true) {
+            while let Ok(m) = self.inbox.try_recv() {
+                self.handle_inbox(m);
+            }
             for _ in 0..16 {
-                match self.inbox.try_recv() {
-                    Ok(m) => self.handle_inbox(m),
+                match self.data_in.try_recv() {
+                    Ok(m) => self.handle_data(m),
                     Err(_) => break,
                 }
             }
@@ -155,7 +180,8 @@ impl Shard {
                 tracing::debug!(
                     shard = self.id,
                     conns = b.connection_count(),
-                    inbox = self.inbox.len(),
+                    inbox = self.data_in.len(),
+                    blocked = self.blocked.get(),
                     received = m.publish_received,
                     sent = m.publish_sent,
                     dropped_full = m.dropped_queue_full,
@@ -194,19 +220,70 @@ impl Shard {
                 }
             }
         }
-        let mut outbox = self.outbox.borrow_mut();
-        for (to, q) in outbox.iter_mut().enumerate() {
-            if !q.is_empty() {
-                if let Some(tx) = self.peers.get(to) {
-                    let _ = tx.try_send(Inbox::Msgs(std::mem::take(q)));
-                }
-            }
-        }
-        drop(outbox);
+        self.flush_outbox();
         let next = self.broker.borrow().poll_timeout();
         let armed = self.armed.get();
         if next.is_some() && (armed.is_none() || next < armed) {
             self.timer.notify();
+        }
+    }
+
+    /// Sends each destination's batch; a full channel keeps it and blocks reading.
+    fn flush_outbox(self: &Rc<Self>) {
+        let mut full = false;
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            for (to, q) in outbox.iter_mut().enumerate() {
+                if q.is_empty() {
+                    continue;
+                }
+                let Some(tx) = self.data_out.get(to) else {
+                    continue;
+                };
+                match tx.try_send(std::mem::take(q)) {
+                    Ok(()) => {}
+                    Err(async_channel::TrySendError::Full(batch)) => {
+                        *q = batch;
+                        full = true;
+                    }
+                    Err(async_channel::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        if full {
+            self.blocked.set(true);
+            if !self.flusher.replace(true) {
+                monoio::spawn(self.clone().flush_blocked());
+            }
+        }
+    }
+
+    /// Waits until every peer took its batch, then lets the readers go again.
+    async fn flush_blocked(self: Rc<Self>) {
+        loop {
+            let pending: Option<(usize, DataBatch)> = {
+                let mut outbox = self.outbox.borrow_mut();
+                outbox
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, q)| !q.is_empty())
+                    .map(|(to, q)| (to, std::mem::take(q)))
+            };
+            let Some((to, batch)) = pending else { break };
+            if let Some(tx) = self.data_out.get(to) {
+                // Waits for room; the peer keeps draining whatever it is doing.
+                let _ = tx.send(batch).await;
+            }
+        }
+        self.flusher.set(false);
+        self.blocked.set(false);
+        self.unblocked.notify_all();
+    }
+
+    /// Waits while a peer's channel is full (called by readers before reading more).
+    pub async fn wait_unblocked(&self) {
+        while self.blocked.get() {
+            self.unblocked.wait().await;
         }
     }
 

@@ -62,3 +62,48 @@ pub async fn yield_now() {
     }
     Yield(false).await
 }
+
+/// A wake-up for any number of waiting tasks on one runtime: `wait` returns after the next
+/// `notify_all`.
+#[derive(Debug, Default)]
+pub struct LocalEvent {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl LocalEvent {
+    /// Wakes every waiting task.
+    pub fn notify_all(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Waits for the next `notify_all`.
+    pub fn wait(&self) -> EventWait<'_> {
+        EventWait {
+            ev: self,
+            start: self.generation.get(),
+        }
+    }
+}
+
+/// Future of [`LocalEvent::wait`].
+#[derive(Debug)]
+pub struct EventWait<'a> {
+    ev: &'a LocalEvent,
+    start: u64,
+}
+
+impl Future for EventWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ev.generation.get() != self.start {
+            Poll::Ready(())
+        } else {
+            self.ev.wakers.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
