@@ -304,13 +304,16 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         })
         .collect();
     let shards = core.shards;
+    let channels = shard::Channels {
+        peers,
+        inbox: rx.clone(),
+        data_out,
+        data_in: data_in.clone(),
+    };
     let shard = Rc::new(Shard::new(
         id,
         Broker::new(core, policy),
-        peers,
-        rx.clone(),
-        data_out,
-        data_in.clone(),
+        channels,
         states,
         epoch,
     ));

@@ -28,6 +28,18 @@ pub enum Inbox {
     ReloadTls(Vec<Option<Arc<rustls::ServerConfig>>>),
 }
 
+/// A shard's ends of the channels between threads.
+pub struct Channels {
+    /// Control channels of every shard (ours included).
+    pub peers: Vec<async_channel::Sender<Inbox>>,
+    /// Our control channel.
+    pub inbox: async_channel::Receiver<Inbox>,
+    /// Data channels of every shard.
+    pub data_out: Vec<async_channel::Sender<DataBatch>>,
+    /// Our data channel.
+    pub data_in: async_channel::Receiver<DataBatch>,
+}
+
 /// A listener as a shard sees it.
 #[derive(Debug)]
 pub struct ListenerState {
@@ -75,13 +87,16 @@ impl Shard {
     pub fn new(
         id: u16,
         broker: Broker,
-        peers: Vec<async_channel::Sender<Inbox>>,
-        inbox: async_channel::Receiver<Inbox>,
-        data_out: Vec<async_channel::Sender<DataBatch>>,
-        data_in: async_channel::Receiver<DataBatch>,
+        channels: Channels,
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
     ) -> Self {
+        let Channels {
+            peers,
+            inbox,
+            data_out,
+            data_in,
+        } = channels;
         let cfg = broker.config();
         let shards = cfg.shards;
         let max_packet_size = cfg.max_packet_size as usize;
