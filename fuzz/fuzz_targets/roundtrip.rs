@@ -105,7 +105,11 @@ fn properties<'a>(
             0x09 => p.correlation_data = Some(binary(u)?),
             0x0B => {
                 // Several only in PUBLISH ([MQTT-3.3.4-3]); each 1..=268,435,455.
-                let n = if ctx == C::Publish { u.int_in_range(1..=4)? } else { 1 };
+                let n = if ctx == C::Publish {
+                    u.int_in_range(1..=4)?
+                } else {
+                    1
+                };
                 let mut ids = Vec::with_capacity(n);
                 for _ in 0..n {
                     ids.push(u.int_in_range(1..=268_435_455u32)?);
@@ -177,7 +181,11 @@ fn packet<'a>(u: &mut Unstructured<'a>, bump: &'a Bump, v: ProtocolVersion) -> R
             } else {
                 None
             };
-            let username = if u.arbitrary()? { Some(string(u)?) } else { None };
+            let username = if u.arbitrary()? {
+                Some(string(u)?)
+            } else {
+                None
+            };
             // [MQTT-3.1.2-22]: before 5.0, a password needs a user name.
             let password = if u.arbitrary()? && (v.is_v5() || username.is_some()) {
                 Some(binary(u)?)
@@ -218,7 +226,11 @@ fn packet<'a>(u: &mut Unstructured<'a>, bump: &'a Bump, v: ProtocolVersion) -> R
                 qos: q,
                 retain: u.arbitrary()?,
                 topic,
-                packet_id: if q == QoS::AtMostOnce { None } else { Some(packet_id(u)?) },
+                packet_id: if q == QoS::AtMostOnce {
+                    None
+                } else {
+                    Some(packet_id(u)?)
+                },
                 properties,
                 payload: binary(u)?,
             })
