@@ -348,8 +348,10 @@ impl<T> TopicIndex<T> {
     }
 }
 
-/// A deterministic 64-bit hash (FNV-1a) for routing decisions that every shard and every
-/// process must agree on (client id to shard, share group to shard).
+/// A deterministic 64-bit hash for routing decisions that every shard and every process
+/// must agree on (client id to shard, share group to shard): FNV-1a over the parts, then
+/// a 64-bit finalizer (murmur3's fmix64). FNV-1a alone is unfit for `% shards`: its low
+/// bit is just the parity of the input bytes' low bits.
 pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
@@ -360,7 +362,33 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
         h ^= 0xFF;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stable_hash;
+    extern crate std;
+    use std::format;
+
+    #[test]
+    fn routing_hash_spreads_similar_ids_over_few_shards() {
+        // Ids that differ in one character must not be forced apart or together.
+        for shards in [2u64, 3, 4] {
+            let mut same = 0;
+            for i in 0..1000 {
+                let a = stable_hash(&[format!("c{i}-pub-0").as_bytes()]) % shards;
+                let b = stable_hash(&[format!("c{i}-sub-0").as_bytes()]) % shards;
+                same += usize::from(a == b);
+            }
+            let expected = 1000 / shards as usize;
+            assert!(same.abs_diff(expected) < expected / 4, "{shards} shards: {same} same");
+        }
+    }
 }
 
 /// Build a seeded hasher for the core's maps.

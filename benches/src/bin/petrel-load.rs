@@ -63,6 +63,9 @@ struct Args {
     /// Connect to an already running broker at this address instead of starting them.
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// Prefix of the client identifiers the tool uses.
+    #[arg(long, default_value = "load")]
+    client_prefix: String,
     /// Write the results as Markdown to this file too.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -489,7 +492,7 @@ fn run_workload(
     let (start_count, elapsed) = rt.block_on(async {
         let mut subs = Vec::new();
         for (i, f) in w.subscribers.iter().enumerate() {
-            let mut s = open(addr, &format!("load-sub-{i}")).await?;
+            let mut s = open(addr, &format!("{}-sub-{i}", a.client_prefix)).await?;
             subscribe(&mut s, f, qos).await?;
             subs.push(s);
         }
@@ -499,7 +502,7 @@ fn run_workload(
         }
         let mut pubs = Vec::new();
         for (i, t) in w.publishers.iter().enumerate() {
-            pubs.push((open(addr, &format!("load-pub-{i}")).await?, t.clone()));
+            pubs.push((open(addr, &format!("{}-pub-{i}", a.client_prefix)).await?, t.clone()));
         }
         // Warm up, then measure for `secs`.
         for (s, t) in pubs {
