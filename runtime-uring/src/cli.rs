@@ -27,6 +27,9 @@ pub struct BrokerArgs {
     /// I/O driver.
     #[arg(long, value_enum, default_value_t = Driver::Auto)]
     pub driver: Driver,
+    /// Pin each shard thread to its own CPU (for dedicated machines).
+    #[arg(long)]
+    pub pin_cores: bool,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,
@@ -138,6 +141,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         core: cfg.core_config_for_shard(0, threads as u16),
         listeners,
         threads,
+        pin_cores: a.pin_cores,
         driver: a.driver,
         policy: Arc::new(move |_| broker_core::Policy {
             authenticator: Box::new(policy_auth.authenticator()),

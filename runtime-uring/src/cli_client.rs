@@ -235,6 +235,7 @@ pub fn subscribe(a: SubArgs) -> anyhow::Result<()> {
                             );
                         }
                     }
+                    tracing::info!("subscribed to {:?}", a.topic);
                 }
                 ClientEvent::Message(m) => {
                     if let Some(cmd) = &a.exec {

@@ -46,6 +46,9 @@ pub struct RunSettings {
     pub core: broker_core::Config,
     pub listeners: Vec<ListenerSpec>,
     pub threads: usize,
+    /// Pin shard `i` to CPU `i` (best on a dedicated machine; on a shared one the kernel
+    /// balances better without).
+    pub pin_cores: bool,
     pub driver: Driver,
     /// A fresh policy for shard `i`.
     pub policy: Arc<dyn Fn(usize) -> Policy + Send + Sync>,
@@ -157,6 +160,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         .unzip();
     let mut data_receivers = data_receivers.into_iter();
     let epoch = std::time::Instant::now();
+    let pin = settings.pin_cores && threads > 1;
     let restored = match &settings.persistence {
         Some(p) => Arc::new(persist::load(&p.db, broker_core::Instant::ZERO)?),
         None => Arc::new(persist::Restored::default()),
@@ -182,7 +186,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         let h = std::thread::Builder::new()
             .name(format!("petrel-shard-{i}"))
             .spawn(move || -> anyhow::Result<()> {
-                if threads > 1 {
+                if pin {
                     pin_to_core(i);
                 }
                 let body = shard_main(ShardSetup {
