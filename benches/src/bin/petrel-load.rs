@@ -63,6 +63,9 @@ struct Args {
     /// Connect to an already running broker at this address instead of starting them.
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// The process id of the --target broker (to read its RSS).
+    #[arg(long)]
+    target_pid: Option<u32>,
     /// Prefix of the client identifiers the tool uses.
     #[arg(long, default_value = "load")]
     client_prefix: String,
@@ -662,7 +665,7 @@ fn main() -> anyhow::Result<()> {
                     .target
                     .or(proc_.as_ref().map(|p| p.addr))
                     .ok_or_else(|| anyhow::anyhow!("no broker"))?;
-                let pid = proc_.as_ref().map(|p| p.child.id());
+                let pid = proc_.as_ref().map(|p| p.child.id()).or(a.target_pid);
                 let (value, detail) = match sc {
                     "conns" => {
                         let (rate, rss) = run_conns(addr, pid, a.conns)?;

@@ -10,7 +10,6 @@ use crate::shard::owner_of_client;
 use crate::slab::Key;
 use crate::time::Instant;
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::vec::Vec;
 use mqtt_proto::{
     Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
@@ -388,7 +387,7 @@ impl Broker {
         c.window = window;
         c.max_packet_out = params.max_packet_size;
         c.alias_out_max = params.topic_alias_maximum;
-        c.alias_in = alloc::vec![String::new(); usize::from(self.cfg.topic_alias_maximum)];
+        c.alias_in = Vec::new();
         c.will = params.will.clone();
         c.auth_method = params.auth_method.clone();
         c.problem_info = params.request_problem_info;

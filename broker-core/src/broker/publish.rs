@@ -34,6 +34,10 @@ impl Broker {
         let mut fail = None;
         let mut topic = p.topic;
         if let Some(alias) = p.properties.topic_alias {
+            // The table exists only once a client uses aliases (idle connections stay small).
+            if alias <= max_alias && c.alias_in.len() < usize::from(max_alias) {
+                c.alias_in.resize(usize::from(max_alias), alloc::string::String::new());
+            }
             // [MQTT-3.3.2-9] [MQTT-3.3.2-10] an alias above the maximum is invalid.
             match c.alias_in.get_mut(usize::from(alias) - 1) {
                 Some(slot) if alias <= max_alias => {

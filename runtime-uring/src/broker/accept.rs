@@ -150,7 +150,7 @@ async fn prelude(
                     plain.clear();
                     let mut layer = WsLayer::server(shard.max_packet_size + 16);
                     layer.feed(&rest, &mut plain).map_err(Early::Tls)?;
-                    transport.ws = Some(layer);
+                    transport.ws = Some(Box::new(layer));
                     break;
                 }
             }
@@ -205,7 +205,9 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         _ => shard.id,
     };
     if owner == shard.id {
-        super::conn::serve(shard, stream, peer, transport, initial).await;
+        // A task of its own: this one's frame (handshake state) is freed now, which
+        // matters with thousands of idle connections.
+        monoio::spawn(super::conn::serve(shard, stream, peer, transport, initial));
         return;
     }
     let fd = stream.into_raw_fd();

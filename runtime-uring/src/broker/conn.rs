@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 /// Read buffer sizes: small while idle (memory per idle connection), large while busy.
-const SMALL_READ: usize = 512;
+const SMALL_READ: usize = 256;
 const LARGE_READ: usize = 64 * 1024;
 
 /// The I/O side of one connection, shared by its reader and writer tasks.
@@ -146,7 +146,8 @@ pub async fn serve(
     let mut buf: Vec<u8> = Vec::with_capacity(SMALL_READ);
     loop {
         if !pending.is_empty() {
-            feed(&shard, &io, &mut pending).await;
+            // Boxed: its state exists only while feeding, not in every idle connection.
+            Box::pin(feed(&shard, &io, &mut pending)).await;
         }
         // A peer shard is behind: do not take more work from this socket yet.
         shard.wait_unblocked().await;

@@ -6,8 +6,9 @@ use super::ws::WsLayer;
 /// Optional TLS and WebSocket layers of one connection.
 #[derive(Debug, Default)]
 pub struct Transport {
-    pub tls: Option<TlsLayer>,
-    pub ws: Option<WsLayer>,
+    // Boxed: most connections have neither, and an idle connection should cost little.
+    pub tls: Option<Box<TlsLayer>>,
+    pub ws: Option<Box<WsLayer>>,
     scratch: Vec<u8>,
 }
 
@@ -15,8 +16,8 @@ impl Transport {
     /// A transport with these layers.
     pub fn new(tls: Option<TlsLayer>, ws: Option<WsLayer>) -> Self {
         Self {
-            tls,
-            ws,
+            tls: tls.map(Box::new),
+            ws: ws.map(Box::new),
             scratch: Vec::new(),
         }
     }
@@ -68,6 +69,6 @@ impl Transport {
     /// True when a layer has bytes of its own to send (handshake, pong, alert).
     pub fn wants_write(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
-            || self.ws.as_ref().is_some_and(WsLayer::wants_write)
+            || self.ws.as_ref().is_some_and(|w| w.wants_write())
     }
 }
