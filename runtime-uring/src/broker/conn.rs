@@ -12,8 +12,9 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-/// Read buffer sizes: small while idle (memory per idle connection), large while busy.
-const SMALL_READ: usize = 256;
+/// Read buffer sizes: tiny while idle (an idle connection's pending read holds it; a
+/// PINGREQ fits), large as soon as a read fills it.
+const SMALL_READ: usize = 32;
 const LARGE_READ: usize = 64 * 1024;
 
 /// The I/O side of one connection, shared by its reader and writer tasks.
