@@ -4,6 +4,11 @@
 //! Literal children are found through one hash map keyed by (parent node, level), so a node
 //! costs no map of its own; `+` and `#` children are direct links. Matching keeps its
 //! work stack in the index and allocates nothing once warm.
+//!
+//! Filters without wildcards are also kept in a map from the whole filter to its node: a
+//! topic finds them with one lookup. The trie walk then only looks for wildcard filters,
+//! and only goes down subtrees that hold some (each node counts the wildcard filters at or
+//! below it), so a topic with no wildcard subscriber in its path costs one hash lookup.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -20,6 +25,8 @@ struct Node<T> {
     plus: u32,
     hash: u32,
     literal_children: u32,
+    /// Filters with a wildcard whose node is this one or below it.
+    wild_below: u32,
     entries: Vec<T>,
 }
 
@@ -31,6 +38,7 @@ impl<T> Node<T> {
             plus: NONE,
             hash: NONE,
             literal_children: 0,
+            wild_below: 0,
             entries: Vec::new(),
         }
     }
@@ -53,7 +61,7 @@ impl Hash for EdgeKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
         EdgeRef {
             parent: self.parent,
-            level: &self.level,
+            level: self.level.as_bytes(),
         }
         .hash(h)
     }
@@ -62,19 +70,20 @@ impl Hash for EdgeKey {
 #[derive(Debug)]
 pub(crate) struct EdgeRef<'a> {
     pub(crate) parent: u32,
-    pub(crate) level: &'a str,
+    /// The level's bytes (matching compares bytes: no `str` slicing per level).
+    pub(crate) level: &'a [u8],
 }
 
 impl Hash for EdgeRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         h.write_u32(self.parent);
-        h.write(self.level.as_bytes());
+        h.write(self.level);
     }
 }
 
 impl Equivalent<EdgeKey> for EdgeRef<'_> {
     fn equivalent(&self, key: &EdgeKey) -> bool {
-        self.parent == key.parent && self.level == &*key.level
+        self.parent == key.parent && self.level == key.level.as_bytes()
     }
 }
 
@@ -91,7 +100,10 @@ pub struct TopicIndex<T> {
     nodes: Vec<Node<T>>,
     free: Vec<u32>,
     edges: HashMap<EdgeKey, u32, Hasher64>,
-    stack: Vec<(u32, u32)>,
+    /// Filters without wildcards (with at least one entry) to their node.
+    exact: HashMap<Box<str>, u32, Hasher64>,
+    /// (node, depth, whether the path to it went through a `+`).
+    stack: Vec<(u32, u32, bool)>,
     levels: Vec<(u32, u32)>,
     filters: usize,
 }
@@ -103,6 +115,7 @@ impl<T> TopicIndex<T> {
             nodes: alloc::vec![Node::new(NONE, "")],
             free: Vec::new(),
             edges: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            exact: HashMap::with_hasher(Hasher64::with_seed(seed ^ 0x9E37_79B9_7F4A_7C15)),
             stack: Vec::new(),
             levels: Vec::new(),
             filters: 0,
@@ -143,7 +156,10 @@ impl<T> TopicIndex<T> {
                 "#" => self.node(cur).map_or(NONE, |n| n.hash),
                 _ => self
                     .edges
-                    .get(&EdgeRef { parent: cur, level })
+                    .get(&EdgeRef {
+                        parent: cur,
+                        level: level.as_bytes(),
+                    })
                     .copied()
                     .unwrap_or(NONE),
             };
@@ -188,7 +204,10 @@ impl<T> TopicIndex<T> {
             cur = match level {
                 "+" => n.plus,
                 "#" => n.hash,
-                _ => *self.edges.get(&EdgeRef { parent: cur, level })?,
+                _ => *self.edges.get(&EdgeRef {
+                    parent: cur,
+                    level: level.as_bytes(),
+                })?,
             };
             if cur == NONE {
                 return None;
@@ -197,14 +216,32 @@ impl<T> TopicIndex<T> {
         Some(cur)
     }
 
+    /// Adds `delta` to the wildcard filter count of `id` and every node above it.
+    fn add_wild(&mut self, mut id: u32, delta: i32) {
+        while let Some(n) = self.nodes.get_mut(id as usize) {
+            n.wild_below = n.wild_below.saturating_add_signed(delta);
+            if id == ROOT {
+                break;
+            }
+            id = n.parent;
+        }
+    }
+
     /// Adds an entry under `filter` (a validated, non-shared filter).
     pub fn insert(&mut self, filter: &str, entry: T) -> FilterNode {
         let id = self.find_or_create(filter);
+        let mut new_filter = false;
         if let Some(n) = self.nodes.get_mut(id as usize) {
-            if n.entries.is_empty() {
-                self.filters += 1;
-            }
+            new_filter = n.entries.is_empty();
             n.entries.push(entry);
+        }
+        if new_filter {
+            self.filters += 1;
+            if has_wildcard(filter) {
+                self.add_wild(id, 1);
+            } else {
+                self.exact.insert(filter.into(), id);
+            }
         }
         FilterNode(id)
     }
@@ -228,12 +265,19 @@ impl<T> TopicIndex<T> {
             return 0;
         };
         let mut removed = 0;
+        let mut gone = false;
         if let Some(n) = self.node_mut(id) {
             let before = n.entries.len();
             n.entries.retain(|e| !pred(e));
             removed = before - n.entries.len();
-            if before > 0 && n.entries.is_empty() {
-                self.filters -= 1;
+            gone = before > 0 && n.entries.is_empty();
+        }
+        if gone {
+            self.filters -= 1;
+            if has_wildcard(filter) {
+                self.add_wild(id, -1);
+            } else {
+                self.exact.remove(filter);
             }
         }
         self.prune_from(id);
@@ -263,7 +307,7 @@ impl<T> TopicIndex<T> {
             if &*level != "+" && &*level != "#" {
                 self.edges.remove(&EdgeRef {
                     parent,
-                    level: &level,
+                    level: level.as_bytes(),
                 });
             }
             self.free.push(id);
@@ -278,22 +322,37 @@ impl<T> TopicIndex<T> {
         let Self {
             nodes,
             edges,
+            exact,
             stack,
             levels,
             ..
         } = self;
-        levels.clear();
-        let mut start = 0u32;
-        for level in topic.split('/') {
-            let end = start + level.len() as u32;
-            levels.push((start, end));
-            start = end + 1;
+        // The filter equal to the topic, if anyone subscribed to it.
+        if let Some(n) = exact.get(topic).and_then(|&id| nodes.get(id as usize)) {
+            n.entries.iter().for_each(&mut f);
         }
+        let wild = |id: u32| nodes.get(id as usize).is_some_and(|n| n.wild_below > 0);
+        if !wild(ROOT) {
+            return;
+        }
+        levels.clear();
+        // Level boundaries with a plain byte loop ('/' is ASCII, never inside a UTF-8
+        // sequence); `str::split` costs several times more on short topics.
+        let bytes = topic.as_bytes();
+        let mut start = 0u32;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'/' {
+                levels.push((start, i as u32));
+                start = i as u32 + 1;
+            }
+        }
+        levels.push((start, bytes.len() as u32));
         let depth_max = levels.len() as u32;
         let dollar = topic.starts_with('$');
         stack.clear();
-        stack.push((ROOT, 0));
-        while let Some((id, depth)) = stack.pop() {
+        stack.push((ROOT, 0, false));
+        // Only wildcard filters from here on: the exact one was found above.
+        while let Some((id, depth, via_plus)) = stack.pop() {
             let Some(node) = nodes.get(id as usize) else {
                 continue;
             };
@@ -305,18 +364,25 @@ impl<T> TopicIndex<T> {
                 }
             }
             if depth == depth_max {
-                node.entries.iter().for_each(&mut f);
+                if via_plus {
+                    node.entries.iter().for_each(&mut f);
+                }
                 continue;
             }
-            if node.plus != NONE && wild_ok {
-                stack.push((node.plus, depth + 1));
+            if node.plus != NONE && wild_ok && wild(node.plus) {
+                stack.push((node.plus, depth + 1, true));
+            }
+            if node.literal_children == 0 {
+                continue;
             }
             let Some(&(s, e)) = levels.get(depth as usize) else {
                 continue;
             };
-            let level = topic.get(s as usize..e as usize).unwrap_or_default();
+            let level = bytes.get(s as usize..e as usize).unwrap_or_default();
             if let Some(&child) = edges.get(&EdgeRef { parent: id, level }) {
-                stack.push((child, depth + 1));
+                if wild(child) {
+                    stack.push((child, depth + 1, via_plus));
+                }
             }
         }
     }
@@ -346,6 +412,11 @@ impl<T> TopicIndex<T> {
             f(&path, &n.entries);
         }
     }
+}
+
+/// Whether a (valid) filter has a `+` or `#` level.
+fn has_wildcard(filter: &str) -> bool {
+    filter.bytes().any(|b| b == b'+' || b == b'#')
 }
 
 /// A deterministic 64-bit hash for routing decisions that every shard and every process
@@ -386,7 +457,10 @@ mod tests {
                 same += usize::from(a == b);
             }
             let expected = 1000 / shards as usize;
-            assert!(same.abs_diff(expected) < expected / 4, "{shards} shards: {same} same");
+            assert!(
+                same.abs_diff(expected) < expected / 4,
+                "{shards} shards: {same} same"
+            );
         }
     }
 }

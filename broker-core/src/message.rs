@@ -27,6 +27,10 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message from `topic | property block | payload` whose topic and block the caller
+    /// has validated (a PUBLISH block). Per-delivery properties in the block (Topic Alias,
+    /// Message Expiry Interval, Subscription Identifiers) are removed, so that
+    /// [`Message::props_block`] can be forwarded as it is.
     pub(crate) fn from_parts(
         data: Bytes,
         topic_len: u16,
@@ -35,7 +39,7 @@ impl Message {
         retain: bool,
         expires_at: Option<Instant>,
     ) -> Message {
-        Message {
+        let mut m = Message {
             data,
             topic_len,
             props_len,
@@ -43,7 +47,34 @@ impl Message {
             retain,
             expires_at,
             origin: 0,
+        };
+        let p = m.properties();
+        if p.topic_alias.is_some()
+            || p.message_expiry_interval.is_some()
+            || !p.subscription_identifiers.is_empty()
+        {
+            let mut arena = MessageArena::new(m.size());
+            if let Some(clean) = arena.store_parts(MessageParts {
+                topic: m.topic(),
+                props: &p,
+                payload: m.payload(),
+                qos,
+                retain,
+                expires_at,
+                origin: 0,
+            }) {
+                m = clean;
+            }
         }
+        m
+    }
+
+    /// The topic name's bytes (a valid topic name, checked when the message was stored;
+    /// the per-delivery encoder copies them without checking them again).
+    pub fn topic_bytes(&self) -> &[u8] {
+        self.data
+            .get(..usize::from(self.topic_len))
+            .unwrap_or_default()
     }
 
     /// The topic name.
@@ -55,8 +86,11 @@ impl Message {
         core::str::from_utf8(b).unwrap_or_default()
     }
 
-    /// The MQTT 5 property block as received (empty for 3.x publishers). Topic Alias,
-    /// Message Expiry and Subscription Identifiers in it are replaced per delivery.
+    /// The forwarded MQTT 5 properties as a validated block (empty for 3.x publishers):
+    /// Payload Format Indicator, Content Type, Response Topic, Correlation Data and User
+    /// Properties, never Topic Alias, Message Expiry Interval or Subscription Identifiers
+    /// (those are set per delivery), so it can be copied into every outgoing PUBLISH as is
+    /// (`mqtt_proto::PublishHeader`).
     pub fn props_block(&self) -> &[u8] {
         let start = usize::from(self.topic_len);
         self.data
@@ -130,6 +164,9 @@ pub struct MessageParts<'a> {
     pub origin: Origin,
 }
 
+/// Bytes reserved for a message's property block before it is measured.
+const PROPS_SLACK: usize = 256;
+
 /// Copies messages into large shared chunks. A chunk is reused in place once every message
 /// cut from it has been dropped, so in steady state storing a message allocates nothing.
 #[derive(Debug)]
@@ -147,27 +184,29 @@ impl MessageArena {
         }
     }
 
-    /// Stores a message. Fails if the topic or properties cannot be stored (too long, or
-    /// properties not valid in a PUBLISH).
+    /// Stores a message. Fails if the topic is not a valid topic name or the properties
+    /// cannot be stored (too long, or not valid in a PUBLISH). Of the properties, only
+    /// those forwarded as they are (see [`Message::props_block`]) are kept.
     pub fn store_parts(&mut self, p: MessageParts<'_>) -> Option<Message> {
         let topic_len = u16::try_from(p.topic.len()).ok()?;
-        let props_len = p.props.block_len(PropertyContext::Publish).ok()?;
-        let len = p.topic.len() + props_len + p.payload.len();
+        // Checked once here, so that encoding the message for each subscriber need not.
+        // (Decoded PUBLISH and will topics were checked by the decoder already; this is a
+        // single pass over a few bytes.)
+        mqtt_proto::topic::validate_name(p.topic).ok()?;
+        // The block is measured (and validated) once, written in place between the topic
+        // and the payload; room for a typical block is reserved up front and a larger one
+        // grows the chunk.
+        let len = p.topic.len() + p.payload.len() + PROPS_SLACK;
         if self.buf.capacity() < len {
             // Reuses the current chunk if nothing cut from it is alive any more.
             self.buf.reserve(len.max(self.chunk));
         }
         self.buf.extend_from_slice(p.topic.as_bytes());
-        if props_len > 0 {
-            let mut sink = mqtt_proto::BufMutSink(&mut self.buf);
-            if p.props
-                .emit_block_to(PropertyContext::Publish, &mut sink)
-                .is_err()
-            {
-                self.buf.clear();
-                return None;
-            }
-        }
+        let mut sink = mqtt_proto::BufMutSink(&mut self.buf);
+        let Ok(props_len) = p.props.emit_forwarded_block_to(&mut sink) else {
+            self.buf.clear();
+            return None;
+        };
         self.buf.extend_from_slice(p.payload);
         Some(Message {
             data: self.buf.split().freeze(),

@@ -151,7 +151,11 @@ pub fn decode_session(now: Instant, buf: &[u8]) -> Option<(SessionSnapshot, usiz
             0 => None,
             _ => Some(c.u32()?),
         };
-        subscriptions.push(StoredSubscription { filter, options, id });
+        subscriptions.push(StoredSubscription {
+            filter,
+            options,
+            id,
+        });
     }
     let n = c.u32()? as usize;
     let mut messages = Vec::with_capacity(n.min(1024));
@@ -185,7 +189,8 @@ impl Message {
         expires_at: Option<Instant>,
     ) -> Option<Message> {
         // Validate the property block as a PUBLISH block before trusting it.
-        mqtt_proto::Properties::parse_block(props_block, mqtt_proto::PropertyContext::Publish).ok()?;
+        mqtt_proto::Properties::parse_block(props_block, mqtt_proto::PropertyContext::Publish)
+            .ok()?;
         let mut v = Vec::with_capacity(topic.len() + props_block.len() + payload.len());
         v.extend_from_slice(topic.as_bytes());
         v.extend_from_slice(props_block);
@@ -209,7 +214,15 @@ mod tests {
     #[test]
     fn sessions_round_trip_and_corruption_is_rejected() {
         let now = Instant::from_millis(5_000);
-        let m = Message::from_stored("a/b", &[], b"payload", QoS::AtLeastOnce, true, Some(now.plus_secs(10))).unwrap();
+        let m = Message::from_stored(
+            "a/b",
+            &[],
+            b"payload",
+            QoS::AtLeastOnce,
+            true,
+            Some(now.plus_secs(10)),
+        )
+        .unwrap();
         let s = SessionSnapshot {
             client_id: "c1".into(),
             username: Some("u".into()),
@@ -231,7 +244,10 @@ mod tests {
         assert_eq!(back.client_id, s.client_id);
         assert_eq!(back.subscriptions, s.subscriptions);
         let (bm, q, sent) = &back.messages[0];
-        assert_eq!((bm.topic(), bm.payload(), *q, *sent), ("a/b", &b"payload"[..], QoS::AtLeastOnce, true));
+        assert_eq!(
+            (bm.topic(), bm.payload(), *q, *sent),
+            ("a/b", &b"payload"[..], QoS::AtLeastOnce, true)
+        );
         assert_eq!(bm.expires_at, Some(later.plus_secs(10)));
         for cut in 0..buf.len() {
             assert!(decode_session(later, &buf[..cut]).is_none(), "cut {cut}");

@@ -61,7 +61,12 @@ impl RetainedStore {
     }
 
     fn child(&self, parent: u32, level: &str) -> Option<u32> {
-        self.edges.get(&EdgeRef { parent, level }).copied()
+        self.edges
+            .get(&EdgeRef {
+                parent,
+                level: level.as_bytes(),
+            })
+            .copied()
     }
 
     fn find(&self, topic: &str) -> Option<u32> {
@@ -158,7 +163,7 @@ impl RetainedStore {
                 .unwrap_or_default();
             self.edges.remove(&EdgeRef {
                 parent,
-                level: &level,
+                level: level.as_bytes(),
             });
             if let Some(p) = self.nodes.get_mut(parent as usize) {
                 p.children.retain(|&c| c != id);

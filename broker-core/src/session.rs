@@ -26,6 +26,8 @@ pub(crate) enum SubIds {
     #[default]
     None,
     One(u32),
+    /// Two or three (overlapping subscriptions): no allocation per delivery.
+    Few([u32; 3], u8),
     Many(Box<[u32]>),
 }
 
@@ -38,6 +40,7 @@ impl SubIds {
         match self {
             SubIds::None => &[],
             SubIds::One(x) => core::slice::from_ref(x),
+            SubIds::Few(v, n) => v.get(..usize::from(*n)).unwrap_or_default(),
             SubIds::Many(v) => v,
         }
     }
@@ -45,7 +48,18 @@ impl SubIds {
     pub(crate) fn push(&mut self, id: u32) {
         *self = match core::mem::take(self) {
             SubIds::None => SubIds::One(id),
-            SubIds::One(a) => SubIds::Many(Box::new([a, id])),
+            SubIds::One(a) => SubIds::Few([a, id, 0], 2),
+            SubIds::Few(mut v, n) if usize::from(n) < v.len() => {
+                if let Some(slot) = v.get_mut(usize::from(n)) {
+                    *slot = id;
+                }
+                SubIds::Few(v, n + 1)
+            }
+            SubIds::Few(v, n) => {
+                let mut v = v.get(..usize::from(n)).unwrap_or_default().to_vec();
+                v.push(id);
+                SubIds::Many(v.into_boxed_slice())
+            }
             SubIds::Many(v) => {
                 let mut v = v.into_vec();
                 v.push(id);

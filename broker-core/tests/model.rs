@@ -12,6 +12,7 @@
 //! - per publisher, topic and QoS, messages arrive in the order they were published;
 //! - Session Present in CONNACK is what the model expects;
 //! - session queues stay within their bounds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use broker_core::sim::{Client, Sim};
@@ -30,14 +31,41 @@ const MAX_INFLIGHT: u16 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Connect { c: usize, clean: bool, expiry: usize, v5: bool, via: usize },
-    Disconnect { c: usize },
-    Crash { c: usize },
-    Subscribe { c: usize, f: usize, qos: u8 },
-    Unsubscribe { c: usize, f: usize },
-    Publish { c: usize, t: usize, qos: u8, retain: bool },
-    SetAck { c: usize, on: bool },
-    Advance { ms: u64 },
+    Connect {
+        c: usize,
+        clean: bool,
+        expiry: usize,
+        v5: bool,
+        via: usize,
+    },
+    Disconnect {
+        c: usize,
+    },
+    Crash {
+        c: usize,
+    },
+    Subscribe {
+        c: usize,
+        f: usize,
+        qos: u8,
+    },
+    Unsubscribe {
+        c: usize,
+        f: usize,
+    },
+    Publish {
+        c: usize,
+        t: usize,
+        qos: u8,
+        retain: bool,
+    },
+    SetAck {
+        c: usize,
+        on: bool,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -127,7 +155,13 @@ impl World {
             sim,
             log,
             shards,
-            clients: (0..CLIENTS).map(|_| TestClient { ack: true, next_pid: 1, ..TestClient::default() }).collect(),
+            clients: (0..CLIENTS)
+                .map(|_| TestClient {
+                    ack: true,
+                    next_pid: 1,
+                    ..TestClient::default()
+                })
+                .collect(),
             sessions: vec![None; CLIENTS],
             next_epoch: 1,
             msgs: Vec::new(),
@@ -161,7 +195,9 @@ impl World {
         let now = self.now();
         for s in self.sessions.iter_mut() {
             let ended = s.as_ref().is_some_and(|s| {
-                s.expiry != u32::MAX && s.offline_since.is_some_and(|t| t + u64::from(s.expiry) * 1000 <= now)
+                s.expiry != u32::MAX
+                    && s.offline_since
+                        .is_some_and(|t| t + u64::from(s.expiry) * 1000 <= now)
             });
             if ended {
                 *s = None;
@@ -205,7 +241,9 @@ impl World {
     }
 
     fn read(&mut self, c: usize) -> bool {
-        let Some(h) = self.clients[c].handle else { return false };
+        let Some(h) = self.clients[c].handle else {
+            return false;
+        };
         let frames = self.sim.recv(h);
         if frames.is_empty() {
             assert!(!self.sim.is_closed(h), "client {c} closed unexpectedly");
@@ -227,8 +265,13 @@ impl World {
     }
 
     fn on_publish(&mut self, c: usize, x: Pub) {
-        let epoch = self.sessions[c].as_ref().expect("a delivery without a session").epoch;
-        let m: usize = std::str::from_utf8(&x.payload).unwrap()[1..].parse().unwrap();
+        let epoch = self.sessions[c]
+            .as_ref()
+            .expect("a delivery without a session")
+            .epoch;
+        let m: usize = std::str::from_utf8(&x.payload).unwrap()[1..]
+            .parse()
+            .unwrap();
         assert_eq!(self.msgs[m].topic, x.topic, "topic of m{m}");
         let app = match (x.qos, x.pid) {
             (QoS::AtMostOnce, _) => true,
@@ -249,13 +292,20 @@ impl World {
             // subscribed to.
             assert!(msg.retain, "m{m} was not retained");
             let s = self.sessions[c].as_ref().unwrap();
-            assert!(s.ever.iter().any(|f| topic::matches(f, msg.topic)), "retained m{m} to {c} without subscription");
+            assert!(
+                s.ever.iter().any(|f| topic::matches(f, msg.topic)),
+                "retained m{m} to {c} without subscription"
+            );
             return;
         }
         // Nothing to a session that was not subscribed at publication, and at the QoS the
         // subscriptions give.
         let expect = msg.eligible.get(&(c, epoch)).copied();
-        assert_eq!(expect.map(|q| q as u8), Some(x.qos as u8), "m{m} to client {c} epoch {epoch}: {msg:?}");
+        assert_eq!(
+            expect.map(|q| q as u8),
+            Some(x.qos as u8),
+            "m{m} to client {c} epoch {epoch}: {msg:?}"
+        );
         if app {
             let n = self.delivered.entry((c, epoch, m)).or_default();
             *n += 1;
@@ -265,9 +315,15 @@ impl World {
         }
         if !x.dup {
             let (publisher, topic, seq) = (msg.publisher, msg.topic, msg.seq);
-            let v = self.order.entry((c, epoch, publisher, topic, x.qos as u8)).or_default();
+            let v = self
+                .order
+                .entry((c, epoch, publisher, topic, x.qos as u8))
+                .or_default();
             if let Some(&last) = v.last() {
-                assert!(last < seq, "order: client {c} got seq {seq} after {last} from {publisher} on {topic}");
+                assert!(
+                    last < seq,
+                    "order: client {c} got seq {seq} after {last} from {publisher} on {topic}"
+                );
             }
             v.push(seq);
         }
@@ -292,7 +348,13 @@ impl World {
             self.read(c);
             self.model_closed(c);
         }
-        let expiry = if v5 { expiry } else if clean { 0 } else { u32::MAX };
+        let expiry = if v5 {
+            expiry
+        } else if clean {
+            0
+        } else {
+            u32::MAX
+        };
         let ident = id(c);
         let mut cp = conn(&ident, if v5 { V5 } else { V3 });
         cp.clean_start = clean;
@@ -319,7 +381,10 @@ impl World {
                 false
             }
         };
-        assert_eq!(ack.session_present, present, "Session Present for client {c}");
+        assert_eq!(
+            ack.session_present, present,
+            "Session Present for client {c}"
+        );
         let tc = &mut self.clients[c];
         if !present {
             tc.pending2.clear();
@@ -331,17 +396,37 @@ impl World {
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Connect { c, clean, expiry, v5, via } => {
+            Op::Connect {
+                c,
+                clean,
+                expiry,
+                v5,
+                via,
+            } => {
                 let old = self.clients[c].handle;
                 self.connect(c, clean, EXPIRIES[expiry], v5, via);
                 if let Some(old) = old {
                     let got = recv(&mut self.sim, old);
-                    assert!(self.sim.is_closed(old), "the taken over connection is closed");
-                    assert!(got.iter().all(|p| matches!(p, P::Disconnect { code: ReasonCode::SessionTakenOver, .. })), "{got:?}");
+                    assert!(
+                        self.sim.is_closed(old),
+                        "the taken over connection is closed"
+                    );
+                    assert!(
+                        got.iter().all(|p| matches!(
+                            p,
+                            P::Disconnect {
+                                code: ReasonCode::SessionTakenOver,
+                                ..
+                            }
+                        )),
+                        "{got:?}"
+                    );
                 }
             }
             Op::Disconnect { c } | Op::Crash { c } => {
-                let Some(h) = self.clients[c].handle else { return };
+                let Some(h) = self.clients[c].handle else {
+                    return;
+                };
                 if matches!(op, Op::Disconnect { .. }) {
                     disconnect(&mut self.sim, h, ReasonCode::Success);
                 } else {
@@ -351,7 +436,9 @@ impl World {
                 self.model_closed(c);
             }
             Op::Subscribe { c, f, qos: q } => {
-                let Some(h) = self.clients[c].handle else { return };
+                let Some(h) = self.clients[c].handle else {
+                    return;
+                };
                 let codes = subscribe(&mut self.sim, h, FILTERS[f], qos(q));
                 assert_eq!(codes, [ReasonCode::granted(qos(q))]);
                 let s = self.sessions[c].as_mut().unwrap();
@@ -359,27 +446,55 @@ impl World {
                 s.ever.insert(FILTERS[f]);
             }
             Op::Unsubscribe { c, f } => {
-                let Some(h) = self.clients[c].handle else { return };
+                let Some(h) = self.clients[c].handle else {
+                    return;
+                };
                 unsubscribe(&mut self.sim, h, 2, &[FILTERS[f]]);
                 self.sessions[c].as_mut().unwrap().subs.remove(FILTERS[f]);
             }
-            Op::Publish { c, t, qos: q, retain } => {
-                let Some(h) = self.clients[c].handle else { return };
+            Op::Publish {
+                c,
+                t,
+                qos: q,
+                retain,
+            } => {
+                let Some(h) = self.clients[c].handle else {
+                    return;
+                };
                 let topic = TOPICS[t];
                 let pq = qos(q);
                 let mut eligible = HashMap::new();
                 for (k, s) in self.sessions.iter().enumerate() {
                     let Some(s) = s else { continue };
-                    let max = s.subs.iter().filter(|(f, _)| topic::matches(f, topic)).map(|(_, q)| *q).max();
+                    let max = s
+                        .subs
+                        .iter()
+                        .filter(|(f, _)| topic::matches(f, topic))
+                        .map(|(_, q)| *q)
+                        .max();
                     if let Some(g) = max {
                         eligible.insert((k, s.epoch), pq.min(g));
                     }
                 }
                 let m = self.msgs.len();
                 self.clients[c].seq += 1;
-                self.msgs.push(Msg { publisher: c, seq: self.clients[c].seq, topic, retain, eligible });
+                self.msgs.push(Msg {
+                    publisher: c,
+                    seq: self.clients[c].seq,
+                    topic,
+                    retain,
+                    eligible,
+                });
                 let pid = self.pid(c);
-                publish(&mut self.sim, h, topic, format!("m{m}").as_bytes(), pq, retain, pid);
+                publish(
+                    &mut self.sim,
+                    h,
+                    topic,
+                    format!("m{m}").as_bytes(),
+                    pq,
+                    retain,
+                    pid,
+                );
                 if pq == QoS::ExactlyOnce {
                     common::send_ack(&mut self.sim, h, PacketType::PubRel, pid);
                 }
@@ -429,7 +544,9 @@ impl World {
                 }
                 let n = self.delivered.get(&(c, epoch, m)).copied().unwrap_or(0);
                 match q {
-                    QoS::AtLeastOnce => assert!(n >= 1, "QoS 1 m{m} never reached client {c}: {msg:?}"),
+                    QoS::AtLeastOnce => {
+                        assert!(n >= 1, "QoS 1 m{m} never reached client {c}: {msg:?}")
+                    }
                     _ => assert_eq!(n, 1, "QoS 2 m{m} to client {c}: {msg:?}"),
                 }
             }
@@ -446,15 +563,15 @@ fn run(shards: usize, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
-    fn one_shard(ops in proptest::collection::vec(op(), 1..60)) {
+    fn one_shard(ops in proptest::collection::vec(op(), 1..80)) {
         run(1, &ops);
     }
 
     #[test]
-    fn three_shards(ops in proptest::collection::vec(op(), 1..60)) {
+    fn three_shards(ops in proptest::collection::vec(op(), 1..80)) {
         run(3, &ops);
     }
 }
@@ -465,16 +582,55 @@ fn a_fixed_scenario() {
     run(
         3,
         &[
-            Connect { c: 0, clean: true, expiry: 2, v5: true, via: 1 },
+            Connect {
+                c: 0,
+                clean: true,
+                expiry: 2,
+                v5: true,
+                via: 1,
+            },
             Subscribe { c: 0, f: 2, qos: 2 },
-            Connect { c: 1, clean: true, expiry: 0, v5: false, via: 2 },
+            Connect {
+                c: 1,
+                clean: true,
+                expiry: 0,
+                v5: false,
+                via: 2,
+            },
             SetAck { c: 0, on: false },
-            Publish { c: 1, t: 0, qos: 1, retain: false },
-            Publish { c: 1, t: 0, qos: 2, retain: true },
+            Publish {
+                c: 1,
+                t: 0,
+                qos: 1,
+                retain: false,
+            },
+            Publish {
+                c: 1,
+                t: 0,
+                qos: 2,
+                retain: true,
+            },
             Crash { c: 0 },
-            Publish { c: 1, t: 1, qos: 2, retain: false },
-            Connect { c: 0, clean: false, expiry: 2, v5: true, via: 0 },
-            Connect { c: 0, clean: false, expiry: 2, v5: true, via: 2 },
+            Publish {
+                c: 1,
+                t: 1,
+                qos: 2,
+                retain: false,
+            },
+            Connect {
+                c: 0,
+                clean: false,
+                expiry: 2,
+                v5: true,
+                via: 0,
+            },
+            Connect {
+                c: 0,
+                clean: false,
+                expiry: 2,
+                v5: true,
+                via: 2,
+            },
             Advance { ms: 30_000 },
         ],
     );

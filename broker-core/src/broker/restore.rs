@@ -17,11 +17,16 @@ impl Broker {
     /// or that this shard does not own, is left alone.
     pub fn restore_session(&mut self, now: Instant, snap: SessionSnapshot) {
         let owner = crate::shard::owner_of_client(&snap.client_id, self.cfg.shards);
-        if owner != self.cfg.shard || self.by_id.contains_key(&snap.client_id) || snap.expiry_interval == 0 {
+        if owner != self.cfg.shard
+            || self.by_id.contains_key(&snap.client_id)
+            || snap.expiry_interval == 0
+        {
             return;
         }
         let sk = self.new_session(&snap.client_id);
-        let Some(s) = self.sessions.get_mut(sk) else { return };
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
         s.username = snap.username;
         s.protocol = snap.protocol;
         s.expiry_interval = snap.expiry_interval;
@@ -45,7 +50,9 @@ impl Broker {
             self.schedule(at, Timer::SessionExpiry(sk));
         }
         for sub in snap.subscriptions {
-            let Ok(filter) = Filter::parse(&sub.filter) else { continue };
+            let Ok(filter) = Filter::parse(&sub.filter) else {
+                continue;
+            };
             let group = filter.share_name.map(|name| {
                 Arc::new(GroupName {
                     group: name.into(),
@@ -57,7 +64,9 @@ impl Broker {
                 id: sub.id,
                 group: group.clone(),
             };
-            let Some(s) = self.sessions.get_mut(sk) else { return };
+            let Some(s) = self.sessions.get_mut(sk) else {
+                return;
+            };
             if s.subs.insert(sub.filter.clone(), record).is_some() {
                 continue;
             }

@@ -207,7 +207,13 @@ impl Broker {
             .count()
     }
 
-    pub(super) fn add_local(&mut self, filter: &str, sk: Key, options: SubscriptionOptions, id: Option<u32>) {
+    pub(super) fn add_local(
+        &mut self,
+        filter: &str,
+        sk: Key,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) {
         let first = self.local_session_subs(filter) == 0;
         self.index.insert(
             filter,

@@ -10,8 +10,7 @@ use crate::session::{Inflight, InflightState, Queued};
 use crate::time::Instant;
 use crate::tx::TxBuf;
 use mqtt_proto::{
-    Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, Publish, QoS,
-    SubscriptionIds,
+    Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, PublishHeader, QoS,
 };
 
 /// What `poll_transmit` produced.
@@ -42,58 +41,52 @@ fn encode_publish(
 ) -> Result<(), Skip> {
     let msg = &item.msg;
     let v = c.version;
-    let mut props = if v.is_v5() {
-        let mut p = msg.properties();
-        // [MQTT-3.3.2-6] the remaining lifetime is forwarded.
-        p.message_expiry_interval = msg.remaining_expiry_secs(now);
-        // [MQTT-3.3.4-3] the identifiers of the matching subscriptions.
-        p.subscription_identifiers = SubscriptionIds::List(item.ids.as_slice());
-        p.topic_alias = None;
-        p
-    } else {
-        Properties::default()
-    };
-    let full_topic = msg.topic();
-    let mut topic = full_topic;
+    let mut topic = msg.topic_bytes();
+    let mut topic_alias = None;
     let mut new_alias = None;
     if c.alias_out_max > 0 {
-        if let Some(&a) = c.alias_out.get(full_topic) {
-            props.topic_alias = Some(a);
-            topic = "";
+        if let Some(&a) = c.alias_out.get(msg.topic()) {
+            topic_alias = Some(a);
+            topic = b"";
         } else if c.alias_out.len() < usize::from(c.alias_out_max) {
             let a = c.alias_out.len() as u16 + 1;
-            props.topic_alias = Some(a);
+            topic_alias = Some(a);
             new_alias = Some(a);
         }
     }
-    let publish = Publish {
+    let payload = msg.payload();
+    // The topic and the forwarded properties were validated when the message was stored:
+    // only the per-delivery fields are encoded here.
+    let header = PublishHeader {
         dup,
         qos: item.qos,
         retain: item.retain,
         topic,
         packet_id: pid.and_then(PacketId::new),
-        properties: props,
-        payload: msg.payload(),
+        properties: msg.props_block(),
+        // [MQTT-3.3.2-6] the remaining lifetime is forwarded.
+        message_expiry_interval: msg.remaining_expiry_secs(now),
+        topic_alias,
+        // [MQTT-3.3.4-3] the identifiers of the matching subscriptions.
+        subscription_identifiers: item.ids.as_slice(),
+        payload_len: payload.len(),
     };
     let from = tx.buf.len();
-    if publish
-        .emit_header_to(v, &mut BufMutSink(&mut tx.buf))
-        .is_err()
-    {
+    if header.emit_to(v, &mut BufMutSink(&mut tx.buf)).is_err() {
         tx.buf.truncate(from);
         return Err(Skip::TooLarge);
     }
-    let total = tx.buf.len() - from + publish.payload.len();
+    let total = tx.buf.len() - from + payload.len();
     // [MQTT-3.1.2-25] never send a packet above the client's Maximum Packet Size.
     if total > c.max_packet_out as usize {
         tx.buf.truncate(from);
         return Err(Skip::TooLarge);
     }
     if let Some(a) = new_alias {
-        c.alias_out.insert(full_topic.into(), a);
+        c.alias_out.insert(msg.topic().into(), a);
     }
-    if publish.payload.len() <= inline_max {
-        tx.buf.extend_from_slice(publish.payload);
+    if payload.len() <= inline_max {
+        tx.buf.extend_from_slice(payload);
         tx.commit_local(from);
     } else {
         tx.commit_local(from);

@@ -3,7 +3,7 @@
 //! Frames the broker sends are decoded into owned values ([`P`]) so tests can match on
 //! them without borrowing the simulation, and the test policies (a recording hook, a toy
 //! challenge-response authenticator, an authorizer that refuses some topics) live here.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use broker_core::policy::{
     AuthStep, Authenticator, Authorizer, ClientInfo, ConnId, ConnectRequest, DropReason, Hooks,

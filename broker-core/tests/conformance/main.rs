@@ -6,6 +6,7 @@
 //! `v31` cite MQTT 3.1.1 statements (the two specifications number differently). The
 //! table of every server-side statement and the tests covering it is
 //! `tests/SPEC_COVERAGE.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -21,7 +21,11 @@ fn on(s: &mut Sim, prefix: &str, shard: u16, via: usize, expiry: u32) -> (Client
     let mut c = conn(&id, V5);
     c.properties.session_expiry_interval = (expiry > 0).then_some(expiry);
     let (cl, _) = connect_ok_on(s, via, &c);
-    assert_eq!(s.conn_id(cl).unwrap().0, usize::from(shard), "handed to the owner");
+    assert_eq!(
+        s.conn_id(cl).unwrap().0,
+        usize::from(shard),
+        "handed to the owner"
+    );
     (cl, id)
 }
 
@@ -59,7 +63,15 @@ fn publish_and_subscribe_across_shards() {
     subscribe_opts(&mut s, sub, "x/#", SubscriptionOptions::qos(Q1), Some(5));
     let (p, _) = on(&mut s, "pub", 0, 1, 0);
     for (q, id) in [(Q0, 0u16), (Q1, 1), (Q2, 2)] {
-        publish(&mut s, p, "x/y", format!("{}", q as u8).as_bytes(), q, false, id);
+        publish(
+            &mut s,
+            p,
+            "x/y",
+            format!("{}", q as u8).as_bytes(),
+            q,
+            false,
+            id,
+        );
     }
     send_ack(&mut s, p, PacketType::PubRel, 2);
     let got = pubs(&recv_acking(&mut s, sub));
@@ -75,15 +87,30 @@ fn publish_and_subscribe_across_shards() {
     assert_eq!(
         recv(&mut s, p),
         [
-            P::PubAck { pid: 1, code: ReasonCode::Success },
-            P::PubRec { pid: 2, code: ReasonCode::Success },
-            P::PubComp { pid: 2, code: ReasonCode::Success },
+            P::PubAck {
+                pid: 1,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::Success
+            },
+            P::PubComp {
+                pid: 2,
+                code: ReasonCode::Success
+            },
         ]
     );
     // Unsubscribing withdraws the interest from the other shards.
     unsubscribe(&mut s, sub, 9, &["x/+", "x/#"]);
     publish(&mut s, p, "x/y", b"nobody", Q1, false, 3);
-    assert_eq!(recv(&mut s, p), [P::PubAck { pid: 3, code: ReasonCode::NoMatchingSubscribers }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubAck {
+            pid: 3,
+            code: ReasonCode::NoMatchingSubscribers
+        }]
+    );
 }
 
 #[test]
@@ -99,7 +126,15 @@ fn ordering_per_publisher_and_topic_across_shards() {
     for i in 0..30u16 {
         for (k, p) in pubs_.iter().enumerate() {
             let q = [Q0, Q1, Q2][usize::from(i % 3)];
-            publish(&mut s, *p, "o/t", format!("{k}:{i}").as_bytes(), q, false, i + 1);
+            publish(
+                &mut s,
+                *p,
+                "o/t",
+                format!("{k}:{i}").as_bytes(),
+                q,
+                false,
+                i + 1,
+            );
             if q == Q2 {
                 send_ack(&mut s, *p, PacketType::PubRel, i + 1);
             }
@@ -220,7 +255,15 @@ fn shared_round_robin_across_shards() {
     let members = shared_members(&mut s, "rr", 0);
     let (p, _) = on(&mut s, "pub", 1, 0, 0);
     for i in 0..30u16 {
-        publish(&mut s, p, "job/x", format!("{i}").as_bytes(), Q1, false, i + 1);
+        publish(
+            &mut s,
+            p,
+            "job/x",
+            format!("{i}").as_bytes(),
+            Q1,
+            false,
+            i + 1,
+        );
     }
     let mut all = Vec::new();
     for (c, _) in &members {
@@ -229,7 +272,11 @@ fn shared_round_robin_across_shards() {
         all.extend(got);
     }
     all.sort_by_key(|x| x.parse::<u32>().unwrap());
-    assert_eq!(all, (0..30).map(|i: u32| i.to_string()).collect::<Vec<_>>(), "each exactly once");
+    assert_eq!(
+        all,
+        (0..30).map(|i: u32| i.to_string()).collect::<Vec<_>>(),
+        "each exactly once"
+    );
 }
 
 #[test]
@@ -242,10 +289,20 @@ fn shared_hash_by_client_id_across_shards() {
         3,
     );
     let members = shared_members(&mut s, "h", 0);
-    let pubs_: Vec<Client> = (0..6).map(|i| on(&mut s, &format!("pub{i}-"), (i % 3) as u16, 0, 0).0).collect();
+    let pubs_: Vec<Client> = (0..6)
+        .map(|i| on(&mut s, &format!("pub{i}-"), (i % 3) as u16, 0, 0).0)
+        .collect();
     for round in 0..3 {
         for (i, p) in pubs_.iter().enumerate() {
-            publish(&mut s, *p, "job/x", format!("{i}-{round}").as_bytes(), Q1, false, round + 1);
+            publish(
+                &mut s,
+                *p,
+                "job/x",
+                format!("{i}-{round}").as_bytes(),
+                Q1,
+                false,
+                round + 1,
+            );
         }
     }
     let mut owner = std::collections::HashMap::new();
@@ -291,7 +348,9 @@ fn shared_messages_of_an_ended_member_go_to_another_shard() {
     let mut got = payloads(&recv_acking(&mut s, members[2].0));
     got.sort();
     assert_eq!(got, ["a", "d"]);
-    assert!(log.drops().contains(&(members[1].1.clone(), "b".into(), DropReason::SessionEnded)));
+    assert!(log
+        .drops()
+        .contains(&(members[1].1.clone(), "b".into(), DropReason::SessionEnded)));
 }
 
 #[test]
@@ -314,5 +373,11 @@ fn session_expiry_and_offline_queue_across_shards() {
     assert_eq!(s.brokers[2].session_queue_len(&id), None);
     // The interest of the expired session is gone from the publisher's shard too.
     publish(&mut s, p, "q", b"x", Q1, false, 2);
-    assert_eq!(recv(&mut s, p).last(), Some(&P::PubAck { pid: 2, code: ReasonCode::NoMatchingSubscribers }));
+    assert_eq!(
+        recv(&mut s, p).last(),
+        Some(&P::PubAck {
+            pid: 2,
+            code: ReasonCode::NoMatchingSubscribers
+        })
+    );
 }

@@ -78,7 +78,10 @@ fn check_after(s: &mut Sim, b: Client, c: Client) -> Vec<P> {
     assert!(disconnects.len() <= 1, "{got:?}");
     if let Some(&i) = disconnects.first() {
         assert_eq!(i, got.len() - 1, "DISCONNECT must be last: {got:?}");
-        assert!(matches!(got[i], P::Disconnect { code, .. } if code.is_error()), "{got:?}");
+        assert!(
+            matches!(got[i], P::Disconnect { code, .. } if code.is_error()),
+            "{got:?}"
+        );
         assert!(s.is_closed(c));
     }
     bystander_ok(s, b);
@@ -216,7 +219,11 @@ fn a_flood_of_garbage_from_many_clients() {
     };
     for i in 0..200 {
         let v = if i % 2 == 0 { V5 } else { V3 };
-        let c = if i % 3 == 0 { s.open(0, v).unwrap() } else { connect(&mut s, &format!("g{i}"), true, v) };
+        let c = if i % 3 == 0 {
+            s.open(0, v).unwrap()
+        } else {
+            connect(&mut s, &format!("g{i}"), true, v)
+        };
         let len = (next() % 64) as usize;
         let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         s.send_bytes(c, &bytes);
@@ -225,5 +232,8 @@ fn a_flood_of_garbage_from_many_clients() {
     s.advance(30_000);
     bystander_ok(&mut s, b);
     // No connection is left half-open: each open one has its (clean) session.
-    assert_eq!(s.brokers[0].connection_count(), s.brokers[0].session_count());
+    assert_eq!(
+        s.brokers[0].connection_count(),
+        s.brokers[0].session_count()
+    );
 }

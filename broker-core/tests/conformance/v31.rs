@@ -13,7 +13,11 @@ fn c31(id: &str) -> Connect<'_> {
 fn connack(s: &mut Sim, c: &Connect<'_>) -> (broker_core::sim::Client, Vec<u8>) {
     let cl = s.open(0, V31).unwrap();
     s.send(cl, &Packet::Connect(*c));
-    let b = s.recv(cl).first().map(|f| f.bytes.clone()).unwrap_or_default();
+    let b = s
+        .recv(cl)
+        .first()
+        .map(|f| f.bytes.clone())
+        .unwrap_or_default();
     (cl, b)
 }
 
@@ -47,7 +51,12 @@ fn v31_connack_has_no_session_present_flag() {
 #[test]
 fn v31_client_identifier_1_to_23_characters() {
     let mut s = sim();
-    for (id, rc) in [("", 2u8), ("a", 0), ("abcdefghijklmnopqrstuvw", 0), ("abcdefghijklmnopqrstuvwx", 2)] {
+    for (id, rc) in [
+        ("", 2u8),
+        ("a", 0),
+        ("abcdefghijklmnopqrstuvw", 0),
+        ("abcdefghijklmnopqrstuvwx", 2),
+    ] {
         let (c, b) = connack(&mut s, &c31(id));
         // 3.1 section 3.1: 1 to 23 characters; otherwise return code 2 (identifier
         // rejected) and the connection is closed.
@@ -59,7 +68,11 @@ fn v31_client_identifier_1_to_23_characters() {
 #[test]
 fn v31_unacceptable_protocol_version() {
     let mut s = sim();
-    let c = open_raw(&mut s, V31, &raw_connect(b"MQIsdp", 4, 0x02, 0, &[], &field(b"x")));
+    let c = open_raw(
+        &mut s,
+        V31,
+        &raw_connect(b"MQIsdp", 4, 0x02, 0, &[], &field(b"x")),
+    );
     assert_eq!(s.recv(c)[0].bytes, [0x20, 2, 0, 1]);
     assert!(s.is_closed(c));
 }
@@ -91,11 +104,22 @@ fn v31_publish_subscribe_all_qos_retained_and_will() {
     assert_eq!(subscribe(&mut s, sub, "a/#", Q2), [ReasonCode::GrantedQoS2]);
     let p5 = connect(&mut s, "p5", true, V5);
     for (q, id) in [(Q0, 0u16), (Q1, 1), (Q2, 2)] {
-        publish(&mut s, p5, "a/b", format!("q{}", q as u8).as_bytes(), q, true, id);
+        publish(
+            &mut s,
+            p5,
+            "a/b",
+            format!("q{}", q as u8).as_bytes(),
+            q,
+            true,
+            id,
+        );
     }
     send_ack(&mut s, p5, PacketType::PubRel, 2);
     let got = pubs(&recv_acking(&mut s, sub));
-    assert_eq!(got.iter().map(|x| (x.qos, x.retain)).collect::<Vec<_>>(), [(Q0, false), (Q1, false), (Q2, false)]);
+    assert_eq!(
+        got.iter().map(|x| (x.qos, x.retain)).collect::<Vec<_>>(),
+        [(Q0, false), (Q1, false), (Q2, false)]
+    );
     let late = connect(&mut s, "late", true, V31);
     subscribe(&mut s, late, "a/b", Q2);
     let got = pubs(&recv(&mut s, late));

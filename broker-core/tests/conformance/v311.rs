@@ -19,7 +19,10 @@ fn persistent(s: &mut Sim, id: &str) -> (Client, bool) {
 
 /// The raw CONNACK bytes a 3.1.1 client receives first.
 fn connack_bytes(s: &mut Sim, c: Client) -> Vec<u8> {
-    s.recv(c).first().map(|f| f.bytes.clone()).unwrap_or_default()
+    s.recv(c)
+        .first()
+        .map(|f| f.bytes.clone())
+        .unwrap_or_default()
 }
 
 fn will<'a>(topic: &'a str, payload: &'a [u8], qos: QoS, retain: bool) -> Option<Will<'a>> {
@@ -74,7 +77,11 @@ fn mqtt_1_5_3_3_bom_not_stripped() {
 #[test]
 fn mqtt_2_2_2_1_and_2_invalid_flags_close() {
     // PINGREQ with flags, PUBREL with 0001, SUBSCRIBE with 0001.
-    for bytes in [vec![0xC4, 0x00], frame(0x61, &[0, 1]), frame(0x81, &[0, 1, 0, 1, b'a', 0])] {
+    for bytes in [
+        vec![0xC4, 0x00],
+        frame(0x61, &[0, 1]),
+        frame(0x81, &[0, 1, 0, 1, b'a', 0]),
+    ] {
         let mut s = sim();
         let c = connect(&mut s, "c", true, V3);
         s.send_bytes(c, &bytes);
@@ -102,7 +109,15 @@ fn mqtt_2_3_1_4_server_packet_identifiers_unused_and_kept_on_resend() {
     subscribe(&mut s, sub, "t", Q2);
     let p = connect(&mut s, "p", true, V3);
     for i in 0..20u16 {
-        publish(&mut s, p, "t", b"x", if i % 2 == 0 { Q1 } else { Q2 }, false, i + 1);
+        publish(
+            &mut s,
+            p,
+            "t",
+            b"x",
+            if i % 2 == 0 { Q1 } else { Q2 },
+            false,
+            i + 1,
+        );
     }
     let first = pubs(&recv(&mut s, sub));
     let ids: std::collections::HashSet<_> = first.iter().map(|x| x.pid.unwrap()).collect();
@@ -114,7 +129,10 @@ fn mqtt_2_3_1_4_server_packet_identifiers_unused_and_kept_on_resend() {
     assert!(present);
     let again = pubs(&recv(&mut s, sub2));
     // ... the same ones when resending.
-    assert_eq!(again.iter().map(|x| x.pid).collect::<Vec<_>>(), first.iter().map(|x| x.pid).collect::<Vec<_>>());
+    assert_eq!(
+        again.iter().map(|x| x.pid).collect::<Vec<_>>(),
+        first.iter().map(|x| x.pid).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -132,20 +150,41 @@ fn mqtt_2_3_1_5_qos0_without_identifier() {
 fn mqtt_2_3_1_6_and_7_acknowledgements_carry_identifiers() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V3);
-    assert_eq!(subscribe_many(&mut s, c, 513, &[("t", SubscriptionOptions::qos(Q2))], None), [ReasonCode::GrantedQoS2]);
+    assert_eq!(
+        subscribe_many(&mut s, c, 513, &[("t", SubscriptionOptions::qos(Q2))], None),
+        [ReasonCode::GrantedQoS2]
+    );
     publish(&mut s, c, "t", b"1", Q1, false, 300);
     publish(&mut s, c, "t", b"2", Q2, false, 301);
     send_ack(&mut s, c, PacketType::PubRel, 301);
     let got = recv(&mut s, c);
     // [MQTT-2.3.1-6]
-    assert!(got.contains(&P::PubAck { pid: 300, code: ReasonCode::Success }));
-    assert!(got.contains(&P::PubRec { pid: 301, code: ReasonCode::Success }));
-    assert!(got.contains(&P::PubComp { pid: 301, code: ReasonCode::Success }));
+    assert!(got.contains(&P::PubAck {
+        pid: 300,
+        code: ReasonCode::Success
+    }));
+    assert!(got.contains(&P::PubRec {
+        pid: 301,
+        code: ReasonCode::Success
+    }));
+    assert!(got.contains(&P::PubComp {
+        pid: 301,
+        code: ReasonCode::Success
+    }));
     let delivered = pubs(&got);
     send_ack(&mut s, c, PacketType::PubRec, delivered[1].pid.unwrap());
-    assert_eq!(recv(&mut s, c), [P::PubRel { pid: delivered[1].pid.unwrap(), code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, c),
+        [P::PubRel {
+            pid: delivered[1].pid.unwrap(),
+            code: ReasonCode::Success
+        }]
+    );
     // [MQTT-2.3.1-7] (SUBACK identifier checked by the helper)
-    assert!(matches!(unsubscribe(&mut s, c, 514, &["t"]), P::UnsubAck { pid: 514, .. }));
+    assert!(matches!(
+        unsubscribe(&mut s, c, 514, &["t"]),
+        P::UnsubAck { pid: 514, .. }
+    ));
 }
 
 // ---- 3.1 CONNECT -------------------------------------------------------------------
@@ -171,11 +210,19 @@ fn mqtt_3_1_0_2_second_connect_disconnects() {
 #[test]
 fn mqtt_3_1_2_1_wrong_protocol_name() {
     let mut s = sim();
-    let c = open_raw(&mut s, V3, &raw_connect(b"MQTT-ish", 4, 0x02, 0, &[], &field(b"x")));
+    let c = open_raw(
+        &mut s,
+        V3,
+        &raw_connect(b"MQTT-ish", 4, 0x02, 0, &[], &field(b"x")),
+    );
     let got = recv(&mut s, c);
     // [MQTT-3.1.2-1] the server MAY disconnect; it does not go on with 3.1.1: at most a
     // refusing CONNACK, never a session.
-    assert!(got.iter().all(|p| matches!(p, P::ConnAck(a) if a.code.is_error())), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|p| matches!(p, P::ConnAck(a) if a.code.is_error())),
+        "{got:?}"
+    );
     assert!(s.is_closed(c));
     assert_eq!(s.brokers[0].session_count(), 0);
 }
@@ -184,9 +231,17 @@ fn mqtt_3_1_2_1_wrong_protocol_name() {
 fn mqtt_3_1_2_2_unsupported_level_connack_0x01() {
     let mut s = sim();
     for level in [1u8, 2, 6, 0x85] {
-        let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", level, 0x02, 0, &[], &field(b"x")));
+        let c = open_raw(
+            &mut s,
+            V3,
+            &raw_connect(b"MQTT", level, 0x02, 0, &[], &field(b"x")),
+        );
         // [MQTT-3.1.2-2] return code 0x01, then disconnect.
-        assert_eq!(connack_bytes(&mut s, c), [0x20, 0x02, 0x00, 0x01], "level {level}");
+        assert_eq!(
+            connack_bytes(&mut s, c),
+            [0x20, 0x02, 0x00, 0x01],
+            "level {level}"
+        );
         assert!(s.is_closed(c));
     }
 }
@@ -194,7 +249,11 @@ fn mqtt_3_1_2_2_unsupported_level_connack_0x01() {
 #[test]
 fn mqtt_3_1_2_3_reserved_flag_disconnects() {
     let mut s = sim();
-    let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", 4, 0x03, 0, &[], &field(b"x")));
+    let c = open_raw(
+        &mut s,
+        V3,
+        &raw_connect(b"MQTT", 4, 0x03, 0, &[], &field(b"x")),
+    );
     // [MQTT-3.1.2-3] (and [MQTT-3.1.4-1]: no CONNACK for a malformed CONNECT)
     assert_closed_silently(&mut s, c);
 }
@@ -297,7 +356,11 @@ fn mqtt_3_1_2_9_11_13_14_15_will_flag_consistency() {
     ];
     for (flags, payload) in cases {
         let mut s = sim();
-        let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", 4, flags, 0, &[], &payload));
+        let c = open_raw(
+            &mut s,
+            V3,
+            &raw_connect(b"MQTT", 4, flags, 0, &[], &payload),
+        );
         assert_closed_silently(&mut s, c);
     }
 }
@@ -338,7 +401,11 @@ fn mqtt_3_1_2_18_to_22_user_name_and_password_flags() {
         (0x42, [field(b"u"), field(b"pw")].concat()),
     ];
     for (flags, payload) in cases {
-        let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", 4, flags, 0, &[], &payload));
+        let c = open_raw(
+            &mut s,
+            V3,
+            &raw_connect(b"MQTT", 4, flags, 0, &[], &payload),
+        );
         assert_closed_silently(&mut s, c);
     }
     assert_eq!(s.brokers[0].session_count(), 0);
@@ -375,7 +442,14 @@ fn keep_alive_above_max_keepalive_refused() {
 fn mqtt_3_1_3_1_to_4_payload_fields() {
     let mut s = sim();
     // [MQTT-3.1.3-1] order Client Identifier, Will Topic, Will Message, User Name, Password.
-    let payload = [field(b"id"), field(b"will/t"), field(b"msg"), field(b"user"), field(b"pw")].concat();
+    let payload = [
+        field(b"id"),
+        field(b"will/t"),
+        field(b"msg"),
+        field(b"user"),
+        field(b"pw"),
+    ]
+    .concat();
     let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", 4, 0xC6, 0, &[], &payload));
     assert_eq!(connack_bytes(&mut s, c), [0x20, 2, 0, 0]);
     // [MQTT-3.1.3-2] [MQTT-3.1.3-3] the Client Identifier names the session.
@@ -390,7 +464,12 @@ fn mqtt_3_1_3_1_to_4_payload_fields() {
 #[test]
 fn mqtt_3_1_3_5_identifiers_of_1_to_23_alphanumerics_allowed() {
     let mut s = sim();
-    for id in ["1", "abcdefghijklmnopqrstuvw", "ABCDEFGHIJKLMNOPQRSTUVW", "xyzXYZ0123456789"] {
+    for id in [
+        "1",
+        "abcdefghijklmnopqrstuvw",
+        "ABCDEFGHIJKLMNOPQRSTUVW",
+        "xyzXYZ0123456789",
+    ] {
         let (_c, ack) = connect_ok(&mut s, &c3(id));
         // [MQTT-3.1.3-5]
         assert_eq!(ack.code, ReasonCode::Success, "{id}");
@@ -446,7 +525,11 @@ fn mqtt_3_1_3_10_and_11_will_topic_and_user_name_utf8() {
         (0x82, [field(b"x"), field(&[b'u', 0])].concat()),
     ] {
         let mut s = sim();
-        let c = open_raw(&mut s, V3, &raw_connect(b"MQTT", 4, flags, 0, &[], &payload));
+        let c = open_raw(
+            &mut s,
+            V3,
+            &raw_connect(b"MQTT", 4, flags, 0, &[], &payload),
+        );
         // [MQTT-3.1.3-10] [MQTT-3.1.3-11]
         assert_closed_silently(&mut s, c);
     }
@@ -535,7 +618,11 @@ fn mqtt_3_2_2_1_to_3_session_present() {
         s.send(c, &Packet::Connect(cp));
         // [MQTT-3.2.2-1] CleanSession 1: 0; [MQTT-3.2.2-2] stored session: 1;
         // [MQTT-3.2.2-3] none stored (the clean session discarded it): 0.
-        assert_eq!(connack_bytes(&mut s, c), [0x20, 2, flags, 0], "clean {clean}");
+        assert_eq!(
+            connack_bytes(&mut s, c),
+            [0x20, 2, flags, 0],
+            "clean {clean}"
+        );
         s.drop_connection(c);
     }
 }
@@ -617,12 +704,18 @@ fn mqtt_3_3_1_5_to_8_retained_messages() {
     subscribe(&mut s, c, "r", Q2);
     let got = pubs(&recv_acking(&mut s, c));
     assert_eq!(got.len(), 1);
-    assert_eq!((&got[0].payload[..], got[0].qos, got[0].retain), (&b"second"[..], Q1, true));
+    assert_eq!(
+        (&got[0].payload[..], got[0].qos, got[0].retain),
+        (&b"second"[..], Q1, true)
+    );
     // [MQTT-3.3.1-7] QoS 0 with RETAIN replaces it.
     publish(&mut s, p, "r", b"zero", Q0, true, 0);
     // [MQTT-3.3.1-9] established subscription: RETAIN 0.
     let live = pubs(&recv(&mut s, c));
-    assert_eq!((&live[0].payload[..], live[0].retain), (&b"zero"[..], false));
+    assert_eq!(
+        (&live[0].payload[..], live[0].retain),
+        (&b"zero"[..], false)
+    );
     let c2 = connect(&mut s, "c2", true, V3);
     subscribe(&mut s, c2, "r", Q2);
     assert_eq!(payloads(&recv(&mut s, c2)), ["zero"]);
@@ -677,7 +770,19 @@ fn mqtt_3_3_4_1_response_by_qos() {
     publish(&mut s, c, "t", b"1", Q1, false, 1);
     publish(&mut s, c, "t", b"2", Q2, false, 2);
     // [MQTT-3.3.4-1]
-    assert_eq!(recv(&mut s, c), [P::PubAck { pid: 1, code: ReasonCode::Success }, P::PubRec { pid: 2, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, c),
+        [
+            P::PubAck {
+                pid: 1,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::Success
+            }
+        ]
+    );
 }
 
 #[test]
@@ -704,7 +809,19 @@ fn mqtt_3_3_5_2_unauthorized_publish_positive_ack() {
     publish(&mut s, c, "forbidden/x", b"x", Q1, false, 1);
     publish(&mut s, c, "forbidden/x", b"x", Q2, false, 2);
     // [MQTT-3.3.5-2] a positive acknowledgement (3.1.1 cannot say more), nothing delivered.
-    assert_eq!(recv(&mut s, c), [P::PubAck { pid: 1, code: ReasonCode::Success }, P::PubRec { pid: 2, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, c),
+        [
+            P::PubAck {
+                pid: 1,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::Success
+            }
+        ]
+    );
     assert!(recv(&mut s, sub).is_empty());
     assert!(!s.is_closed(c));
 }
@@ -762,7 +879,16 @@ fn mqtt_3_8_3_2_wildcards_unsupported_rejected() {
     let c = connect(&mut s, "c", true, V3);
     // [MQTT-3.8.3-2] refused (0x80), the plain one granted.
     assert_eq!(
-        subscribe_many(&mut s, c, 1, &[("a/+", SubscriptionOptions::qos(Q1)), ("a/b", SubscriptionOptions::qos(Q1))], None),
+        subscribe_many(
+            &mut s,
+            c,
+            1,
+            &[
+                ("a/+", SubscriptionOptions::qos(Q1)),
+                ("a/b", SubscriptionOptions::qos(Q1))
+            ],
+            None
+        ),
         [ReasonCode::UnspecifiedError, ReasonCode::GrantedQoS1]
     );
 }
@@ -777,10 +903,22 @@ fn mqtt_3_8_4_1_to_6_and_3_9_3_1_2_suback() {
             packet_id: pid(4242),
             properties: Properties::default(),
             subscriptions: Subscriptions::List(&[
-                Subscription { filter: "a", options: SubscriptionOptions::qos(Q2) },
-                Subscription { filter: "secret/x", options: SubscriptionOptions::qos(Q1) },
-                Subscription { filter: "b/#/c", options: SubscriptionOptions::qos(Q1) },
-                Subscription { filter: "c/+", options: SubscriptionOptions::qos(Q1) },
+                Subscription {
+                    filter: "a",
+                    options: SubscriptionOptions::qos(Q2),
+                },
+                Subscription {
+                    filter: "secret/x",
+                    options: SubscriptionOptions::qos(Q1),
+                },
+                Subscription {
+                    filter: "b/#/c",
+                    options: SubscriptionOptions::qos(Q1),
+                },
+                Subscription {
+                    filter: "c/+",
+                    options: SubscriptionOptions::qos(Q1),
+                },
             ]),
         }),
     );
@@ -812,12 +950,19 @@ fn mqtt_3_8_4_3_replacing_resends_retained_without_interrupting_flow() {
     subscribe(&mut s, c, "r", Q1);
     let got = payloads(&recv_acking(&mut s, c));
     // [MQTT-3.8.4-3] the retained message again, the live one not lost.
-    assert!(got.contains(&"ret".to_string()) && got.contains(&"live".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"ret".to_string()) && got.contains(&"live".to_string()),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn mqtt_3_10_1_1_and_3_10_3_1_2_malformed_unsubscribe() {
-    for bytes in [frame(0xA0, &[0, 1, 0, 1, b'a']), frame(0xA2, &[0, 1, 0, 1, 0xFF]), frame(0xA2, &[0, 1])] {
+    for bytes in [
+        frame(0xA0, &[0, 1, 0, 1, b'a']),
+        frame(0xA2, &[0, 1, 0, 1, 0xFF]),
+        frame(0xA2, &[0, 1]),
+    ] {
         let mut s = sim();
         let c = connect(&mut s, "c", true, V3);
         s.send_bytes(c, &bytes);
@@ -863,6 +1008,7 @@ fn mqtt_3_12_4_1_pingresp() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V3);
     s.send(c, &Packet::PingReq);
+    // [MQTT-3.12.4-1]
     assert_eq!(recv(&mut s, c), [P::PingResp]);
 }
 
@@ -915,18 +1061,39 @@ fn mqtt_4_3_1_1_to_4_3_3_2_qos_flows() {
     assert_eq!(
         recv(&mut s, p),
         [
-            P::PubAck { pid: 1, code: ReasonCode::Success },
-            P::PubRec { pid: 2, code: ReasonCode::Success },
-            P::PubRec { pid: 2, code: ReasonCode::Success },
-            P::PubComp { pid: 2, code: ReasonCode::Success },
+            P::PubAck {
+                pid: 1,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::Success
+            },
+            P::PubComp {
+                pid: 2,
+                code: ReasonCode::Success
+            },
         ]
     );
     let got = pubs(&recv(&mut s, c));
     // Sender side: [MQTT-4.3.1-1] QoS 0 DUP 0; [MQTT-4.3.2-1] [MQTT-4.3.3-1] QoS 1 and 2,
     // DUP 0, new identifiers.
-    assert_eq!(got.iter().map(|x| (x.qos, x.dup)).collect::<Vec<_>>(), [(Q0, false), (Q1, false), (Q2, false)]);
+    assert_eq!(
+        got.iter().map(|x| (x.qos, x.dup)).collect::<Vec<_>>(),
+        [(Q0, false), (Q1, false), (Q2, false)]
+    );
     send_ack(&mut s, c, PacketType::PubRec, got[2].pid.unwrap());
-    assert_eq!(recv(&mut s, c), [P::PubRel { pid: got[2].pid.unwrap(), code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, c),
+        [P::PubRel {
+            pid: got[2].pid.unwrap(),
+            code: ReasonCode::Success
+        }]
+    );
     s.drop_connection(c);
     let (c2, _) = persistent(&mut s, "c");
     // [MQTT-4.3.2-1] the unacknowledged QoS 1 PUBLISH; [MQTT-4.3.3-1] the PUBREL, not the
@@ -934,7 +1101,13 @@ fn mqtt_4_3_1_1_to_4_3_3_2_qos_flows() {
     let again = recv(&mut s, c2);
     assert_eq!(again.len(), 2, "{again:?}");
     assert!(matches!(&again[0], P::Publish(x) if x.pid == got[1].pid && x.dup));
-    assert_eq!(again[1], P::PubRel { pid: got[2].pid.unwrap(), code: ReasonCode::Success });
+    assert_eq!(
+        again[1],
+        P::PubRel {
+            pid: got[2].pid.unwrap(),
+            code: ReasonCode::Success
+        }
+    );
 }
 
 #[test]
@@ -981,7 +1154,14 @@ fn mqtt_4_6_0_5_and_6_ordered_topic() {
 fn mqtt_4_7_1_1_to_3_and_4_7_2_1_topic_wildcards() {
     let mut s = sim();
     let p = connect(&mut s, "p", true, V3);
-    let filters = ["sport/tennis/#", "sport/+", "+", "#", "$SYS/#", "sport/+/player1"];
+    let filters = [
+        "sport/tennis/#",
+        "sport/+",
+        "+",
+        "#",
+        "$SYS/#",
+        "sport/+/player1",
+    ];
     let subs: Vec<Client> = filters
         .iter()
         .enumerate()
@@ -1006,7 +1186,11 @@ fn mqtt_4_7_1_1_to_3_and_4_7_2_1_topic_wildcards() {
     // [MQTT-4.7.1-2] [MQTT-4.7.1-3] misplaced wildcards: refused (0x80).
     let c = connect(&mut s, "bad", true, V3);
     for f in ["sport/tennis#", "sport/#/x", "sport+", "+x/y"] {
-        assert_eq!(subscribe(&mut s, c, f, Q0), [ReasonCode::UnspecifiedError], "{f}");
+        assert_eq!(
+            subscribe(&mut s, c, f, Q0),
+            [ReasonCode::UnspecifiedError],
+            "{f}"
+        );
     }
     // [MQTT-4.7.1-1] not in topic names: closed.
     s.send_bytes(p, &raw_publish3(0, b"sport/+", None, b"x"));

@@ -39,7 +39,13 @@ fn authenticated(s: &mut Sim, id: &str) -> (Client, ConnAckInfo) {
     };
     assert_eq!(code, ReasonCode::ContinueAuthentication);
     let answer = reversed(&props.authentication_data.unwrap());
-    send_auth(s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(&answer));
+    send_auth(
+        s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(&answer),
+    );
     match recv(s, c).remove(0) {
         P::ConnAck(a) => (c, a),
         p => panic!("{p:?}"),
@@ -51,13 +57,19 @@ fn mqtt_4_12_0_1_unsupported_method_refused() {
     let mut s = toy();
     let (c, p) = try_connect(&mut s, 0, &auth_connect("x", "SCRAM-SHA-1", b"n,,n=user"));
     // [MQTT-4.12.0-1] 0x8C (or 0x87), then close; no AUTH.
-    assert!(matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::BadAuthenticationMethod), "{p:?}");
+    assert!(
+        matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::BadAuthenticationMethod),
+        "{p:?}"
+    );
     assert!(recv(&mut s, c).is_empty());
     assert!(s.is_closed(c));
     // The default policy supports no method at all.
     let mut s = sim();
     let (c, p) = try_connect(&mut s, 0, &auth_connect("x", TOY, b"hello"));
-    assert!(matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::BadAuthenticationMethod), "{p:?}");
+    assert!(
+        matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::BadAuthenticationMethod),
+        "{p:?}"
+    );
     assert!(s.is_closed(c));
 }
 
@@ -75,8 +87,18 @@ fn mqtt_4_12_0_2_and_5_challenge_response_then_connack() {
     assert!(challenge.starts_with(b"nonce-"));
     // [MQTT-3.15.2-1] [MQTT-3.15.2-2] [MQTT-3.15.2-3]
     assert!(props.no_problem_info());
-    assert_eq!(s.brokers[0].session_count(), 0, "no session before authentication ends");
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(&reversed(&challenge)));
+    assert_eq!(
+        s.brokers[0].session_count(),
+        0,
+        "no session before authentication ends"
+    );
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(&reversed(&challenge)),
+    );
     let got = recv(&mut s, c);
     match &got[..] {
         [P::ConnAck(a)] => {
@@ -107,7 +129,13 @@ fn one_step_authentication_success() {
 fn mqtt_4_12_0_4_server_rejects_during_exchange() {
     let mut s = toy();
     let (c, _) = try_connect(&mut s, 0, &auth_connect("rej", TOY, b"hello"));
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(b"wrong"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(b"wrong"),
+    );
     let got = recv(&mut s, c);
     // [MQTT-4.12.0-4] CONNACK 0x80 or above, then close; not a DISCONNECT
     // [MQTT-3.14.0-1].
@@ -119,7 +147,10 @@ fn mqtt_4_12_0_4_server_rejects_during_exchange() {
     assert_eq!(s.brokers[0].session_count(), 0);
     // Refused at the first step.
     let (c, p) = try_connect(&mut s, 0, &auth_connect("rej", TOY, b"fail"));
-    assert!(matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::NotAuthorized), "{p:?}");
+    assert!(
+        matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::NotAuthorized),
+        "{p:?}"
+    );
     assert!(s.is_closed(c));
 }
 
@@ -130,9 +161,26 @@ fn mqtt_3_14_0_1_errors_during_authentication_get_connack_not_disconnect() {
     type Step = fn(&mut Sim, Client);
     let steps: [(Step, &str); 4] = [
         (|s, c| publish(s, c, "t", b"early", Q0, false, 0), "publish"),
-        (|s, c| send_auth(s, c, ReasonCode::ContinueAuthentication, Some("OTHER"), Some(b"x")), "method"),
-        (|s, c| send_auth(s, c, ReasonCode::ReAuthenticate, Some(TOY), Some(b"x")), "reauth"),
-        (|s, c| s.send(c, &Packet::Connect(conn("again", V5))), "connect"),
+        (
+            |s, c| {
+                send_auth(
+                    s,
+                    c,
+                    ReasonCode::ContinueAuthentication,
+                    Some("OTHER"),
+                    Some(b"x"),
+                )
+            },
+            "method",
+        ),
+        (
+            |s, c| send_auth(s, c, ReasonCode::ReAuthenticate, Some(TOY), Some(b"x")),
+            "reauth",
+        ),
+        (
+            |s, c| s.send(c, &Packet::Connect(conn("again", V5))),
+            "connect",
+        ),
     ];
     for (step, what) in steps {
         let mut s = toy();
@@ -156,7 +204,13 @@ fn mqtt_4_12_0_6_no_method_no_auth() {
     assert_eq!(ack.props.authentication_method, None);
     assert_eq!(ack.props.authentication_data, None);
     // ... and an AUTH from such a client is a Protocol Error (answered, never with AUTH).
-    send_auth(&mut s, c, ReasonCode::ReAuthenticate, Some(TOY), Some(b"hello"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ReAuthenticate,
+        Some(TOY),
+        Some(b"hello"),
+    );
     assert_disconnected(&mut s, c, ReasonCode::ProtocolError);
 }
 
@@ -165,8 +219,15 @@ fn mqtt_4_12_1_1_reauthentication() {
     let mut s = toy();
     let (c, _) = authenticated(&mut s, "re");
     subscribe(&mut s, c, "t", Q1);
-    send_auth(&mut s, c, ReasonCode::ReAuthenticate, Some(TOY), Some(b"hello"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ReAuthenticate,
+        Some(TOY),
+        Some(b"hello"),
+    );
     let got = recv(&mut s, c);
+    // [MQTT-4.12.1-1] AUTH 0x19 with the method of the connection starts it.
     let [P::Auth { code, props }] = &got[..] else {
         panic!("{got:?}")
     };
@@ -178,7 +239,13 @@ fn mqtt_4_12_1_1_reauthentication() {
     let p = connect(&mut s, "p", true, V5);
     publish(&mut s, p, "t", b"during", Q1, false, 1);
     assert_eq!(payloads(&recv(&mut s, c)), ["during"]);
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(&reversed(&challenge)));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(&reversed(&challenge)),
+    );
     let got = recv(&mut s, c);
     assert!(
         matches!(&got[..], [P::Auth { code: ReasonCode::Success, props }] if props.authentication_method.as_deref() == Some(TOY)),
@@ -191,11 +258,24 @@ fn mqtt_4_12_1_1_reauthentication() {
 fn mqtt_4_12_1_1_reauthentication_must_use_the_same_method() {
     let mut s = toy();
     let (c, _) = authenticated(&mut s, "re");
-    send_auth(&mut s, c, ReasonCode::ReAuthenticate, Some("OTHER"), Some(b"hello"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ReAuthenticate,
+        Some("OTHER"),
+        Some(b"hello"),
+    );
+    // [MQTT-4.12.1-1] another method: a Protocol Error.
     assert_disconnected(&mut s, c, ReasonCode::ProtocolError);
     // Continue without a re-authentication in progress: Protocol Error too.
     let (c, _) = authenticated(&mut s, "re2");
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(b"x"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(b"x"),
+    );
     assert_disconnected(&mut s, c, ReasonCode::ProtocolError);
 }
 
@@ -213,9 +293,21 @@ fn mqtt_4_12_1_2_failed_reauthentication_disconnects() {
         payload: b"reauth failed",
     });
     let (c, _) = connect_ok(&mut s, &cp);
-    send_auth(&mut s, c, ReasonCode::ReAuthenticate, Some(TOY), Some(b"hello"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ReAuthenticate,
+        Some(TOY),
+        Some(b"hello"),
+    );
     recv(&mut s, c);
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(b"wrong"));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(b"wrong"),
+    );
     // [MQTT-4.12.1-2] DISCONNECT with a reason code, then close.
     assert_disconnected(&mut s, c, ReasonCode::NotAuthorized);
     assert_eq!(payloads(&recv(&mut s, w)), ["reauth failed"]);
@@ -245,7 +337,13 @@ fn enhanced_authentication_resumes_sessions() {
     let P::Auth { props, .. } = first else {
         panic!("{first:?}")
     };
-    send_auth(&mut s, c, ReasonCode::ContinueAuthentication, Some(TOY), Some(&reversed(&props.authentication_data.unwrap())));
+    send_auth(
+        &mut s,
+        c,
+        ReasonCode::ContinueAuthentication,
+        Some(TOY),
+        Some(&reversed(&props.authentication_data.unwrap())),
+    );
     assert!(matches!(&recv(&mut s, c)[..], [P::ConnAck(a)] if a.session_present));
 }
 
@@ -286,7 +384,11 @@ fn failed_basic_authentication_codes_per_version() {
         c.password = Some(b"pw");
         let (cl, f) = connect_with(&mut s, 0, &c);
         // 3.x return codes 4 and 5; 5.0 reason codes 0x86 and 0x87.
-        let expect = if v.is_v5() { code as u8 } else { code.to_v3_connack() };
+        let expect = if v.is_v5() {
+            code as u8
+        } else {
+            code.to_v3_connack()
+        };
         assert_eq!(f.bytes[3], expect, "{v} {user}: {:02x?}", f.bytes);
         assert!(matches!(owned(&f), P::ConnAck(ref a) if a.code == code));
         assert!(s.is_closed(cl));

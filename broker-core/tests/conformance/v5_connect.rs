@@ -200,6 +200,7 @@ fn mqtt_3_1_2_8_will_after_delay_or_session_end_whichever_first() {
     s.advance(9_999);
     assert!(recv(&mut s, w).is_empty(), "before the Will Delay Interval");
     s.advance(1);
+    // [MQTT-3.1.2-8] once the Will Delay Interval has passed...
     assert_eq!(payloads(&recv(&mut s, w)), ["late"]);
     // Will Delay 100 s, Session Expiry 5 s: published when the session ends, at 5 s.
     let mut c = conn("expiring", V5);
@@ -212,6 +213,7 @@ fn mqtt_3_1_2_8_will_after_delay_or_session_end_whichever_first() {
     s.advance(4_999);
     assert!(recv(&mut s, w).is_empty());
     s.advance(1);
+    // [MQTT-3.1.2-8] ... or when the session ends, whichever is first.
     assert_eq!(payloads(&recv(&mut s, w)), ["ended"]);
     assert_eq!(s.brokers[0].session_queue_len("expiring"), None);
 }
@@ -316,8 +318,10 @@ fn mqtt_3_1_2_12_will_qos_0_1_2_accepted_3_refused() {
         s.drop_connection(d);
         let got = pubs(&recv(&mut s, w));
         assert_eq!(got.len(), 1);
+        // [MQTT-3.1.2-12] Will QoS 0, 1 and 2 are accepted and used.
         assert_eq!(got[0].qos, q);
     }
+    // [MQTT-3.1.2-12] and not 3:
     // Will QoS 3 (both bits): Malformed.
     let mut s = sim();
     let mut payload = field(b"x");
@@ -454,6 +458,7 @@ fn mqtt_3_1_2_22_any_packet_resets_keep_alive_and_zero_disables_it() {
         s.advance(2_500);
         publish(&mut s, cl, "t", b"x", Q0, false, i + 1);
     }
+    // [MQTT-3.1.2-22] any Control Packet counts, not only PINGREQ.
     assert!(!s.is_closed(cl));
     let (idle, _) = connect_ok(&mut s, &conn("idle", V5));
     s.advance(24 * 3600 * 1000);
@@ -462,7 +467,7 @@ fn mqtt_3_1_2_22_any_packet_resets_keep_alive_and_zero_disables_it() {
 }
 
 #[test]
-fn mqtt_3_2_2_21_and_22_server_keep_alive_from_max_keepalive() {
+fn mqtt_3_2_2_22_server_keep_alive_from_max_keepalive() {
     let mut s = sim_cfg(Config {
         max_keepalive: 30,
         ..Config::default()
@@ -473,7 +478,8 @@ fn mqtt_3_2_2_21_and_22_server_keep_alive_from_max_keepalive() {
         let (cl, ack) = connect_ok(&mut s, &c);
         assert_eq!(ack.props.server_keep_alive, expect, "asked {asked}");
         let used = u64::from(expect.unwrap_or(asked));
-        // The server applies the value it announced (or, without one, the client's).
+        // The server applies the value it announced, or, without one, the client's
+        // [MQTT-3.2.2-22].
         s.advance(used * 1500 - 1);
         assert!(!s.is_closed(cl), "asked {asked}");
         s.advance(1);
@@ -578,6 +584,37 @@ fn mqtt_3_1_2_29_request_problem_information_0_no_reason_string_elsewhere() {
 // ---- 3.1.3 Payload -------------------------------------------------------------------
 
 #[test]
+fn mqtt_3_1_3_1_and_3_payload_fields_in_order() {
+    let (mut s, _) = sim_policy(Config::default(), 1);
+    // Client Identifier, Will Properties, Will Topic, Will Payload, User Name, Password.
+    let mut payload = field(b"ordered");
+    payload.extend(varint(0));
+    payload.extend(field(b"will/t"));
+    payload.extend(field(b"will payload"));
+    payload.extend(field(b"bad"));
+    payload.extend(field(b"pw"));
+    let c = open_raw(&mut s, V5, &raw_connect(b"MQTT", 5, 0xC6, 0, &[], &payload));
+    // [MQTT-3.1.3-1] each field read in its place: the user name reached the
+    // authenticator (`bad` is refused with 0x86).
+    assert!(
+        matches!(&recv(&mut s, c)[..], [P::ConnAck(a)] if a.code == ReasonCode::BadUserNameOrPassword)
+    );
+    let mut payload = field(b"ordered");
+    payload.extend(field(b"good"));
+    payload.extend(field(b"pw"));
+    let c = open_raw(&mut s, V5, &raw_connect(b"MQTT", 5, 0xC2, 0, &[], &payload));
+    assert!(matches!(&recv(&mut s, c)[..], [P::ConnAck(a)] if a.code == ReasonCode::Success));
+    // [MQTT-3.1.3-3] the Client Identifier is the first field and names the session.
+    assert_eq!(s.brokers[0].session_queue_len("ordered"), Some(0));
+    // Without a Client Identifier the packet is malformed.
+    let c = open_raw(&mut s, V5, &raw_connect(b"MQTT", 5, 0x02, 0, &[], &[]));
+    assert!(recv(&mut s, c)
+        .iter()
+        .all(|p| matches!(p, P::ConnAck(a) if a.code == ReasonCode::MalformedPacket)));
+    assert!(s.is_closed(c));
+}
+
+#[test]
 fn mqtt_3_1_3_4_client_identifier_must_be_utf8() {
     let mut s = sim();
     let c = open_raw(
@@ -609,6 +646,7 @@ fn mqtt_3_1_3_5_server_allows_1_to_23_alphanumeric_identifiers() {
     for v in [V31, V3, V5] {
         let mut s = sim();
         for id in ids {
+            // [MQTT-3.1.3-5]
             let (c, ack) = connect_ok(&mut s, &conn(id, v));
             assert!(!ack.session_present);
             assert!(!s.is_closed(c), "{v} {id}");
@@ -629,6 +667,7 @@ fn mqtt_3_1_3_6_and_7_zero_length_identifier_gets_an_assigned_one() {
     assert_ne!(ida, idb);
     // [MQTT-3.1.3-6] processed as if the client had sent that identifier: the session
     // is known by it.
+    // [MQTT-3.1.3-2] the identifier names the session state.
     assert_eq!(s.brokers[0].session_queue_len(&ida), Some(0));
     subscribe(&mut s, a, "assigned", Q1);
     s.drop_connection(a);
@@ -655,6 +694,7 @@ fn mqtt_3_2_2_16_assigned_identifier_not_used_by_any_session() {
         let (_c, ack) = connect5(&mut s, "", true, 0);
         let id = ack.props.assigned_client_identifier.unwrap();
         assert!(
+            // [MQTT-3.2.2-16] not used by any other session.
             !(1..=5).any(|i| id == format!("auto-0-{i}")),
             "{id} is in use"
         );
@@ -772,6 +812,7 @@ fn mqtt_3_1_3_11_and_12_will_topic_and_user_name_must_be_utf8() {
         let c = open_raw(&mut s, V5, &bytes);
         let got = recv(&mut s, c);
         assert!(
+            // [MQTT-3.1.3-11] [MQTT-3.1.3-12] [MQTT-1.5.4-1]
             got.iter()
                 .all(|p| matches!(p, P::ConnAck(a) if a.code == ReasonCode::MalformedPacket)),
             "{got:?}"

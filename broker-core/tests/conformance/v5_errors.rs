@@ -33,7 +33,11 @@ fn mqtt_3_12_4_1_pingresp() {
             s.send(c, &Packet::PingReq);
         }
         // [MQTT-3.12.4-1]
-        assert_eq!(recv(&mut s, c), [P::PingResp, P::PingResp, P::PingResp], "{v}");
+        assert_eq!(
+            recv(&mut s, c),
+            [P::PingResp, P::PingResp, P::PingResp],
+            "{v}"
+        );
     }
 }
 
@@ -75,7 +79,11 @@ fn disconnect_with_will_message_publishes_it() {
 
 #[test]
 fn disconnect_with_an_error_code_publishes_the_will() {
-    for code in [ReasonCode::UnspecifiedError, ReasonCode::MalformedPacket, ReasonCode::QuotaExceeded] {
+    for code in [
+        ReasonCode::UnspecifiedError,
+        ReasonCode::MalformedPacket,
+        ReasonCode::QuotaExceeded,
+    ] {
         let mut s = sim();
         let w = watcher(&mut s);
         let c = with_will(&mut s, "c");
@@ -103,7 +111,10 @@ fn mqtt_3_14_0_1_no_disconnect_before_connack() {
     for x in [a, b, c] {
         let got = recv(&mut s, x);
         // [MQTT-3.14.0-1]
-        assert!(!got.iter().any(|p| matches!(p, P::Disconnect { .. })), "{got:?}");
+        assert!(
+            !got.iter().any(|p| matches!(p, P::Disconnect { .. })),
+            "{got:?}"
+        );
         assert!(s.is_closed(x));
     }
 }
@@ -138,7 +149,11 @@ fn mqtt_3_14_2_1_to_4_server_disconnect_codes_and_properties() {
         // [MQTT-3.14.2-1] a DISCONNECT reason code (the frame decodes), then nothing
         // more [MQTT-3.14.4-1] and the connection closed [MQTT-3.14.4-2].
         assert_eq!(got.len(), 1, "{got:?}");
-        let P::Disconnect { code: got_code, props } = &got[0] else {
+        let P::Disconnect {
+            code: got_code,
+            props,
+        } = &got[0]
+        else {
             panic!("{got:?}")
         };
         assert_eq!(*got_code, code);
@@ -189,19 +204,34 @@ fn mqtt_4_13_1_1_malformed_packets_close_with_a_reason_code() {
         // PINGREQ with flags [MQTT-2.1.3-1].
         (vec![0xC1, 0x00], ReasonCode::MalformedPacket),
         // Remaining Length of five bytes.
-        (vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], ReasonCode::MalformedPacket),
+        (
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            ReasonCode::MalformedPacket,
+        ),
         // Non-minimal Variable Byte Integer [MQTT-1.5.5-1].
         (vec![0xC0, 0x80, 0x00], ReasonCode::MalformedPacket),
         // PUBACK with trailing bytes after its properties.
         (frame(0x40, &[0, 1, 0, 0, 9]), ReasonCode::MalformedPacket),
         // PUBLISH with a property PUBLISH cannot carry (Session Expiry 0x11).
-        (frame(0x30, &[0, 1, b't', 5, 0x11, 0, 0, 0, 1]), ReasonCode::MalformedPacket),
+        (
+            frame(0x30, &[0, 1, b't', 5, 0x11, 0, 0, 0, 1]),
+            ReasonCode::MalformedPacket,
+        ),
         // PUBLISH with Message Expiry twice.
-        (frame(0x30, &[0, 1, b't', 10, 2, 0, 0, 0, 1, 2, 0, 0, 0, 1]), ReasonCode::ProtocolError),
+        (
+            frame(0x30, &[0, 1, b't', 10, 2, 0, 0, 0, 1, 2, 0, 0, 0, 1]),
+            ReasonCode::ProtocolError,
+        ),
         // PUBLISH QoS 1 with Packet Identifier 0.
-        (frame(0x32, &[0, 1, b't', 0, 0, 0]), ReasonCode::ProtocolError),
+        (
+            frame(0x32, &[0, 1, b't', 0, 0, 0]),
+            ReasonCode::ProtocolError,
+        ),
         // UTF-8 user property with an invalid string [MQTT-1.5.7-1].
-        (frame(0x30, &[0, 1, b't', 6, 0x26, 0, 1, 0xFF, 0, 0]), ReasonCode::MalformedPacket),
+        (
+            frame(0x30, &[0, 1, b't', 6, 0x26, 0, 1, 0xFF, 0, 0]),
+            ReasonCode::MalformedPacket,
+        ),
         // CONNACK from a client.
         (frame(0x20, &[0, 0, 0]), ReasonCode::ProtocolError),
         // SUBACK from a client.
@@ -250,7 +280,13 @@ fn mqtt_2_2_2_1_empty_property_length_accepted() {
     let p = connect(&mut s, "p", true, V5);
     // PUBLISH QoS 1 with a Property Length of zero.
     s.send_bytes(p, &frame(0x32, &[0, 1, b't', 0, 7, 0, b'x']));
-    assert_eq!(recv(&mut s, p), [P::PubAck { pid: 7, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubAck {
+            pid: 7,
+            code: ReasonCode::Success
+        }]
+    );
     let frames = s.recv(sub);
     // [MQTT-2.2.2-1] what the server sends has a zero Property Length when it has none:
     // topic (3) + id (2) + property length (1) + payload (1).

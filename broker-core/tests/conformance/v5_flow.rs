@@ -21,12 +21,23 @@ fn mqtt_3_3_4_9_and_4_9_0_2_server_respects_client_receive_maximum() {
     subscribe(&mut s, c, "t", Q2);
     let p = connect(&mut s, "p", true, V5);
     for i in 0..10u16 {
-        publish(&mut s, p, "t", format!("{i}").as_bytes(), if i % 2 == 0 { Q1 } else { Q2 }, false, i + 1);
+        publish(
+            &mut s,
+            p,
+            "t",
+            format!("{i}").as_bytes(),
+            if i % 2 == 0 { Q1 } else { Q2 },
+            false,
+            i + 1,
+        );
     }
     let mut unacked: Vec<Pub> = pubs(&recv(&mut s, c));
     // [MQTT-3.3.4-9] [MQTT-4.9.0-2] three unacknowledged at most.
     assert_eq!(unacked.len(), 3);
-    let mut received = unacked.iter().map(|x| x.payload.clone()).collect::<Vec<_>>();
+    let mut received = unacked
+        .iter()
+        .map(|x| x.payload.clone())
+        .collect::<Vec<_>>();
     while let Some(x) = unacked.first().cloned() {
         unacked.remove(0);
         let id = x.pid.unwrap();
@@ -36,7 +47,13 @@ fn mqtt_3_3_4_9_and_4_9_0_2_server_respects_client_receive_maximum() {
             send_ack(&mut s, c, PacketType::PubRec, id);
             // Still counted until PUBCOMP: nothing new after PUBREC.
             let rel = recv(&mut s, c);
-            assert_eq!(rel, [P::PubRel { pid: id, code: ReasonCode::Success }]);
+            assert_eq!(
+                rel,
+                [P::PubRel {
+                    pid: id,
+                    code: ReasonCode::Success
+                }]
+            );
             send_ack(&mut s, c, PacketType::PubComp, id);
         }
         let more = pubs(&recv(&mut s, c));
@@ -66,6 +83,7 @@ fn mqtt_4_9_0_2_error_pubrec_frees_the_quota() {
             properties: Properties::default(),
         }),
     );
+    // [MQTT-4.9.0-2] the quota is incremented by an error PUBREC.
     // The flow ended with the error PUBREC: the next message goes out.
     assert_eq!(payloads(&recv(&mut s, c)), ["b"]);
 }
@@ -79,6 +97,7 @@ fn mqtt_3_3_4_10_and_4_9_0_3_other_packets_not_delayed_by_quota() {
     publish(&mut s, p, "t", b"1", Q1, false, 1);
     publish(&mut s, p, "t", b"2", Q1, false, 2);
     assert_eq!(pubs(&recv(&mut s, c)).len(), 1);
+    // [MQTT-3.3.4-10] [MQTT-4.9.0-3]
     // Quota zero: PINGRESP, SUBACK, UNSUBACK, PUBACK and PUBREC still flow.
     s.send(c, &Packet::PingReq);
     publish(&mut s, c, "elsewhere", b"x", Q1, false, 10);
@@ -88,12 +107,21 @@ fn mqtt_3_3_4_10_and_4_9_0_3_other_packets_not_delayed_by_quota() {
         got,
         [
             P::PingResp,
-            P::PubAck { pid: 10, code: ReasonCode::NoMatchingSubscribers },
-            P::PubRec { pid: 11, code: ReasonCode::NoMatchingSubscribers },
+            P::PubAck {
+                pid: 10,
+                code: ReasonCode::NoMatchingSubscribers
+            },
+            P::PubRec {
+                pid: 11,
+                code: ReasonCode::NoMatchingSubscribers
+            },
         ]
     );
     assert_eq!(subscribe(&mut s, c, "u", Q0), [ReasonCode::Success]);
-    assert!(matches!(unsubscribe(&mut s, c, 3, &["u"]), P::UnsubAck { .. }));
+    assert!(matches!(
+        unsubscribe(&mut s, c, 3, &["u"]),
+        P::UnsubAck { .. }
+    ));
 }
 
 #[test]
@@ -158,7 +186,15 @@ fn large_retained_set_paced_by_receive_maximum() {
     let mut s = sim();
     let p = connect(&mut s, "p", true, V5);
     for i in 0..50u16 {
-        publish(&mut s, p, &format!("r/{i}"), format!("{i}").as_bytes(), Q1, true, i + 1);
+        publish(
+            &mut s,
+            p,
+            &format!("r/{i}"),
+            format!("{i}").as_bytes(),
+            Q1,
+            true,
+            i + 1,
+        );
     }
     assert_eq!(s.brokers[0].retained_count(), 50);
     let c = with_receive_maximum(&mut s, "c", 5, 0);
@@ -196,7 +232,11 @@ fn retained_messages_of_a_new_subscription_come_before_newer_live_ones() {
     // the retained "old" must not arrive after the live "new".
     for i in 0..5 {
         let t = format!("r/{i}");
-        let order: Vec<&[u8]> = got.iter().filter(|x| x.topic == t).map(|x| &x.payload[..]).collect();
+        let order: Vec<&[u8]> = got
+            .iter()
+            .filter(|x| x.topic == t)
+            .map(|x| &x.payload[..])
+            .collect();
         assert_eq!(order, [&b"old"[..], b"new"], "{t}");
     }
 }
@@ -233,7 +273,10 @@ fn connect_over_server_maximum_packet_size_refused() {
     c.username = Some("u");
     c.password = Some(&pw);
     let (cl, p) = try_connect(&mut s, 0, &c);
-    assert!(matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::PacketTooLarge), "{p:?}");
+    assert!(
+        matches!(p, P::ConnAck(ref a) if a.code == ReasonCode::PacketTooLarge),
+        "{p:?}"
+    );
     assert!(s.is_closed(cl));
 }
 
@@ -256,7 +299,10 @@ fn mqtt_3_1_2_24_and_25_too_large_for_client_dropped_for_that_client_only() {
     assert!(got.iter().all(|f| f.bytes.len() <= 100));
     assert_eq!(payloads(&owned_all(&got)), ["fits"]);
     assert_eq!(pubs(&recv(&mut s, big)).len(), 2);
-    assert_eq!(log.drops(), [("small".to_string(), "L".repeat(200), DropReason::TooLarge)]);
+    assert_eq!(
+        log.drops(),
+        [("small".to_string(), "L".repeat(200), DropReason::TooLarge)]
+    );
 }
 
 #[test]
@@ -278,7 +324,10 @@ fn too_large_for_the_new_connection_is_discarded_on_resend() {
     // The large one cannot be resent: discarded [MQTT-3.1.2-25], and it does not hold
     // the only Receive Maximum slot.
     let got = pubs(&recv_acking(&mut s, c2));
-    assert_eq!(got.iter().map(|x| &x.payload[..]).collect::<Vec<_>>(), [&b"small"[..]]);
+    assert_eq!(
+        got.iter().map(|x| &x.payload[..]).collect::<Vec<_>>(),
+        [&b"small"[..]]
+    );
     assert!(log.drops().iter().any(|d| d.2 == DropReason::TooLarge));
     publish(&mut s, p, "t", b"next", Q1, false, 3);
     assert_eq!(payloads(&recv(&mut s, c2)), ["next"]);

@@ -5,7 +5,11 @@ use crate::common::*;
 use broker_core::Config;
 use mqtt_proto::*;
 
-fn pair(s: &mut broker_core::sim::Sim, filter: &str, qos: QoS) -> (broker_core::sim::Client, broker_core::sim::Client) {
+fn pair(
+    s: &mut broker_core::sim::Sim,
+    filter: &str,
+    qos: QoS,
+) -> (broker_core::sim::Client, broker_core::sim::Client) {
     let sub = connect(s, "sub", true, V5);
     subscribe(s, sub, filter, qos);
     let p = connect(s, "pub", true, V5);
@@ -70,7 +74,13 @@ fn mqtt_2_2_1_4_server_packet_identifiers_non_zero_and_unused() {
                 send_ack(&mut s, sub, PacketType::PubRec, id);
                 let rel = recv(&mut s, sub);
                 // [MQTT-2.2.1-5] [MQTT-4.3.3-4] PUBREL carries the PUBLISH's identifier.
-                assert!(rel.contains(&P::PubRel { pid: id, code: ReasonCode::Success }), "{rel:?}");
+                assert!(
+                    rel.contains(&P::PubRel {
+                        pid: id,
+                        code: ReasonCode::Success
+                    }),
+                    "{rel:?}"
+                );
                 send_ack(&mut s, sub, PacketType::PubComp, id);
                 // Deliveries released by the acknowledgement come with the next round.
                 for x in pubs(&rel) {
@@ -95,9 +105,18 @@ fn mqtt_2_2_1_5_acknowledgements_carry_the_publish_identifier() {
     assert_eq!(
         got,
         [
-            P::PubAck { pid: 4711, code: ReasonCode::Success },
-            P::PubRec { pid: 999, code: ReasonCode::Success },
-            P::PubComp { pid: 999, code: ReasonCode::Success },
+            P::PubAck {
+                pid: 4711,
+                code: ReasonCode::Success
+            },
+            P::PubRec {
+                pid: 999,
+                code: ReasonCode::Success
+            },
+            P::PubComp {
+                pid: 999,
+                code: ReasonCode::Success
+            },
         ]
     );
 }
@@ -107,10 +126,19 @@ fn mqtt_2_2_1_6_suback_and_unsuback_carry_the_request_identifier() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V5);
     // subscribe_many checks the SUBACK identifier.
-    subscribe_many(&mut s, c, 65535, &[("a", SubscriptionOptions::qos(Q0))], None);
+    subscribe_many(
+        &mut s,
+        c,
+        65535,
+        &[("a", SubscriptionOptions::qos(Q0))],
+        None,
+    );
     subscribe_many(&mut s, c, 1, &[("b", SubscriptionOptions::qos(Q0))], None);
     // [MQTT-2.2.1-6]
-    assert!(matches!(unsubscribe(&mut s, c, 321, &["a"]), P::UnsubAck { pid: 321, .. }));
+    assert!(matches!(
+        unsubscribe(&mut s, c, 321, &["a"]),
+        P::UnsubAck { pid: 321, .. }
+    ));
 }
 
 // ---- 3.3.1 Fixed header flags ------------------------------------------------------
@@ -124,7 +152,10 @@ fn mqtt_3_3_1_1_dup_set_on_redelivery() {
     publish(&mut s, p, "t", b"one", Q1, false, 1);
     publish(&mut s, p, "t", b"two", Q2, false, 2);
     let first = pubs(&recv(&mut s, sub));
-    assert!(first.iter().all(|x| !x.dup), "first delivery has DUP 0 [MQTT-4.3.2-2] [MQTT-4.3.3-2]");
+    assert!(
+        first.iter().all(|x| !x.dup),
+        "first delivery has DUP 0 [MQTT-4.3.2-2] [MQTT-4.3.3-2]"
+    );
     s.drop_connection(sub);
     let (sub2, ack) = connect5(&mut s, "sub", false, 600);
     assert!(ack.session_present);
@@ -142,7 +173,9 @@ fn mqtt_3_3_1_2_dup_is_0_for_qos0_and_refused_from_clients() {
     let mut s = sim();
     let (sub, p) = pair(&mut s, "t", Q0);
     publish(&mut s, p, "t", b"a", Q2, false, 1);
-    assert!(pubs(&recv(&mut s, sub)).iter().all(|x| x.qos == Q0 && !x.dup));
+    assert!(pubs(&recv(&mut s, sub))
+        .iter()
+        .all(|x| x.qos == Q0 && !x.dup));
     // A QoS 0 PUBLISH with DUP 1 is malformed [MQTT-3.3.1-2].
     s.send_bytes(p, &raw_publish(0x08, b"t", None, &[], b"x"));
     assert_disconnected(&mut s, p, ReasonCode::MalformedPacket);
@@ -195,7 +228,10 @@ fn mqtt_3_3_1_5_retained_message_stored_and_replaced() {
     subscribe(&mut s, c, "r", Q2);
     let got = pubs(&recv(&mut s, c));
     assert_eq!(got.len(), 1);
-    assert_eq!((&got[0].payload[..], got[0].qos, got[0].retain), (&b"v2"[..], Q2, true));
+    assert_eq!(
+        (&got[0].payload[..], got[0].qos, got[0].retain),
+        (&b"v2"[..], Q2, true)
+    );
     // QoS 0 retained replaces as well.
     publish(&mut s, p, "r", b"v3", Q0, true, 0);
     let c2 = connect(&mut s, "c2", true, V5);
@@ -332,11 +368,17 @@ fn mqtt_3_3_2_4_15_16_17_18_20_properties_forwarded_unaltered() {
     assert_eq!(g.payload_format_indicator, Some(true)); // [MQTT-3.3.2-4]
     assert_eq!(g.response_topic.as_deref(), Some("reply/to/me")); // [MQTT-3.3.2-15]
     assert_eq!(g.correlation_data.as_deref(), Some(&[0u8, 1, 2, 255][..])); // [MQTT-3.3.2-16]
-    let expect: Vec<(String, String)> = ups.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let expect: Vec<(String, String)> = ups
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     // [MQTT-3.3.2-17] all, unaltered; [MQTT-3.3.2-18] in order.
     assert_eq!(g.user_properties, expect);
-    assert_eq!(g.content_type.as_deref(), Some("application/json; charset=utf-8")); // [MQTT-3.3.2-20]
-    // A 3.1.1 subscriber gets the message without properties.
+    assert_eq!(
+        g.content_type.as_deref(),
+        Some("application/json; charset=utf-8")
+    ); // [MQTT-3.3.2-20]
+       // A 3.1.1 subscriber gets the message without properties.
     assert_eq!(payloads(&recv(&mut s, sub3)), ["{}"]);
     // Payload Format Indicator 0 is forwarded as well.
     let props = Properties {
@@ -389,9 +431,11 @@ fn mqtt_3_3_2_5_expired_message_dropped_while_waiting_for_receive_maximum() {
     send_ack(&mut s, sub, PacketType::PubAck, got[0].pid.unwrap());
     // [MQTT-3.3.2-5]
     assert_eq!(payloads(&recv(&mut s, sub)), ["third"]);
-    assert!(log
-        .drops()
-        .contains(&("slow".into(), "expiring".into(), broker_core::policy::DropReason::Expired)));
+    assert!(log.drops().contains(&(
+        "slow".into(),
+        "expiring".into(),
+        broker_core::policy::DropReason::Expired
+    )));
 }
 
 #[test]
@@ -472,7 +516,10 @@ fn mqtt_3_3_2_8_topic_alias_0_is_refused() {
     s.send_bytes(p, &raw_publish(0, b"t", None, &[0x23, 0, 0], b"x"));
     // [MQTT-3.3.2-8]: a receiver treats it as an error and closes.
     let got = recv(&mut s, p);
-    assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{got:?}");
+    assert!(
+        matches!(disconnect_code(&got), Some(c) if c.is_error()),
+        "{got:?}"
+    );
     assert!(s.is_closed(p));
     assert!(recv(&mut s, sub).is_empty());
 }
@@ -533,7 +580,16 @@ fn mqtt_3_3_2_12_server_accepts_every_alias_up_to_its_maximum() {
         publish_props(&mut s, p, &t, b"set", Q0, false, 0, alias(a));
     }
     for a in (1..=5u16).rev() {
-        publish_props(&mut s, p, "", format!("{a}").as_bytes(), Q0, false, 0, alias(a));
+        publish_props(
+            &mut s,
+            p,
+            "",
+            format!("{a}").as_bytes(),
+            Q0,
+            false,
+            0,
+            alias(a),
+        );
     }
     // Re-mapping an alias to another topic.
     publish_props(&mut s, p, "re/mapped", b"re", Q0, false, 0, alias(2));
@@ -543,7 +599,15 @@ fn mqtt_3_3_2_12_server_accepts_every_alias_up_to_its_maximum() {
     let topics: Vec<&str> = got.iter().map(|x| x.topic.as_str()).collect();
     assert_eq!(
         &topics[5..],
-        ["topic/5", "topic/4", "topic/3", "topic/2", "topic/1", "re/mapped", "re/mapped"]
+        [
+            "topic/5",
+            "topic/4",
+            "topic/3",
+            "topic/2",
+            "topic/1",
+            "re/mapped",
+            "re/mapped"
+        ]
     );
     assert!(!s.is_closed(p));
     // Above the maximum: 0x94 Topic Alias invalid.
@@ -589,7 +653,10 @@ fn mqtt_3_3_2_13_and_14_response_topic_is_a_topic_name() {
     s.send_bytes(p, &raw_publish(0, b"t", None, &props, b"x"));
     // [MQTT-3.3.2-14]: not a valid PUBLISH, closed with an error.
     let got = recv(&mut s, p);
-    assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{got:?}");
+    assert!(
+        matches!(disconnect_code(&got), Some(c) if c.is_error()),
+        "{got:?}"
+    );
     assert!(recv(&mut s, sub).is_empty());
     // [MQTT-3.3.2-13] ill-formed UTF-8.
     let p2 = connect(&mut s, "p2", true, V5);
@@ -599,6 +666,19 @@ fn mqtt_3_3_2_13_and_14_response_topic_is_a_topic_name() {
     assert_disconnected(&mut s, p2, ReasonCode::MalformedPacket);
 }
 
+#[test]
+fn mqtt_3_3_2_19_content_type_must_be_utf8() {
+    let mut s = sim();
+    let (sub, p) = pair(&mut s, "#", Q0);
+    // Content Type (0x03) with ill-formed UTF-8.
+    let mut props = vec![0x03];
+    props.extend(field(&[b'a', 0xC0]));
+    s.send_bytes(p, &raw_publish(0, b"t", None, &props, b"x"));
+    // [MQTT-3.3.2-19]
+    assert_disconnected(&mut s, p, ReasonCode::MalformedPacket);
+    assert!(recv(&mut s, sub).is_empty());
+}
+
 // ---- 3.3.4 PUBLISH actions --------------------------------------------------------
 
 #[test]
@@ -606,11 +686,24 @@ fn mqtt_3_3_4_1_response_according_to_qos() {
     let mut s = sim();
     let (_sub, p) = pair(&mut s, "t", Q2);
     publish(&mut s, p, "t", b"0", Q0, false, 0);
+    // [MQTT-3.3.4-1] QoS 0: no response, QoS 1: PUBACK, QoS 2: PUBREC.
     assert!(recv(&mut s, p).is_empty(), "QoS 0: no response");
     publish(&mut s, p, "t", b"1", Q1, false, 10);
-    assert_eq!(recv(&mut s, p), [P::PubAck { pid: 10, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubAck {
+            pid: 10,
+            code: ReasonCode::Success
+        }]
+    );
     publish(&mut s, p, "t", b"2", Q2, false, 11);
-    assert_eq!(recv(&mut s, p), [P::PubRec { pid: 11, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubRec {
+            pid: 11,
+            code: ReasonCode::Success
+        }]
+    );
 }
 
 // ---- 3.4 to 3.7 acknowledgement reason codes ---------------------------------------
@@ -630,17 +723,35 @@ fn mqtt_3_4_2_1_and_3_5_2_1_puback_pubrec_reason_codes() {
     assert_eq!(
         owned_all(&frames),
         [
-            P::PubAck { pid: 1, code: ReasonCode::NoMatchingSubscribers },
-            P::PubRec { pid: 2, code: ReasonCode::NoMatchingSubscribers },
-            P::PubAck { pid: 3, code: ReasonCode::NotAuthorized },
-            P::PubRec { pid: 4, code: ReasonCode::NotAuthorized },
+            P::PubAck {
+                pid: 1,
+                code: ReasonCode::NoMatchingSubscribers
+            },
+            P::PubRec {
+                pid: 2,
+                code: ReasonCode::NoMatchingSubscribers
+            },
+            P::PubAck {
+                pid: 3,
+                code: ReasonCode::NotAuthorized
+            },
+            P::PubRec {
+                pid: 4,
+                code: ReasonCode::NotAuthorized
+            },
         ]
     );
     assert!(frames.iter().all(|f| f.bytes.len() == 5), "no properties");
     // A 3.1.1 publisher gets plain acknowledgements.
     let p3 = connect(&mut s, "pub3", true, V3);
     publish(&mut s, p3, "forbidden/x", b"x", Q1, false, 5);
-    assert_eq!(recv(&mut s, p3), [P::PubAck { pid: 5, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p3),
+        [P::PubAck {
+            pid: 5,
+            code: ReasonCode::Success
+        }]
+    );
 }
 
 #[test]
@@ -663,19 +774,37 @@ fn mqtt_3_6_2_1_and_3_7_2_1_pubrel_pubcomp_reason_codes() {
     send_ack(&mut s, p, PacketType::PubRel, 42);
     // [MQTT-3.7.2-1] [MQTT-3.7.2-2] [MQTT-3.7.2-3]
     let frames = s.recv(p);
-    assert_eq!(owned_all(&frames), [P::PubComp { pid: 42, code: ReasonCode::PacketIdentifierNotFound }]);
+    assert_eq!(
+        owned_all(&frames),
+        [P::PubComp {
+            pid: 42,
+            code: ReasonCode::PacketIdentifierNotFound
+        }]
+    );
     assert_eq!(frames[0].bytes.len(), 5);
     // PUBREC for an identifier the server never used: PUBREL 0x92.
     send_ack(&mut s, sub, PacketType::PubRec, 43);
     let frames = s.recv(sub);
     // [MQTT-3.6.2-1] [MQTT-3.6.2-2] [MQTT-3.6.2-3]
-    assert_eq!(owned_all(&frames), [P::PubRel { pid: 43, code: ReasonCode::PacketIdentifierNotFound }]);
+    assert_eq!(
+        owned_all(&frames),
+        [P::PubRel {
+            pid: 43,
+            code: ReasonCode::PacketIdentifierNotFound
+        }]
+    );
     assert_eq!(frames[0].bytes.len(), 5);
     // The normal flow uses Success.
     publish(&mut s, p, "t", b"x", Q2, false, 7);
     let got = pubs(&recv(&mut s, sub));
     send_ack(&mut s, sub, PacketType::PubRec, got[0].pid.unwrap());
-    assert_eq!(recv(&mut s, sub), [P::PubRel { pid: got[0].pid.unwrap(), code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, sub),
+        [P::PubRel {
+            pid: got[0].pid.unwrap(),
+            code: ReasonCode::Success
+        }]
+    );
 }
 
 // ---- 4.3 QoS flows -------------------------------------------------------------------
@@ -714,7 +843,10 @@ fn mqtt_4_3_2_1_to_3_qos1_sender_unacknowledged_until_puback() {
     // [MQTT-4.3.2-3] only the unacknowledged one comes again.
     let again = pubs(&recv(&mut s, sub2));
     assert_eq!(again.len(), 1);
-    assert_eq!((&again[0].payload[..], again[0].pid, again[0].dup), (&b"b"[..], got[1].pid, true));
+    assert_eq!(
+        (&again[0].payload[..], again[0].pid, again[0].dup),
+        (&b"b"[..], got[1].pid, true)
+    );
 }
 
 #[test]
@@ -755,7 +887,13 @@ fn mqtt_4_3_3_1_to_6_qos2_sender_flow() {
     let (a, b) = (got[0].pid.unwrap(), got[1].pid.unwrap());
     send_ack(&mut s, sub, PacketType::PubRec, a);
     // [MQTT-4.3.3-4] PUBREL with the same identifier.
-    assert_eq!(recv(&mut s, sub), [P::PubRel { pid: a, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, sub),
+        [P::PubRel {
+            pid: a,
+            code: ReasonCode::Success
+        }]
+    );
     s.drop_connection(sub);
     let (sub2, _) = connect5(&mut s, "sub", false, 600);
     let again = recv(&mut s, sub2);
@@ -763,14 +901,26 @@ fn mqtt_4_3_3_1_to_6_qos2_sender_flow() {
     // PUBLISH it released is not; [MQTT-4.3.3-3] the other PUBLISH (no PUBREC) is, with
     // DUP. Original order [MQTT-4.4.0-1].
     assert_eq!(again.len(), 2, "{again:?}");
-    assert_eq!(again[0], P::PubRel { pid: a, code: ReasonCode::Success });
+    assert_eq!(
+        again[0],
+        P::PubRel {
+            pid: a,
+            code: ReasonCode::Success
+        }
+    );
     match &again[1] {
         P::Publish(x) => assert_eq!((x.pid, x.dup, &x.payload[..]), (Some(b), true, &b"b"[..])),
         p => panic!("{p:?}"),
     }
     send_ack(&mut s, sub2, PacketType::PubComp, a);
     send_ack(&mut s, sub2, PacketType::PubRec, b);
-    assert_eq!(recv(&mut s, sub2), [P::PubRel { pid: b, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, sub2),
+        [P::PubRel {
+            pid: b,
+            code: ReasonCode::Success
+        }]
+    );
     send_ack(&mut s, sub2, PacketType::PubComp, b);
     s.drop_connection(sub2);
     let (sub3, _) = connect5(&mut s, "sub", false, 600);
@@ -798,7 +948,13 @@ fn mqtt_4_3_3_7_sender_does_not_expire_a_sent_qos2_message() {
     assert_eq!(again.len(), 1);
     assert!(again[0].dup);
     send_ack(&mut s, sub2, PacketType::PubRec, again[0].pid.unwrap());
-    assert!(matches!(&recv(&mut s, sub2)[..], [P::PubRel { code: ReasonCode::Success, .. }]));
+    assert!(matches!(
+        &recv(&mut s, sub2)[..],
+        [P::PubRel {
+            code: ReasonCode::Success,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -808,10 +964,22 @@ fn mqtt_4_3_3_9_after_error_pubrec_same_identifier_is_new() {
     subscribe(&mut s, sub, "#", Q2);
     let p = connect(&mut s, "pub", true, V5);
     publish(&mut s, p, "forbidden/x", b"refused", Q2, false, 5);
-    assert_eq!(recv(&mut s, p), [P::PubRec { pid: 5, code: ReasonCode::NotAuthorized }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubRec {
+            pid: 5,
+            code: ReasonCode::NotAuthorized
+        }]
+    );
     // [MQTT-4.3.3-9] the identifier is free again: a new message, delivered.
     publish(&mut s, p, "ok/x", b"accepted", Q2, false, 5);
-    assert_eq!(recv(&mut s, p), [P::PubRec { pid: 5, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubRec {
+            pid: 5,
+            code: ReasonCode::Success
+        }]
+    );
     assert_eq!(payloads(&recv(&mut s, sub)), ["accepted"]);
 }
 
@@ -835,11 +1003,26 @@ fn mqtt_4_3_3_10_duplicate_before_pubrel_acknowledged_not_redelivered() {
         );
     }
     // [MQTT-4.3.3-10] each is acknowledged with PUBREC, none delivered again.
-    assert_eq!(recv(&mut s, p), vec![P::PubRec { pid: 3, code: ReasonCode::Success }; 4]);
+    assert_eq!(
+        recv(&mut s, p),
+        vec![
+            P::PubRec {
+                pid: 3,
+                code: ReasonCode::Success
+            };
+            4
+        ]
+    );
     assert_eq!(payloads(&recv(&mut s, sub)), ["once"]);
     send_ack(&mut s, p, PacketType::PubRel, 3);
     // [MQTT-4.3.3-11]
-    assert_eq!(recv(&mut s, p), [P::PubComp { pid: 3, code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubComp {
+            pid: 3,
+            code: ReasonCode::Success
+        }]
+    );
     // [MQTT-4.3.3-12] after PUBCOMP the identifier starts a new message.
     publish(&mut s, p, "t", b"again", Q2, false, 3);
     assert_eq!(payloads(&recv(&mut s, sub)), ["again"]);
@@ -872,7 +1055,16 @@ fn qos2_receiver_state_survives_reconnection() {
     send_ack(&mut s, p2, PacketType::PubRel, 8);
     assert_eq!(
         recv(&mut s, p2),
-        [P::PubRec { pid: 8, code: ReasonCode::Success }, P::PubComp { pid: 8, code: ReasonCode::Success }]
+        [
+            P::PubRec {
+                pid: 8,
+                code: ReasonCode::Success
+            },
+            P::PubComp {
+                pid: 8,
+                code: ReasonCode::Success
+            }
+        ]
     );
     assert_eq!(payloads(&recv(&mut s, sub)), ["x"]);
 }
@@ -891,7 +1083,16 @@ fn mqtt_4_3_3_13_receiver_completes_qos2_even_if_expired() {
     // [MQTT-4.3.3-13]
     assert_eq!(
         recv(&mut s, p),
-        [P::PubRec { pid: 4, code: ReasonCode::Success }, P::PubComp { pid: 4, code: ReasonCode::Success }]
+        [
+            P::PubRec {
+                pid: 4,
+                code: ReasonCode::Success
+            },
+            P::PubComp {
+                pid: 4,
+                code: ReasonCode::Success
+            }
+        ]
     );
     assert_eq!(payloads(&recv(&mut s, sub)), ["x"]);
 }
@@ -937,7 +1138,14 @@ fn mqtt_4_4_0_2_error_ack_counts_as_acknowledged() {
             reason_code: ReasonCode::ImplementationSpecificError,
             properties: Properties::default(),
         };
-        s.send(sub, &if kind == PacketType::PubAck { Packet::PubAck(ack) } else { Packet::PubRec(ack) });
+        s.send(
+            sub,
+            &if kind == PacketType::PubAck {
+                Packet::PubAck(ack)
+            } else {
+                Packet::PubRec(ack)
+            },
+        );
     }
     // No PUBREL after an error PUBREC.
     assert!(recv(&mut s, sub).is_empty());
@@ -987,7 +1195,10 @@ fn mqtt_4_6_0_5_and_6_ordered_topics() {
         if q == Q2 {
             send_ack(&mut s, p, PacketType::PubRel, i + 1);
         }
-        expect.entry((format!("{who}{t}"), q as u8)).or_default().push(payload);
+        expect
+            .entry((format!("{who}{t}"), q as u8))
+            .or_default()
+            .push(payload);
         if i == 20 {
             // A reconnection in the middle, with messages in flight.
             recv(&mut s, sub);
@@ -1011,7 +1222,10 @@ fn mqtt_4_6_0_5_and_6_ordered_topics() {
     }
     for (k, v) in &seen {
         let e = &expect[k];
-        let positions: Vec<usize> = v.iter().map(|p| e.iter().position(|x| x == p).unwrap()).collect();
+        let positions: Vec<usize> = v
+            .iter()
+            .map(|p| e.iter().position(|x| x == p).unwrap())
+            .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{k:?}: {v:?}");
     }
     assert!(!seen.is_empty());

@@ -33,11 +33,16 @@ fn mqtt_4_1_0_2_session_discarded_after_expiry() {
     // [MQTT-4.1.0-2] the session and its queue are gone.
     assert_eq!(s.brokers[0].session_queue_len("e"), None);
     assert!(log.snapshot().contains(&Seen::Expired("e".into())));
-    assert!(log.drops().contains(&("e".into(), "queued".into(), DropReason::SessionEnded)));
+    assert!(log
+        .drops()
+        .contains(&("e".into(), "queued".into(), DropReason::SessionEnded)));
     let (c2, ack) = connect5(&mut s, "e", false, 10);
     assert!(!ack.session_present);
     publish(&mut s, p, "t", b"after", Q1, false, 2);
-    assert!(recv(&mut s, c2).is_empty(), "the subscription went with the session");
+    assert!(
+        recv(&mut s, c2).is_empty(),
+        "the subscription went with the session"
+    );
 }
 
 #[test]
@@ -80,7 +85,10 @@ fn session_expiry_changed_at_disconnect() {
     assert!(s.is_closed(c));
     s.advance(50_000);
     let (c2, ack) = connect5(&mut s, "d", false, 10);
-    assert!(ack.session_present, "the DISCONNECT's 100 s applies, not the CONNECT's 10 s");
+    assert!(
+        ack.session_present,
+        "the DISCONNECT's 100 s applies, not the CONNECT's 10 s"
+    );
     // Shortening to 0 at DISCONNECT ends the session at once.
     s.send(
         c2,
@@ -102,7 +110,10 @@ fn session_expiry_at_disconnect_is_capped_by_the_server() {
         ..Config::default()
     });
     let (c, ack) = connect5(&mut s, "cap", true, 10);
-    assert_eq!(ack.props.session_expiry_interval, None, "10 s is granted as asked");
+    assert_eq!(
+        ack.props.session_expiry_interval, None,
+        "10 s is granted as asked"
+    );
     s.send(
         c,
         &Packet::Disconnect(Disconnect {
@@ -166,7 +177,15 @@ fn offline_queue_bounded_in_messages_and_drops_reported() {
     offline_sub(&mut s, "off");
     let p = connect(&mut s, "p", true, V5);
     for i in 0..6u16 {
-        publish(&mut s, p, "q/x", format!("m{i}").as_bytes(), Q1, false, i + 1);
+        publish(
+            &mut s,
+            p,
+            "q/x",
+            format!("m{i}").as_bytes(),
+            Q1,
+            false,
+            i + 1,
+        );
     }
     assert_eq!(s.brokers[0].session_queue_len("off"), Some(3));
     let drops = log.drops();
@@ -220,7 +239,10 @@ fn offline_qos0_dropped_unless_configured() {
             assert!(log.drops().is_empty());
         } else {
             assert_eq!(got, ["one"]);
-            assert_eq!(log.drops(), [("off".to_string(), "zero".to_string(), DropReason::Offline)]);
+            assert_eq!(
+                log.drops(),
+                [("off".to_string(), "zero".to_string(), DropReason::Offline)]
+            );
         }
     }
 }
@@ -266,13 +288,25 @@ fn byte_limit_evicts_as_many_qos0_messages_as_needed() {
     offline_sub(&mut s, "off");
     let p = connect(&mut s, "p", true, V5);
     for i in 0..4 {
-        publish(&mut s, p, "q/a", format!("small-{i}").as_bytes(), Q0, false, 0);
+        publish(
+            &mut s,
+            p,
+            "q/a",
+            format!("small-{i}").as_bytes(),
+            Q0,
+            false,
+            0,
+        );
     }
     publish(&mut s, p, "q/a", &[b'B'; 90], Q1, false, 1);
     // The QoS 1 message needs the room of several QoS 0 ones: they make way for it.
     let (c, _) = connect5(&mut s, "off", false, 3600);
     let got = pubs(&recv_acking(&mut s, c));
-    assert!(got.iter().any(|x| x.qos == Q1), "the QoS 1 message was dropped: {:?}", log.drops());
+    assert!(
+        got.iter().any(|x| x.qos == Q1),
+        "the QoS 1 message was dropped: {:?}",
+        log.drops()
+    );
     assert!(log.drops().iter().all(|d| d.1.starts_with("small-")));
 }
 

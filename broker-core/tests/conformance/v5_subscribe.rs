@@ -57,7 +57,10 @@ fn mqtt_3_8_3_2_at_least_one_topic_filter() {
     s.send_bytes(c, &raw_subscribe(0x82, 1, &[], &[]));
     // [MQTT-3.8.3-2] a Protocol Error.
     let got = recv(&mut s, c);
-    assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{got:?}");
+    assert!(
+        matches!(disconnect_code(&got), Some(c) if c.is_error()),
+        "{got:?}"
+    );
     assert!(s.is_closed(c));
 }
 
@@ -131,7 +134,10 @@ fn mqtt_3_8_3_5_reserved_option_bits_are_malformed() {
         s.send_bytes(c, &raw_subscribe(0x82, 1, &[], &entry(b"a", options)));
         // [MQTT-3.8.3-5] reserved bits (QoS 3 and Retain Handling 3 are errors too).
         let got = recv(&mut s, c);
-        assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{options:#x}: {got:?}");
+        assert!(
+            matches!(disconnect_code(&got), Some(c) if c.is_error()),
+            "{options:#x}: {got:?}"
+        );
         assert!(s.is_closed(c));
     }
 }
@@ -183,10 +189,12 @@ fn mqtt_3_8_4_1_2_5_6_7_one_suback_one_code_per_filter_in_order() {
     publish(&mut s, p, "a/b", b"2", Q1, false, 2);
     publish(&mut s, p, "secret/x", b"3", Q1, false, 3);
     let got = pubs(&recv(&mut s, c));
-    assert_eq!(got.iter().map(|x| (x.payload.clone(), x.qos)).collect::<Vec<_>>(), [
-        (b"1".to_vec(), Q1),
-        (b"2".to_vec(), Q1)
-    ]);
+    assert_eq!(
+        got.iter()
+            .map(|x| (x.payload.clone(), x.qos))
+            .collect::<Vec<_>>(),
+        [(b"1".to_vec(), Q1), (b"2".to_vec(), Q1)]
+    );
 }
 
 #[test]
@@ -225,9 +233,15 @@ fn mqtt_3_8_4_4_resubscribe_resends_retained_without_losing_messages() {
     let got = recv_acking(&mut s, c);
     let ps = pubs(&got);
     // [MQTT-3.8.4-4] the retained message again, and no live message lost.
-    assert!(ps.iter().any(|x| x.retain && x.payload == b"retained"), "{ps:?}");
+    assert!(
+        ps.iter().any(|x| x.retain && x.payload == b"retained"),
+        "{ps:?}"
+    );
     for m in ["live1", "live2"] {
-        assert!(ps.iter().any(|x| x.payload == m.as_bytes()), "{m} lost: {ps:?}");
+        assert!(
+            ps.iter().any(|x| x.payload == m.as_bytes()),
+            "{m} lost: {ps:?}"
+        );
     }
 }
 
@@ -291,7 +305,7 @@ fn mqtt_3_9_3_2_suback_failure_codes() {
         ],
         None,
     );
-    // [MQTT-3.9.3-2] [MQTT-3.8.3-2]-like refusals carry their own reason codes.
+    // [MQTT-3.9.3-2] refusals carry their own SUBACK reason codes.
     assert_eq!(
         codes,
         [
@@ -310,8 +324,14 @@ fn mqtt_3_9_3_2_suback_failure_codes() {
 fn refused_subscription_not_authorized_0x87() {
     let (mut s, _) = sim_policy(Config::default(), 1);
     let c = connect(&mut s, "c", true, V5);
-    assert_eq!(subscribe(&mut s, c, "secret/#", Q1), [ReasonCode::NotAuthorized]);
-    assert_eq!(subscribe(&mut s, c, "$share/g/secret/x", Q1), [ReasonCode::NotAuthorized]);
+    assert_eq!(
+        subscribe(&mut s, c, "secret/#", Q1),
+        [ReasonCode::NotAuthorized]
+    );
+    assert_eq!(
+        subscribe(&mut s, c, "$share/g/secret/x", Q1),
+        [ReasonCode::NotAuthorized]
+    );
     let p = connect(&mut s, "p", true, V5);
     publish(&mut s, p, "secret/x", b"x", Q1, false, 1);
     assert!(pubs(&recv(&mut s, c)).is_empty());
@@ -327,7 +347,9 @@ fn delivery_refused_by_authorization_is_dropped_and_reported() {
     publish(&mut s, p, "hidden/x", b"h", Q1, false, 1);
     publish(&mut s, p, "shown/x", b"s", Q1, false, 2);
     assert_eq!(payloads(&recv(&mut s, c)), ["s"]);
-    assert!(log.drops().contains(&("c".into(), "h".into(), DropReason::NotAuthorized)));
+    assert!(log
+        .drops()
+        .contains(&("c".into(), "h".into(), DropReason::NotAuthorized)));
 }
 
 // ---- 3.10 / 3.11 UNSUBSCRIBE ---------------------------------------------------------
@@ -356,7 +378,10 @@ fn mqtt_3_10_3_1_and_2_unsubscribe_filters_utf8_and_present() {
         s.send_bytes(c, &frame(0xA2, &body));
         // [MQTT-3.10.3-1] [MQTT-3.10.3-2]
         let got = recv(&mut s, c);
-        assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{got:?}");
+        assert!(
+            matches!(disconnect_code(&got), Some(c) if c.is_error()),
+            "{got:?}"
+        );
         assert!(s.is_closed(c));
     }
 }
@@ -402,7 +427,13 @@ fn mqtt_3_10_4_2_and_3_unsubscribe_stops_new_completes_started() {
     // [MQTT-3.10.4-3] the started QoS 1 and 2 deliveries complete.
     send_ack(&mut s, c, PacketType::PubAck, started[0].pid.unwrap());
     send_ack(&mut s, c, PacketType::PubRec, started[1].pid.unwrap());
-    assert_eq!(recv(&mut s, c), [P::PubRel { pid: started[1].pid.unwrap(), code: ReasonCode::Success }]);
+    assert_eq!(
+        recv(&mut s, c),
+        [P::PubRel {
+            pid: started[1].pid.unwrap(),
+            code: ReasonCode::Success
+        }]
+    );
     send_ack(&mut s, c, PacketType::PubComp, started[1].pid.unwrap());
     assert!(recv(&mut s, c).is_empty());
 }
@@ -509,7 +540,12 @@ fn mqtt_3_3_1_12_and_13_retain_as_published() {
     let p = connect(&mut s, "p", true, V5);
     publish(&mut s, p, "t", b"retained", Q1, true, 1);
     publish(&mut s, p, "t", b"plain", Q1, false, 2);
-    let mut flags = |c| pubs(&recv(&mut s, c)).iter().map(|x| x.retain).collect::<Vec<_>>();
+    let mut flags = |c| {
+        pubs(&recv(&mut s, c))
+            .iter()
+            .map(|x| x.retain)
+            .collect::<Vec<_>>()
+    };
     // [MQTT-3.3.1-12] RETAIN 0 whatever was published.
     assert_eq!(flags(plain), [false, false]);
     // [MQTT-3.3.1-13] RETAIN as published.
@@ -557,9 +593,18 @@ fn mqtt_3_3_4_5_separate_sessions_each_get_their_identifier() {
     let p = connect(&mut s, "p", true, V5);
     publish(&mut s, p, "t/x", b"x", Q1, false, 1);
     // [MQTT-3.3.4-5] each PUBLISH carries the identifier of its subscription.
-    assert_eq!(pubs(&recv(&mut s, c1))[0].props.subscription_identifiers, [7]);
-    assert_eq!(pubs(&recv(&mut s, c2))[0].props.subscription_identifiers, [8]);
-    assert!(pubs(&recv(&mut s, c3))[0].props.subscription_identifiers.is_empty());
+    assert_eq!(
+        pubs(&recv(&mut s, c1))[0].props.subscription_identifiers,
+        [7]
+    );
+    assert_eq!(
+        pubs(&recv(&mut s, c2))[0].props.subscription_identifiers,
+        [8]
+    );
+    assert!(pubs(&recv(&mut s, c3))[0]
+        .props
+        .subscription_identifiers
+        .is_empty());
 }
 
 #[test]
@@ -569,14 +614,27 @@ fn subscription_identifier_on_retained_and_replaced_subscriptions() {
     publish(&mut s, p, "r", b"kept", Q1, true, 1);
     let c = connect(&mut s, "c", true, V5);
     subscribe_opts(&mut s, c, "r", opts(Q1), Some(5));
-    assert_eq!(pubs(&recv_acking(&mut s, c))[0].props.subscription_identifiers, [5]);
+    assert_eq!(
+        pubs(&recv_acking(&mut s, c))[0]
+            .props
+            .subscription_identifiers,
+        [5]
+    );
     // Replacing the subscription replaces its identifier; without one, none is sent.
     subscribe_opts(&mut s, c, "r", rh(RetainHandling::DoNotSend), Some(6));
     publish(&mut s, p, "r", b"new", Q1, false, 2);
-    assert_eq!(pubs(&recv_acking(&mut s, c))[0].props.subscription_identifiers, [6]);
+    assert_eq!(
+        pubs(&recv_acking(&mut s, c))[0]
+            .props
+            .subscription_identifiers,
+        [6]
+    );
     subscribe_opts(&mut s, c, "r", rh(RetainHandling::DoNotSend), None);
     publish(&mut s, p, "r", b"newer", Q1, false, 3);
-    assert!(pubs(&recv_acking(&mut s, c))[0].props.subscription_identifiers.is_empty());
+    assert!(pubs(&recv_acking(&mut s, c))[0]
+        .props
+        .subscription_identifiers
+        .is_empty());
 }
 
 #[test]
@@ -619,30 +677,63 @@ fn matching(filters: &[&str], topics: &[&str]) -> Vec<Vec<String>> {
     for t in topics {
         publish(&mut s, p, t, t.as_bytes(), Q0, false, 0);
     }
-    subs.into_iter().map(|c| payloads(&recv(&mut s, c))).collect()
+    subs.into_iter()
+        .map(|c| payloads(&recv(&mut s, c)))
+        .collect()
 }
 
 #[test]
 fn mqtt_4_7_1_1_and_2_wildcards() {
     let topics = [
-        "sport", "sport/", "sport/tennis", "sport/tennis/player1", "sport/tennis/player1/ranking",
-        "/finance", "finance", "a/b/c",
+        "sport",
+        "sport/",
+        "sport/tennis",
+        "sport/tennis/player1",
+        "sport/tennis/player1/ranking",
+        "/finance",
+        "finance",
+        "a/b/c",
     ];
     let got = matching(
-        &["sport/#", "#", "sport/tennis/#", "sport/+", "+/+", "/+", "+", "+/tennis/#", "a/+/c", "sport/+/player1"],
+        &[
+            "sport/#",
+            "#",
+            "sport/tennis/#",
+            "sport/+",
+            "+/+",
+            "/+",
+            "+",
+            "+/tennis/#",
+            "a/+/c",
+            "sport/+/player1",
+        ],
         &topics,
     );
     let want: [&[&str]; 10] = [
         // '#' matches the parent level and any number of children [MQTT-4.7.1-1].
-        &["sport", "sport/", "sport/tennis", "sport/tennis/player1", "sport/tennis/player1/ranking"],
+        &[
+            "sport",
+            "sport/",
+            "sport/tennis",
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+        ],
         &topics,
-        &["sport/tennis", "sport/tennis/player1", "sport/tennis/player1/ranking"],
+        &[
+            "sport/tennis",
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+        ],
         // '+' matches exactly one level [MQTT-4.7.1-2], an empty one included.
         &["sport/", "sport/tennis"],
         &["sport/", "sport/tennis", "/finance"],
         &["/finance"],
         &["sport", "finance"],
-        &["sport/tennis", "sport/tennis/player1", "sport/tennis/player1/ranking"],
+        &[
+            "sport/tennis",
+            "sport/tennis/player1",
+            "sport/tennis/player1/ranking",
+        ],
         &["a/b/c"],
         &["sport/tennis/player1"],
     ];
@@ -655,9 +746,21 @@ fn mqtt_4_7_1_1_and_2_wildcards() {
 fn mqtt_4_7_1_1_and_2_misplaced_wildcards_are_invalid_filters() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V5);
-    for f in ["sport/tennis#", "sport/#/ranking", "#/a", "sport+", "sport/+tennis", "a/++", "a#"] {
+    for f in [
+        "sport/tennis#",
+        "sport/#/ranking",
+        "#/a",
+        "sport+",
+        "sport/+tennis",
+        "a/++",
+        "a#",
+    ] {
         // [MQTT-4.7.1-1] [MQTT-4.7.1-2]: 0x8F for that filter only.
-        assert_eq!(subscribe(&mut s, c, f, Q0), [ReasonCode::TopicFilterInvalid], "{f}");
+        assert_eq!(
+            subscribe(&mut s, c, f, Q0),
+            [ReasonCode::TopicFilterInvalid],
+            "{f}"
+        );
     }
     assert!(!s.is_closed(c));
     assert_eq!(s.brokers[0].subscription_filter_count(), 0);
@@ -666,7 +769,14 @@ fn mqtt_4_7_1_1_and_2_misplaced_wildcards_are_invalid_filters() {
 #[test]
 fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
     let got = matching(
-        &["#", "+/monitor/Clients", "$SYS/#", "$SYS/monitor/+", "+/+/+", "$other/x"],
+        &[
+            "#",
+            "+/monitor/Clients",
+            "$SYS/#",
+            "$SYS/monitor/+",
+            "+/+/+",
+            "$other/x",
+        ],
         &["$SYS/monitor/Clients", "$other", "x/monitor/Clients"],
     );
     // [MQTT-4.7.2-1]
@@ -694,11 +804,17 @@ fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
 fn mqtt_4_7_3_1_topics_and_filters_at_least_one_character() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V5);
-    assert_eq!(subscribe(&mut s, c, "", Q0), [ReasonCode::TopicFilterInvalid]);
+    assert_eq!(
+        subscribe(&mut s, c, "", Q0),
+        [ReasonCode::TopicFilterInvalid]
+    );
     // An empty topic name without a Topic Alias [MQTT-4.7.3-1]: Protocol Error.
     s.send_bytes(c, &frame(0x30, &[0, 0, 0, b'x']));
     let got = recv(&mut s, c);
-    assert!(matches!(disconnect_code(&got), Some(c) if c.is_error()), "{got:?}");
+    assert!(
+        matches!(disconnect_code(&got), Some(c) if c.is_error()),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -751,10 +867,24 @@ fn mqtt_4_8_2_1_and_2_shared_filter_syntax() {
     let mut s = sim();
     let c = connect(&mut s, "c", true, V5);
     // [MQTT-4.8.2-1] [MQTT-4.8.2-2]
-    for f in ["$share//t", "$share/g", "$share/g/", "$share/g+/t", "$share/#/t", "$share/g/a/#/b"] {
-        assert_eq!(subscribe(&mut s, c, f, Q0), [ReasonCode::TopicFilterInvalid], "{f}");
+    for f in [
+        "$share//t",
+        "$share/g",
+        "$share/g/",
+        "$share/g+/t",
+        "$share/#/t",
+        "$share/g/a/#/b",
+    ] {
+        assert_eq!(
+            subscribe(&mut s, c, f, Q0),
+            [ReasonCode::TopicFilterInvalid],
+            "{f}"
+        );
     }
-    assert_eq!(subscribe(&mut s, c, "$share/g/+/x/#", Q0), [ReasonCode::Success]);
+    assert_eq!(
+        subscribe(&mut s, c, "$share/g/+/x/#", Q0),
+        [ReasonCode::Success]
+    );
 }
 
 #[test]
@@ -771,9 +901,20 @@ fn shared_subscription_round_robin_one_member_each() {
     subscribe(&mut s, normal, "job/#", Q1);
     let p = connect(&mut s, "p", true, V5);
     for i in 0..9u16 {
-        publish(&mut s, p, "job/x", format!("{i}").as_bytes(), Q1, false, i + 1);
+        publish(
+            &mut s,
+            p,
+            "job/x",
+            format!("{i}").as_bytes(),
+            Q1,
+            false,
+            i + 1,
+        );
     }
-    let counts: Vec<usize> = members.iter().map(|c| pubs(&recv_acking(&mut s, *c)).len()).collect();
+    let counts: Vec<usize> = members
+        .iter()
+        .map(|c| pubs(&recv_acking(&mut s, *c)).len())
+        .collect();
     // Each message to exactly one member, in turn.
     assert_eq!(counts, [3, 3, 3]);
     // A non-shared subscription to the same filter gets them all.
@@ -793,10 +934,20 @@ fn shared_subscription_hash_by_client_id() {
             c
         })
         .collect();
-    let pubs_: Vec<Client> = (0..6).map(|i| connect(&mut s, &format!("pub{i}"), true, V5)).collect();
+    let pubs_: Vec<Client> = (0..6)
+        .map(|i| connect(&mut s, &format!("pub{i}"), true, V5))
+        .collect();
     for round in 0..4 {
         for (i, p) in pubs_.iter().enumerate() {
-            publish(&mut s, *p, "h", format!("{i}-{round}").as_bytes(), Q0, false, 0);
+            publish(
+                &mut s,
+                *p,
+                "h",
+                format!("{i}-{round}").as_bytes(),
+                Q0,
+                false,
+                0,
+            );
         }
     }
     let mut owner = std::collections::HashMap::new();
@@ -880,7 +1031,10 @@ fn mqtt_4_8_2_5_started_qos2_not_sent_to_another_member_when_session_ends() {
     let (_a2, _) = connect5(&mut s, "a", true, 0);
     // [MQTT-4.8.2-5]
     assert!(recv(&mut s, b).is_empty(), "QoS 2 delivery started with a");
-    assert!(log.drops().iter().any(|(c, m, w)| c == "a" && m == "exactly-once" && *w == DropReason::SessionEnded));
+    assert!(log
+        .drops()
+        .iter()
+        .any(|(c, m, w)| c == "a" && m == "exactly-once" && *w == DropReason::SessionEnded));
 }
 
 #[test]
@@ -945,7 +1099,13 @@ fn unsubscribing_from_a_shared_subscription() {
     unsubscribe(&mut s, b, 6, &["$share/g/w"]);
     publish(&mut s, p, "w", b"x", Q1, false, 9);
     assert!(pubs(&recv(&mut s, b)).is_empty());
-    assert_eq!(recv(&mut s, p), [P::PubAck { pid: 9, code: ReasonCode::NoMatchingSubscribers }]);
+    assert_eq!(
+        recv(&mut s, p),
+        [P::PubAck {
+            pid: 9,
+            code: ReasonCode::NoMatchingSubscribers
+        }]
+    );
 }
 
 #[test]
