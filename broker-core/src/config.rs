@@ -80,6 +80,9 @@ pub struct Config {
     pub max_pending_control: usize,
     /// Connections allowed on this shard; further accepts are refused.
     pub max_connections: usize,
+    /// A connected subscriber whose queue stays full without progress this long (ms) is
+    /// stalled: messages waiting for it are dropped and their publishers released.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             max_packets_per_read: 64,
             max_pending_control: 256,
             max_connections: 1_000_000,
+            stall_timeout_ms: 1_000,
         }
     }
 }

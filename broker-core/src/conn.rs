@@ -92,6 +92,9 @@ pub(crate) struct Conn {
     pub pending: Option<Box<ConnectParams>>,
     pub reauthenticating: bool,
     pub problem_info: bool,
+    /// QoS 1 acknowledgements held back by flow control (they count towards the Receive
+    /// Maximum, [MQTT-3.3.4-7]).
+    pub delayed_acks: u16,
     /// Set once DISCONNECT (either way) or a refusal decided the reason.
     pub close_reason: Option<ReasonCode>,
 }
@@ -118,6 +121,7 @@ impl Conn {
             reauthenticating: false,
             problem_info: true,
             close_reason: None,
+            delayed_acks: 0,
         }
     }
 }

@@ -141,6 +141,12 @@ pub(crate) struct Session {
     pub stamp: u64,
     pub slot: u32,
     pub origin: u64,
+    /// Messages waiting for room in the queue (flow control), with the holds they keep.
+    pub overflow: VecDeque<crate::broker::flow::Parked>,
+    /// Since when the overflow has made no progress.
+    pub overflow_since: Option<Instant>,
+    /// No progress for the stall timeout: dropped for instead of parked.
+    pub stalled: bool,
 }
 
 impl Session {
@@ -164,6 +170,9 @@ impl Session {
             stamp: 0,
             slot: 0,
             origin,
+            overflow: VecDeque::new(),
+            overflow_since: None,
+            stalled: false,
         }
     }
 

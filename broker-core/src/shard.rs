@@ -70,6 +70,14 @@ pub enum ShardMsg {
         msg: Message,
         /// Publisher's client identifier hash (for hash-based shared subscriptions).
         publisher_hash: u64,
+        /// The publisher's held acknowledgement: release it once routed here (later, if a
+        /// subscriber here has no room yet).
+        ack: Option<crate::broker::AckRef>,
+    },
+    /// Releases a hold on an acknowledgement this shard keeps.
+    AckRelease {
+        /// Its key.
+        key: Key,
     },
     /// To the topic's owner: a retained update to order and replicate.
     RetainRequest {

@@ -32,8 +32,8 @@ mod wire;
 pub use error::{DecodeError, EncodeError};
 pub use header::{FixedHeader, Status};
 pub use packet::{
-    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Publish, ReasonCodes, SubAck, Subscribe,
-    Subscription, Subscriptions, TopicFilters, UnsubAck, Unsubscribe, Will,
+    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Publish, PublishHeader, ReasonCodes, SubAck,
+    Subscribe, Subscription, Subscriptions, TopicFilters, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{
     Properties, PropertyContext, PropertyId, SubscriptionIds, UserProperties, UserPropertyIter,

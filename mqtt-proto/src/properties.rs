@@ -866,6 +866,74 @@ impl<'a> Properties<'a> {
         Ok(n)
     }
 
+    /// Writes the properties a server forwards unaltered with an application message
+    /// (Payload Format Indicator, Content Type, Response Topic, Correlation Data and User
+    /// Properties, [MQTT-3.3.2-4], [MQTT-3.3.2-15], [MQTT-3.3.2-16], [MQTT-3.3.2-17]) as a
+    /// block without its length prefix, and returns its length (0 when there are none).
+    /// The other properties are left out: a server sets Message Expiry Interval, Topic
+    /// Alias and Subscription Identifiers per delivery (see [`crate::PublishHeader`]).
+    ///
+    /// Checked like [`Properties::emit_block_to`] (the block decodes as a PUBLISH block),
+    /// but only these five are looked at, which makes it the cheap way for a broker to
+    /// store what it will forward. Nothing is written on error.
+    pub fn emit_forwarded_block_to<S: Sink + ?Sized>(
+        &self,
+        s: &mut S,
+    ) -> Result<usize, EncodeError> {
+        let text = |o: Option<&str>| o.map_or(Ok(0), |v| str_len(v).map(|l| l + 1));
+        let mut n = 0;
+        if self.payload_format_indicator.is_some() {
+            n += 2;
+        }
+        n += text(self.content_type)?;
+        if let Some(t) = self.response_topic {
+            crate::topic::validate_name(t)
+                .map_err(|_| EncodeError::InvalidField("response topic is not a topic name"))?;
+            n += 1 + binary_len(t.as_bytes())?;
+        }
+        if let Some(d) = self.correlation_data {
+            n += 1 + binary_len(d)?;
+        }
+        let users = match self.user_properties {
+            UserProperties::List(l) if l.is_empty() => 0,
+            u => u.measure()?.1,
+        };
+        n += users;
+        if n == 0 {
+            return Ok(0);
+        }
+        if n > crate::wire::MAX_REMAINING_LENGTH {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        if s.remaining_capacity() < n {
+            return Err(EncodeError::BufferTooSmall { needed: n });
+        }
+        if let Some(b) = self.payload_format_indicator {
+            s.put_slice(&[PropertyId::PayloadFormatIndicator as u8, u8::from(b)]);
+        }
+        let field = |s: &mut S, id: PropertyId, v: Option<&[u8]>| {
+            if let Some(v) = v {
+                s.put_u8(id as u8);
+                put_binary(s, v);
+            }
+        };
+        field(
+            s,
+            PropertyId::ContentType,
+            self.content_type.map(str::as_bytes),
+        );
+        field(
+            s,
+            PropertyId::ResponseTopic,
+            self.response_topic.map(str::as_bytes),
+        );
+        field(s, PropertyId::CorrelationData, self.correlation_data);
+        if users > 0 {
+            self.user_properties.emit(s);
+        }
+        Ok(n)
+    }
+
     fn emit_entries<S: Sink + ?Sized>(&self, s: &mut S) {
         use PropertyId::*;
         let byte = |s: &mut S, id: PropertyId, v: Option<u8>| {

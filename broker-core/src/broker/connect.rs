@@ -460,6 +460,20 @@ impl Broker {
     /// Ends a session: its pending will is published, its subscriptions removed, shared
     /// subscription messages handed back to the group.
     pub(crate) fn end_session(&mut self, sk: Key, now: Instant, why: SessionEnd) {
+        // Messages held by flow control: their publishers get their acknowledgements; the
+        // messages are handled like the rest of the queue below.
+        let parked: Vec<crate::broker::flow::Parked> = self
+            .sessions
+            .get_mut(sk)
+            .map(|s| core::mem::take(&mut s.overflow).into())
+            .unwrap_or_default();
+        let mut parked_items = Vec::with_capacity(parked.len());
+        for p in parked {
+            if let Some(k) = p.ack {
+                self.release_ack(k);
+            }
+            parked_items.push(p.item);
+        }
         let Some(mut s) = self.sessions.remove(sk) else {
             return;
         };
@@ -488,7 +502,8 @@ impl Broker {
                 core::mem::take(&mut s.backlog)
                     .into_iter()
                     .map(|q| (false, q)),
-            );
+            )
+            .chain(parked_items.into_iter().map(|q| (false, q)));
         for (qos2_started, item) in leftovers {
             match item.group {
                 Some(g) if !qos2_started => self.return_to_group(now, g, item.msg),
@@ -556,6 +571,16 @@ impl Broker {
         match s.expiry_interval {
             0 => self.end_session(sk, now, SessionEnd::Discarded),
             secs => {
+                // Held messages join the offline queue (bounded by the overflow cap); their
+                // publishers are released.
+                let parked = core::mem::take(&mut s.overflow);
+                s.overflow_since = None;
+                let mut acks = Vec::new();
+                for p in parked {
+                    s.queued_bytes += p.item.msg.size();
+                    s.queue.push_back(p.item);
+                    acks.extend(p.ack);
+                }
                 // Offline messages get their own allocations so they do not pin arena chunks.
                 for q in s.queue.iter_mut() {
                     q.msg = q.msg.detached();
@@ -566,6 +591,9 @@ impl Broker {
                 self.policy.store.session_saved(&snap);
                 if let Some(at) = at {
                     self.schedule(at, Timer::SessionExpiry(sk));
+                }
+                for k in acks {
+                    self.release_ack(k);
                 }
             }
         }

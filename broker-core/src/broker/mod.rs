@@ -6,6 +6,7 @@
 //! timer deadline.
 
 mod connect;
+pub(crate) mod flow;
 mod publish;
 mod restore;
 mod shards;
@@ -33,6 +34,7 @@ use mqtt_proto::{
     DecodeError, Packet, ProtocolVersion, QoS, ReasonCode, Status, SubscriptionOptions,
 };
 
+pub use flow::AckRef;
 pub(crate) use timers::Timer;
 pub use transmit::Transmit;
 
@@ -132,6 +134,11 @@ pub struct Broker {
     pub(crate) auto_id: u64,
     pub(crate) metrics: Metrics,
     pub(crate) shutting_down: bool,
+    /// Acknowledgements held back by flow control.
+    pub(crate) acks: Slab<flow::PendingAck>,
+    /// The acknowledgement of the message being routed, if it may be held.
+    pub(crate) current_ack: Option<Key>,
+    pub(crate) released: Vec<Key>,
 }
 
 impl Broker {
@@ -158,6 +165,9 @@ impl Broker {
             auto_id: 0,
             metrics: Metrics::default(),
             shutting_down: false,
+            acks: Slab::default(),
+            current_ack: None,
+            released: Vec::new(),
             policy,
             cfg,
         }

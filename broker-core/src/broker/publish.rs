@@ -85,6 +85,15 @@ impl Broker {
                 }
             }
         }
+        // [MQTT-3.3.4-7] QoS 1 acknowledgements held back by flow control count too (MQTT 5
+        // only: 3.1.1 has no Receive Maximum to exceed).
+        if fail.is_none()
+            && v.is_v5()
+            && p.qos == QoS::AtLeastOnce
+            && usize::from(c.delayed_acks) + s.rx_qos2.len() >= usize::from(cfg.receive_maximum)
+        {
+            fail = Some(ReasonCode::ReceiveMaximumExceeded);
+        }
         if let Some(code) = fail {
             return self.protocol_error(conn, now, code);
         }
@@ -118,20 +127,32 @@ impl Broker {
             (true, Err(rc)) => rc,
             (true, Ok(())) => ReasonCode::Success,
         };
+        let kind = if p.qos == QoS::AtLeastOnce {
+            PacketType::PubAck
+        } else {
+            PacketType::PubRec
+        };
+        let mut held = None;
         if code == ReasonCode::Success {
             self.metrics.publish_received += 1;
+            // Flow control may hold the acknowledgement while subscribers lack room.
+            held = pid.map(|id| {
+                self.hold_ack(super::flow::AckTarget::Conn {
+                    conn,
+                    pid: id,
+                    kind,
+                    code: ReasonCode::Success,
+                })
+            });
+            self.current_ack = held;
             let matched = self.publish_message(now, &msg, publisher_hash);
+            self.current_ack = None;
             // 3.4.2.1: 0x10 tells a v5 publisher nobody received it.
             if !matched && v.is_v5() {
                 code = ReasonCode::NoMatchingSubscribers;
             }
         }
         let Some(id) = pid else { return };
-        let kind = if p.qos == QoS::AtLeastOnce {
-            PacketType::PubAck
-        } else {
-            PacketType::PubRec
-        };
         let code = if code.valid_in(kind) {
             code
         } else {
@@ -142,14 +163,29 @@ impl Broker {
                 s.rx_qos2.push(id.get());
             }
         }
-        self.push_ctrl(
-            conn,
-            Ctrl::Ack {
-                kind,
-                pid: id,
-                code,
-            },
-        );
+        let Some(key) = held else {
+            self.push_ctrl(
+                conn,
+                Ctrl::Ack {
+                    kind,
+                    pid: id,
+                    code,
+                },
+            );
+            return;
+        };
+        if let Some(a) = self.acks.get_mut(key) {
+            if let super::flow::AckTarget::Conn { code: c, .. } = &mut a.target {
+                *c = code;
+            }
+            if a.holds > 1 && kind == PacketType::PubAck {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.delayed_acks = c.delayed_acks.saturating_add(1);
+                }
+            }
+        }
+        // Drops the routing hold: the acknowledgement goes now unless something waits.
+        self.release_ack(key);
     }
 
     /// Sends a message to everyone subscribed, on this shard and others; stores it if
@@ -219,11 +255,24 @@ impl Broker {
         for sh in 0..self.cfg.shards {
             if sh != self.cfg.shard && self.shard_hits.get(usize::from(sh)) == Some(&true) {
                 any = true;
+                // The other shard holds the acknowledgement too while its subscribers
+                // have no room (flow control).
+                let ack = match self.current_ack {
+                    Some(key) if msg.qos != QoS::AtMostOnce => {
+                        self.add_hold(key);
+                        Some(super::AckRef {
+                            shard: self.cfg.shard,
+                            key,
+                        })
+                    }
+                    _ => None,
+                };
                 self.events.push_back(Event::Forward {
                     to: sh,
                     msg: ShardMsg::Publish {
                         msg: msg.clone(),
                         publisher_hash,
+                        ack,
                     },
                 });
             }
@@ -306,6 +355,10 @@ impl Broker {
     /// (the oldest queued QoS 0 message makes room for a QoS 1/2 one), otherwise the new
     /// message is dropped and reported.
     pub(crate) fn enqueue(&mut self, now: Instant, sk: Key, item: Queued) -> bool {
+        // Flow control: a connected subscriber without room may hold this QoS 1/2 message
+        // (and its publisher's acknowledgement) instead of losing it.
+        let parkable = self.may_park(sk, item.qos);
+        let mut park_now = false;
         let Self {
             sessions,
             conns,
@@ -349,7 +402,10 @@ impl Broker {
             s.queue.len() >= cfg.max_queued_messages
                 || (cfg.max_queued_bytes > 0 && s.queued_bytes + size > cfg.max_queued_bytes)
         };
-        if full(s) {
+        if parkable && !s.overflow.is_empty() {
+            // Behind messages already waiting: keep their order.
+            park_now = true;
+        } else if full(s) {
             // QoS 0 messages make way for a QoS 1/2 one, oldest first, but only if
             // removing them makes enough room (messages and bytes).
             let (n0, b0) = s
@@ -361,11 +417,13 @@ impl Broker {
                 && s.queue.len() - n0 < cfg.max_queued_messages
                 && (cfg.max_queued_bytes == 0
                     || s.queued_bytes - b0 + size <= cfg.max_queued_bytes);
-            if !fits {
+            if !fits && parkable {
+                park_now = true;
+            } else if !fits {
                 drop(s, &item.msg, DropReason::QueueFull);
                 return false;
             }
-            while full(s) {
+            while !park_now && full(s) {
                 let Some(i) = s.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
                     break;
                 };
@@ -374,6 +432,10 @@ impl Broker {
                     drop(s, &old.msg, DropReason::QueueFull);
                 }
             }
+        }
+        if park_now {
+            self.park(now, sk, item);
+            return true;
         }
         s.queued_bytes += size;
         let conn = s.conn;

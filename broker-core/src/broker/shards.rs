@@ -14,9 +14,21 @@ impl Broker {
             ShardMsg::Publish {
                 msg,
                 publisher_hash,
-            } => {
-                self.route_local(now, &msg, publisher_hash);
-            }
+                ack,
+            } => match ack {
+                Some(r) => {
+                    // Hold the publisher's acknowledgement while our subscribers lack room.
+                    let key = self.hold_ack(super::flow::AckTarget::Remote(r));
+                    self.current_ack = Some(key);
+                    self.route_local(now, &msg, publisher_hash);
+                    self.current_ack = None;
+                    self.release_ack(key);
+                }
+                None => {
+                    self.route_local(now, &msg, publisher_hash);
+                }
+            },
+            ShardMsg::AckRelease { key } => self.release_ack(key),
             ShardMsg::RetainRequest { msg } => {
                 // This shard owns the topic: apply, then replicate in this order to all.
                 self.apply_retained(&msg);

@@ -3,7 +3,7 @@
 
 use super::{Broker, Event, LocalSub, SharedGroup};
 use crate::conn::Ctrl;
-use crate::policy::ConnId;
+use crate::policy::{ConnId, DropReason};
 use crate::session::{GroupName, Queued, SubIds, SubRecord};
 use crate::shard::{owner_of_group, Member, ShardId, ShardMsg};
 use crate::slab::Key;
@@ -61,6 +61,17 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(sk) {
             // Paced by the client's flow control, ahead of messages queued from now on.
             s.backlog.extend(retained);
+            // Bounded by the retained store's size: a client repeating SUBSCRIBE without
+            // reading would otherwise grow it without limit. What goes first is the oldest:
+            // copies from earlier SUBSCRIBEs, which the newest ones repeat.
+            while s.backlog.len() > self.cfg.max_retained_messages {
+                if let Some(old) = s.backlog.pop_front() {
+                    self.metrics.dropped_queue_full += 1;
+                    self.policy
+                        .hooks
+                        .on_dropped(&s.client_id, &old.msg, DropReason::QueueFull);
+                }
+            }
             if s.expiry_interval > 0 {
                 self.policy.store.session_saved(&s.snapshot());
             }

@@ -18,6 +18,7 @@ pub(crate) enum Timer {
     SessionExpiry(Key),
     Will(Key),
     RetainedExpiry(Box<str>),
+    Stall(Key),
 }
 
 impl Broker {
@@ -91,6 +92,7 @@ impl Broker {
                     self.publish_will(now, &id, pw.will);
                 }
             }
+            Timer::Stall(sk) => self.check_stall(now, sk),
             Timer::RetainedExpiry(topic) => {
                 if self.retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
                     self.retained.remove(&topic);

@@ -294,6 +294,19 @@ impl Broker {
             }
         }
         c.output_flagged = more;
+        let parked = (!s.overflow.is_empty()).then_some(c.session).flatten();
+        // Room was made: messages held by flow control move into the queue (and their
+        // publishers get their acknowledgements).
+        // Another round only if something moved (it may be sendable now); otherwise a full
+        // in-flight window would make this spin.
+        if let Some(sk) = parked {
+            if self.admit_parked(now, sk) && !more {
+                more = true;
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.output_flagged = true;
+                }
+            }
+        }
         Transmit { frames, more }
     }
 }

@@ -327,10 +327,114 @@ fn online_queue_is_bounded_too() {
     for i in 0..20u16 {
         publish(&mut s, p, "t", b"x", Q1, false, i + 1);
     }
-    // One in flight, five queued, the rest dropped and reported.
+    // One in flight, five queued, five held by flow control (their PUBACKs too), the rest
+    // dropped and reported: memory stays bounded.
     assert_eq!(s.brokers[0].session_queue_len("slow"), Some(6));
-    assert_eq!(log.drops().len(), 14);
-    assert_eq!(pubs(&recv_acking(&mut s, c)).len(), 6);
+    assert_eq!(log.drops().len(), 9);
+    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
+    assert_eq!(acks(&recv(&mut s, p)), 15);
+    // The subscriber catches up: the held messages are delivered and acknowledged.
+    assert_eq!(pubs(&recv_acking(&mut s, c)).len(), 11);
+    assert_eq!(acks(&recv(&mut s, p)), 5);
+}
+
+#[test]
+fn flow_control_holds_puback_until_a_live_subscriber_has_room() {
+    let mut s = sim_cfg(Config {
+        max_queued_messages: 2,
+        ..Config::default()
+    });
+    let mut cp = conn("sub", V5);
+    cp.properties.receive_maximum = Some(1);
+    let (c, _) = connect_ok(&mut s, &cp);
+    subscribe(&mut s, c, "t", Q1);
+    let p = connect(&mut s, "p", true, V3);
+    for i in 0..5u16 {
+        publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
+    }
+    // 1 in flight + 2 queued: the 4th and 5th wait, and so do their PUBACKs.
+    let acked: Vec<u16> = recv(&mut s, p)
+        .iter()
+        .filter_map(|x| match x {
+            P::PubAck { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2, 3]);
+    let got = pubs(&recv_acking(&mut s, c));
+    let order: Vec<u8> = got.iter().map(|x| x.payload[0]).collect();
+    assert_eq!(order, vec![0, 1, 2, 3, 4], "nothing lost, order kept");
+    let acked_later = recv(&mut s, p)
+        .iter()
+        .filter(|x| matches!(x, P::PubAck { .. }))
+        .count();
+    assert_eq!(acked_later, 2);
+}
+
+#[test]
+fn flow_control_releases_publishers_of_a_stalled_subscriber() {
+    let (mut s, log) = sim_logged(
+        Config {
+            max_queued_messages: 2,
+            stall_timeout_ms: 1_000,
+            ..Config::default()
+        },
+        1,
+    );
+    let mut cp = conn("stuck", V5);
+    cp.properties.receive_maximum = Some(1);
+    let (_c, _) = connect_ok(&mut s, &cp);
+    subscribe(&mut s, _c, "t", Q1);
+    let p = connect(&mut s, "p", true, V5);
+    for i in 0..5u16 {
+        publish(&mut s, p, "t", b"x", Q1, false, i + 1);
+    }
+    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
+    assert_eq!(acks(&recv(&mut s, p)), 3);
+    // The subscriber never acknowledges: after the stall timeout the held messages are
+    // dropped (and reported) and the publisher gets its acknowledgements.
+    s.advance(999);
+    assert_eq!(acks(&recv(&mut s, p)), 0);
+    s.advance(2);
+    assert_eq!(acks(&recv(&mut s, p)), 2);
+    assert_eq!(log.drops().len(), 2);
+    // While stalled, new messages for it are dropped at once, not held.
+    publish(&mut s, p, "t", b"y", Q1, false, 9);
+    assert_eq!(acks(&recv(&mut s, p)), 1);
+}
+
+#[test]
+fn flow_control_across_shards_holds_and_releases_the_ack() {
+    let mut s = broker_core::sim::Sim::new(
+        Config {
+            max_queued_messages: 2,
+            ..Config::default()
+        },
+        2,
+    );
+    // Find ids owned by different shards.
+    let ids: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let owner = |id: &str| broker_core::shard::owner_of_client(id, 2);
+    let sub_id = ids.iter().find(|i| owner(i) == 0).unwrap().clone();
+    let pub_id = ids.iter().find(|i| owner(i) == 1).unwrap().clone();
+    let mut cp = conn(&sub_id, V5);
+    cp.properties.receive_maximum = Some(1);
+    let (c, _) = connect_ok_on(&mut s, 0, &cp);
+    subscribe(&mut s, c, "t", Q1);
+    let pc = conn(&pub_id, V5);
+    let (p, _) = connect_ok_on(&mut s, 1, &pc);
+    for i in 0..5u16 {
+        publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
+    }
+    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
+    // 1 in flight + 2 queued on the other shard; 2 held there, and their PUBACKs here.
+    assert_eq!(acks(&recv(&mut s, p)), 3);
+    let got: Vec<u8> = pubs(&recv_acking(&mut s, c))
+        .iter()
+        .map(|x| x.payload[0])
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert_eq!(acks(&recv(&mut s, p)), 2);
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod subscribe;
 
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
-pub use publish::{Ack, Publish};
+pub use publish::{Ack, Publish, PublishHeader};
 pub use subscribe::{
     ReasonCodes, SubAck, Subscribe, Subscription, Subscriptions, TopicFilters, UnsubAck,
     Unsubscribe,

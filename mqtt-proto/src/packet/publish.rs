@@ -158,6 +158,241 @@ impl<'a> Publish<'a> {
     }
 }
 
+/// The header of a PUBLISH that a server forwards (everything before the payload), built
+/// from parts that were validated once, when the message was received: the fast path for a
+/// broker's per-subscriber headers. [`Publish::emit_header`] validates the topic and every
+/// property on each call; this copies them.
+///
+/// Trusted, not checked again (debug builds assert them):
+/// - `topic` holds the bytes of a valid Topic Name (UTF-8 without U+0000 or wildcards,
+///   [MQTT-3.3.2-2]), for example a decoded [`Publish::topic`] or a name that
+///   [`crate::topic::validate_name`] accepted. It may be empty only with a `topic_alias`
+///   (MQTT 5).
+/// - `properties` is a PUBLISH property block (entries without the length prefix) that
+///   [`Properties::parse_block`] accepts for [`PropertyContext::Publish`] and that holds no
+///   Topic Alias, Message Expiry Interval or Subscription Identifier: those are the
+///   per-delivery fields below. For example what [`Properties::emit_block_to`] wrote for the
+///   forwarded properties of a decoded PUBLISH. Ignored in 3.x.
+///
+/// Wrong trusted input yields a packet a peer refuses, never a panic. Still checked: the
+/// packet identifier against the QoS, DUP with QoS 0, an empty topic without a Topic Alias,
+/// Topic Alias 0, Subscription Identifier ranges, field and packet lengths.
+///
+/// The per-delivery properties are written first (Message Expiry Interval, Topic Alias,
+/// Subscription Identifiers), then the forwarded block as it is (User Properties keep
+/// their order, [MQTT-3.3.2-17]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishHeader<'a> {
+    /// DUP.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// A valid Topic Name's bytes (trusted), empty when a Topic Alias stands for it.
+    pub topic: &'a [u8],
+    /// Present exactly when QoS > 0.
+    pub packet_id: Option<PacketId>,
+    /// Forwarded PUBLISH properties as a validated block (trusted; MQTT 5 only).
+    pub properties: &'a [u8],
+    /// Message Expiry Interval to send (MQTT 5).
+    pub message_expiry_interval: Option<u32>,
+    /// Topic Alias to send (MQTT 5).
+    pub topic_alias: Option<u16>,
+    /// Subscription Identifiers to send (MQTT 5), each 1..=268,435,455.
+    pub subscription_identifiers: &'a [u32],
+    /// Length of the payload that follows the header.
+    pub payload_len: usize,
+}
+
+/// Remaining length, property block length (MQTT 5) and header length of a
+/// [`PublishHeader`].
+#[derive(Debug, Clone, Copy)]
+struct HeaderSizes {
+    body: usize,
+    props: usize,
+    header: usize,
+}
+
+impl PublishHeader<'_> {
+    fn sizes(&self, v: ProtocolVersion) -> Result<HeaderSizes, EncodeError> {
+        debug_assert!(
+            self.topic.is_empty()
+                || core::str::from_utf8(self.topic)
+                    .is_ok_and(|t| crate::topic::validate_name(t).is_ok()),
+            "PublishHeader: topic is not a valid topic name"
+        );
+        debug_assert!(
+            !v.is_v5()
+                || Properties::parse_block(self.properties, PropertyContext::Publish).is_ok_and(
+                    |p| p.topic_alias.is_none()
+                        && p.message_expiry_interval.is_none()
+                        && p.subscription_identifiers.is_empty()
+                ),
+            "PublishHeader: properties are not a forwardable PUBLISH block"
+        );
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::InvalidField(
+                "packet id must be present exactly when QoS > 0",
+            ));
+        }
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::InvalidField("DUP set on QoS 0"));
+        }
+        if self.topic.is_empty() && !(v.is_v5() && self.topic_alias.is_some()) {
+            return Err(EncodeError::InvalidField("empty topic without topic alias"));
+        }
+        let mut body = binary_len(self.topic)?;
+        if self.packet_id.is_some() {
+            body += 2;
+        }
+        let mut props = 0;
+        if v.is_v5() {
+            if self.message_expiry_interval.is_some() {
+                props += 5;
+            }
+            match self.topic_alias {
+                Some(0) => {
+                    return Err(EncodeError::InvalidField(
+                        "property value of 0 is not allowed",
+                    ))
+                }
+                Some(_) => props += 3,
+                None => {}
+            }
+            for &id in self.subscription_identifiers {
+                if id == 0 || id as usize > crate::MAX_REMAINING_LENGTH {
+                    return Err(EncodeError::InvalidField(
+                        "subscription identifier out of range",
+                    ));
+                }
+                props += 1 + varint_len(id as usize);
+            }
+            props += self.properties.len();
+            body += varint_len(props) + props;
+        }
+        let header_body = body;
+        body = body
+            .checked_add(self.payload_len)
+            .filter(|&b| b <= crate::MAX_REMAINING_LENGTH)
+            .ok_or(EncodeError::PacketTooLarge)?;
+        Ok(HeaderSizes {
+            body,
+            props,
+            header: 1 + varint_len(body) + header_body,
+        })
+    }
+
+    /// Length of the header (the payload not included).
+    pub fn header_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        self.sizes(v).map(|s| s.header)
+    }
+
+    /// Writes the header into `buf`; returns its length.
+    pub fn emit(&self, v: ProtocolVersion, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        self.emit_to(v, &mut SliceSink::new(buf))
+    }
+
+    /// Writes the header into any [`Sink`]; returns its length. Nothing is written on error.
+    pub fn emit_to<S: Sink + ?Sized>(
+        &self,
+        v: ProtocolVersion,
+        sink: &mut S,
+    ) -> Result<usize, EncodeError> {
+        let s = self.sizes(v)?;
+        if sink.remaining_capacity() < s.header {
+            return Err(EncodeError::BufferTooSmall { needed: s.header });
+        }
+        // Few, larger writes: the fixed header and the topic length in one, the topic,
+        // then the packet identifier and the per-delivery properties in one.
+        let flags = (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
+        let mut head = Stack::<7>::default();
+        head.push(((PacketType::Publish as u8) << 4) | flags);
+        head.varint(s.body);
+        head.extend(&(self.topic.len() as u16).to_be_bytes());
+        sink.put_slice(head.as_slice());
+        sink.put_slice(self.topic);
+        let mut mid = Stack::<16>::default();
+        if let Some(id) = self.packet_id {
+            mid.extend(&id.get().to_be_bytes());
+        }
+        if v.is_v5() {
+            mid.varint(s.props);
+            if let Some(e) = self.message_expiry_interval {
+                mid.push(crate::PropertyId::MessageExpiryInterval as u8);
+                mid.extend(&e.to_be_bytes());
+            }
+            if let Some(a) = self.topic_alias {
+                mid.push(crate::PropertyId::TopicAlias as u8);
+                mid.extend(&a.to_be_bytes());
+            }
+        }
+        sink.put_slice(mid.as_slice());
+        if v.is_v5() {
+            for &id in self.subscription_identifiers {
+                let mut b = Stack::<5>::default();
+                b.push(crate::PropertyId::SubscriptionIdentifier as u8);
+                b.varint(id as usize);
+                sink.put_slice(b.as_slice());
+            }
+            sink.put_slice(self.properties);
+        }
+        Ok(s.header)
+    }
+}
+
+/// A few bytes assembled on the stack before one `put_slice`.
+#[derive(Debug)]
+struct Stack<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Stack<N> {
+    fn default() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Stack<N> {
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.len) {
+            *d = b;
+            self.len += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn extend(&mut self, b: &[u8]) {
+        for &x in b {
+            self.push(x);
+        }
+    }
+
+    /// A Variable Byte Integer (the caller checked the range).
+    #[inline(always)]
+    fn varint(&mut self, mut v: usize) {
+        loop {
+            let b = (v % 128) as u8;
+            v /= 128;
+            if v == 0 {
+                self.push(b);
+                return;
+            }
+            self.push(b | 0x80);
+        }
+    }
+
+    #[inline(always)]
+    fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape: a packet identifier, and in MQTT 5
 /// a reason code and properties, both omitted on the wire when empty (3.4.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

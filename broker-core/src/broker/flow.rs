@@ -1,0 +1,215 @@
+//! Flow control for QoS 1 and 2: the PUBACK (or PUBREC) of a message is held back while a
+//! connected subscriber's queue has no room for it, so publishers that wait for their
+//! acknowledgements go at the pace of the subscribers and nothing is lost. A subscriber
+//! that makes no progress for `stall_timeout_ms` is declared stalled: what waited for it
+//! is dropped (reported) and the publishers are released, so a stalled subscriber holds
+//! publishers back for at most that long. QoS 0 is never held: it is dropped first.
+//!
+//! An acknowledgement waits for a count of holds: one while the message is routed, one per
+//! subscriber queue it waits for, one per other shard it was forwarded to (that shard
+//! keeps its own count and releases ours when it reaches zero).
+
+use super::{Broker, Event, Timer};
+use crate::conn::Ctrl;
+use crate::policy::{ConnId, DropReason};
+use crate::session::Queued;
+use crate::shard::{ShardId, ShardMsg};
+use crate::slab::Key;
+use crate::time::Instant;
+use mqtt_proto::{PacketId, PacketType, QoS, ReasonCode};
+
+/// An acknowledgement held on some shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckRef {
+    /// The shard holding it.
+    pub shard: ShardId,
+    /// Its key there.
+    pub key: Key,
+}
+
+#[derive(Debug)]
+pub(crate) enum AckTarget {
+    /// Send this acknowledgement to the publisher.
+    Conn {
+        conn: ConnId,
+        pid: PacketId,
+        kind: PacketType,
+        code: ReasonCode,
+    },
+    /// Release a hold on another shard.
+    Remote(AckRef),
+}
+
+#[derive(Debug)]
+pub(crate) struct PendingAck {
+    pub target: AckTarget,
+    pub holds: u32,
+}
+
+/// A message waiting for room in a subscriber's queue.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub item: Queued,
+    pub ack: Option<Key>,
+}
+
+impl Broker {
+    /// Starts holding an acknowledgement (with one hold for the routing itself).
+    pub(crate) fn hold_ack(&mut self, target: AckTarget) -> Key {
+        self.acks.insert_with(|_| PendingAck { target, holds: 1 })
+    }
+
+    /// One more reason to wait.
+    pub(crate) fn add_hold(&mut self, key: Key) {
+        if let Some(a) = self.acks.get_mut(key) {
+            a.holds += 1;
+        }
+    }
+
+    /// One reason less; at zero the acknowledgement goes out.
+    pub(crate) fn release_ack(&mut self, key: Key) {
+        let done = match self.acks.get_mut(key) {
+            Some(a) => {
+                a.holds = a.holds.saturating_sub(1);
+                a.holds == 0
+            }
+            None => false,
+        };
+        if !done {
+            return;
+        }
+        let Some(a) = self.acks.remove(key) else {
+            return;
+        };
+        match a.target {
+            AckTarget::Conn {
+                conn,
+                pid,
+                kind,
+                code,
+            } => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    if kind == PacketType::PubAck {
+                        c.delayed_acks = c.delayed_acks.saturating_sub(1);
+                    }
+                }
+                self.push_ctrl(conn, Ctrl::Ack { kind, pid, code });
+            }
+            AckTarget::Remote(r) => {
+                if r.shard == self.cfg.shard {
+                    self.release_ack(r.key);
+                } else {
+                    self.events.push_back(Event::Forward {
+                        to: r.shard,
+                        msg: ShardMsg::AckRelease { key: r.key },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether a subscriber whose queue is full may hold this message back (rather than
+    /// have it dropped).
+    pub(crate) fn may_park(&self, sk: Key, qos: QoS) -> bool {
+        qos != QoS::AtMostOnce
+            && self.current_ack.is_some()
+            && self.sessions.get(sk).is_some_and(|s| {
+                s.conn.is_some() && !s.stalled && s.overflow.len() < self.cfg.max_queued_messages
+            })
+    }
+
+    /// Parks a message for a full queue, holding the current acknowledgement.
+    pub(crate) fn park(&mut self, now: Instant, sk: Key, item: Queued) {
+        let ack = self.current_ack;
+        if let Some(k) = ack {
+            self.add_hold(k);
+        }
+        let stall = self.cfg.stall_timeout_ms;
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let first = s.overflow.is_empty();
+        s.overflow.push_back(Parked { item, ack });
+        if first {
+            s.overflow_since = Some(now);
+            self.schedule(now.plus_millis(stall), Timer::Stall(sk));
+        }
+    }
+
+    /// Moves parked messages into the queue as far as it has room, releasing their holds.
+    /// Returns whether anything moved.
+    pub(crate) fn admit_parked(&mut self, now: Instant, sk: Key) -> bool {
+        let max = self.cfg.max_queued_messages;
+        let max_bytes = self.cfg.max_queued_bytes;
+        let mut released = core::mem::take(&mut self.released);
+        let mut moved = false;
+        if let Some(s) = self.sessions.get_mut(sk) {
+            while let Some(p) = s.overflow.front() {
+                let size = p.item.msg.size();
+                let room =
+                    s.queue.len() < max && (max_bytes == 0 || s.queued_bytes + size <= max_bytes);
+                if !room {
+                    break;
+                }
+                let Some(p) = s.overflow.pop_front() else {
+                    break;
+                };
+                s.queued_bytes += size;
+                s.queue.push_back(p.item);
+                released.extend(p.ack);
+                moved = true;
+            }
+            if s.overflow.is_empty() {
+                s.overflow_since = None;
+            } else if moved {
+                // Progress: the stall clock starts again.
+                s.overflow_since = Some(now);
+            }
+            if s.queue.len() <= max / 2 {
+                s.stalled = false;
+            }
+        }
+        for k in released.drain(..) {
+            self.release_ack(k);
+        }
+        self.released = released;
+        moved
+    }
+
+    /// Drops what waited for a session and releases the publishers (stalled subscriber,
+    /// ended session).
+    pub(crate) fn drop_parked(&mut self, sk: Key, why: DropReason) {
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let parked = core::mem::take(&mut s.overflow);
+        s.overflow_since = None;
+        for p in parked {
+            self.metrics.dropped_queue_full += u64::from(why == DropReason::QueueFull);
+            if let Some(s) = self.sessions.get(sk) {
+                self.policy.hooks.on_dropped(&s.client_id, &p.item.msg, why);
+            }
+            if let Some(k) = p.ack {
+                self.release_ack(k);
+            }
+        }
+    }
+
+    /// The stall timer of a session with parked messages.
+    pub(crate) fn check_stall(&mut self, now: Instant, sk: Key) {
+        let stall = self.cfg.stall_timeout_ms;
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let Some(since) = s.overflow_since else {
+            return;
+        };
+        let due = since.plus_millis(stall);
+        if now < due {
+            self.schedule(due, Timer::Stall(sk));
+            return;
+        }
+        s.stalled = true;
+        self.drop_parked(sk, DropReason::QueueFull);
+    }
+}
