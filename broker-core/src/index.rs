@@ -440,6 +440,11 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Build a seeded hasher for the core's maps.
+pub fn hasher(seed: u64) -> Hasher64 {
+    Hasher64::with_seed(seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::stable_hash;
@@ -463,9 +468,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Build a seeded hasher for the core's maps.
-pub fn hasher(seed: u64) -> Hasher64 {
-    Hasher64::with_seed(seed)
 }

@@ -1,4 +1,5 @@
 //! The client state machine against a broker shard, bytes moved by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use broker_core::client::{Client, ClientEvent, ClientOptions};
 use broker_core::{Broker, Config, ConnId, Event, Instant, PeerInfo, Policy, TxBuf};
 use mqtt_proto::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};

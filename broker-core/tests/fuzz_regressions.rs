@@ -6,7 +6,6 @@ mod common;
 
 use broker_core::Config;
 use common::*;
-use mqtt_proto::*;
 
 /// A client that subscribes again and again without reading (its Receive Maximum full of
 /// unacknowledged QoS 1 messages) had the retained messages of every SUBSCRIBE queued

@@ -895,7 +895,7 @@ impl<'a> Properties<'a> {
             n += 1 + binary_len(d)?;
         }
         let users = match self.user_properties {
-            UserProperties::List(l) if l.is_empty() => 0,
+            UserProperties::List([]) => 0,
             u => u.measure()?.1,
         };
         n += users;

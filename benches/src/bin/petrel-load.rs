@@ -505,7 +505,10 @@ fn run_workload(
         }
         let mut pubs = Vec::new();
         for (i, t) in w.publishers.iter().enumerate() {
-            pubs.push((open(addr, &format!("{}-pub-{i}", a.client_prefix)).await?, t.clone()));
+            pubs.push((
+                open(addr, &format!("{}-pub-{i}", a.client_prefix)).await?,
+                t.clone(),
+            ));
         }
         // Warm up, then measure for `secs`.
         for (s, t) in pubs {
