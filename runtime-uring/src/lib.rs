@@ -17,3 +17,4 @@ pub mod client;
 pub mod config;
 pub mod net;
 pub mod passwd_cli;
+pub mod proxy;

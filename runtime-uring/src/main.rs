@@ -22,6 +22,8 @@ enum Cmd {
     Pub(runtime_uring::cli_client::PubArgs),
     /// Subscribe and print messages (like mosquitto_sub).
     Sub(runtime_uring::cli_client::SubArgs),
+    /// MQTT-aware load balancer: routes each client by its CONNECT (APISIX-compatible admin API).
+    Proxy(runtime_uring::proxy::ProxyArgs),
     /// Manage a password file (like mosquitto_passwd): [-c | -D] [-b] passwordfile username [password]
     #[command(disable_help_flag = true)]
     Passwd {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Cmd::Broker(a) => runtime_uring::cli::broker(a),
         Cmd::Pub(a) => runtime_uring::cli_client::publish(a),
         Cmd::Sub(a) => runtime_uring::cli_client::subscribe(a),
+        Cmd::Proxy(a) => runtime_uring::proxy::run(a),
         Cmd::Passwd { args } => {
             if let Err(e) = runtime_uring::passwd_cli::run(&args) {
                 eprintln!("Error: {e}");

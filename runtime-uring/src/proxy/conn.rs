@@ -1,0 +1,439 @@
+//! One client connection, from accept to forwarding: TLS termination (server certificate
+//! chosen by SNI), the CONNECT read within a time and size limit, the route and node
+//! choice, the connection to the node (PROXY v2 header, TLS), the CONNECT handed over,
+//! then [`super::forward`]. Refusals are a CONNACK "server unavailable" in the client's
+//! own protocol version.
+
+use super::forward::{self, Side};
+use super::routes::ConnFacts;
+use super::table::{Route, RouteTable};
+use super::Shared;
+use crate::net::proxy_protocol;
+use crate::net::tls::TlsLayer;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use mqtt_proto::{
+    ConnAck, DecodeError, FixedHeader, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
+    Status,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether a listener takes TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS when the client starts with a TLS handshake and certificates are configured,
+    /// plain MQTT otherwise (a CONNECT starts with 0x10, a TLS record with 0x16).
+    Auto,
+    /// TLS only.
+    Required,
+}
+
+/// Why a connection ended before forwarding.
+#[derive(Debug)]
+enum Early {
+    Closed,
+    NotConnect(&'static str),
+    TooLarge(usize),
+    Tls(String),
+}
+
+/// The client side while the CONNECT is read.
+struct Client {
+    stream: TcpStream,
+    tls: Option<TlsLayer>,
+    sni: Option<String>,
+}
+
+async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
+    let (res, buf) = stream.read(Vec::with_capacity(4096)).await;
+    match res {
+        Ok(0) | Err(_) => Err(Early::Closed),
+        Ok(n) => {
+            into.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+async fn write_raw(stream: &mut TcpStream, data: Vec<u8>) -> Result<(), Early> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let (res, _) = stream.write_all(data).await;
+    res.map(|_| ()).map_err(|_| Early::Closed)
+}
+
+/// Server-side TLS: the ClientHello picks the configuration, then the handshake.
+async fn accept_tls(
+    stream: &mut TcpStream,
+    mut raw: Vec<u8>,
+    table: &RouteTable,
+) -> Result<(TlsLayer, Option<String>, Vec<u8>), Early> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let accepted = loop {
+        let mut input = raw.as_slice();
+        while !input.is_empty() {
+            match acceptor.read_tls(&mut input) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(Early::Tls(e.to_string())),
+            }
+        }
+        raw.clear();
+        match acceptor.accept() {
+            Ok(Some(a)) => break a,
+            Ok(None) => read_more(stream, &mut raw).await?,
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = write_raw(stream, out).await;
+                return Err(Early::Tls(e.to_string()));
+            }
+        }
+    };
+    let sni = accepted.client_hello().server_name().map(str::to_owned);
+    let Some(cfg) = table.sni.lookup(sni.as_deref()) else {
+        return Err(Early::Tls(format!(
+            "no certificate for server name {sni:?}"
+        )));
+    };
+    let conn = match accepted.into_connection(cfg) {
+        Ok(c) => c,
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            let _ = alert.write_all(&mut out);
+            let _ = write_raw(stream, out).await;
+            return Err(Early::Tls(e.to_string()));
+        }
+    };
+    let mut layer = TlsLayer {
+        conn: rustls::Connection::Server(conn),
+    };
+    let mut plain = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        layer
+            .pending(&mut out)
+            .map_err(|e| Early::Tls(e.to_string()))?;
+        write_raw(stream, out).await?;
+        if !layer.is_handshaking() {
+            break;
+        }
+        let mut raw = Vec::new();
+        read_more(stream, &mut raw).await?;
+        if let Err(e) = layer.feed(&raw, &mut plain) {
+            let mut alert = Vec::new();
+            let _ = layer.pending(&mut alert);
+            let _ = write_raw(stream, alert).await;
+            return Err(Early::Tls(e.to_string()));
+        }
+    }
+    Ok((layer, sni, plain))
+}
+
+/// TLS (if any), then the whole CONNECT packet in plaintext.
+async fn read_connect(
+    shared: &Shared,
+    stream: TcpStream,
+    mode: TlsMode,
+    client: &mut Option<Client>,
+) -> Result<Vec<u8>, Early> {
+    let mut stream = stream;
+    let mut raw = Vec::new();
+    read_more(&mut stream, &mut raw).await?;
+    let table = shared.table.load_full();
+    let tls_start = raw.first() == Some(&0x16);
+    let (tls, sni, mut plain) = if tls_start && !table.sni.is_empty() {
+        let (l, sni, plain) = accept_tls(&mut stream, raw, &table).await?;
+        (Some(l), sni, plain)
+    } else if mode == TlsMode::Required || tls_start {
+        return Err(Early::Tls(
+            "TLS required / no certificate configured".into(),
+        ));
+    } else {
+        (None, None, raw)
+    };
+    drop(table);
+    *client = Some(Client { stream, tls, sni });
+    let max = shared.limits.max_connect_size;
+    loop {
+        match FixedHeader::parse(&plain, max) {
+            Ok(Status::Complete(h)) => {
+                if h.packet_type != PacketType::Connect {
+                    return Err(Early::NotConnect("first packet is not CONNECT"));
+                }
+                if plain.len() >= h.packet_len() {
+                    return Ok(plain);
+                }
+            }
+            Ok(Status::Incomplete { .. }) => {}
+            Err(DecodeError::PacketTooLarge { size, .. }) => return Err(Early::TooLarge(size)),
+            Err(_) => return Err(Early::NotConnect("malformed fixed header")),
+        }
+        let Some(c) = client.as_mut() else {
+            return Err(Early::Closed);
+        };
+        let mut more = Vec::new();
+        read_more(&mut c.stream, &mut more).await?;
+        match c.tls.as_mut() {
+            Some(t) => t
+                .feed(&more, &mut plain)
+                .map_err(|e| Early::Tls(e.to_string()))?,
+            None => plain.extend_from_slice(&more),
+        }
+    }
+}
+
+/// A CONNACK refusing the connection, in the client's version.
+fn connack(version: ProtocolVersion, code: ReasonCode) -> Vec<u8> {
+    let p = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: code,
+        properties: Properties::default(),
+    });
+    let mut buf = [0u8; 16];
+    match p.emit(version, &mut buf) {
+        Ok(n) => buf.get(..n).unwrap_or_default().to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Sends a refusal and closes: SHUT_WR after the CONNACK, then a short drain so that
+/// unread input does not turn the close into a reset that would discard the CONNACK.
+async fn refuse(mut c: Client, bytes: Vec<u8>) {
+    let mut out = Vec::new();
+    match c.tls.as_mut() {
+        Some(t) => {
+            let _ = t.encrypt(std::iter::once(bytes.as_slice()), &mut out);
+            t.conn.send_close_notify();
+            let _ = t.pending(&mut out);
+        }
+        None => out = bytes,
+    }
+    if write_raw(&mut c.stream, out).await.is_err() {
+        return;
+    }
+    let _ = c.stream.shutdown().await;
+    let drain = async {
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            let (res, b) = c.stream.read(buf).await;
+            buf = b;
+            if !matches!(res, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Connects to the route's nodes in order until one accepts; marks refusing nodes down.
+async fn connect_node(
+    shared: &Shared,
+    route: &Route,
+    client_id: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(Side, Arc<str>)> {
+    let up = &route.upstream;
+    for i in up.candidates(client_id, peer.ip()) {
+        let Some(node) = up.nodes.get(i) else {
+            continue;
+        };
+        let Some(addr) = node.addr else { continue };
+        let attempt = async {
+            let mut s = TcpStream::connect_addr(addr).await?;
+            let _ = s.set_nodelay(true);
+            if up.proxy_protocol {
+                let (res, _) = s.write_all(proxy_protocol::encode(peer, local)).await;
+                res?;
+            }
+            let tls = match &up.tls {
+                None => None,
+                Some(cfg) => Some(connect_tls(&mut s, cfg.clone(), &node.host).await?),
+            };
+            Ok::<_, std::io::Error>(Side { stream: s, tls })
+        };
+        match monoio::time::timeout(up.connect_timeout, attempt).await {
+            Ok(Ok(side)) => {
+                node.health.mark_up();
+                return Some((side, node.name.clone()));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "node {} failed: {e}; marked down for {:?}",
+                    node.name,
+                    shared.limits.down_time
+                );
+                node.health.mark_down(shared.limits.down_time);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "node {} did not answer within {:?}; marked down",
+                    node.name,
+                    up.connect_timeout
+                );
+                node.health.mark_down(shared.limits.down_time);
+            }
+        }
+    }
+    None
+}
+
+/// Client-side TLS handshake with a node.
+async fn connect_tls(
+    s: &mut TcpStream,
+    cfg: Arc<rustls::ClientConfig>,
+    host: &str,
+) -> std::io::Result<TlsLayer> {
+    let err = |e: String| std::io::Error::other(format!("TLS with the node: {e}"));
+    let mut layer = TlsLayer::client(cfg, host).map_err(|e| err(e.to_string()))?;
+    let mut sink = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        layer.pending(&mut out)?;
+        if !out.is_empty() {
+            let (res, _) = s.write_all(out).await;
+            res?;
+        }
+        if !layer.is_handshaking() {
+            return Ok(layer);
+        }
+        let (res, buf) = s.read(Vec::with_capacity(4096)).await;
+        let n = res?;
+        if n == 0 {
+            return Err(err("closed during the handshake".into()));
+        }
+        layer
+            .feed(buf.get(..n).unwrap_or_default(), &mut sink)
+            .map_err(|e| err(e.to_string()))?;
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mode: TlsMode,
+) {
+    let mut client: Option<Client> = None;
+    let res = monoio::time::timeout(
+        shared.limits.connect_timeout,
+        read_connect(&shared, stream, mode, &mut client),
+    )
+    .await;
+    let initial = match res {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            match e {
+                Early::Tls(e) => tracing::info!("{peer}: TLS handshake failed: {e}"),
+                Early::TooLarge(n) => tracing::info!("{peer}: CONNECT of {n} bytes is too large"),
+                Early::NotConnect(why) => tracing::info!("{peer}: {why}"),
+                e => tracing::debug!("{peer}: closed before CONNECT ({e:?})"),
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(
+                "{peer}: no CONNECT within {:?}",
+                shared.limits.connect_timeout
+            );
+            return;
+        }
+    };
+    let Some(mut client) = client else { return };
+    let max = shared.limits.max_connect_size;
+    let (version, client_id) = match Packet::parse(&initial, ProtocolVersion::V5, max) {
+        Ok(Status::Complete((Packet::Connect(c), _))) => (c.protocol, c.client_id.to_owned()),
+        Err(DecodeError::UnsupportedProtocolLevel(l)) => {
+            // [MQTT-3.1.2-2] answered with return code 1 (in the 3.1.1 format).
+            tracing::info!("{peer}: unsupported protocol level {l}");
+            refuse(client, vec![0x20, 0x02, 0x00, 0x01]).await;
+            return;
+        }
+        other => {
+            tracing::info!("{peer}: malformed CONNECT ({:?})", other.err());
+            return;
+        }
+    };
+    let table = shared.table.load_full();
+    let facts = ConnFacts {
+        version,
+        sni: client.sni.as_deref(),
+        local,
+        remote: peer,
+    };
+    let refused = |why: &'static str| {
+        tracing::info!("{peer} (client id {client_id:?}): refused: {why}");
+        connack(version, ReasonCode::ServerUnavailable)
+    };
+    let Some(route) = table.select(&facts) else {
+        let bytes = refused("no route matches");
+        refuse(client, bytes).await;
+        return;
+    };
+    let Some((upstream, node)) = connect_node(&shared, route, &client_id, peer, local).await else {
+        let bytes = refused("no healthy node");
+        refuse(client, bytes).await;
+        return;
+    };
+    tracing::debug!(
+        "{peer} (client id {client_id:?}) -> {node} (route {})",
+        route.id
+    );
+    drop(table);
+    let mut upstream = upstream;
+    // The CONNECT (and whatever followed it) goes first.
+    let mut first = Vec::new();
+    match upstream.tls.as_mut() {
+        Some(t) => {
+            if t.encrypt(std::iter::once(initial.as_slice()), &mut first)
+                .is_err()
+            {
+                return;
+            }
+        }
+        None => first = initial,
+    }
+    if write_raw(&mut upstream.stream, first).await.is_err() {
+        let bytes = connack(version, ReasonCode::ServerUnavailable);
+        refuse(client, bytes).await;
+        return;
+    }
+    let client_side = Side {
+        stream: client.stream,
+        tls: client.tls.take(),
+    };
+    forward::run(
+        client_side,
+        upstream,
+        shared.limits.idle_timeout,
+        shared.limits.copy,
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_in_the_clients_version() {
+        assert_eq!(
+            connack(ProtocolVersion::V3_1_1, ReasonCode::ServerUnavailable),
+            [0x20, 2, 0, 3]
+        );
+        assert_eq!(
+            connack(ProtocolVersion::V3_1, ReasonCode::ServerUnavailable),
+            [0x20, 2, 0, 3]
+        );
+        assert_eq!(
+            connack(ProtocolVersion::V5, ReasonCode::ServerUnavailable),
+            [0x20, 3, 0, 0x88, 0]
+        );
+    }
+}

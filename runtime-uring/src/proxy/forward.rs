@@ -1,0 +1,353 @@
+//! Forwarding after the CONNECT: bytes both ways, never parsed, with bounded memory.
+//!
+//! Each direction is one loop: read from one socket, (decrypt, encrypt,) write to the
+//! other, then read again; a direction holds at most one read buffer of
+//! [`LARGE_READ`] bytes (plus rustls's own bounded buffers when TLS is involved), and
+//! while idle only [`SMALL_READ`] bytes (the pending read owns its buffer). Back-pressure
+//! is TCP's own: a direction whose write cannot complete stops reading.
+//!
+//! - Half-close: end of stream on one side becomes `shutdown(SHUT_WR)` on the other (after
+//!   a TLS close_notify where the other side is TLS); the other direction goes on until
+//!   its own end of stream.
+//! - Idle timeout: when neither side has sent anything for the timeout, both sockets are
+//!   shut down, which ends the pending reads.
+//! - An error on either side shuts both down.
+//!
+//! `splice(2)` (kernel-side copy through a pipe) is available for plain TCP on both
+//! sides, but not the default: on io_uring a splice is always handed to a kernel worker
+//! thread, so each idle connection would park a thread in the kernel; see the report in
+//! `proxy/mod.rs`.
+
+use super::health::now_ms;
+use crate::net::notify::LocalNotify;
+use crate::net::tls::TlsLayer;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+/// Read buffer while idle (an idle connection's pending read owns it).
+pub const SMALL_READ: usize = 512;
+/// Read buffer once reads fill the small one.
+pub const LARGE_READ: usize = 16 * 1024;
+
+/// One side of a forwarded connection: the socket and its TLS session, if any.
+pub struct Side {
+    pub stream: TcpStream,
+    pub tls: Option<TlsLayer>,
+}
+
+/// How plain-to-plain connections are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// Read into a user buffer, write it out (the default).
+    #[default]
+    Copy,
+    /// splice(2) through a pipe per direction.
+    Splice,
+}
+
+struct Half {
+    fd: RawFd,
+    write: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
+    /// The write half came back (a waiting direction may take it).
+    free: LocalNotify,
+    tls: Option<RefCell<TlsLayer>>,
+}
+
+impl Half {
+    async fn take_writer(&self) -> OwnedWriteHalf<TcpStream> {
+        // Two users at most (this side's data writer, and the other direction flushing
+        // this side's TLS messages); a holder always gives the writer back after one
+        // write, so the wait is short.
+        loop {
+            if let Some(w) = self.write.borrow_mut().take() {
+                return w;
+            }
+            self.free.notified().await;
+        }
+    }
+
+    fn put_writer(&self, w: OwnedWriteHalf<TcpStream>) {
+        *self.write.borrow_mut() = Some(w);
+        self.free.notify();
+    }
+}
+
+struct State {
+    a: Half,
+    b: Half,
+    last: Cell<u64>,
+    finished: Cell<u8>,
+    done: LocalNotify,
+}
+
+fn shutdown(fd: RawFd, how: libc::c_int) {
+    // SAFETY: shutdown(2) on a descriptor owned by a stream that `run` keeps alive until
+    // both directions have returned; it changes socket state only and fails harmlessly
+    // if the socket is already shut.
+    unsafe {
+        libc::shutdown(fd, how);
+    }
+}
+
+impl State {
+    fn touch(&self) {
+        self.last.set(now_ms());
+    }
+
+    fn abort(&self) {
+        shutdown(self.a.fd, libc::SHUT_RDWR);
+        shutdown(self.b.fd, libc::SHUT_RDWR);
+    }
+
+    fn finish(&self) {
+        self.finished.set(self.finished.get() + 1);
+        if self.finished.get() >= 2 {
+            self.done.notify();
+        }
+    }
+}
+
+/// Writes what `dst`'s TLS session wants to send (alerts, key updates, close_notify).
+async fn flush_tls(dst: &Half, w: &mut OwnedWriteHalf<TcpStream>, wire: &mut Vec<u8>) -> bool {
+    let Some(tls) = &dst.tls else { return true };
+    loop {
+        wire.clear();
+        if tls.borrow_mut().pending(wire).is_err() {
+            return false;
+        }
+        if wire.is_empty() {
+            return true;
+        }
+        let (res, back) = w.write_all(std::mem::take(wire)).await;
+        *wire = back;
+        if res.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Sends `data` (plaintext) to `dst`, encrypting it if `dst` is TLS. Returns the buffer
+/// for reuse and whether the write succeeded.
+async fn send(dst: &Half, data: Vec<u8>, wire: &mut Vec<u8>) -> (bool, Vec<u8>) {
+    let mut w = dst.take_writer().await;
+    // TLS records are produced while holding the writer, so they leave in order.
+    let (ok, data) = match &dst.tls {
+        None => {
+            let (res, data) = w.write_all(data).await;
+            (res.is_ok(), data)
+        }
+        Some(tls) => {
+            wire.clear();
+            let enc = tls
+                .borrow_mut()
+                .encrypt(std::iter::once(data.as_slice()), wire);
+            if enc.is_err() {
+                (false, data)
+            } else {
+                let (res, back) = w.write_all(std::mem::take(wire)).await;
+                *wire = back;
+                let ok = res.is_ok() && flush_tls(dst, &mut w, wire).await;
+                (ok, data)
+            }
+        }
+    };
+    dst.put_writer(w);
+    (ok, data)
+}
+
+/// End of stream from the other side: close_notify (TLS), then SHUT_WR.
+async fn half_close(dst: &Half, wire: &mut Vec<u8>) {
+    if let Some(tls) = &dst.tls {
+        tls.borrow_mut().conn.send_close_notify();
+        let mut w = dst.take_writer().await;
+        let _ = flush_tls(dst, &mut w, wire).await;
+        dst.put_writer(w);
+    }
+    shutdown(dst.fd, libc::SHUT_WR);
+}
+
+/// One direction, `src` to `dst`, by copying.
+async fn pump(mut r: OwnedReadHalf<TcpStream>, src: &Half, dst: &Half, st: &State) {
+    let mut buf: Vec<u8> = Vec::with_capacity(SMALL_READ);
+    let mut plain: Vec<u8> = Vec::new();
+    let mut wire: Vec<u8> = Vec::new();
+    let clean = loop {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        let n = match res {
+            Ok(0) => break true,
+            Ok(n) => n,
+            Err(_) => break false,
+        };
+        st.touch();
+        let full = n == buf.capacity();
+        let ok = match &src.tls {
+            None => {
+                let (ok, b) = send(dst, buf, &mut wire).await;
+                buf = b;
+                ok
+            }
+            Some(tls) => {
+                plain.clear();
+                let fed = tls
+                    .borrow_mut()
+                    .feed(buf.get(..n).unwrap_or_default(), &mut plain);
+                if fed.is_err() {
+                    // Tell the peer why (the alert rustls queued) if the writer is free.
+                    let w = src.write.borrow_mut().take();
+                    if let Some(mut w) = w {
+                        let _ = flush_tls(src, &mut w, &mut wire).await;
+                        src.put_writer(w);
+                    }
+                    break false;
+                }
+                // Messages of its own the TLS session must answer (key updates): sent
+                // now if the other direction is not writing, else it sends them after
+                // its current write.
+                if tls.borrow().conn.wants_write() {
+                    let w = src.write.borrow_mut().take();
+                    if let Some(mut w) = w {
+                        let ok = flush_tls(src, &mut w, &mut wire).await;
+                        src.put_writer(w);
+                        if !ok {
+                            break false;
+                        }
+                    }
+                }
+                if plain.is_empty() {
+                    true
+                } else {
+                    let (ok, p) = send(dst, std::mem::take(&mut plain), &mut wire).await;
+                    plain = p;
+                    // Do not keep a large decrypted buffer around while idle.
+                    if plain.capacity() > LARGE_READ * 2 {
+                        plain = Vec::new();
+                    }
+                    ok
+                }
+            }
+        };
+        if !ok {
+            break false;
+        }
+        st.touch();
+        // Grow when reads fill the buffer, shrink back when traffic is light.
+        if full && buf.capacity() < LARGE_READ {
+            buf = Vec::with_capacity(LARGE_READ);
+        } else if n < SMALL_READ && buf.capacity() > SMALL_READ {
+            buf = Vec::with_capacity(SMALL_READ);
+        }
+    };
+    if clean {
+        half_close(dst, &mut wire).await;
+    } else {
+        st.abort();
+    }
+    st.finish();
+}
+
+/// One direction by splice(2) (plain TCP on both sides).
+async fn pump_splice(mut r: OwnedReadHalf<TcpStream>, dst: &Half, st: &State) {
+    use monoio::io::splice::{SpliceDestination, SpliceSource};
+    let clean = 'run: {
+        let Ok((mut pr, mut pw)) = monoio::net::unix::new_pipe() else {
+            break 'run false;
+        };
+        let mut w = dst.take_writer().await;
+        let res = loop {
+            let mut n = match r.splice_to_pipe(&mut pw, LARGE_READ as u32 * 4).await {
+                Ok(0) => break true,
+                Ok(n) => n,
+                Err(_) => break false,
+            };
+            st.touch();
+            while n > 0 {
+                match w.splice_from_pipe(&mut pr, n).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(m) => n -= m.min(n),
+                }
+            }
+            if n > 0 {
+                break false;
+            }
+        };
+        dst.put_writer(w);
+        res
+    };
+    if clean {
+        shutdown(dst.fd, libc::SHUT_WR);
+    } else {
+        st.abort();
+    }
+    st.finish();
+}
+
+/// Watches for an idle connection until both directions have finished.
+async fn watchdog(st: &State, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        if st.finished.get() >= 2 {
+            return;
+        }
+        if idle_ms == 0 {
+            st.done.notified().await;
+            continue;
+        }
+        let quiet = now_ms().saturating_sub(st.last.get());
+        if quiet >= idle_ms {
+            tracing::debug!("idle for {idle:?}: closing");
+            st.abort();
+            st.done.notified().await;
+            continue;
+        }
+        let wait = Duration::from_millis(idle_ms - quiet);
+        monoio::select! {
+            _ = monoio::time::sleep(wait) => {},
+            _ = st.done.notified() => {},
+        }
+    }
+}
+
+/// Forwards between `client` and `upstream` until both directions end (or the idle
+/// timeout, 0 = none).
+pub async fn run(client: Side, upstream: Side, idle: Duration, mode: CopyMode) {
+    let plain = client.tls.is_none() && upstream.tls.is_none();
+    let (afd, bfd) = (client.stream.as_raw_fd(), upstream.stream.as_raw_fd());
+    let (ar, aw) = client.stream.into_split();
+    let (br, bw) = upstream.stream.into_split();
+    let st = State {
+        a: Half {
+            fd: afd,
+            write: RefCell::new(Some(aw)),
+            free: LocalNotify::default(),
+            tls: client.tls.map(RefCell::new),
+        },
+        b: Half {
+            fd: bfd,
+            write: RefCell::new(Some(bw)),
+            free: LocalNotify::default(),
+            tls: upstream.tls.map(RefCell::new),
+        },
+        last: Cell::new(now_ms()),
+        finished: Cell::new(0),
+        done: LocalNotify::default(),
+    };
+    if plain && mode == CopyMode::Splice {
+        monoio::join!(
+            pump_splice(ar, &st.b, &st),
+            pump_splice(br, &st.a, &st),
+            watchdog(&st, idle)
+        );
+    } else {
+        monoio::join!(
+            pump(ar, &st.a, &st.b, &st),
+            pump(br, &st.b, &st.a, &st),
+            watchdog(&st, idle)
+        );
+    }
+    // Dropping the halves closes both sockets.
+}
