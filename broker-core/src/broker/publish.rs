@@ -405,6 +405,11 @@ impl Broker {
         if parkable && !s.overflow.is_empty() {
             // Behind messages already waiting: keep their order.
             park_now = true;
+        } else if item.qos == QoS::AtMostOnce && full(s) {
+            // Nothing makes way for QoS 0 (and no scan of the queue per dropped message:
+            // under a flood this is the common case).
+            drop(s, &item.msg, DropReason::QueueFull);
+            return false;
         } else if full(s) {
             // QoS 0 messages make way for a QoS 1/2 one, oldest first, but only if
             // removing them makes enough room (messages and bytes).
@@ -413,8 +418,7 @@ impl Broker {
                 .iter()
                 .filter(|q| q.qos == QoS::AtMostOnce)
                 .fold((0, 0), |(n, b), q| (n + 1, b + q.msg.size()));
-            let fits = item.qos != QoS::AtMostOnce
-                && s.queue.len() - n0 < cfg.max_queued_messages
+            let fits = s.queue.len() - n0 < cfg.max_queued_messages
                 && (cfg.max_queued_bytes == 0
                     || s.queued_bytes - b0 + size <= cfg.max_queued_bytes);
             if !fits && parkable {

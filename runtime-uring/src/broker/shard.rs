@@ -124,7 +124,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             max_packet_size,
             connect_timeout,
-            write_budget: 64 * 1024,
+            write_budget: 256 * 1024,
             last_stats: Cell::new(0),
         }
     }
