@@ -207,11 +207,12 @@ fn tls_to_the_node_and_proxy_protocol_v2() {
     };
     tls_node.tag();
     // Petrel: {port} plain, {port2} expecting a PROXY protocol header.
-    let pp = Backend::petrel_with(
+    let pp = Backend::petrel_args(
         &dir,
         "PP",
         "allow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n\
          [[listener]]\nbind = \"127.0.0.1:{port2}\"\nproxy_protocol = true\n",
+        &["--log-level", "debug"],
     );
     let ca_path = dir.join("ca.crt").display().to_string();
     let mut proxy = Proxy::start(&["--upstream-ca", &ca_path]);
@@ -248,5 +249,18 @@ fn tls_to_the_node_and_proxy_protocol_v2() {
             "PP"
         );
     }
+    // The broker sees the client's own address, not the proxy's (a client from
+    // 127.0.0.9, in the broker's debug log).
+    let src: std::net::IpAddr = [127, 0, 0, 9].into();
+    let c = mqtt_connect(proxy.port, V::V5, "pp-src", Some(src)).unwrap();
+    let want = format!("speaks for Some({})", c.s.local_addr().unwrap());
+    assert!(
+        pp.broker
+            .proc()
+            .wait_err(common::T, |l| l.contains(&want))
+            .is_some(),
+        "the broker did not log {want}\n{}",
+        pp.broker.proc().dump()
+    );
     proxy.assert_healthy();
 }

@@ -81,6 +81,7 @@ async fn prelude(
                 proxy_protocol::Parsed::Incomplete => read_more(stream, &mut raw).await?,
                 proxy_protocol::Parsed::Header { len, source } => {
                     if source.is_some() {
+                        tracing::debug!("PROXY protocol: {:?} speaks for {source:?}", peer.addr);
                         peer.addr = source;
                     }
                     raw.drain(..len);

@@ -15,8 +15,8 @@
 //!
 //! `splice(2)` (kernel-side copy through a pipe) is available for plain TCP on both
 //! sides, but not the default: on io_uring a splice is always handed to a kernel worker
-//! thread, so each idle connection would park a thread in the kernel; see the report in
-//! `proxy/mod.rs`.
+//! thread, so each idle connection would park a thread in the kernel (`--forward splice`
+//! for a few busy connections).
 
 use super::health::now_ms;
 use crate::net::notify::LocalNotify;

@@ -185,9 +185,15 @@ impl Backend {
     }
 
     pub fn petrel_with(dir: &Path, name: &str, toml: &str) -> Backend {
+        Self::petrel_args(dir, name, toml, &[])
+    }
+
+    pub fn petrel_args(dir: &Path, name: &str, toml: &str, args: &[&str]) -> Backend {
+        let mut all = vec!["--threads", "1"];
+        all.extend_from_slice(args);
         let b = Backend {
             name: name.to_owned(),
-            broker: Broker::Petrel(Petrel::start_with(dir, toml, &["--threads", "1"])),
+            broker: Broker::Petrel(Petrel::start_with(dir, toml, &all)),
         };
         b.tag();
         b
