@@ -15,7 +15,12 @@ have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-arm
 have arm-none-eabi-size || need_apt+=(binutils-arm-none-eabi)
 have ip || need_apt+=(iproute2)
 have taskset || need_apt+=(util-linux)
-have python3 || need_apt+=(python3 python3-pip)
+have python3 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# Headless browser for the MQTT.js end-to-end test (runtime-uring/tests/e2e_websocket.rs).
+have chromium || need_apt+=(chromium)
+have npm || need_apt+=(npm)
+have stdbuf || need_apt+=(coreutils)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,7 +31,20 @@ fi
 if have systemctl; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
 pkill -x mosquitto >/dev/null 2>&1 || true
 
-python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q paho-mqtt
+# paho-mqtt 2 (CallbackAPIVersion) for runtime-uring/tests/py/paho_e2e.py.
+# Debian 12's python3 is "externally managed" (PEP 668): pip needs --break-system-packages
+# there (apt's python3-paho-mqtt is 1.6, without the v2 API).
+if ! python3 -c 'import paho.mqtt.client as c; c.CallbackAPIVersion' 2>/dev/null; then
+  python3 -m pip install -q -U 'paho-mqtt>=2,<3' 2>/dev/null \
+    || python3 -m pip install -q -U --break-system-packages 'paho-mqtt>=2,<3'
+fi
+
+# MQTT.js (pinned in runtime-uring/tests/js/package-lock.json) for the browser test.
+js="$(cd "$(dirname "$0")/.." && pwd)/runtime-uring/tests/js"
+if [ ! -f "$js/node_modules/mqtt/dist/mqtt.min.js" ]; then
+  echo "setup: installing MQTT.js for the browser test"
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 installed=$(rustup target list --installed)

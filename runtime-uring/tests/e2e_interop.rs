@@ -1,0 +1,375 @@
+//! Issue 5, interoperability: `petrel broker` (the release binary) with `mosquitto_pub` /
+//! `mosquitto_sub` and paho-mqtt, MQTT 3.1.1 and 5.0, over loopback. The paho scenarios
+//! live in `tests/py/paho_e2e.py`; `paho_scenarios_hold_on_mosquitto` runs them against
+//! Mosquitto too, which shows the scenarios themselves expect what the spec says.
+
+// A failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+#[path = "e2e/common.rs"]
+mod common;
+
+use common::*;
+
+const ANON: &str = "allow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n";
+
+fn petrel_anon(dir: &std::path::Path) -> Petrel {
+    Petrel::start(dir, ANON)
+}
+
+fn both_versions(port: u16, scenario: &str, extra: &[&str]) {
+    for v in ["3", "5"] {
+        let mut args = vec!["--version", v];
+        args.extend_from_slice(extra);
+        paho(scenario, port, &args);
+    }
+}
+
+#[test]
+fn retained_messages() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    both_versions(port, "retained", &[]);
+    for v in ["311", "5"] {
+        let t = format!("mosq/retained/{v}");
+        mosq_pub(port, &["-V", v, "-t", &t, "-m", "kept", "-r", "-q", "1"]).assert_ok("pub");
+        let s = mosq_sub(port, &["-V", v, "-t", &t, "-F", "%r|%t|%p", "-q", "1"]);
+        assert_eq!(payloads(&s, 1, T), [format!("1|{t}|kept")]);
+        mosq_pub(port, &["-V", v, "-t", &t, "-m", "live", "-q", "1"]).assert_ok("pub");
+        assert_eq!(payloads(&s, 2, T)[1], format!("0|{t}|live"));
+        // -n -r clears it.
+        mosq_pub(port, &["-V", v, "-t", &t, "-n", "-r"]).assert_ok("clear");
+        let s2 = mosq_sub(port, &["-V", v, "-t", &t, "-F", "%r|%t|%p"]);
+        std::thread::sleep(secs(0.3));
+        assert!(s2.stdout().iter().all(|l| !is_payload(l)), "{}", s2.dump());
+    }
+    b.assert_healthy();
+}
+
+#[test]
+fn wills_and_will_delay() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    both_versions(port, "will", &[]);
+    paho("will_delay", port, &["--version", "5"]);
+    for v in ["311", "5"] {
+        let wt = format!("mosq/will/{v}");
+        let watch = mosq_sub(port, &["-V", v, "-t", &wt, "-q", "1"]);
+        let mut dying = mosq_sub(
+            port,
+            &[
+                "-V",
+                v,
+                "-t",
+                "mosq/ignored",
+                "--will-topic",
+                &wt,
+                "--will-payload",
+                "lost",
+                "--will-qos",
+                "1",
+            ],
+        );
+        dying.signal(libc::SIGKILL);
+        assert_eq!(payloads(&watch, 1, T), ["lost"]);
+        dying.wait_exit(T);
+    }
+    // MQTT 5 will delay with mosquitto_sub: nothing before the delay, the will after it.
+    let wt = "mosq/will/delayed";
+    let watch = mosq_sub(port, &["-V", "5", "-t", wt, "-q", "1"]);
+    let dying = mosq_sub(
+        port,
+        &[
+            "-V",
+            "5",
+            "-t",
+            "mosq/ignored",
+            "--will-topic",
+            wt,
+            "--will-payload",
+            "late",
+            "-D",
+            "will",
+            "will-delay-interval",
+            "2",
+            "-D",
+            "connect",
+            "session-expiry-interval",
+            "30",
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    dying.signal(libc::SIGKILL);
+    std::thread::sleep(secs(1.2));
+    assert!(
+        watch.stdout().iter().all(|l| !is_payload(l)),
+        "will before its delay\n{}",
+        watch.dump()
+    );
+    assert_eq!(payloads(&watch, 1, T), ["late"]);
+    assert!(t0.elapsed() >= secs(1.8), "will after {:?}", t0.elapsed());
+    b.assert_healthy();
+}
+
+#[test]
+fn persistent_sessions_and_offline_queues() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    both_versions(port, "persistent", &[]);
+    for v in ["311", "5"] {
+        let id = format!("mosq-persist-{v}");
+        let t = format!("mosq/persist/{v}");
+        let mut common = vec!["-V", v, "-i", &id, "-c", "-q", "1", "-t", &t];
+        if v == "5" {
+            common.extend(["-x", "300"]);
+        }
+        let mut first = mosq_sub(port, &common);
+        first.signal(libc::SIGKILL);
+        first.wait_exit(T);
+        for i in 0..5 {
+            mosq_pub(
+                port,
+                &["-V", v, "-t", &t, "-m", &format!("off{i}"), "-q", "1"],
+            )
+            .assert_ok("pub");
+        }
+        let back = mosq_sub(port, &common);
+        let want: Vec<String> = (0..5).map(|i| format!("off{i}")).collect();
+        assert_eq!(payloads(&back, 5, T), want, "{}", back.dump());
+    }
+    b.assert_healthy();
+}
+
+#[test]
+fn qos2_exactly_once() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    both_versions(port, "qos2", &[]);
+    for v in ["311", "5"] {
+        let t = format!("mosq/qos2/{v}");
+        let s = mosq_sub(port, &["-V", v, "-t", &t, "-q", "2", "-F", "%q %p"]);
+        let lines: String = (0..100).map(|i| format!("m{i}\n")).collect();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "printf '{}' | mosquitto_pub -p {port} -V {v} -t {t} -q 2 -l",
+            lines.replace('\n', "\\n")
+        ));
+        run("mosquitto_pub -l", cmd, T).assert_ok("pub");
+        let got = payloads(&s, 100, T);
+        let want: Vec<String> = (0..100).map(|i| format!("2 m{i}")).collect();
+        assert_eq!(got, want);
+        std::thread::sleep(secs(0.3));
+        assert_eq!(
+            s.stdout().iter().filter(|l| is_payload(l)).count(),
+            100,
+            "duplicates"
+        );
+    }
+    b.assert_healthy();
+}
+
+#[test]
+fn shared_subscriptions() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    both_versions(port, "shared", &[]);
+    for v in ["311", "5"] {
+        let t = format!("mosq/shared/{v}");
+        let f = format!("$share/grp/{t}");
+        let a = mosq_sub(port, &["-V", v, "-t", &f, "-q", "1"]);
+        let c = mosq_sub(port, &["-V", v, "-t", &f, "-q", "1"]);
+        for i in 0..10 {
+            mosq_pub(
+                port,
+                &["-V", v, "-t", &t, "-m", &format!("s{i}"), "-q", "1"],
+            )
+            .assert_ok("pub");
+        }
+        let deadline = std::time::Instant::now() + T;
+        let count = |p: &Proc| p.stdout().iter().filter(|l| is_payload(l)).count();
+        while count(&a) + count(&c) < 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(secs(0.02));
+        }
+        std::thread::sleep(secs(0.2));
+        let mut all: Vec<String> = a
+            .stdout()
+            .into_iter()
+            .chain(c.stdout())
+            .filter(|l| is_payload(l))
+            .collect();
+        all.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+        want.sort();
+        assert_eq!(all, want, "{}{}", a.dump(), c.dump());
+        assert!(count(&a) > 0 && count(&c) > 0, "one member got everything");
+    }
+    b.assert_healthy();
+}
+
+#[test]
+fn topic_aliases_both_ways() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    paho("alias_in", port, &["--version", "5"]);
+    paho(
+        "alias_out",
+        port,
+        &["--version", "5", "--require-alias-out"],
+    );
+    // mosquitto_pub with a topic alias: the first PUBLISH carries topic and alias, the
+    // next ones (-l sends several on one connection) may use the alias alone.
+    let s = mosq_sub(port, &["-V", "5", "-t", "mosq/alias/#", "-v"]);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "printf 'a1\\na2\\na3\\n' | mosquitto_pub -p {port} -V 5 -t mosq/alias/x -l -q 1 \
+         -D publish topic-alias 3"
+    ));
+    run("mosquitto_pub -l", cmd, T).assert_ok("pub with alias");
+    assert_eq!(
+        payloads(&s, 3, T),
+        ["mosq/alias/x a1", "mosq/alias/x a2", "mosq/alias/x a3"]
+    );
+    // Broker -> client aliases are checked with paho above: libmosquitto 2.0 clients
+    // announce a Topic Alias Maximum with `-D connect topic-alias-maximum` but refuse the
+    // aliased PUBLISH (empty topic) as a protocol error, so mosquitto_sub cannot be used.
+    b.assert_healthy();
+}
+
+#[test]
+fn subscription_identifiers() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    let port = b.port();
+    paho("subid", port, &["--version", "5"]);
+    let s = mosq_sub(
+        port,
+        &[
+            "-V",
+            "5",
+            "-t",
+            "mosq/subid/#",
+            "-D",
+            "subscribe",
+            "subscription-identifier",
+            "42",
+            "-F",
+            "%S %t %p",
+        ],
+    );
+    mosq_pub(port, &["-V", "5", "-t", "mosq/subid/a", "-m", "x"]).assert_ok("pub");
+    assert_eq!(payloads(&s, 1, T), ["42 mosq/subid/a x"]);
+    b.assert_healthy();
+}
+
+#[test]
+fn flow_control_receive_maximum_and_max_inflight() {
+    let d = tempdir();
+    // MQTT 5: the client's Receive Maximum (2) limits what is in flight to it.
+    let mut b = petrel_anon(d.path());
+    paho("flow", b.port(), &["--version", "5", "--inflight", "2"]);
+    b.assert_healthy();
+    // 3.1.1 has no Receive Maximum: the broker's max_inflight_messages applies.
+    let mut b3 = Petrel::start(d.path(), &format!("max_inflight_messages = 3\n{ANON}"));
+    paho("flow", b3.port(), &["--version", "3", "--inflight", "3"]);
+    b3.assert_healthy();
+}
+
+#[test]
+fn session_and_message_expiry() {
+    let d = tempdir();
+    let mut b = Petrel::start(
+        d.path(),
+        &format!("persistent_client_expiration = 2\n{ANON}"),
+    );
+    let port = b.port();
+    // 5.0: the client's Session Expiry Interval; 3.1.1: persistent_client_expiration.
+    paho("session_expiry", port, &["--version", "5", "--expiry", "2"]);
+    paho("session_expiry", port, &["--version", "3", "--expiry", "2"]);
+    paho("message_expiry", port, &["--version", "5"]);
+    // mosquitto_pub with a Message Expiry Interval to an offline session.
+    let id = "mosq-mexp";
+    let t = "mosq/mexp";
+    let sub_args = [
+        "-V", "5", "-i", id, "-c", "-x", "300", "-q", "1", "-t", t, "-F", "%E %p",
+    ];
+    let mut first = mosq_sub(port, &sub_args);
+    first.signal(libc::SIGKILL);
+    first.wait_exit(T);
+    for (m, e) in [("short", "1"), ("long", "100")] {
+        mosq_pub(
+            port,
+            &[
+                "-V",
+                "5",
+                "-t",
+                t,
+                "-m",
+                m,
+                "-q",
+                "1",
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                e,
+            ],
+        )
+        .assert_ok("pub");
+    }
+    std::thread::sleep(secs(2.2));
+    let back = mosq_sub(port, &sub_args);
+    let got = payloads(&back, 1, T);
+    let (left, payload) = got[0].split_once(' ').unwrap();
+    assert_eq!(payload, "long", "{}", back.dump());
+    let left: u32 = left.parse().unwrap();
+    assert!((95..=98).contains(&left), "expiry not counted down: {left}");
+    std::thread::sleep(secs(0.3));
+    assert_eq!(back.stdout().iter().filter(|l| is_payload(l)).count(), 1);
+    b.assert_healthy();
+}
+
+/// The paho scenarios give the same results on Mosquitto 2.0 (the reference), so what
+/// they expect of Petrel is what an established broker does. Skipped here: `flow`
+/// (Mosquitto 2.0.11 sent a third message while two were unacknowledged with Receive
+/// Maximum 2) and `alias_out` with --require-alias-out (Mosquitto never sends aliases).
+#[test]
+fn paho_scenarios_hold_on_mosquitto() {
+    let d = tempdir();
+    let m = Mosquitto::plain(d.path(), "");
+    let port = m.port();
+    for s in [
+        "roundtrip",
+        "retained",
+        "will",
+        "persistent",
+        "qos2",
+        "shared",
+    ] {
+        both_versions(port, s, &[]);
+    }
+    for s in [
+        "will_delay",
+        "alias_in",
+        "alias_out",
+        "subid",
+        "message_expiry",
+        "session_expiry",
+    ] {
+        paho(s, port, &["--version", "5"]);
+    }
+}
+
+#[test]
+fn qos_levels_round_trip_with_paho() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    for q in ["0", "1", "2"] {
+        both_versions(b.port(), "roundtrip", &["--qos", q]);
+    }
+    b.assert_healthy();
+}
