@@ -12,5 +12,7 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg-bins=--nmagic");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
+    // Fold identical functions (monomorphised copies): about 1 KiB of flash.
+    println!("cargo:rustc-link-arg-bins=--icf=all");
     println!("cargo:rerun-if-changed=build.rs");
 }

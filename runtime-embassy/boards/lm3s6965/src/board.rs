@@ -262,7 +262,8 @@ pub static __INTERRUPTS: [unsafe extern "C" fn(); N_IRQ] = {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cortex_m::interrupt::disable();
-    let _ = write!(Console, "\r\npanic: {info}\r\n");
+    let _ = info;
+    let _ = Console.write_str("\r\npanic\r\n");
     // TODO(phase 2, watchdog): reset through the watchdog instead of halting.
     loop {
         cortex_m::asm::wfi();

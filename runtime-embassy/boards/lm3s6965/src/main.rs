@@ -1,13 +1,13 @@
 //! Petrel gateway firmware for the TI Stellaris LM3S6965 (Cortex-M3, 256 KiB flash, 64 KiB
 //! RAM, on-chip Ethernet), as modelled by `qemu-system-arm -M lm3s6965evb`.
 //!
-//! Phase 1 (this file): board bring-up and networking. A TCP echo server on port 1883 with
-//! [`SOCKETS`] concurrent connections proves the Ethernet driver, the time driver, the
-//! executor and the heap. The MQTT broker (`broker-core`) replaces the echo later; everything
-//! except `echo_task` stays.
+//! The board part: clocks, console, SysTick time driver, the Ethernet driver, the WFI
+//! executor, the heap arena and embassy-net's runner. Everything MQTT (the broker, the
+//! client sockets, the uplink bridge) is `runtime-embassy`'s shell, configured at build time
+//! by `runtime-embassy/gateway.toml`.
 //!
-//! Deliberately not here: DHCP (static 192.168.69.2/24), IPv6, a hardware RNG (the chip has
-//! none), the PHY (see `enet`).
+//! Deliberately not here: DHCP (static address from gateway.toml), IPv6, a hardware RNG
+//! (the chip has none), the PHY (see `enet`).
 
 #![no_std]
 #![no_main]
@@ -22,55 +22,37 @@ mod executor;
 mod time_driver;
 
 use embassy_executor::Spawner;
-use embassy_net::tcp::{self, TcpSocket};
-use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
-use embassy_time::{with_timeout, Duration};
-use embedded_alloc::LlffHeap as Heap;
-use static_cell::StaticCell;
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, StackResources, StaticConfigV4};
+use embassy_time::Duration;
+use runtime_embassy::config::{ADDRESS, CLIENTS, GATEWAY, HEAP_SIZE, MAC, PREFIX_LEN};
+use runtime_embassy::heap::MeteredLlff;
+use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::log;
 use crate::enet::Enet;
 
-/// Heap for `alloc` users (the broker core, later).
-const HEAP_SIZE: usize = 24 * 1024;
-/// Concurrent TCP connections (one task and one socket each).
-const SOCKETS: usize = 8;
-/// Per-socket receive buffer; also the advertised TCP window.
-const SOCKET_RX: usize = 1024;
-/// Per-socket transmit buffer.
-const SOCKET_TX: usize = 1024;
-/// Copy buffer of each echo task.
-const ECHO_CHUNK: usize = 256;
-/// MQTT's port.
-const PORT: u16 = 1883;
-/// A connection whose peer sends nothing (not even keep-alive ACKs) for this long is dropped.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP keep-alive probe interval, so live but quiet peers survive `IDLE_TIMEOUT`.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// How long a closing socket may take to get its FIN or RST out before it is reused.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Sockets of the network stack: the clients, the one that refuses a client too many, and
+/// the uplink.
+const SOCKETS: usize = CLIENTS + 2;
 
-/// Period of the console's health line (heap, stack, NIC error counters).
+/// Period of the board's health line (stack, NIC error counters).
 const STATS_PERIOD: Duration = Duration::from_secs(30);
 
-/// Locally administered (bit 1 of the first octet), unicast.
-const MAC: [u8; 6] = [0x02, 0x50, 0x45, 0x54, 0x52, 0x4C];
-const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 69, 2);
-const PREFIX_LEN: u8 = 24;
-const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 69, 1);
-
 #[global_allocator]
-static HEAP: Heap = Heap::empty();
+static HEAP: MeteredLlff = MeteredLlff::empty();
 
 /// Hands the heap arena to the allocator. Called once, before anything allocates.
 fn init_heap() {
-    static ARENA: StaticCell<[u8; HEAP_SIZE]> = StaticCell::new();
-    // `uninit` (no stack temporary) panics on a second call: the arena is handed out once.
-    let arena = ARENA.uninit();
-    // SAFETY: `arena` is a `&'static mut` nobody else can reach, so the allocator owns that
-    // memory for the rest of the program; this is the only `init` call and it precedes every
-    // allocation.
+    static ARENA: ConstStaticCell<[u8; HEAP_SIZE]> = ConstStaticCell::new([0; HEAP_SIZE]);
+    let arena = ARENA.take();
+    // SAFETY: `arena` is a `&'static mut` nobody else can reach (`take` panics on a second
+    // call), so the allocator owns that memory for the rest of the program; this is the only
+    // `init` call and it precedes every allocation.
     unsafe { HEAP.init(arena.as_mut_ptr() as usize, HEAP_SIZE) };
+}
+
+fn console_line(args: core::fmt::Arguments<'_>) {
+    board::log_line(args);
 }
 
 #[cortex_m_rt::entry]
@@ -86,52 +68,49 @@ fn main() -> ! {
         panic!("core peripherals already taken");
     };
     time_driver::init(core.SYST, core_hz);
-
-    // Prove the allocator is wired up (and keep the cost visible).
-    let probe = core::hint::black_box(alloc::vec![0u8; 64]);
-    log!("heap: {} B, {} B used by probe", HEAP_SIZE, HEAP.used());
-    drop(probe);
+    runtime_embassy::set_sink(console_line);
 
     executor::run(|spawner| setup(spawner, core_hz))
 }
 
-/// Brings up the network and spawns every task. Runs once, inside the executor, and is kept
-/// out of line so its frame (the stack, the runner) is popped before the first poll instead of
-/// staying reserved under the executor loop for ever.
+/// Brings up the network and the gateway. Runs once, inside the executor, and is kept out
+/// of line so its frame is popped before the first poll instead of staying reserved under
+/// the executor loop for ever.
 #[inline(never)]
 fn setup(spawner: Spawner, core_hz: u32) {
     let Some(nic) = Enet::new(MAC, core_hz) else {
         panic!("Ethernet controller already taken");
     };
+    let [a, b, c, d] = ADDRESS;
+    let [ga, gb, gc, gd] = GATEWAY;
     let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(ADDRESS, PREFIX_LEN),
-        gateway: Some(GATEWAY),
+        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), PREFIX_LEN),
+        gateway: Some(Ipv4Address::new(ga, gb, gc, gd)),
         dns_servers: heapless::Vec::new(),
     });
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
     let resources = RESOURCES.init_with(StackResources::new);
-    let (stack, runner) = embassy_net::new(nic, config, resources, random_seed());
+    let seed = random_seed();
+    let (stack, runner) = embassy_net::new(nic, config, resources, seed);
 
     spawn(spawner, net_task(runner));
-    for id in 0..SOCKETS {
-        spawn(spawner, echo_task(stack, id));
-    }
     spawn(spawner, stats_task());
-    log!("listening on {}:{} ({} sockets)", ADDRESS, PORT, SOCKETS);
+    runtime_embassy::start(spawner, stack, &HEAP, seed.rotate_left(17));
+    log!("address {}.{}.{}.{}/{}, heap {} B", a, b, c, d, PREFIX_LEN, HEAP_SIZE);
 }
 
 /// Spawns a task; pool exhaustion is a programming error, not a run-time condition.
-fn spawn<S, E: core::fmt::Debug>(
+fn spawn<S, E>(
     spawner: Spawner,
     token: Result<embassy_executor::SpawnToken<S>, E>,
 ) {
     match token {
         Ok(token) => spawner.spawn(token),
-        Err(e) => panic!("task pool exhausted: {e:?}"),
+        Err(_) => panic!("task pool exhausted"),
     }
 }
 
-/// Seed for smoltcp (TCP initial sequence numbers, ephemeral ports).
+/// Seed for smoltcp (TCP initial sequence numbers, ephemeral ports) and the broker's hashes.
 ///
 /// The LM3S6965 has no RNG. This mixes the MAC with the SysTick phase at boot, which is not
 /// secret. TODO(phase 2, entropy): gather ADC noise on silicon before exposing the gateway to
@@ -142,18 +121,17 @@ fn random_seed() -> u64 {
     (mac ^ (phase << 40) ^ embassy_time::Instant::now().as_ticks()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Logs resource use now and then, so RAM headroom is visible on a running gateway.
+/// Logs the board's resource use now and then (the gateway logs its own line).
 #[embassy_executor::task]
 async fn stats_task() -> ! {
     loop {
+        embassy_time::Timer::after(STATS_PERIOD).await;
         let (stack_used, stack_size) = board::stack_usage();
         let s = &enet::STATS;
         let get = |c: &core::sync::atomic::AtomicU32| c.load(core::sync::atomic::Ordering::Relaxed);
         log!(
-            "stats: uptime {} s, heap {}/{} B, stack {}/{} B, rx overrun {} err {} resync {} oversize {}, tx err {} dropped {}",
-            embassy_time::Instant::now().as_secs(),
-            HEAP.used(),
-            HEAP_SIZE,
+            "board: uptime {} s, stack {}/{} B, rx overrun {} err {} resync {} oversize {}, tx err {} dropped {}",
+            embassy_time::Instant::now().as_secs() as u32,
             stack_used,
             stack_size,
             get(&s.rx_overrun),
@@ -163,56 +141,10 @@ async fn stats_task() -> ! {
             get(&s.tx_error),
             get(&s.tx_dropped),
         );
-        embassy_time::Timer::after(STATS_PERIOD).await;
     }
 }
 
 #[embassy_executor::task]
 async fn net_task(mut runner: Runner<'static, Enet>) -> ! {
     runner.run().await
-}
-
-#[embassy_executor::task(pool_size = SOCKETS)]
-async fn echo_task(stack: Stack<'static>, id: usize) -> ! {
-    let mut rx = [0u8; SOCKET_RX];
-    let mut tx = [0u8; SOCKET_TX];
-    let mut chunk = [0u8; ECHO_CHUNK];
-    loop {
-        let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
-        socket.set_timeout(Some(IDLE_TIMEOUT));
-        socket.set_keep_alive(Some(KEEP_ALIVE));
-        if let Err(e) = socket.accept(PORT).await {
-            log!("[{}] accept: {:?}", id, e);
-            continue;
-        }
-        match echo(&mut socket, &mut chunk).await {
-            // Peer closed its half: close ours once the echoed bytes are out.
-            Ok(()) => socket.close(),
-            Err(_) => socket.abort(),
-        }
-        // Let the FIN or RST leave before the socket is dropped; bounded, because a vanished
-        // peer never ACKs.
-        if with_timeout(CLOSE_GRACE, socket.flush()).await.is_err() {
-            socket.abort();
-            let _ = with_timeout(CLOSE_GRACE, socket.flush()).await;
-        }
-    }
-}
-
-/// Echoes until the peer closes (`Ok`) or the connection fails (`Err`).
-async fn echo(socket: &mut TcpSocket<'_>, chunk: &mut [u8]) -> Result<(), tcp::Error> {
-    loop {
-        let n = socket.read(chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut pending = chunk.get(..n).unwrap_or_default();
-        while !pending.is_empty() {
-            let written = socket.write(pending).await?;
-            if written == 0 {
-                return Err(tcp::Error::ConnectionReset);
-            }
-            pending = pending.get(written..).unwrap_or_default();
-        }
-    }
 }
