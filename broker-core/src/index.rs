@@ -51,10 +51,81 @@ impl<T> Node<T> {
     }
 }
 
+/// Bytes kept inline in [`SmallKey`].
+const INLINE: usize = 22;
+
+/// A map key that holds short byte strings (most topic levels and topics) inside the
+/// table itself. With `Box<str>` keys, confirming a hash match follows a pointer to a
+/// cold heap string: that cache miss was the largest cost of matching topics against
+/// many thousands of filters.
+#[derive(Debug, Clone)]
+pub(crate) enum SmallKey {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl SmallKey {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            SmallKey::Inline(n, b) => b.get(..usize::from(*n)).unwrap_or_default(),
+            SmallKey::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for SmallKey {
+    fn from(b: &[u8]) -> Self {
+        let mut inline = [0u8; INLINE];
+        match inline.get_mut(..b.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(b);
+                SmallKey::Inline(b.len() as u8, inline)
+            }
+            None => SmallKey::Heap(b.into()),
+        }
+    }
+}
+
+impl From<&str> for SmallKey {
+    fn from(s: &str) -> Self {
+        s.as_bytes().into()
+    }
+}
+
+impl PartialEq for SmallKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SmallKey {}
+
+impl Hash for SmallKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        KeyRef(self.as_bytes()).hash(h)
+    }
+}
+
+/// A borrowed [`SmallKey`] for lookups.
+#[derive(Debug)]
+pub(crate) struct KeyRef<'a>(pub(crate) &'a [u8]);
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write(self.0);
+    }
+}
+
+impl Equivalent<SmallKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &SmallKey) -> bool {
+        self.0 == key.as_bytes()
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct EdgeKey {
     pub(crate) parent: u32,
-    pub(crate) level: Box<str>,
+    pub(crate) level: SmallKey,
 }
 
 impl Hash for EdgeKey {
@@ -101,7 +172,7 @@ pub struct TopicIndex<T> {
     free: Vec<u32>,
     edges: HashMap<EdgeKey, u32, Hasher64>,
     /// Filters without wildcards (with at least one entry) to their node.
-    exact: HashMap<Box<str>, u32, Hasher64>,
+    exact: HashMap<SmallKey, u32, Hasher64>,
     /// (node, depth, whether the path to it went through a `+`).
     stack: Vec<(u32, u32, bool)>,
     levels: Vec<(u32, u32)>,
@@ -277,7 +348,7 @@ impl<T> TopicIndex<T> {
             if has_wildcard(filter) {
                 self.add_wild(id, -1);
             } else {
-                self.exact.remove(filter);
+                self.exact.remove(&KeyRef(filter.as_bytes()));
             }
         }
         self.prune_from(id);
@@ -328,7 +399,10 @@ impl<T> TopicIndex<T> {
             ..
         } = self;
         // The filter equal to the topic, if anyone subscribed to it.
-        if let Some(n) = exact.get(topic).and_then(|&id| nodes.get(id as usize)) {
+        if let Some(n) = exact
+            .get(&KeyRef(topic.as_bytes()))
+            .and_then(|&id| nodes.get(id as usize))
+        {
             n.entries.iter().for_each(&mut f);
         }
         let wild = |id: u32| nodes.get(id as usize).is_some_and(|n| n.wild_below > 0);
