@@ -68,7 +68,10 @@ fn main() -> ! {
 }
 
 fn clocks() -> Config {
-    use embassy_stm32::rcc::*;
+    use embassy_stm32::rcc::{
+        AHBPrescaler, APBPrescaler, Hse, HseMode, Pll, PllMul, PllPDiv, PllPreDiv, PllQDiv,
+        PllSource, Sysclk,
+    };
     let mut config = Config::default();
     // 8 MHz from the ST-LINK (bypass) -> PLL -> 168 MHz SYSCLK, 48 MHz for the RNG.
     config.rcc.hse = Some(Hse {
