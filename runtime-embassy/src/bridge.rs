@@ -14,6 +14,7 @@
 //!   lost the session), so none is lost;
 //! - messages coming down are published into the local broker through the same session and
 //!   acknowledged upstream only once the local broker took them.
+//!
 //! Hooks would have seen messages too, but only as they arrive: the session gives the
 //! bounded queue, flow control, retained handling and drop accounting of the core for free.
 
@@ -281,10 +282,8 @@ impl Bridge {
                     bump(&COUNTERS.down_forwarded);
                 }
             }
-            ClientEvent::Subscribed { codes, .. } => {
-                if codes.iter().any(|c| c.is_error()) {
-                    log!("bridge: local subscription refused");
-                }
+            ClientEvent::Subscribed { codes, .. } if codes.iter().any(|c| c.is_error()) => {
+                log!("bridge: local subscription refused");
             }
             ClientEvent::ConnectRefused(code) => {
                 log!("bridge: local CONNECT refused: 0x{:02x}", code as u8)
@@ -396,10 +395,8 @@ impl Bridge {
                     }
                 }
                 ClientEvent::Message(m) => self.forward_down(m),
-                ClientEvent::Subscribed { codes, .. } => {
-                    if codes.iter().any(|c| c.is_error()) {
-                        log!("bridge: upstream subscription refused");
-                    }
+                ClientEvent::Subscribed { codes, .. } if codes.iter().any(|c| c.is_error()) => {
+                    log!("bridge: upstream subscription refused");
                 }
                 ClientEvent::ServerDisconnect(code) => {
                     log!("bridge: upstream disconnected us: 0x{:02x}", code as u8);

@@ -18,8 +18,8 @@
 //! operation can allocate before the next gate is consulted (see the constants).
 
 use crate::config::{
-    BRIDGE_CLIENT_ID, LISTENER_TCP, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES,
-    MAX_SESSIONS, MAX_SUBSCRIPTIONS,
+    BRIDGE_CLIENT_ID, LISTENER_TCP, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES, MAX_SESSIONS,
+    MAX_SUBSCRIPTIONS,
 };
 use crate::heap::HeapMeter;
 use alloc::boxed::Box;
@@ -126,7 +126,9 @@ static SESSIONS: Mutex<RefCell<SessionIds>> = Mutex::new(RefCell::new(heapless::
 
 /// FNV-1a, 32 bits.
 fn id_hash(id: &str) -> u32 {
-    id.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    id.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 static METER: Mutex<Cell<Option<&'static dyn HeapMeter>>> = Mutex::new(Cell::new(None));
 

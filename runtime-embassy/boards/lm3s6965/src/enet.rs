@@ -148,7 +148,11 @@ impl Enet {
         // registers and the `AtomicWaker`, both of which are interrupt-safe.
         unsafe { cortex_m::peripheral::NVIC::unmask(Irq::Ethernet) };
 
-        Some(Enet { mac, rx_buf, tx_buf })
+        Some(Enet {
+            mac,
+            rx_buf,
+            tx_buf,
+        })
     }
 
     /// Acknowledges and counts error conditions; they do not interrupt (masked) and need no

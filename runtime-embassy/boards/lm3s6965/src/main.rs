@@ -62,7 +62,11 @@ fn main() -> ! {
 
     let core_hz = board::init_clocks();
     board::init_console(core_hz);
-    log!("petrel-gateway {} on LM3S6965, core {} Hz", env!("CARGO_PKG_VERSION"), core_hz);
+    log!(
+        "petrel-gateway {} on LM3S6965, core {} Hz",
+        env!("CARGO_PKG_VERSION"),
+        core_hz
+    );
 
     let Some(core) = cortex_m::Peripherals::take() else {
         panic!("core peripherals already taken");
@@ -96,14 +100,19 @@ fn setup(spawner: Spawner, core_hz: u32) {
     spawn(spawner, net_task(runner));
     spawn(spawner, stats_task());
     runtime_embassy::start(spawner, stack, &HEAP, seed.rotate_left(17));
-    log!("address {}.{}.{}.{}/{}, heap {} B", a, b, c, d, PREFIX_LEN, HEAP_SIZE);
+    log!(
+        "address {}.{}.{}.{}/{}, heap {} B",
+        a,
+        b,
+        c,
+        d,
+        PREFIX_LEN,
+        HEAP_SIZE
+    );
 }
 
 /// Spawns a task; pool exhaustion is a programming error, not a run-time condition.
-fn spawn<S, E>(
-    spawner: Spawner,
-    token: Result<embassy_executor::SpawnToken<S>, E>,
-) {
+fn spawn<S, E>(spawner: Spawner, token: Result<embassy_executor::SpawnToken<S>, E>) {
     match token {
         Ok(token) => spawner.spawn(token),
         Err(_) => panic!("task pool exhausted"),
@@ -118,7 +127,8 @@ fn spawn<S, E>(
 fn random_seed() -> u64 {
     let mac = MAC.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
     let phase = u64::from(cortex_m::peripheral::SYST::get_current());
-    (mac ^ (phase << 40) ^ embassy_time::Instant::now().as_ticks()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    (mac ^ (phase << 40) ^ embassy_time::Instant::now().as_ticks())
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Logs the board's resource use now and then (the gateway logs its own line).
