@@ -64,7 +64,7 @@ fn main() -> ! {
     init_heap();
     static EXECUTOR: StaticCell<Executor> = StaticCell::new();
     let executor = EXECUTOR.init(Executor::new());
-    executor.run(|spawner| setup(spawner))
+    executor.run(setup)
 }
 
 fn clocks() -> Config {
