@@ -43,3 +43,39 @@ fn repeated_subscribe_without_reading_keeps_the_retained_backlog_bounded() {
         pubs(&got).into_iter().map(|p| p.topic).collect();
     assert_eq!(topics.len(), 4, "{topics:?}");
 }
+
+/// A persistent subscriber whose queue was full had the messages held for it by flow
+/// control (parked, up to `max_queued_messages` more) moved into its offline queue when its
+/// socket dropped, so the offline queue grew to twice its configured bound. Now only what
+/// fits joins the queue; the rest is dropped (reported), and every publisher still gets
+/// its acknowledgement.
+#[test]
+fn parked_messages_respect_the_offline_queue_bound() {
+    let cfg = Config {
+        max_queued_messages: 3,
+        max_inflight_messages: 1,
+        ..Config::default()
+    };
+    let (mut s, log) = sim_logged(cfg.clone(), 1);
+    let mut cp = conn("sub", V5);
+    cp.properties.receive_maximum = Some(1);
+    cp.properties.session_expiry_interval = Some(100);
+    let (c, _) = connect_ok(&mut s, &cp);
+    subscribe(&mut s, c, "t", Q1);
+    let p = connect(&mut s, "pub", true, V5);
+    // 1 in flight, 3 queued, 3 held (their PUBACKs too).
+    for i in 0..7u16 {
+        publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
+    }
+    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
+    assert_eq!(acks(&recv(&mut s, p)), 4);
+    s.drop_connection(c);
+    let waiting = s.brokers[0].session_queue_len("sub").unwrap();
+    assert!(
+        waiting <= cfg.max_queued_messages + usize::from(cfg.max_inflight_messages),
+        "{waiting} messages waiting offline"
+    );
+    // The held publishers are released; what did not fit is reported as dropped.
+    assert_eq!(acks(&recv(&mut s, p)), 3);
+    assert_eq!(log.drops().len(), 3);
+}

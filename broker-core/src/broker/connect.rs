@@ -4,7 +4,7 @@
 use super::{Broker, Event, Timer};
 use crate::conn::{ConnState, ConnectParams, Ctrl, WillSpec};
 use crate::message::MessageParts;
-use crate::policy::{AuthStep, ConnId, ConnectRequest, SessionEnd};
+use crate::policy::{AuthStep, ConnId, ConnectRequest, DropReason, SessionEnd};
 use crate::session::{PendingWill, Session};
 use crate::shard::owner_of_client;
 use crate::slab::Key;
@@ -571,16 +571,14 @@ impl Broker {
         match s.expiry_interval {
             0 => self.end_session(sk, now, SessionEnd::Discarded),
             secs => {
-                // Held messages join the offline queue (bounded by the overflow cap); their
-                // publishers are released.
-                let parked = core::mem::take(&mut s.overflow);
-                s.overflow_since = None;
-                let mut acks = Vec::new();
-                for p in parked {
-                    s.queued_bytes += p.item.msg.size();
-                    s.queue.push_back(p.item);
-                    acks.extend(p.ack);
-                }
+                // Held messages join the offline queue as far as its limits allow (the
+                // configured bound holds offline too); the rest are dropped and reported.
+                // Every publisher is released.
+                self.admit_parked(now, sk);
+                self.drop_parked(sk, DropReason::QueueFull);
+                let Some(s) = self.sessions.get_mut(sk) else {
+                    return;
+                };
                 // Offline messages get their own allocations so they do not pin arena chunks.
                 for q in s.queue.iter_mut() {
                     q.msg = q.msg.detached();
@@ -591,9 +589,6 @@ impl Broker {
                 self.policy.store.session_saved(&snap);
                 if let Some(at) = at {
                     self.schedule(at, Timer::SessionExpiry(sk));
-                }
-                for k in acks {
-                    self.release_ack(k);
                 }
             }
         }
