@@ -321,6 +321,19 @@ sort -u "$WORK/outage" >"$WORK/outage.u"
 expect "$WORK/outage.u" "$want" "no QoS 1 message lost across an upstream restart"
 kill "$OUT_SUB" 2>/dev/null
 
+# --- after all that: 8 clients at once still fit (heap and sockets came back) -------------
+EIGHT=()
+for i in $(seq 8); do
+    bg_sub "$WORK/e$i" -h "$GW" -i "e$i" -q 1 -t down/end -C 1 -W 30
+    EIGHT+=("$BG")
+done
+settle 2
+pub -h "$UP" -q 1 -t petrel-gw/down/end -m end || die "publish upstream at the end"
+for i in $(seq 8); do
+    wait_bg "${EIGHT[$((i - 1))]}" "client $i of 8 at the end" "$WORK/e$i"
+    expect "$WORK/e$i" "end" "client $i of 8 served at the end"
+done
+
 alive
 if grep -qi "panic" "$GLOG"; then die "the gateway panicked"; fi
 grep "gateway: heap\|board:" "$GLOG" | tail -n 2 || true
