@@ -29,8 +29,9 @@ fn parse_protocol(s: &str) -> Result<ProtocolVersion, String> {
 /// Options shared by `pub` and `sub`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Broker URL: tcp://[user:password@]host:port or ssl://... (percent-encode special
-    /// characters of the user name and password).
+    /// Broker URL: tcp://[user:password@]host:port, ssl://... (TLS), ws://host:port/path or
+    /// wss://... (MQTT over WebSocket, path /mqtt by default); percent-encode special
+    /// characters of the user name and password.
     #[arg(long, short = 'L', default_value = "tcp://127.0.0.1:1883")]
     pub url: String,
     /// Quality of service: 0, 1 or 2.

@@ -2,9 +2,13 @@
 //! passes received bytes over a channel, the owner task feeds them to the state machine,
 //! writes what it produces, keeps the keep-alive timer, and reconnects with exponential
 //! back-off and jitter when the connection is lost.
+//!
+//! Layers, outermost first: TCP, TLS (`ssl://`, `wss://`), WebSocket (`ws://`, `wss://`;
+//! MQTT 5.0 section 6: binary frames, subprotocol `mqtt`), MQTT.
 
-use super::{ClientConfig, Scheme};
+use super::ClientConfig;
 use crate::net::tls::{client_config, TlsLayer};
+use crate::net::ws::{self, WsLayer};
 use broker_core::client::{describe_refusal, Client, ClientError, ClientEvent, ClientOptions};
 use broker_core::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
@@ -41,12 +45,22 @@ impl fmt::Display for ClientFailure {
             Self::Config(m) => write!(f, "configuration error: {m}"),
             Self::Connect(m) => write!(f, "cannot connect: {m}"),
             Self::Tls(m) => write!(f, "TLS failure: {m}"),
-            Self::Refused(c) => write!(
-                f,
-                "connection refused by the broker: {} (0x{:02X})",
-                describe_refusal(*c),
-                *c as u8
-            ),
+            Self::Refused(c) => {
+                write!(
+                    f,
+                    "connection refused by the broker: {} (0x{:02X})",
+                    describe_refusal(*c),
+                    *c as u8
+                )?;
+                // Mosquitto 2.0 answers a wrong password with "not authorized" (3.1.1
+                // return code 5, MQTT 5 0x87), not "bad user name or password".
+                if *c == ReasonCode::NotAuthorized {
+                    f.write_str(
+                        "; a wrong user name or password, or a client the broker does not admit",
+                    )?;
+                }
+                Ok(())
+            }
             Self::Timeout(what) => write!(f, "timed out {what}"),
             Self::Closed(m) => write!(f, "connection lost: {m}"),
         }
@@ -59,9 +73,60 @@ struct Link {
     w: OwnedWriteHalf<TcpStream>,
     rx: async_channel::Receiver<Result<Vec<u8>, String>>,
     tls: Option<TlsLayer>,
+    /// WebSocket framing, once the HTTP upgrade is done.
+    ws: Option<WsLayer>,
     fd: RawFd,
     /// Received plaintext not yet a whole packet.
     partial: Vec<u8>,
+}
+
+/// Largest WebSocket message accepted (the largest MQTT packet, 256 MiB).
+const WS_MAX_MESSAGE: usize = 268_435_455 + 5;
+
+impl Link {
+    /// Bytes from the socket with TLS removed, appended to `out`.
+    fn untls(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ClientFailure> {
+        match self.tls.as_mut() {
+            Some(t) => t
+                .feed(bytes, out)
+                .map_err(|e| ClientFailure::Tls(tls_message(&e))),
+            None => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes for the socket: `data` under TLS when there is TLS.
+    fn tls_wrap(&mut self, data: Vec<u8>) -> Result<Vec<u8>, ClientFailure> {
+        match self.tls.as_mut() {
+            Some(t) => {
+                let mut enc = Vec::new();
+                t.encrypt(std::iter::once(data.as_slice()), &mut enc)
+                    .map_err(|e| ClientFailure::Tls(e.to_string()))?;
+                Ok(enc)
+            }
+            None => Ok(data),
+        }
+    }
+
+    /// MQTT bytes (possibly none) framed for the wire, plus any WebSocket control
+    /// frames (pong, close) waiting.
+    fn wrap(&mut self, mqtt: Vec<u8>) -> Result<Vec<u8>, ClientFailure> {
+        let framed = match self.ws.as_mut() {
+            Some(w) => {
+                let mut f = Vec::new();
+                w.encode(std::iter::once(mqtt.as_slice()), &mut f)
+                    .map_err(|e| ClientFailure::Closed(format!("WebSocket: {e}")))?;
+                f
+            }
+            None => mqtt,
+        };
+        if framed.is_empty() {
+            return Ok(framed);
+        }
+        self.tls_wrap(framed)
+    }
 }
 
 impl Drop for Link {
@@ -120,12 +185,7 @@ pub struct MqttClient {
 impl MqttClient {
     /// Connects (TCP, TLS, CONNACK); every failure of this first attempt is returned.
     pub async fn connect(cfg: ClientConfig) -> Result<Self, ClientFailure> {
-        if cfg.url.scheme.is_ws() {
-            return Err(ClientFailure::Config(
-                "ws:// and wss:// are not supported by this client yet".into(),
-            ));
-        }
-        let tls_cfg = if cfg.url.scheme == Scheme::Ssl {
+        let tls_cfg = if cfg.url.scheme.is_tls() {
             let ca = cfg.ca_cert.as_deref().map(Path::new);
             let pair = match (&cfg.client_cert, &cfg.client_key) {
                 (Some(c), Some(k)) => Some((Path::new(c.as_str()), Path::new(k.as_str()))),
@@ -235,6 +295,7 @@ impl MqttClient {
             w,
             rx,
             tls,
+            ws: None,
             fd,
             partial: Vec::new(),
         });
@@ -266,6 +327,9 @@ impl MqttClient {
                 }
                 return Err(ClientFailure::Tls(tls_message(&e)));
             }
+        }
+        if u.scheme.is_ws() {
+            self.ws_upgrade().await?;
         }
         let now = self.now();
         self.sm.handle_connected(now);
@@ -309,16 +373,71 @@ impl MqttClient {
         }
     }
 
+    /// The WebSocket opening handshake (RFC 6455 section 4.1) over the TCP or TLS link.
+    async fn ws_upgrade(&mut self) -> Result<(), ClientFailure> {
+        let u = &self.cfg.url;
+        let host = if u.host.contains(':') {
+            format!("[{}]:{}", u.host, u.port)
+        } else {
+            format!("{}:{}", u.host, u.port)
+        };
+        let (req, key) = ws::client_request(&host, &u.path);
+        let Some(link) = self.link.as_mut() else {
+            return Err(ClientFailure::Closed("before the WebSocket upgrade".into()));
+        };
+        let data = link.tls_wrap(req)?;
+        let (res, _) = link.w.write_all(data).await;
+        res.map_err(|e| ClientFailure::Connect(format!("WebSocket upgrade request: {e}")))?;
+        let mut buf = Vec::new();
+        loop {
+            match ws::client_response(&buf, &key) {
+                Ok(Some(n)) => {
+                    let rest = buf.split_off(n.min(buf.len()));
+                    let mut layer = WsLayer::client(WS_MAX_MESSAGE);
+                    layer
+                        .feed(&rest, &mut link.partial)
+                        .map_err(ClientFailure::Closed)?;
+                    link.ws = Some(layer);
+                    return Ok(());
+                }
+                Ok(None) if buf.len() > 16 * 1024 => {
+                    return Err(ClientFailure::Connect(
+                        "WebSocket upgrade: response headers too long".into(),
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientFailure::Connect(format!("{}: {e}", u.path))),
+            }
+            match link.rx.recv().await {
+                Ok(Ok(bytes)) => link.untls(&bytes, &mut buf)?,
+                Ok(Err(e)) => {
+                    return Err(ClientFailure::Connect(format!(
+                        "the broker closed the connection during the WebSocket upgrade ({e}); \
+                         is this a WebSocket listener?"
+                    )))
+                }
+                Err(_) => return Err(ClientFailure::Closed("during the WebSocket upgrade".into())),
+            }
+        }
+    }
+
     fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientFailure> {
         let now = self.now();
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
-        match link.tls.as_mut() {
-            Some(t) => t
-                .feed(bytes, &mut link.partial)
-                .map_err(|e| ClientFailure::Tls(tls_message(&e)))?,
-            None => link.partial.extend_from_slice(bytes),
+        if link.ws.is_some() {
+            let mut plain = Vec::new();
+            link.untls(bytes, &mut plain)?;
+            if let Some(w) = link.ws.as_mut() {
+                w.feed(&plain, &mut link.partial)
+                    .map_err(ClientFailure::Closed)?;
+            }
+        } else {
+            let mut partial = std::mem::take(&mut link.partial);
+            let r = link.untls(bytes, &mut partial);
+            link.partial = partial;
+            r?;
         }
         // The state machine takes whole packets; a partial one waits for more bytes.
         let n = self.sm.handle_bytes(now, &link.partial);
@@ -330,23 +449,22 @@ impl MqttClient {
     pub async fn flush(&mut self) -> Result<(), ClientFailure> {
         let now = self.now();
         self.sm.poll_transmit(now, &mut self.out);
-        if self.out.is_empty() {
+        let ws_pending = self
+            .link
+            .as_ref()
+            .and_then(|l| l.ws.as_ref())
+            .is_some_and(WsLayer::wants_write);
+        if self.out.is_empty() && !ws_pending {
             return Ok(());
         }
         let Some(link) = self.link.as_mut() else {
             self.out.clear();
             return Ok(());
         };
-        let data = match link.tls.as_mut() {
-            Some(t) => {
-                let mut enc = Vec::new();
-                t.encrypt(std::iter::once(self.out.as_slice()), &mut enc)
-                    .map_err(|e| ClientFailure::Tls(e.to_string()))?;
-                self.out.clear();
-                enc
-            }
-            None => std::mem::take(&mut self.out),
-        };
+        let data = link.wrap(std::mem::take(&mut self.out))?;
+        if data.is_empty() {
+            return Ok(());
+        }
         let (res, mut back) = link.w.write_all(data).await;
         back.clear();
         if self.out.capacity() == 0 {
