@@ -20,7 +20,7 @@ use crate::index::{Hasher64, TopicIndex};
 use crate::message::MessageArena;
 use crate::policy::{ClientInfo, ConnId, PeerInfo, Policy};
 use crate::retained::RetainedStore;
-use crate::session::{GroupName, Session, SubIds};
+use crate::session::{GroupName, InflightState, Session, SubIds};
 use crate::shard::{Member, ShardId, ShardMsg};
 use crate::slab::{Key, Slab};
 use crate::time::Instant;
@@ -31,7 +31,8 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use hashbrown::HashMap;
 use mqtt_proto::{
-    DecodeError, Packet, ProtocolVersion, QoS, ReasonCode, Status, SubscriptionOptions,
+    DecodeError, Packet, PacketId, PacketType, ProtocolVersion, QoS, ReasonCode, Status,
+    SubscriptionOptions,
 };
 
 pub use flow::AckRef;
@@ -253,6 +254,35 @@ impl Broker {
             }
             let version = c.version;
             let rest = input.get(pos..).unwrap_or_default();
+            // The 4-byte acknowledgements (only a packet identifier: Success, no
+            // properties) skip the general decoder, which builds a whole `Packet` for
+            // each: a subscriber sends one per QoS 1/2 delivery. Anything else (other
+            // flags, identifier 0, reason codes) takes the general path.
+            if let (ConnState::Connected, Some(&[first, 2, hi, lo])) = (c.state, rest.get(..4)) {
+                if let (Some(kind), Some(pid)) = (
+                    match first {
+                        0x40 => Some(PacketType::PubAck),
+                        0x50 => Some(PacketType::PubRec),
+                        0x62 => Some(PacketType::PubRel),
+                        0x70 => Some(PacketType::PubComp),
+                        _ => None,
+                    },
+                    PacketId::new(u16::from_be_bytes([hi, lo])),
+                ) {
+                    pos += 4;
+                    packets += 1;
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.last_rx = now;
+                    }
+                    match kind {
+                        PacketType::PubAck => self.complete(conn, pid, InflightState::AwaitAck),
+                        PacketType::PubRec => self.pubrec(conn, pid, ReasonCode::Success),
+                        PacketType::PubRel => self.pubrel(conn, pid),
+                        _ => self.complete(conn, pid, InflightState::AwaitComp),
+                    }
+                    continue;
+                }
+            }
             match Packet::parse(rest, version, self.cfg.max_packet_size as usize) {
                 Ok(Status::Complete((packet, len))) => {
                     pos += len;

@@ -546,7 +546,7 @@ impl Broker {
     }
 
     /// The end of a QoS 1 (PUBACK) or QoS 2 (PUBCOMP) flow frees its window slot.
-    fn complete(&mut self, conn: ConnId, pid: PacketId, state: InflightState) {
+    pub(crate) fn complete(&mut self, conn: ConnId, pid: PacketId, state: InflightState) {
         let Some(sk) = self.session_of(conn) else {
             return;
         };
@@ -566,6 +566,11 @@ impl Broker {
     }
 
     pub(crate) fn handle_pubrec(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        self.pubrec(conn, a.packet_id, a.reason_code);
+    }
+
+    /// PUBREC `pid` with reason `code` (also the 4-byte fast path of `handle_bytes`).
+    pub(crate) fn pubrec(&mut self, conn: ConnId, pid: PacketId, code: ReasonCode) {
         let Some(sk) = self.session_of(conn) else {
             return;
         };
@@ -573,10 +578,10 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sk) else {
             return;
         };
-        let pid = a.packet_id;
+        let rec_code = code;
         let code = match s.inflight_pos(pid.get()) {
             Some(pos) => {
-                if a.reason_code.is_error() {
+                if rec_code.is_error() {
                     // 4.3.3: a PUBREC with an error ends the flow; the slot is free.
                     if let Some(f) = s.inflight.remove(pos) {
                         self.policy.hooks.on_acked(&s.client_id, &f.item.msg);
@@ -605,6 +610,11 @@ impl Broker {
     }
 
     pub(crate) fn handle_pubrel(&mut self, conn: ConnId, _now: Instant, a: &Ack<'_>) {
+        self.pubrel(conn, a.packet_id);
+    }
+
+    /// PUBREL `pid` (also the 4-byte fast path of `handle_bytes`).
+    pub(crate) fn pubrel(&mut self, conn: ConnId, pid: PacketId) {
         let Some(sk) = self.session_of(conn) else {
             return;
         };
@@ -612,7 +622,6 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sk) else {
             return;
         };
-        let pid = a.packet_id;
         let found = match s.rx_qos2.iter().position(|&p| p == pid.get()) {
             Some(i) => {
                 s.rx_qos2.swap_remove(i);
