@@ -8,8 +8,10 @@
 //! prevented by admission gates ([`guard`]), because `alloc` cannot recover from it.
 //!
 //! What it deliberately does not do: set up a board (clocks, NIC driver, time driver, the
-//! network stack's runner, the allocator's arena), TLS, DHCP, persistence across resets.
-//! A board crate does the first part and calls [`start`].
+//! network stack's runner and its address: static from `gateway.toml`, or DHCP with the
+//! LM3S6965 board's `dhcp` feature; the allocator's arena), TLS, persistence across resets.
+//! A board crate does the first part and calls [`start`]. Logging goes to a sink the board
+//! registers ([`set_sink`]), or to defmt with the `defmt` feature.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 

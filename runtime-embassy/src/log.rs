@@ -16,7 +16,21 @@ pub fn set_sink(f: LogFn) {
 }
 
 /// Writes one line (used through the `log!` macro).
+#[cfg(not(feature = "defmt"))]
 pub fn line(args: Arguments<'_>) {
+    if let Some(f) = critical_section::with(|cs| SINK.borrow(cs).get()) {
+        f(args);
+    }
+}
+
+/// Writes one line (used through the `log!` macro): to defmt, and to the sink if one is set.
+/// A line longer than 160 bytes is cut.
+#[cfg(feature = "defmt")]
+pub fn line(args: Arguments<'_>) {
+    let mut buf = heapless::String::<160>::new();
+    // `Err` only means the line was cut: log what fits.
+    let _ = core::fmt::write(&mut buf, args);
+    defmt::info!("{=str}", buf.as_str());
     if let Some(f) = critical_section::with(|cs| SINK.borrow(cs).get()) {
         f(args);
     }

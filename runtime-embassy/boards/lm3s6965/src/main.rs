@@ -22,18 +22,22 @@ mod executor;
 mod time_driver;
 
 use embassy_executor::Spawner;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, StackResources, StaticConfigV4};
+#[cfg(not(feature = "dhcp"))]
+use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
+use embassy_net::{Runner, StackResources};
 use embassy_time::Duration;
-use runtime_embassy::config::{ADDRESS, CLIENTS, GATEWAY, HEAP_SIZE, MAC, PREFIX_LEN};
+#[cfg(not(feature = "dhcp"))]
+use runtime_embassy::config::GATEWAY;
+use runtime_embassy::config::{ADDRESS, CLIENTS, HEAP_SIZE, MAC, PREFIX_LEN};
 use runtime_embassy::heap::MeteredLlff;
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::log;
 use crate::enet::Enet;
 
-/// Sockets of the network stack: the clients, the one that refuses a client too many, and
-/// the uplink.
-const SOCKETS: usize = CLIENTS + 2;
+/// Sockets of the network stack: the clients, the one that refuses a client too many, the
+/// uplink, and the DHCP client's if enabled.
+const SOCKETS: usize = CLIENTS + 2 + cfg!(feature = "dhcp") as usize;
 
 /// Period of the board's health line (stack, NIC error counters).
 const STATS_PERIOD: Duration = Duration::from_secs(30);
@@ -85,13 +89,7 @@ fn setup(spawner: Spawner, core_hz: u32) {
     let Some(nic) = Enet::new(MAC, core_hz) else {
         panic!("Ethernet controller already taken");
     };
-    let [a, b, c, d] = ADDRESS;
-    let [ga, gb, gc, gd] = GATEWAY;
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), PREFIX_LEN),
-        gateway: Some(Ipv4Address::new(ga, gb, gc, gd)),
-        dns_servers: heapless::Vec::new(),
-    });
+    let config = net_config();
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
     let resources = RESOURCES.init_with(StackResources::new);
     let seed = random_seed();
@@ -100,15 +98,38 @@ fn setup(spawner: Spawner, core_hz: u32) {
     spawn(spawner, net_task(runner));
     spawn(spawner, stats_task());
     runtime_embassy::start(spawner, stack, &HEAP, seed.rotate_left(17));
-    log!(
-        "address {}.{}.{}.{}/{}, heap {} B",
-        a,
-        b,
-        c,
-        d,
-        PREFIX_LEN,
-        HEAP_SIZE
-    );
+    if cfg!(feature = "dhcp") {
+        log!("address from DHCP, heap {} B", HEAP_SIZE);
+    } else {
+        let [a, b, c, d] = ADDRESS;
+        log!(
+            "address {}.{}.{}.{}/{}, heap {} B",
+            a,
+            b,
+            c,
+            d,
+            PREFIX_LEN,
+            HEAP_SIZE
+        );
+    }
+}
+
+/// The static address of gateway.toml.
+#[cfg(not(feature = "dhcp"))]
+fn net_config() -> embassy_net::Config {
+    let [a, b, c, d] = ADDRESS;
+    let [ga, gb, gc, gd] = GATEWAY;
+    embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), PREFIX_LEN),
+        gateway: Some(Ipv4Address::new(ga, gb, gc, gd)),
+        dns_servers: heapless::Vec::new(),
+    })
+}
+
+/// An address from DHCP (feature `dhcp`).
+#[cfg(feature = "dhcp")]
+fn net_config() -> embassy_net::Config {
+    embassy_net::Config::dhcpv4(embassy_net::DhcpConfig::default())
 }
 
 /// Spawns a task; pool exhaustion is a programming error, not a run-time condition.
