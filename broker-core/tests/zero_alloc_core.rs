@@ -14,6 +14,8 @@
 //! (one copy, deduplicated, at the highest QoS). In 5.0 the publisher sends a Content Type,
 //! a User Property and a Message Expiry Interval; the subscribers have Subscription
 //! Identifiers, and one allows topic aliases (the alias is chosen once, then reused).
+//! And the shape of the `core` bench's `topics10k` case, smaller: 1,000 topics, 31
+//! subscribers with exact, `+` and `#` filters, QoS 1 and 2, every message acknowledged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use broker_core::{Broker, Config, ConnId, Event, Instant, PeerInfo, Policy, TxBuf};
@@ -310,6 +312,82 @@ fn steady_state_allocations(v: ProtocolVersion, qos: QoS) -> usize {
         );
     }
     n
+}
+
+/// The shape of the `topics10k` bench, smaller: 1,000 distinct topics `t/{a}/x/{b}`
+/// published in a scattered order at QoS 1; ten subscribers hold 100 exact filters each,
+/// ten hold `t/{a}/x/#`, ten `t/+/x/{b % 10}` and one `t/+/+/+` (overlapping the others).
+/// Every publish reaches 4 sessions, each acknowledging. Covers the topic index walk, the
+/// per-publish hit list and many sessions' queues and in-flight windows.
+fn many_topics_allocations(v: ProtocolVersion) -> usize {
+    let mut w = World {
+        broker: Broker::new(Config::default(), Policy::default()),
+        now: Instant::from_millis(1_000_000),
+        v,
+        peers: Vec::new(),
+    };
+    w.connect("publisher", None);
+    let topic = |i: usize| format!("t/{}/x/{}", i / 100, i % 100);
+    for s in 0..10 {
+        let p = w.connect(&format!("exact-{s}"), None);
+        let filters: Vec<String> = (s * 100..(s + 1) * 100).map(topic).collect();
+        let list: Vec<(&str, QoS)> = filters.iter().map(|f| (&**f, QoS::AtLeastOnce)).collect();
+        w.subscribe(p, &list, 1);
+    }
+    for a in 0..10 {
+        let p = w.connect(&format!("hash-{a}"), None);
+        w.subscribe(p, &[(&format!("t/{a}/x/#"), QoS::AtLeastOnce)], 2);
+    }
+    for b in 0..10 {
+        let p = w.connect(&format!("plus-{b}"), Some(5));
+        let filters: Vec<String> = (0..10).map(|k| format!("t/+/x/{}", b + 10 * k)).collect();
+        let list: Vec<(&str, QoS)> = filters.iter().map(|f| (&**f, QoS::AtLeastOnce)).collect();
+        w.subscribe(p, &list, 3);
+    }
+    let all = w.connect("all", None);
+    w.subscribe(all, &[("t/+/+/+", QoS::ExactlyOnce)], 4);
+    let packets: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            // Scattered order; packet identifiers 1..=50 reused once acknowledged.
+            let t = topic((i * 7919) % 1000);
+            encode(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: &t,
+                    packet_id: PacketId::new((i % 50) as u16 + 1),
+                    properties: Properties::default(),
+                    payload: &PAYLOAD,
+                }),
+                v,
+            )
+        })
+        .collect();
+    // Warm-up: every topic three times.
+    for i in 0..3_000 {
+        publish(&mut w, &packets[i % packets.len()]);
+    }
+    let delivered = |w: &World| w.peers.iter().map(|p| p.publishes).sum::<usize>();
+    assert_eq!(delivered(&w), 4 * 3_000, "{v}: four sessions per publish");
+    const N: usize = 2_000;
+    let n = allocations(|| {
+        for i in 0..N {
+            publish(&mut w, &packets[i % packets.len()]);
+        }
+    });
+    assert_eq!(delivered(&w), 4 * (3_000 + N), "{v}");
+    n
+}
+
+#[test]
+fn many_topics_and_wildcards_v311() {
+    assert_eq!(many_topics_allocations(ProtocolVersion::V3_1_1), 0);
+}
+
+#[test]
+fn many_topics_and_wildcards_v5() {
+    assert_eq!(many_topics_allocations(ProtocolVersion::V5), 0);
 }
 
 #[test]
