@@ -69,6 +69,13 @@ struct Args {
     /// Prefix of the client identifiers the tool uses.
     #[arg(long, default_value = "load")]
     client_prefix: String,
+    /// Extra arguments of `petrel proxy` in the `proxy` scenario (space separated, e.g.
+    /// "--driver epoll" or "--forward splice").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    proxy_args: String,
+    /// Rounds of the `proxy` scenario (its figures are the medians).
+    #[arg(long, default_value_t = 3)]
+    proxy_rounds: usize,
     /// Write the results as Markdown to this file too.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -627,6 +634,270 @@ fn run_conns(addr: SocketAddr, pid: Option<u32>, n: usize) -> anyhow::Result<(f6
     Ok((rate, per_conn))
 }
 
+// ---------------------------------------------------------------- proxy
+
+/// CPU time (user + system) of a process and its children so far, in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    fn ticks(pid: u32) -> Option<(u64, u32)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): state ppid ... utime(14) stime(15).
+        let rest = s.get(s.rfind(')')? + 2..)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let t = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some((t, ppid))
+    }
+    let mut total = ticks(pid)?.0;
+    // nginx's work is done by its worker processes (children of the master).
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((t, ppid)) = ticks(child) {
+                if ppid == pid {
+                    total += t;
+                }
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Some(total as f64 / hz as f64)
+}
+
+/// `petrel proxy` in front of `upstream`, on the brokers' CPUs.
+fn start_petrel_proxy(a: &Args, upstream: SocketAddr) -> anyhow::Result<BrokerProc> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(&a.cpus)
+        .arg(&a.petrel)
+        .args(["proxy", "--bind", &addr.to_string()])
+        .args(["--upstream", &upstream.to_string()])
+        .args(["--threads", &a.threads.to_string(), "--log-level", "warn"])
+        .args(a.proxy_args.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start petrel proxy: {e}"))?;
+    let p = BrokerProc {
+        child,
+        addr,
+        _dir: None,
+    };
+    if !wait_listening(addr) {
+        anyhow::bail!("petrel proxy did not start listening on {addr}");
+    }
+    Ok(p)
+}
+
+/// nginx's stream proxy in front of `upstream` (as many workers as petrel proxy has
+/// threads), or None when nginx or its stream module is not installed.
+fn start_nginx(a: &Args, upstream: SocketAddr) -> anyhow::Result<Option<BrokerProc>> {
+    let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
+        .into_iter()
+        .find(|m| std::path::Path::new(m).exists());
+    let builtin = Command::new("nginx")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).contains("--with-stream "))
+        .ok();
+    let load = match (builtin, module) {
+        (None, _) => return Ok(None), // no nginx
+        (Some(true), _) => String::new(),
+        (Some(false), Some(m)) => format!("load_module {m};\n"),
+        (Some(false), None) => return Ok(None), // no stream module
+    };
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let dir = std::env::temp_dir().join(format!("petrel-load-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{load}daemon off;\nmaster_process on;\nworker_processes {threads};\n\
+             worker_rlimit_nofile 1000000;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events {{ worker_connections 100000; multi_accept on; }}\n\
+             stream {{\n  server {{\n    listen {addr} reuseport;\n    proxy_pass {upstream};\n    \
+             tcp_nodelay on;\n    proxy_timeout 600s;\n  }}\n}}\n",
+            threads = a.threads,
+            dir = dir.display(),
+        ),
+    )?;
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(&a.cpus)
+        .arg("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start nginx: {e}"))?;
+    let p = BrokerProc {
+        child,
+        addr,
+        _dir: Some(dir),
+    };
+    if !wait_listening(addr) {
+        anyhow::bail!("nginx did not start listening on {addr}");
+    }
+    Ok(Some(p))
+}
+
+/// CPU µs of `pid` (and children) per message since `before`.
+fn cpu_per_msg(pid: Option<u32>, before: Option<f64>, msgs: u64) -> Option<f64> {
+    let used = cpu_secs(pid?)? - before?;
+    (msgs > 0).then(|| used * 1e6 / msgs as f64)
+}
+
+/// One path to the broker measured by the `proxy` scenario.
+#[derive(Default)]
+struct ProxyRow {
+    name: String,
+    conn_rate: f64,
+    p50: f64,
+    p99: f64,
+    /// Proxy CPU µs per message at the fixed rate, and at full speed (None: direct).
+    cpu_rate: Option<f64>,
+    cpu_full: Option<f64>,
+    full_rate: f64,
+    lost: u64,
+}
+
+/// The `proxy` scenario: the same workloads direct to one Petrel broker, through
+/// `petrel proxy`, and through nginx's stream proxy when installed; returns Markdown.
+fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
+    let broker = start_broker("petrel", a)?;
+    let proxy = start_petrel_proxy(a, broker.addr)?;
+    let nginx = start_nginx(a, broker.addr)?;
+    if nginx.is_none() {
+        eprintln!("proxy: nginx (with its stream module) not installed, skipped");
+    }
+    let mut paths: Vec<(String, SocketAddr, Option<u32>)> = vec![
+        ("direct".into(), broker.addr, None),
+        ("petrel proxy".into(), proxy.addr, Some(proxy.child.id())),
+    ];
+    if let Some(n) = &nginx {
+        paths.push(("nginx stream".into(), n.addr, Some(n.child.id())));
+    }
+    let latency = workload("latency").ok_or_else(|| anyhow::anyhow!("no latency workload"))?;
+    let pairs = workload("pairs").ok_or_else(|| anyhow::anyhow!("no pairs workload"))?;
+    // Rounds of (every phase, every path in turn), and the median of the rounds: on a
+    // shared machine a burst of other work then hits one sample, not one path.
+    let mut samples: Vec<Vec<ProxyRow>> = Vec::new();
+    for round in 0..a.proxy_rounds.max(1) {
+        let mut rows: Vec<ProxyRow> = paths
+            .iter()
+            .map(|(name, _, _)| ProxyRow {
+                name: name.clone(),
+                ..ProxyRow::default()
+            })
+            .collect();
+        let settle = || std::thread::sleep(Duration::from_millis(500));
+        for ((name, addr, _), row) in paths.iter().zip(&mut rows) {
+            settle();
+            row.conn_rate = run_conns(*addr, None, a.conns)?.0;
+            eprintln!("proxy round {round} {name}: {:.0} conn/s", row.conn_rate);
+        }
+        for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
+            settle();
+            let before = pid.and_then(cpu_secs);
+            let o = run_workload(*addr, &latency, QoS::AtMostOnce, a, Some(a.rate))?;
+            row.cpu_rate = cpu_per_msg(*pid, before, o.delivered);
+            (row.p50, row.p99, _) = o.latency.unwrap_or_default();
+            row.lost += o.lost;
+            eprintln!(
+                "proxy round {round} {name}: latency p50 {:.0} µs p99 {:.0} µs, CPU {:?} µs/msg",
+                row.p50, row.p99, row.cpu_rate
+            );
+        }
+        for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
+            settle();
+            let before = pid.and_then(cpu_secs);
+            let o = run_workload(*addr, &pairs, QoS::AtMostOnce, a, None)?;
+            row.cpu_full = cpu_per_msg(*pid, before, o.delivered);
+            row.full_rate = o.delivered_per_sec;
+            row.lost += o.lost;
+            eprintln!(
+                "proxy round {round} {name}: pairs {:.0} msg/s, CPU {:?} µs/msg",
+                row.full_rate, row.cpu_full
+            );
+        }
+        samples.push(rows);
+    }
+    let median = |v: Vec<f64>| -> f64 {
+        let mut v = v;
+        v.sort_by(|x, y| x.total_cmp(y));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let median_opt = |v: Vec<Option<f64>>| -> Option<f64> {
+        let v: Vec<f64> = v.into_iter().flatten().collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let rows: Vec<ProxyRow> = (0..paths.len())
+        .map(|i| {
+            let col = |f: &dyn Fn(&ProxyRow) -> f64| {
+                median(samples.iter().filter_map(|r| r.get(i)).map(f).collect())
+            };
+            let col_opt = |f: &dyn Fn(&ProxyRow) -> Option<f64>| {
+                median_opt(samples.iter().filter_map(|r| r.get(i)).map(f).collect())
+            };
+            ProxyRow {
+                name: paths.get(i).map(|p| p.0.clone()).unwrap_or_default(),
+                conn_rate: col(&|r| r.conn_rate),
+                p50: col(&|r| r.p50),
+                p99: col(&|r| r.p99),
+                cpu_rate: col_opt(&|r| r.cpu_rate),
+                cpu_full: col_opt(&|r| r.cpu_full),
+                full_rate: col(&|r| r.full_rate),
+                lost: samples
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|r| r.lost)
+                    .sum(),
+            }
+        })
+        .collect();
+    drop(nginx);
+    drop(proxy);
+    drop(broker);
+    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let mut md = format!(
+        "| path (median of {} rounds) | connects/s (x direct) | latency p50 / p99 µs (added p50) | proxy CPU µs/msg at {} msg/s | pairs QoS 0 msg/s | proxy CPU µs/msg in pairs | lost |\n|---|---|---|---|---|---|---|\n",
+        a.proxy_rounds.max(1),
+        a.rate
+    );
+    let direct_rate = rows.first().map_or(0.0, |r| r.conn_rate);
+    let direct_p50 = rows.first().map_or(0.0, |r| r.p50);
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {:.0} ({:.2}x) | {:.0} / {:.0} ({:+.0}) | {} | {:.0} | {} | {} |\n",
+            r.name,
+            r.conn_rate,
+            if direct_rate > 0.0 {
+                r.conn_rate / direct_rate
+            } else {
+                0.0
+            },
+            r.p50,
+            r.p99,
+            r.p50 - direct_p50,
+            us(r.cpu_rate),
+            r.full_rate,
+            us(r.cpu_full),
+            r.lost,
+        ));
+    }
+    Ok(md)
+}
+
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     // Many idle connections need file descriptors.
@@ -652,7 +923,12 @@ fn main() -> anyhow::Result<()> {
     // (scenario, QoS, per broker: (name, headline value, details))
     type Row = (String, String, Vec<(String, f64, String)>);
     let mut rows: Vec<Row> = Vec::new();
+    let mut proxy_md = None;
     for sc in a.scenarios.split(',') {
+        if sc == "proxy" {
+            proxy_md = Some(run_proxy_scenario(&a)?);
+            continue;
+        }
         let qs: Vec<QoS> = match sc {
             "latency" | "conns" => vec![QoS::AtMostOnce],
             _ => qos_list.clone(),
@@ -729,6 +1005,15 @@ fn main() -> anyhow::Result<()> {
         };
         md.push_str(&ratio);
         md.push_str(" |\n");
+    }
+    if let Some(p) = proxy_md {
+        // The proxy scenario compares paths to one broker, not brokers: a table of its own.
+        if rows.is_empty() {
+            md.clear();
+        } else {
+            md.push('\n');
+        }
+        md.push_str(&p);
     }
     println!("{md}");
     if let Some(p) = &a.markdown {
