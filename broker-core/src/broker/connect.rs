@@ -634,11 +634,13 @@ impl Broker {
             };
             self.push_ctrl(conn, Ctrl::Disconnect(code));
         }
-        self.detach(conn, now, reason);
+        // Closing before the session is detached: acknowledgements that detaching
+        // releases (flow control) must not follow the DISCONNECT on this connection.
         if let Some(c) = self.conns.get_mut(conn) {
             c.state = ConnState::Closing;
             c.close_reason = reason;
         }
+        self.detach(conn, now, reason);
         self.events.push_back(Event::Close(conn));
     }
 

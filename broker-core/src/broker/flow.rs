@@ -10,7 +10,7 @@
 //! keeps its own count and releases ours when it reaches zero).
 
 use super::{Broker, Event, Timer};
-use crate::conn::Ctrl;
+use crate::conn::{ConnState, Ctrl};
 use crate::policy::{ConnId, DropReason};
 use crate::session::Queued;
 use crate::shard::{ShardId, ShardMsg};
@@ -88,12 +88,17 @@ impl Broker {
                 kind,
                 code,
             } => {
-                if let Some(c) = self.conns.get_mut(conn) {
-                    if kind == PacketType::PubAck {
-                        c.delayed_acks = c.delayed_acks.saturating_sub(1);
-                    }
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                if kind == PacketType::PubAck {
+                    c.delayed_acks = c.delayed_acks.saturating_sub(1);
                 }
-                self.push_ctrl(conn, Ctrl::Ack { kind, pid, code });
+                // Nothing follows the close of a connection (taken over, DISCONNECT, error):
+                // the client sends the PUBLISH again on its next connection.
+                if c.state != ConnState::Closing {
+                    self.push_ctrl(conn, Ctrl::Ack { kind, pid, code });
+                }
             }
             AckTarget::Remote(r) => {
                 if r.shard == self.cfg.shard {
