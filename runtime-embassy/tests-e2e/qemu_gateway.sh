@@ -32,7 +32,7 @@ die() { echo "$NAME: FAIL: $*" >&2; exit 1; }
 pass() { echo "$NAME: ok: $*"; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces and TAP devices)"
-tools=(ip python3 timeout /usr/sbin/mosquitto mosquitto_pub mosquitto_sub)
+tools=(ip python3 timeout stdbuf /usr/sbin/mosquitto mosquitto_pub mosquitto_sub)
 [ -z "$GATEWAY_CMD" ] && tools+=(qemu-system-arm)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || die "missing tool: $tool"
@@ -135,7 +135,7 @@ alive() { kill -0 "$GW_PID" 2>/dev/null || die "the gateway process died"; }
 # expect FILE EXPECTED-TEXT WHAT: the file's lines, sorted, must equal the expected lines.
 expect() {
     local got want
-    got="$(sort "$1")"
+    got="$(messages "$1" | sort)"
     want="$(printf '%s\n' "$2" | sort)"
     if [ "$got" != "$want" ]; then
         echo "expected:"; printf '%s\n' "$want" | sed 's/^/  /'
@@ -145,18 +145,28 @@ expect() {
     pass "$3"
 }
 
-# A subscriber in the background (`settle` gives it time to subscribe).
+# A subscriber in the background, returning once its SUBACK arrived (-d prints it; stdbuf
+# makes the debug lines arrive in the file as they happen; `expect` filters them out).
 bg_sub() {  # bg_sub OUTFILE ARGS...: starts mosquitto_sub, records its PID in BG
     local out="$1"; shift
-    timeout -k 2 30 ip netns exec "$NS" mosquitto_sub "$@" >"$out" 2>"$out.err" &
+    timeout -k 2 30 ip netns exec "$NS" stdbuf -oL mosquitto_sub -d "$@" >"$out" 2>"$out.err" &
     BG=$!
     BG_PIDS+=("$BG")
+    for _ in $(seq 100); do
+        grep -q '^Subscribed' "$out" 2>/dev/null && return 0
+        kill -0 "$BG" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^Subscribed' "$out" 2>/dev/null || {
+        sed 's/^/  /' "$out" "$out.err"; die "subscriber ($*) not subscribed within 10 s"; }
 }
+# The messages a subscriber printed, without mosquitto_sub's debug lines.
+messages() { grep -vE '^(Client |Subscribed \(mid)' "$1" || true; }
 wait_bg() {  # wait_bg PID WHAT: the subscriber must exit 0 (got its -C count in time)
     local rc=0
     wait "$1" || rc=$?
     [ "$rc" -eq 0 ] || {
-        echo "received:"; sed 's/^/  /' "$3"; cat "$3.err" 2>/dev/null
+        echo "received:"; messages "$3" | sed 's/^/  /'; cat "$3.err" 2>/dev/null
         die "$2 (subscriber exit $rc)"; }
 }
 settle() { sleep "${1:-1}"; }
@@ -185,7 +195,6 @@ pass "bridge connected upstream"
 # --- QoS 0, 1, 2 -------------------------------------------------------------------------
 for q in 0 1 2; do
     bg_sub "$WORK/q$q" -h "$GW" -q "$q" -t "t/qos$q" -C 3 -W 20
-    settle
     for m in a b c; do pub -h "$GW" -q "$q" -t "t/qos$q" -m "qos$q-$m" || die "publish at QoS $q"; done
     wait_bg "$BG" "QoS $q delivery" "$WORK/q$q"
     expect "$WORK/q$q" "$(printf 'qos%s-a\nqos%s-b\nqos%s-c' "$q" "$q" "$q")" "QoS $q publish/subscribe"
@@ -193,7 +202,6 @@ done
 
 # Exactly once also from a v5 client, both ways.
 bg_sub "$WORK/q2v5" -V 5 -h "$GW" -q 2 -t t/v5 -C 2 -W 20
-settle
 pub -V 5 -h "$GW" -q 2 -t t/v5 -m v5-one || die "publish v5"
 pub -V 311 -h "$GW" -q 1 -t t/v5 -m v311-two || die "publish 3.1.1"
 wait_bg "$BG" "MQTT 5 delivery" "$WORK/q2v5"
@@ -211,7 +219,6 @@ expect "$WORK/ret2" "" "retained message cleared by an empty retained publish"
 # --- will --------------------------------------------------------------------------------
 bg_sub "$WORK/will" -h "$GW" -t t/will -C 1 -W 20
 WILL_SUB=$BG
-settle
 # A clean disconnect does not publish the will ...
 pub -h "$GW" -i clean-leaver --will-topic t/will --will-payload wrong --will-qos 1 \
     -t t/x -m x || die "publish with a will"
@@ -227,7 +234,6 @@ expect "$WORK/will" "will-fired" "will message on an abrupt disconnect (none on 
 
 # --- uplink: up/# -> petrel-gw/up/# ------------------------------------------------------
 bg_sub "$WORK/up" -h "$UP" -q 1 -t 'petrel-gw/#' -v -C 3 -W 20
-settle
 pub -h "$GW" -q 1 -t up/sensor/1 -m u1 || die "publish up"
 pub -h "$GW" -q 0 -t up/sensor/2 -m u2 || die "publish up"
 pub -h "$GW" -q 1 -t notup/x -m local-only || die "publish local"
@@ -238,7 +244,6 @@ expect "$WORK/up" "$(printf 'petrel-gw/up/sensor/1 u1\npetrel-gw/up/sensor/2 u2\
 
 # --- downlink: petrel-gw/down/# -> down/# -------------------------------------------------
 bg_sub "$WORK/down" -h "$GW" -q 1 -t '#' -v -C 2 -W 20
-settle
 pub -h "$UP" -q 1 -t petrel-gw/down/cmd/1 -m d1 || die "publish down"
 pub -h "$UP" -q 1 -t petrel-gw/other -m not-down || die "publish upstream"
 pub -h "$UP" -q 0 -t petrel-gw/down -m d2 || die "publish down"
@@ -252,7 +257,7 @@ for i in $(seq 8); do
     bg_sub "$WORK/c$i" -h "$GW" -i "c$i" -q 1 -t down/all -C 1 -W 30
     EIGHT+=("$BG")
 done
-settle 2
+settle
 for i in $(seq 8); do
     kill -0 "${EIGHT[$((i - 1))]}" 2>/dev/null || {
         cat "$WORK/c$i.err"; die "client $i of 8 did not stay connected"; }
@@ -282,9 +287,9 @@ for i in $(seq 8); do
     bg_sub "$WORK/d$i" -h "$GW" -q 2 -t t/after -C 1 -W 30
     EIGHT+=("$BG")
 done
-settle 2
+settle
 # Free one slot for the publisher.
-kill "${EIGHT[7]}" 2>/dev/null; wait "${EIGHT[7]}" 2>/dev/null
+kill "${EIGHT[7]}" 2>/dev/null || true; wait "${EIGHT[7]}" 2>/dev/null || true
 settle
 pub -h "$GW" -q 2 -t t/after -m after || die "publish after bad input"
 for i in $(seq 7); do
@@ -327,7 +332,7 @@ for i in $(seq 8); do
     bg_sub "$WORK/e$i" -h "$GW" -i "e$i" -q 1 -t down/end -C 1 -W 30
     EIGHT+=("$BG")
 done
-settle 2
+settle
 pub -h "$UP" -q 1 -t petrel-gw/down/end -m end || die "publish upstream at the end"
 for i in $(seq 8); do
     wait_bg "${EIGHT[$((i - 1))]}" "client $i of 8 at the end" "$WORK/e$i"
