@@ -395,8 +395,42 @@ fn thread_cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
+/// The positional name filter among criterion's arguments (cases are expensive to set up,
+/// so unselected ones are skipped). The values of options such as `--measurement-time 3`
+/// are not filters.
+fn name_filter(args: impl Iterator<Item = String>) -> Option<String> {
+    const WITH_VALUE: [&str; 14] = [
+        "--measurement-time",
+        "--warm-up-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+        "--output-format",
+        "--color",
+        "--profile-time",
+    ];
+    let mut skip_next = false;
+    for a in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if a.starts_with('-') {
+            skip_next = WITH_VALUE.contains(&a.as_str()) || a == "--plotting-backend";
+            continue;
+        }
+        return Some(a);
+    }
+    None
+}
+
 fn bench(c: &mut Criterion) {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let filter = name_filter(std::env::args().skip(1));
     if let Some(n) = std::env::var("CORE_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
