@@ -49,8 +49,16 @@ pub const fn publish_reserve(sessions: usize) -> usize {
 pub const SUBSCRIBE_RESERVE_EXTRA: usize = MAX_SUBSCRIPTIONS * 160 + MAX_PACKET_SIZE;
 
 /// Heap a CONNECT may need after authentication: the session, its map entries, the CONNACK
-/// and the timers; plus room for the client to subscribe once.
-pub const CONNECT_RESERVE_EXTRA: usize = 1024 + SUBSCRIBE_RESERVE_EXTRA;
+/// and the timers (1 KiB); plus 512 B so that, with the new session's queue counted too, the
+/// connect gate stays above the subscribe gate of the clients already there (they keep
+/// subscribing after new connections are refused; the first SUBSCRIBE of the new client is
+/// gated by the subscribe gate itself). Checked below.
+pub const CONNECT_RESERVE_EXTRA: usize = 1024 + 512;
+
+// New connections are refused before existing clients' subscriptions: connect(s) > subscribe(s).
+const _: () = assert!(
+    publish_reserve(2) + CONNECT_RESERVE_EXTRA > publish_reserve(1) + SUBSCRIBE_RESERVE_EXTRA
+);
 
 /// Heap an accepted connection may need before it is authenticated: the connection state,
 /// the client id and a will message (the CONNECT carrying it is at most one packet; it is
