@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
-# Release build first: the end-to-end tests run target/release/petrel.
-cargo build --release --workspace --bins
-cargo test --release --workspace
+# Optimised (profile `ci`: release without LTO); the end-to-end tests run the `petrel`
+# binary of the same build.
+cargo test --profile ci --workspace
 # Embedded gateway: firmware and host shell end to end (needs root for network namespaces).
 for t in runtime-embassy/tests-e2e/*.sh; do
   [ -e "$t" ] || continue
