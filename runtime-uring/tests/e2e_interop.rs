@@ -326,8 +326,11 @@ fn session_and_message_expiry() {
     let got = payloads(&back, 1, T);
     let (left, payload) = got[0].split_once(' ').unwrap();
     assert_eq!(payload, "long", "{}", back.dump());
+    // [MQTT-3.3.2-6]: the forwarded Message Expiry Interval is the received one minus the
+    // time the message waited in the broker (here at least 2.2 s; a loaded machine may
+    // take longer to bring the subscriber back).
     let left: u32 = left.parse().unwrap();
-    assert!((95..=98).contains(&left), "expiry not counted down: {left}");
+    assert!((70..=98).contains(&left), "expiry not counted down: {left}");
     std::thread::sleep(secs(0.3));
     assert_eq!(back.stdout().iter().filter(|l| is_payload(l)).count(), 1);
     b.assert_healthy();
