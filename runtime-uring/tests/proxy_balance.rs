@@ -34,9 +34,9 @@ fn chash_is_sticky_across_reconnects_and_versions_and_spreads_over_three_brokers
     }
     let mut proxy = Proxy::start(&args);
     let ids = ids("sticky", N);
-    let first = map_ids(proxy.port, V::V311, &ids);
-    let v5 = map_ids(proxy.port, V::V5, &ids);
-    let again = map_ids(proxy.port, V::V311, &ids);
+    let first = proxy.map(V::V311, &ids);
+    let v5 = proxy.map(V::V5, &ids);
+    let again = proxy.map(V::V311, &ids);
     assert_eq!(
         first, v5,
         "3.1.1 and 5.0 clients with the same id must reach the same broker"
@@ -76,11 +76,11 @@ fn removing_and_adding_a_node_through_the_admin_api_moves_only_the_expected_clie
     };
     let ids = ids("move", N);
     proxy.put_route("1", route(nodes(&[&a, &b, &c])));
-    let three = map_ids(proxy.port, V::V311, &ids);
+    let three = proxy.map(V::V311, &ids);
 
     // Remove C: C's clients (and only they) move, to A or B.
     proxy.put_route("1", route(nodes(&[&a, &b])));
-    let two = map_ids(proxy.port, V::V5, &ids);
+    let two = proxy.map(V::V5, &ids);
     let mut moved = 0;
     for ((id, before), after) in ids.iter().zip(&three).zip(&two) {
         if before == "C" {
@@ -97,11 +97,11 @@ fn removing_and_adding_a_node_through_the_admin_api_moves_only_the_expected_clie
 
     // Back to A, B, C: everyone is where they were.
     proxy.put_route("1", route(nodes(&[&c, &a, &b])));
-    assert_eq!(map_ids(proxy.port, V::V311, &ids), three);
+    assert_eq!(proxy.map(V::V311, &ids), three);
 
     // Add D: about 1/4 of the clients move, all of them to D.
     proxy.put_route("1", route(nodes(&[&a, &b, &c, &d])));
-    let four = map_ids(proxy.port, V::V311, &ids);
+    let four = proxy.map(V::V311, &ids);
     let mut moved = 0;
     for ((id, before), after) in ids.iter().zip(&three).zip(&four) {
         if before != after {
@@ -165,7 +165,7 @@ fn a_dead_node_is_skipped_and_the_health_check_brings_it_back() {
         json!({"upstream": {"type": "chash", "key": "mqtt_client_id", "nodes": nodes(&[&a, &b, &c])}}),
     );
     let ids = ids("dead", 120);
-    let before = map_ids(proxy.port, V::V311, &ids);
+    let before = proxy.map(V::V311, &ids);
     assert!(count(&before, "C") > 0);
 
     let common::Broker::Petrel(p) = &mut c.broker else {
@@ -173,7 +173,7 @@ fn a_dead_node_is_skipped_and_the_health_check_brings_it_back() {
     };
     p.stop_gracefully();
     // Every client still gets in; C's go to the next nodes, the others stay.
-    let during = map_ids(proxy.port, V::V5, &ids);
+    let during = proxy.map(V::V5, &ids);
     for ((id, x), y) in ids.iter().zip(&before).zip(&during) {
         if x == "C" {
             assert_ne!(y, "C");
@@ -203,7 +203,7 @@ fn a_dead_node_is_skipped_and_the_health_check_brings_it_back() {
         "C did not come back\n{}",
         proxy.proc.dump()
     );
-    assert_eq!(map_ids(proxy.port, V::V311, &ids), before);
+    assert_eq!(proxy.map(V::V311, &ids), before);
     proxy.assert_healthy();
 }
 
@@ -278,7 +278,7 @@ fn roundrobin_spreads_evenly() {
         "--upstream",
         &c.node(),
     ]);
-    let got = map_ids(proxy.port, V::V311, &ids("rr", 30));
+    let got = proxy.map(V::V311, &ids("rr", 30));
     for n in ["A", "B", "C"] {
         assert_eq!(count(&got, n), 10, "{got:?}");
     }

@@ -442,8 +442,9 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         health::spawn_active_check(
             health::ActiveCheck {
                 interval: health_interval,
-                timeout: upstream_connect_timeout
-                    .min(health_interval.max(Duration::from_millis(100))),
+                // Not shorter than a client's connect: a slow accept on a loaded
+                // machine must not take a working node out for `down_time`.
+                timeout: upstream_connect_timeout,
                 down_time: shared.limits.down_time,
             },
             move || t.load().nodes(),

@@ -60,11 +60,22 @@ pub fn hash_key(key: HashKey, client_id: &str, ip: IpAddr) -> Vec<u8> {
 
 impl Upstream {
     /// The nodes to try for a client, best first: up nodes only, at most `max_tries`.
+    /// When every node is marked down, all of them in the same order (as nginx does): a
+    /// mark is a guess from the past, and a refusal costs the client nothing more.
     pub fn candidates(&self, client_id: &str, ip: IpAddr) -> Vec<usize> {
+        let up = self.pick(client_id, ip, true);
+        if up.is_empty() {
+            self.pick(client_id, ip, false)
+        } else {
+            up
+        }
+    }
+
+    fn pick(&self, client_id: &str, ip: IpAddr, only_up: bool) -> Vec<usize> {
         let usable = |i: &usize| {
             self.nodes
                 .get(*i)
-                .is_some_and(|n| n.addr.is_some() && n.health.is_up())
+                .is_some_and(|n| n.addr.is_some() && (!only_up || n.health.is_up()))
         };
         match &self.picker {
             Picker::Chash { ring, key } => ring
@@ -280,6 +291,11 @@ mod tests {
             .health
             .mark_down(Duration::from_secs(60));
         assert_eq!(r.upstream.candidates("c1", ip), a[1..]);
+        // All down: all of them are tried anyway, in ring order.
+        for n in &r.upstream.nodes {
+            n.health.mark_down(Duration::from_secs(60));
+        }
+        assert_eq!(r.upstream.candidates("c1", ip), a);
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl Proxy {
         );
     }
 
+    /// Which backend each client id reaches through this proxy (the proxy's log in the
+    /// panic message if one cannot connect).
+    pub fn map(&self, v: V, ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .map(|id| {
+                whoami(self.port, v, id, None)
+                    .unwrap_or_else(|e| panic!("client {id} ({v:?}): {e}\n{}", self.proc.dump()))
+            })
+            .collect()
+    }
+
     /// Alive, and never panicked.
     pub fn assert_healthy(&mut self) {
         assert!(self.proc.is_running(), "proxy exited\n{}", self.proc.dump());
@@ -428,13 +439,6 @@ pub fn whoami(port: u16, v: V, client_id: &str, src: Option<IpAddr>) -> Result<S
     let name = ask_name(&mut r, v == V::V5);
     r.send(&[0xE0, 0x00]);
     name
-}
-
-/// `whoami` for many client ids.
-pub fn map_ids(port: u16, v: V, ids: &[String]) -> Vec<String> {
-    ids.iter()
-        .map(|id| whoami(port, v, id, None).unwrap_or_else(|e| panic!("client {id} ({v:?}): {e}")))
-        .collect()
 }
 
 pub fn ids(prefix: &str, n: usize) -> Vec<String> {
