@@ -157,7 +157,7 @@ fn a_dead_node_is_skipped_and_the_health_check_brings_it_back() {
     let (_d, dir) = scratch();
     let a = Backend::petrel(&dir, "A");
     let b = Backend::mosquitto(&dir, "B");
-    let mut c = Backend::petrel(&dir, "C");
+    let mut c = Backend::petrel_at(&dir, "C", "127.0.0.66");
     // Down for 60 s after a failure: only the active check can bring C back in time.
     let mut proxy = Proxy::start(&["--down-time", "60", "--health-check-interval", "0.3"]);
     proxy.put_route(
@@ -224,13 +224,12 @@ fn no_route_or_no_healthy_node_gets_server_unavailable_in_the_clients_version() 
     );
     assert_eq!(whoami(proxy.port, V::V5, "x", None).unwrap(), "A");
     assert_eq!(mqtt_connect(proxy.port, V::V311, "x", None).err(), Some(3));
-    // Nodes that refuse connections.
-    let dead1 = common::free_port();
-    let dead2 = common::free_port();
+    // Nodes that refuse connections (an address nothing listens on: a free port of
+    // 127.0.0.1 could be taken by another test meanwhile).
     proxy.put_route(
         "v5",
         json!({"plugins": {"mqtt-proxy": {"protocol_level": 5}},
-               "upstream": {"type": "roundrobin", "nodes": {format!("127.0.0.1:{dead1}"): 1, format!("127.0.0.1:{dead2}"): 1}}}),
+               "upstream": {"type": "roundrobin", "nodes": {"127.0.0.67:1884": 1, "127.0.0.67:1885": 1}}}),
     );
     assert_eq!(mqtt_connect(proxy.port, V::V5, "x", None).err(), Some(0x88));
     assert_eq!(mqtt_connect(proxy.port, V::V5, "y", None).err(), Some(0x88));

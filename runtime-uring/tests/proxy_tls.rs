@@ -204,6 +204,7 @@ fn tls_to_the_node_and_proxy_protocol_v2() {
     let tls_node = Backend {
         name: "TLS".into(),
         broker: common::Broker::Mosquitto(m),
+        host: "127.0.0.1",
     };
     tls_node.tag();
     // Petrel: {port} plain, {port2} expecting a PROXY protocol header.

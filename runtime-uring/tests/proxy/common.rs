@@ -619,9 +619,12 @@ impl Broker {
 
 /// `mosquitto_pub -h 127.0.0.1 -p PORT args...`, bounded.
 pub fn mosq_pub(port: u16, args: &[&str]) -> Run {
+    mosq_pub_at("127.0.0.1", port, args)
+}
+
+pub fn mosq_pub_at(host: &str, port: u16, args: &[&str]) -> Run {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args);
+    cmd.args(["-h", host, "-p", &port.to_string()]).args(args);
     run("mosquitto_pub", cmd, T)
 }
 

@@ -188,6 +188,8 @@ fn dechunk(mut s: &str) -> String {
 pub struct Backend {
     pub name: String,
     pub broker: Broker,
+    /// The loopback address it listens on.
+    pub host: &'static str,
 }
 
 impl Backend {
@@ -205,6 +207,7 @@ impl Backend {
         let b = Backend {
             name: name.to_owned(),
             broker: Broker::Petrel(Petrel::start_with(dir, toml, &all)),
+            host: "127.0.0.1",
         };
         b.tag();
         b
@@ -214,6 +217,21 @@ impl Backend {
         let b = Backend {
             name: name.to_owned(),
             broker: Broker::Mosquitto(Mosquitto::plain(dir, "")),
+            host: "127.0.0.1",
+        };
+        b.tag();
+        b
+    }
+
+    /// A Petrel broker on `host` (a loopback address of its own): stopped and restarted
+    /// on the same port, which the other test binaries, all on 127.0.0.1, cannot take
+    /// meanwhile.
+    pub fn petrel_at(dir: &Path, name: &str, host: &'static str) -> Backend {
+        let toml = format!("allow_anonymous = true\n[[listener]]\nbind = \"{host}:{{port}}\"\n");
+        let b = Backend {
+            name: name.to_owned(),
+            broker: Broker::Petrel(Petrel::start_with(dir, &toml, &["--threads", "1"])),
+            host,
         };
         b.tag();
         b
@@ -221,7 +239,8 @@ impl Backend {
 
     /// Publishes the retained name (again, after a restart without persistence).
     pub fn tag(&self) {
-        mosq_pub(
+        mosq_pub_at(
+            self.host,
             self.port(),
             &["-t", WHOAMI, "-m", &self.name, "-r", "-q", "1"],
         )
@@ -233,7 +252,7 @@ impl Backend {
     }
 
     pub fn node(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
+        format!("{}:{}", self.host, self.port())
     }
 }
 
@@ -242,7 +261,7 @@ pub fn nodes(backends: &[&Backend]) -> Value {
     Value::Array(
         backends
             .iter()
-            .map(|b| serde_json::json!({"host": "127.0.0.1", "port": b.port(), "weight": 1}))
+            .map(|b| serde_json::json!({"host": b.host, "port": b.port(), "weight": 1}))
             .collect(),
     )
 }
