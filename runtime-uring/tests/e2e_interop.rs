@@ -25,6 +25,8 @@ fn both_versions(port: u16, scenario: &str, extra: &[&str]) {
     }
 }
 
+/// Retained messages stored, replaced and sent to new subscribers with RETAIN 1
+/// ([MQTT-3.3.1-5]), removed by an empty retained payload ([MQTT-3.3.1-6]).
 #[test]
 fn retained_messages() {
     let d = tempdir();
@@ -47,6 +49,8 @@ fn retained_messages() {
     b.assert_healthy();
 }
 
+/// Wills published when a client dies ([MQTT-3.1.2-8]); the MQTT 5 Will Delay Interval
+/// holds them back, and a return before the delay cancels them ([MQTT-3.1.3-9]).
 #[test]
 fn wills_and_will_delay() {
     let d = tempdir();
@@ -113,6 +117,7 @@ fn wills_and_will_delay() {
     b.assert_healthy();
 }
 
+/// A session with Clean Start 0 resumes with its queued messages ([MQTT-3.1.2-5]).
 #[test]
 fn persistent_sessions_and_offline_queues() {
     let d = tempdir();
@@ -143,6 +148,7 @@ fn persistent_sessions_and_offline_queues() {
     b.assert_healthy();
 }
 
+/// QoS 2 end to end: every message delivered once, none duplicated ([MQTT-4.3.3-10]).
 #[test]
 fn qos2_exactly_once() {
     let d = tempdir();
@@ -172,6 +178,8 @@ fn qos2_exactly_once() {
     b.assert_healthy();
 }
 
+/// Shared subscriptions `$share/grp/...` ([MQTT-4.8.2-1], [MQTT-4.8.2-2]): every message
+/// to exactly one member.
 #[test]
 fn shared_subscriptions() {
     let d = tempdir();
@@ -211,6 +219,8 @@ fn shared_subscriptions() {
     b.assert_healthy();
 }
 
+/// Topic aliases from client to broker and from broker to client, within the client's
+/// Topic Alias Maximum ([MQTT-3.1.2-26], [MQTT-3.1.2-27], [MQTT-3.3.2-8]).
 #[test]
 fn topic_aliases_both_ways() {
     let d = tempdir();
@@ -241,6 +251,7 @@ fn topic_aliases_both_ways() {
     b.assert_healthy();
 }
 
+/// Subscription Identifiers sent with the messages they matched ([MQTT-3.3.4-3]).
 #[test]
 fn subscription_identifiers() {
     let d = tempdir();
@@ -267,6 +278,7 @@ fn subscription_identifiers() {
     b.assert_healthy();
 }
 
+/// The broker keeps to the client's Receive Maximum ([MQTT-3.3.4-9]).
 #[test]
 fn flow_control_receive_maximum_and_max_inflight() {
     let d = tempdir();
@@ -280,6 +292,8 @@ fn flow_control_receive_maximum_and_max_inflight() {
     b3.assert_healthy();
 }
 
+/// Session Expiry and Message Expiry: expired messages are not delivered
+/// ([MQTT-3.3.2-5]), the others carry what remains of their interval ([MQTT-3.3.2-6]).
 #[test]
 fn session_and_message_expiry() {
     let d = tempdir();
@@ -367,6 +381,7 @@ fn paho_scenarios_hold_on_mosquitto() {
     }
 }
 
+/// Each QoS answered as it should be ([MQTT-3.3.4-1]).
 #[test]
 fn qos_levels_round_trip_with_paho() {
     let d = tempdir();

@@ -39,6 +39,8 @@ impl Rng {
     }
 }
 
+/// Random bytes are malformed packets: the connection is closed ([MQTT-4.13.1-1],
+/// [MQTT-3.1.0-1] when they come before CONNECT), everyone else is served.
 #[test]
 fn random_bytes_do_not_hurt_the_broker() {
     let d = tempdir();
@@ -145,6 +147,8 @@ fn packets_over_max_packet_size_are_refused() {
     b.assert_healthy();
 }
 
+/// No CONNECT, half a CONNECT, or half a packet with keep alive 2 s: closed (the last after
+/// 1.5 x Keep Alive, [MQTT-3.1.2-22]); a healthy idle client stays.
 #[test]
 fn silent_and_stalled_clients_are_closed() {
     let d = tempdir();

@@ -24,6 +24,7 @@ fn auth_broker(dir: &Path) -> Petrel {
     )
 }
 
+/// ACL refusals: SUBACK failure codes ([MQTT-3.9.3-2]), refused PUBLISH, read filtering.
 #[test]
 fn acl_refusals_and_read_filtering() {
     let d = tempdir();

@@ -521,6 +521,12 @@ impl MqttClient {
             while let Some(e) = self.sm.poll_event() {
                 self.events.push_back(e);
             }
+            if !self.events.is_empty() {
+                // Write what the state machine queued before handing out events: a QoS 0
+                // `Published` is emitted when the PUBLISH is queued, and a caller that
+                // then waits on another client would otherwise leave it unsent.
+                self.flush().await?;
+            }
             while let Some(e) = self.events.pop_front() {
                 match e {
                     ClientEvent::CloseConnection => {
