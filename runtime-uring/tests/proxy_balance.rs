@@ -173,7 +173,20 @@ fn a_dead_node_is_skipped_and_the_health_check_brings_it_back() {
     };
     p.stop_gracefully();
     // Every client still gets in; C's go to the next nodes, the others stay.
-    let during = proxy.map(V::V5, &ids);
+    let during: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            whoami(proxy.port, V::V5, id, None).unwrap_or_else(|e| {
+                panic!(
+                    "client {id}: {e}\n{}{}{}{}",
+                    proxy.proc.dump(),
+                    a.broker.proc().dump(),
+                    b.broker.proc().dump(),
+                    p.proc.dump()
+                )
+            })
+        })
+        .collect();
     for ((id, x), y) in ids.iter().zip(&before).zip(&during) {
         if x == "C" {
             assert_ne!(y, "C");

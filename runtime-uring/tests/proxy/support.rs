@@ -378,7 +378,8 @@ pub enum V {
 }
 
 /// Connects through `port` (from `src` if given); `Ok(raw)` after a successful CONNACK,
-/// `Err(code)` with the CONNACK's return/reason code, or `Err(-1)` if closed without one.
+/// `Err(code)` with the CONNACK's return/reason code, or `Err(-1)` if closed without one
+/// (-2: no answer within `T`; -100 - type: another packet first).
 pub fn mqtt_connect(port: u16, v: V, client_id: &str, src: Option<IpAddr>) -> Result<Conn, i32> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let s = match src {
@@ -406,7 +407,10 @@ pub fn mqtt_connect(port: u16, v: V, client_id: &str, src: Option<IpAddr>) -> Re
             Some(&c) => Err(i32::from(c)),
             None => Err(-1),
         },
-        _ => Err(-1),
+        // Another packet first: -100 - its type.
+        Ok(p) => Err(-100 - i32::from(p.kind())),
+        Err("timeout") => Err(-2),
+        Err(_) => Err(-1),
     }
 }
 
