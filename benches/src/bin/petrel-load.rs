@@ -692,9 +692,31 @@ fn start_petrel_proxy(a: &Args, upstream: SocketAddr) -> anyhow::Result<BrokerPr
     Ok(p)
 }
 
+/// A running nginx: stopped with SIGTERM, so that the master stops its workers (after a
+/// SIGKILL of the master they would run on).
+struct Nginx(BrokerProc);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.child.id()) {
+            // SAFETY: kill(2) on our own child, not yet reaped (we hold the Child).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if matches!(self.0.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// nginx's stream proxy in front of `upstream` (as many workers as petrel proxy has
 /// threads), or None when nginx or its stream module is not installed.
-fn start_nginx(a: &Args, upstream: SocketAddr) -> anyhow::Result<Option<BrokerProc>> {
+fn start_nginx(a: &Args, upstream: SocketAddr) -> anyhow::Result<Option<Nginx>> {
     let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
         .into_iter()
         .find(|m| std::path::Path::new(m).exists());
@@ -740,11 +762,11 @@ fn start_nginx(a: &Args, upstream: SocketAddr) -> anyhow::Result<Option<BrokerPr
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot start nginx: {e}"))?;
-    let p = BrokerProc {
+    let p = Nginx(BrokerProc {
         child,
         addr,
         _dir: Some(dir),
-    };
+    });
     if !wait_listening(addr) {
         anyhow::bail!("nginx did not start listening on {addr}");
     }
@@ -785,7 +807,7 @@ fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         ("petrel proxy".into(), proxy.addr, Some(proxy.child.id())),
     ];
     if let Some(n) = &nginx {
-        paths.push(("nginx stream".into(), n.addr, Some(n.child.id())));
+        paths.push(("nginx stream".into(), n.0.addr, Some(n.0.child.id())));
     }
     let latency = workload("latency").ok_or_else(|| anyhow::anyhow!("no latency workload"))?;
     let pairs = workload("pairs").ok_or_else(|| anyhow::anyhow!("no pairs workload"))?;
