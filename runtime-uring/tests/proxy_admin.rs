@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "proxy/common.rs"]
+#[path = "e2e/common.rs"]
 mod common;
 #[path = "proxy/support.rs"]
 mod support;

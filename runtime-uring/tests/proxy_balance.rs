@@ -9,7 +9,7 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "proxy/common.rs"]
+#[path = "e2e/common.rs"]
 mod common;
 #[path = "proxy/support.rs"]
 mod support;

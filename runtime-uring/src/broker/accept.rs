@@ -208,7 +208,7 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
     if owner == shard.id {
         // A task of its own: this one's frame (handshake state) is freed now, which
         // matters with thousands of idle connections.
-        monoio::spawn(super::conn::serve(shard, stream, peer, transport, initial));
+        super::conn::serve(shard, stream, peer, transport, initial);
         return;
     }
     let fd = stream.into_raw_fd();
@@ -232,13 +232,7 @@ pub fn adopt(shard: &Rc<Shard>, h: Handoff) {
     let std_stream = std::net::TcpStream::from(h.fd);
     match TcpStream::from_std(std_stream) {
         Ok(stream) => {
-            monoio::spawn(super::conn::serve(
-                shard.clone(),
-                stream,
-                h.peer,
-                h.transport,
-                h.initial,
-            ));
+            super::conn::serve(shard.clone(), stream, h.peer, h.transport, h.initial);
         }
         Err(e) => tracing::warn!("cannot adopt a connection: {e}"),
     }

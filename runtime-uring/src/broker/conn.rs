@@ -6,7 +6,9 @@ use crate::net::iovec::TxIoVecs;
 use crate::net::notify::LocalNotify;
 use crate::net::transport::Transport;
 use broker_core::{ConnId, PeerInfo};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedWriteHalf, Splitable};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
@@ -114,8 +116,11 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
     tracing::trace!(conn = io.id.as_u64(), failed, "writer stop");
 }
 
-/// Serves a connection until it closes.
-pub async fn serve(
+/// Starts serving a connection: registers it with the core, then spawns its reader task.
+/// The set-up is done here, outside the task, so the task's future holds only what an
+/// idle connection needs while it waits for bytes (an async fn would keep its arguments,
+/// the peer and the socket metadata, for the connection's whole life).
+pub fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: PeerInfo,
@@ -123,14 +128,13 @@ pub async fn serve(
     initial: Vec<u8>,
 ) {
     let now = shard.now();
-    let peer_addr = peer.addr;
     let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
     let Ok(id) = accepted else {
         tracing::debug!("connection refused: {:?}", accepted.err());
         return;
     };
     let fd = stream.as_raw_fd();
-    let (mut r, w) = stream.into_split();
+    let (r, w) = stream.into_split();
     let io = Rc::new(ConnIo {
         id,
         fd,
@@ -142,8 +146,17 @@ pub async fn serve(
     });
     shard.conns.borrow_mut().insert(id, io.clone());
     shard.pump();
+    monoio::spawn(read_loop(shard, r, io, initial));
+}
 
-    let mut pending = initial;
+/// Reads the connection until it closes, feeding the core.
+async fn read_loop(
+    shard: Rc<Shard>,
+    mut r: OwnedReadHalf<TcpStream>,
+    io: Rc<ConnIo>,
+    mut pending: Vec<u8>,
+) {
+    let id = io.id;
     let mut buf: Vec<u8> = Vec::with_capacity(SMALL_READ);
     loop {
         if !pending.is_empty() {
@@ -162,7 +175,7 @@ pub async fn serve(
         let data = buf.get(..n).unwrap_or_default();
         let decoded = io.transport.borrow_mut().decode(data, &mut pending);
         if let Err(e) = decoded {
-            tracing::warn!("connection from {:?}: {e}", peer_addr);
+            tracing::warn!("connection from {:?}: {e}", r.peer_addr().ok());
             break;
         }
         if io.transport.borrow().wants_write() {
@@ -179,7 +192,7 @@ pub async fn serve(
     shard.broker.borrow_mut().handle_closed(id, now);
     shard.pump();
     shard.conns.borrow_mut().remove(&id);
-    shutdown(fd);
+    shutdown(io.fd);
 }
 
 /// Hands buffered bytes to the core until it has taken every complete packet. When the

@@ -60,50 +60,6 @@ pub struct RunSettings {
     pub persistence: Option<persist::PersistSettings>,
 }
 
-/// Refuses a port another process already listens on: our own sockets use
-/// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
-fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
-    use socket2::{Domain, Socket, Type};
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    // SO_REUSEADDR (TIME_WAIT after a restart is fine) but not SO_REUSEPORT: binding fails
-    // only if another socket is listening there.
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())
-        .and_then(|()| s.listen(1))
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
-}
-
-fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
 fn pin_to_core(core: usize) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it. Failure (for
     // example fewer cores than threads) leaves the thread unpinned, which is harmless.
@@ -121,19 +77,8 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         bail!("too many threads");
     }
     // Bind every listener for every thread before starting, so errors stop the start-up.
-    let mut per_thread: Vec<Vec<std::net::TcpListener>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for l in &settings.listeners {
-        probe_free(l.addr)?;
-        let first = bind_reuseport(l.addr)?;
-        let actual = first.local_addr()?;
-        bound.push(actual);
-        per_thread[0].push(first);
-        for t in per_thread.iter_mut().skip(1) {
-            t.push(bind_reuseport(actual)?);
-        }
-    }
+    let addrs: Vec<SocketAddr> = settings.listeners.iter().map(|l| l.addr).collect();
+    let (per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
     for a in &bound {
         tracing::info!("listening on {a}");
     }

@@ -1,6 +1,7 @@
 //! Networking pieces shared by the broker, the proxy and the client.
 
 pub mod iovec;
+pub mod listen;
 pub mod notify;
 pub mod proxy_protocol;
 pub mod tls;

@@ -205,47 +205,6 @@ fn secs(v: Option<f64>, default: f64, what: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
-/// Refuses a port another process listens on (SO_REUSEPORT would share it silently).
-fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
-    use socket2::{Domain, Socket, Type};
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())
-        .and_then(|()| s.listen(1))
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
-}
-
 async fn accept_loop(shared: Arc<Shared>, listener: monoio::net::TcpListener, mode: conn::TlsMode) {
     loop {
         match listener.accept().await {
@@ -406,25 +365,20 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         .map(|b| (*b, conn::TlsMode::Auto))
         .chain(tls_binds.iter().map(|b| (*b, conn::TlsMode::Required)))
         .collect();
-    let mut per_thread: Vec<Vec<(std::net::TcpListener, conn::TlsMode)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (addr, mode) in &specs {
-        probe_free(*addr)?;
-        let first = bind_reuseport(*addr)?;
-        let actual = first.local_addr()?;
-        tracing::info!(
-            "proxy listening on {actual}{}",
-            if *mode == conn::TlsMode::Required {
-                " (TLS)"
-            } else {
-                ""
-            }
-        );
-        per_thread[0].push((first, *mode));
-        for t in per_thread.iter_mut().skip(1) {
-            t.push((bind_reuseport(actual)?, *mode));
-        }
+    let addrs: Vec<SocketAddr> = specs.iter().map(|(a, _)| *a).collect();
+    let (bound_per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
+    for (actual, (_, mode)) in bound.iter().zip(&specs) {
+        let tls = if *mode == conn::TlsMode::Required {
+            " (TLS)"
+        } else {
+            ""
+        };
+        tracing::info!("proxy listening on {actual}{tls}");
     }
+    let per_thread: Vec<Vec<(std::net::TcpListener, conn::TlsMode)>> = bound_per_thread
+        .into_iter()
+        .map(|ls| ls.into_iter().zip(specs.iter().map(|(_, m)| *m)).collect())
+        .collect();
 
     match (
         a.admin.or(file.admin),

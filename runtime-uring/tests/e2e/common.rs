@@ -451,19 +451,10 @@ impl Petrel {
         self.stop_gracefully();
         let owned = self.extra_args.clone();
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let mut last = String::new();
-        for _ in 0..5 {
-            self.proc = spawn_petrel(&self.config, &args);
-            match self.wait_ready() {
-                Ok(()) => return,
-                Err(e) if e.contains("Address already in use") => {
-                    eprintln!("KNOWN BUG (start-up bind race), retrying the start:\n{e}");
-                    last = e;
-                }
-                Err(e) => panic!("petrel broker did not restart:\n{e}"),
-            }
+        self.proc = spawn_petrel(&self.config, &args);
+        if let Err(e) = self.wait_ready() {
+            panic!("petrel broker did not restart:\n{e}");
         }
-        panic!("petrel broker did not restart:\n{last}");
     }
 
     /// SIGTERM and wait; panics unless it exits 0 within 10 s.
@@ -628,9 +619,13 @@ impl Broker {
 
 /// `mosquitto_pub -h 127.0.0.1 -p PORT args...`, bounded.
 pub fn mosq_pub(port: u16, args: &[&str]) -> Run {
+    mosq_pub_at("127.0.0.1", port, args)
+}
+
+/// `mosquitto_pub` to a broker on another loopback address.
+pub fn mosq_pub_at(host: &str, port: u16, args: &[&str]) -> Run {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args);
+    cmd.args(["-h", host, "-p", &port.to_string()]).args(args);
     run("mosquitto_pub", cmd, T)
 }
 

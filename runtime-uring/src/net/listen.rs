@@ -1,0 +1,95 @@
+//! Listening sockets: one `SO_REUSEPORT` listener per thread on each address (the kernel
+//! spreads connections over the threads), after checking that no other process listens
+//! there. Shared by `petrel broker` and `petrel proxy`.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+
+/// Refuses a port another process already listens on: our own sockets use
+/// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
+pub fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    // SO_REUSEADDR (TIME_WAIT after a restart is fine) but not SO_REUSEPORT: binding fails
+    // only if another socket is listening there. Bind only, never listen: a client
+    // connecting during start-up would land in the probe's queue, and the connection left
+    // behind when the probe closes (without SO_REUSEPORT) made the real bind fail.
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+pub type Bound = (Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>);
+
+/// Binds each address once per thread. "Address in use" is retried for up to a second:
+/// right after a previous broker on the same port exits while clients keep connecting,
+/// the kernel briefly refuses the bind (seen in about 1 start in 5 under a connect flood);
+/// a port that another process really listens on still fails, just a second later.
+pub fn bind_all(addrs: &[SocketAddr], threads: usize) -> anyhow::Result<Bound> {
+    let mut attempt = 0;
+    loop {
+        match try_bind_all(addrs, threads) {
+            Ok(b) => return Ok(b),
+            Err(e) if attempt < 10 && is_addr_in_use(&e) => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+fn try_bind_all(addrs: &[SocketAddr], threads: usize) -> anyhow::Result<Bound> {
+    let mut per_thread: Vec<Vec<std::net::TcpListener>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        probe_free(addr)?;
+        let first = bind_reuseport(addr)?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        per_thread[0].push(first);
+        for t in per_thread.iter_mut().skip(1) {
+            t.push(bind_reuseport(actual)?);
+        }
+    }
+    Ok((per_thread, bound))
+}
