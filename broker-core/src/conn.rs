@@ -81,13 +81,11 @@ pub(crate) struct Conn {
     /// Outgoing QoS 1/2 window: min(client Receive Maximum, max_inflight_messages).
     pub window: u16,
     pub alias_out_max: u16,
-    pub alias_in: Vec<String>,
-    pub alias_out: HashMap<Box<str>, u16, Hasher64>,
+    /// Will, authentication method and topic alias tables: allocated only for a
+    /// connection that has one of them (an idle plain connection stays small).
+    pub rare: Option<Box<ConnRare>>,
     pub ctrl: VecDeque<Ctrl>,
     pub output_flagged: bool,
-    /// Will message, until the connection ends.
-    pub will: Option<WillSpec>,
-    pub auth_method: Option<Box<str>>,
     /// CONNECT waiting for enhanced authentication to finish.
     pub pending: Option<Box<ConnectParams>>,
     pub reauthenticating: bool,
@@ -99,8 +97,41 @@ pub(crate) struct Conn {
     pub close_reason: Option<ReasonCode>,
 }
 
+/// The rarely used parts of a [`Conn`], boxed together.
+#[derive(Debug)]
+pub(crate) struct ConnRare {
+    /// Will message, until the connection ends.
+    pub will: Option<WillSpec>,
+    pub auth_method: Option<Box<str>>,
+    pub alias_in: Vec<String>,
+    pub alias_out: HashMap<Box<str>, u16, Hasher64>,
+}
+
+impl ConnRare {
+    pub(crate) fn new(seed: u64) -> Box<Self> {
+        Box::new(Self {
+            will: None,
+            auth_method: None,
+            alias_in: Vec::new(),
+            alias_out: HashMap::with_hasher(Hasher64::with_seed(seed)),
+        })
+    }
+}
+
 impl Conn {
-    pub(crate) fn new(now: Instant, peer: PeerInfo, seed: u64) -> Self {
+    /// The rarely used parts, allocated on first use.
+    pub(crate) fn rare(&mut self, seed: u64) -> &mut ConnRare {
+        self.rare.get_or_insert_with(|| ConnRare::new(seed))
+    }
+
+    /// Drops the will (kept in the box, if any).
+    pub(crate) fn clear_will(&mut self) {
+        if let Some(r) = self.rare.as_deref_mut() {
+            r.will = None;
+        }
+    }
+
+    pub(crate) fn new(now: Instant, peer: PeerInfo) -> Self {
         Self {
             state: ConnState::AwaitConnect,
             version: ProtocolVersion::V3_1_1,
@@ -111,12 +142,9 @@ impl Conn {
             max_packet_out: u32::MAX,
             window: 1,
             alias_out_max: 0,
-            alias_in: Vec::new(),
-            alias_out: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            rare: None,
             ctrl: VecDeque::new(),
             output_flagged: false,
-            will: None,
-            auth_method: None,
             pending: None,
             reauthenticating: false,
             problem_info: true,

@@ -45,3 +45,23 @@ pub use time::Instant;
 pub use tx::TxBuf;
 
 pub use mqtt_proto;
+
+/// Per-connection memory: a `Conn` and a `Session` slot for every client, so an idle
+/// connection must stay small (rarely used parts are boxed on first use).
+#[cfg(all(test, target_pointer_width = "64"))]
+mod slot_size {
+    #[test]
+    fn idle_connection_slots_stay_small() {
+        use core::mem::size_of;
+        assert!(
+            size_of::<crate::conn::Conn>() <= 160,
+            "Conn grew to {}",
+            size_of::<crate::conn::Conn>()
+        );
+        assert!(
+            size_of::<crate::session::Session>() <= 224,
+            "Session grew to {}",
+            size_of::<crate::session::Session>()
+        );
+    }
+}

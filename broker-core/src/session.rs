@@ -11,6 +11,136 @@ use alloc::vec::Vec;
 use hashbrown::HashMap;
 use mqtt_proto::{ProtocolVersion, QoS, SubscriptionOptions};
 
+/// A `VecDeque` behind a box allocated on the first push and then kept for the life of
+/// the session (an empty queue costs one pointer in the session slot; reusing the box
+/// keeps steady-state queueing free of allocations).
+// Deliberate: the box is what makes the empty case one pointer wide.
+#[allow(clippy::box_collection)]
+pub(crate) struct LazyDeque<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> LazyDeque<T> {
+    pub(crate) const fn new() -> Self {
+        Self(None)
+    }
+
+    #[inline]
+    fn deque(&mut self) -> &mut VecDeque<T> {
+        self.0.get_or_insert_with(|| Box::new(VecDeque::new()))
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |d| d.len())
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|d| d.is_empty())
+    }
+
+    #[inline]
+    pub(crate) fn front(&self) -> Option<&T> {
+        self.0.as_ref()?.front()
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        self.0.as_ref()?.get(i)
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.0.as_mut()?.get_mut(i)
+    }
+
+    #[inline]
+    pub(crate) fn iter(&self) -> alloc::collections::vec_deque::Iter<'_, T> {
+        self.0.as_ref().map(|d| d.iter()).unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn iter_mut(&mut self) -> alloc::collections::vec_deque::IterMut<'_, T> {
+        self.0.as_mut().map(|d| d.iter_mut()).unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn push_back(&mut self, v: T) {
+        self.deque().push_back(v);
+    }
+
+    #[inline]
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    #[inline]
+    pub(crate) fn remove(&mut self, i: usize) -> Option<T> {
+        self.0.as_mut()?.remove(i)
+    }
+
+    pub(crate) fn extend<I: IntoIterator<Item = T>>(&mut self, it: I) {
+        self.deque().extend(it);
+    }
+
+    /// Takes the contents, keeping the box.
+    pub(crate) fn take(&mut self) -> VecDeque<T> {
+        self.0
+            .as_mut()
+            .map(|d| core::mem::take(&mut **d))
+            .unwrap_or_default()
+    }
+}
+
+/// A `Vec` behind a box allocated on the first push and then kept (like [`LazyDeque`]).
+#[allow(clippy::box_collection)]
+pub(crate) struct LazyVec<T>(Option<Box<Vec<T>>>);
+
+impl<T> LazyVec<T> {
+    pub(crate) const fn new() -> Self {
+        Self(None)
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    #[inline]
+    pub(crate) fn iter(&self) -> core::slice::Iter<'_, T> {
+        self.0.as_deref().map_or(&[][..], |v| v.as_slice()).iter()
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, x: &T) -> bool
+    where
+        T: PartialEq,
+    {
+        self.iter().any(|y| y == x)
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, v: T) {
+        self.0.get_or_insert_with(|| Box::new(Vec::new())).push(v);
+    }
+
+    #[inline]
+    pub(crate) fn swap_remove(&mut self, i: usize) -> Option<T> {
+        self.0.as_mut().map(|v| v.swap_remove(i))
+    }
+}
+
+impl<T: core::fmt::Debug> core::fmt::Debug for LazyVec<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: core::fmt::Debug> core::fmt::Debug for LazyDeque<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// A shared subscription group's identity: `$share/{group}/{filter}`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct GroupName {
@@ -128,21 +258,22 @@ pub(crate) struct Session {
     pub expiry_interval: u32,
     pub expire_at: Option<Instant>,
     pub subs: HashMap<Box<str>, SubRecord, Hasher64>,
-    pub queue: VecDeque<Queued>,
+    pub queue: LazyDeque<Queued>,
     pub queued_bytes: usize,
     /// Retained messages found at subscribe time, sent (within the client's flow control)
     /// before the queue.
-    pub backlog: VecDeque<Queued>,
-    pub inflight: VecDeque<Inflight>,
+    pub backlog: LazyDeque<Queued>,
+    pub inflight: LazyDeque<Inflight>,
     pub next_pid: u16,
     /// QoS 2 packet identifiers received and PUBREC'd, awaiting PUBREL.
-    pub rx_qos2: Vec<u16>,
-    pub pending_will: Option<PendingWill>,
+    pub rx_qos2: LazyVec<u16>,
+    /// Boxed: most sessions never have one.
+    pub pending_will: Option<Box<PendingWill>>,
     pub stamp: u64,
     pub slot: u32,
     pub origin: u64,
     /// Messages waiting for room in the queue (flow control), with the holds they keep.
-    pub overflow: VecDeque<crate::broker::flow::Parked>,
+    pub overflow: LazyDeque<crate::broker::flow::Parked>,
     /// Since when the overflow has made no progress.
     pub overflow_since: Option<Instant>,
     /// No progress for the stall timeout: dropped for instead of parked.
@@ -160,17 +291,17 @@ impl Session {
             expiry_interval: 0,
             expire_at: None,
             subs: HashMap::with_hasher(Hasher64::with_seed(seed)),
-            queue: VecDeque::new(),
+            queue: LazyDeque::new(),
             queued_bytes: 0,
-            backlog: VecDeque::new(),
-            inflight: VecDeque::new(),
+            backlog: LazyDeque::new(),
+            inflight: LazyDeque::new(),
             next_pid: 1,
-            rx_qos2: Vec::new(),
+            rx_qos2: LazyVec::new(),
             pending_will: None,
             stamp: 0,
             slot: 0,
             origin,
-            overflow: VecDeque::new(),
+            overflow: LazyDeque::new(),
             overflow_since: None,
             stalled: false,
         }

@@ -208,7 +208,7 @@ impl Broker {
             .pending
             .as_ref()
             .and_then(|p| p.auth_method.clone())
-            .or_else(|| c.auth_method.clone());
+            .or_else(|| c.rare.as_ref().and_then(|r| r.auth_method.clone()));
         let method = a.properties.authentication_method;
         // [MQTT-4.12.0-...]: AUTH must carry the method of the exchange in progress, and
         // only a client that used enhanced authentication may send AUTH at all.
@@ -319,7 +319,7 @@ impl Broker {
         );
         if let Some(c) = self.conns.get_mut(conn) {
             c.version = v;
-            c.will = None;
+            c.clear_will();
         }
         self.push_ctrl(conn, Ctrl::Raw(frame));
         self.close_with(conn, now, None, Some(code));
@@ -387,9 +387,14 @@ impl Broker {
         c.window = window;
         c.max_packet_out = params.max_packet_size;
         c.alias_out_max = params.topic_alias_maximum;
-        c.alias_in = Vec::new();
-        c.will = params.will.clone();
-        c.auth_method = params.auth_method.clone();
+        c.rare = None;
+        // The box exists only when something needs it; an outgoing alias table must
+        // exist whenever aliases are allowed (the transmit path does not allocate it).
+        if params.will.is_some() || params.auth_method.is_some() || c.alias_out_max > 0 {
+            let r = c.rare(self.cfg.hash_seed);
+            r.will = params.will.clone();
+            r.auth_method = params.auth_method.clone();
+        }
         c.problem_info = params.request_problem_info;
 
         let cfg = &self.cfg;
@@ -465,7 +470,7 @@ impl Broker {
         let parked: Vec<crate::broker::flow::Parked> = self
             .sessions
             .get_mut(sk)
-            .map(|s| core::mem::take(&mut s.overflow).into())
+            .map(|s| Vec::from(s.overflow.take()))
             .unwrap_or_default();
         let mut parked_items = Vec::with_capacity(parked.len());
         for p in parked {
@@ -489,20 +494,14 @@ impl Broker {
         }
         // A QoS 2 message whose PUBLISH was sent is not given to another member of a
         // shared subscription ([MQTT-4.8.2-5]); QoS 1 and unsent messages are (4.8.2).
-        let leftovers = core::mem::take(&mut s.inflight)
+        let leftovers = s
+            .inflight
+            .take()
             .into_iter()
             .filter(|f| f.state != crate::session::InflightState::AwaitComp)
             .map(|f| (f.state == crate::session::InflightState::AwaitRec, f.item))
-            .chain(
-                core::mem::take(&mut s.queue)
-                    .into_iter()
-                    .map(|q| (false, q)),
-            )
-            .chain(
-                core::mem::take(&mut s.backlog)
-                    .into_iter()
-                    .map(|q| (false, q)),
-            )
+            .chain(s.queue.take().into_iter().map(|q| (false, q)))
+            .chain(s.backlog.take().into_iter().map(|q| (false, q)))
             .chain(parked_items.into_iter().map(|q| (false, q)));
         for (qos2_started, item) in leftovers {
             match item.group {
@@ -541,7 +540,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let will = c.will.take();
+        let will = c.rare.as_deref_mut().and_then(|r| r.will.take());
         let sk = c.session.take();
         let Some(sk) = sk else {
             self.policy.hooks.on_closed(None, reason);
@@ -561,7 +560,7 @@ impl Broker {
                 self.publish_will(now, &id, w);
             } else {
                 let at = now.plus_secs(u64::from(delay));
-                s.pending_will = Some(PendingWill { will: w, at });
+                s.pending_will = Some(Box::new(PendingWill { will: w, at }));
                 self.schedule(at, Timer::Will(sk));
             }
         }
@@ -668,7 +667,7 @@ impl Broker {
         // error codes keep it ([MQTT-3.1.2-8], 3.14.2.1).
         if d.reason_code == ReasonCode::NORMAL_DISCONNECTION {
             if let Some(c) = self.conns.get_mut(conn) {
-                c.will = None;
+                c.clear_will();
             }
         }
         self.close_with(conn, now, None, Some(d.reason_code));

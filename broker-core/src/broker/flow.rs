@@ -187,7 +187,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sk) else {
             return;
         };
-        let parked = core::mem::take(&mut s.overflow);
+        let parked = s.overflow.take();
         s.overflow_since = None;
         for p in parked {
             self.metrics.dropped_queue_full += u64::from(why == DropReason::QueueFull);

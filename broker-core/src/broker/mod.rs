@@ -215,8 +215,7 @@ impl Broker {
         if self.conns.len() >= self.cfg.max_connections || self.shutting_down {
             return Err(AcceptError::TooManyConnections);
         }
-        let seed = self.cfg.hash_seed;
-        let id = self.conns.insert_with(|_| Conn::new(now, peer, seed));
+        let id = self.conns.insert_with(|_| Conn::new(now, peer));
         let ok = match self.conns.get(id) {
             Some(c) => self.policy.hooks.on_accept(id, &c.peer),
             None => false,

@@ -35,13 +35,17 @@ impl Broker {
         let mut topic = p.topic;
         if let Some(alias) = p.properties.topic_alias {
             // The table exists only once a client uses aliases (idle connections stay small).
-            if alias <= max_alias && c.alias_in.len() < usize::from(max_alias) {
-                c.alias_in
-                    .resize(usize::from(max_alias), alloc::string::String::new());
+            let seed = cfg.hash_seed;
+            let alias_in = &mut c
+                .rare
+                .get_or_insert_with(|| crate::conn::ConnRare::new(seed))
+                .alias_in;
+            if alias <= max_alias && alias_in.len() < usize::from(max_alias) {
+                alias_in.resize(usize::from(max_alias), alloc::string::String::new());
             }
             // [MQTT-3.3.2-12] aliases 1 to the maximum are accepted; others are invalid
             // (0 is refused by the codec already, [MQTT-3.3.2-8]).
-            match c.alias_in.get_mut(usize::from(alias).wrapping_sub(1)) {
+            match alias_in.get_mut(usize::from(alias).wrapping_sub(1)) {
                 Some(slot) if alias <= max_alias => {
                     if p.topic.is_empty() {
                         if slot.is_empty() {

@@ -44,12 +44,18 @@ fn encode_publish(
     let mut topic = msg.topic_bytes();
     let mut topic_alias = None;
     let mut new_alias = None;
-    if c.alias_out_max > 0 {
-        if let Some(&a) = c.alias_out.get(msg.topic()) {
+    // The table is allocated at CONNECT when the client allows aliases.
+    if let Some(out) = c
+        .rare
+        .as_deref()
+        .map(|r| &r.alias_out)
+        .filter(|_| c.alias_out_max > 0)
+    {
+        if let Some(&a) = out.get(msg.topic()) {
             topic_alias = Some(a);
             topic = b"";
-        } else if c.alias_out.len() < usize::from(c.alias_out_max) {
-            let a = c.alias_out.len() as u16 + 1;
+        } else if out.len() < usize::from(c.alias_out_max) {
+            let a = out.len() as u16 + 1;
             topic_alias = Some(a);
             new_alias = Some(a);
         }
@@ -82,8 +88,8 @@ fn encode_publish(
         tx.buf.truncate(from);
         return Err(Skip::TooLarge);
     }
-    if let Some(a) = new_alias {
-        c.alias_out.insert(msg.topic().into(), a);
+    if let (Some(a), Some(r)) = (new_alias, c.rare.as_deref_mut()) {
+        r.alias_out.insert(msg.topic().into(), a);
     }
     if payload.len() <= inline_max {
         tx.buf.extend_from_slice(payload);
