@@ -208,6 +208,41 @@ impl MessageArena {
             return None;
         };
         self.buf.extend_from_slice(p.payload);
+        self.finish(topic_len, props_len, &p)
+    }
+
+    /// Stores a message received in a PUBLISH: its topic and `block`, the property block
+    /// as [`mqtt_proto::Publish::parse_body_forwardable`] returned it (only properties that
+    /// are forwarded unaltered, validated by the decoder), are copied as they are, with no
+    /// validation or re-encoding. `p.props` is not used.
+    pub(crate) fn store_forwarded(&mut self, p: MessageParts<'_>, block: &[u8]) -> Option<Message> {
+        debug_assert!(mqtt_proto::topic::validate_name(p.topic).is_ok());
+        debug_assert!(
+            Properties::parse_block(block, PropertyContext::Publish).is_ok_and(|q| q
+                .topic_alias
+                .is_none()
+                && q.message_expiry_interval.is_none()
+                && q.subscription_identifiers.is_empty())
+        );
+        let topic_len = u16::try_from(p.topic.len()).ok()?;
+        let len = p.topic.len() + block.len() + p.payload.len();
+        if self.buf.capacity() < len {
+            self.buf.reserve(len.max(self.chunk));
+        }
+        self.buf.extend_from_slice(p.topic.as_bytes());
+        self.buf.extend_from_slice(block);
+        self.buf.extend_from_slice(p.payload);
+        self.finish(topic_len, block.len(), &p)
+    }
+
+    /// The message just written at the start of the chunk.
+    #[inline]
+    fn finish(
+        &mut self,
+        topic_len: u16,
+        props_len: usize,
+        p: &MessageParts<'_>,
+    ) -> Option<Message> {
         Some(Message {
             data: self.buf.split().freeze(),
             topic_len,

@@ -81,6 +81,14 @@ const fn bit(id: PropertyId) -> u64 {
     1u64 << (id as u8)
 }
 
+/// The properties a server forwards unaltered with an application message ([MQTT-3.3.2-4],
+/// [MQTT-3.3.2-15], [MQTT-3.3.2-16], [MQTT-3.3.2-17]).
+const FORWARDED: u64 = bit(PropertyId::PayloadFormatIndicator)
+    | bit(PropertyId::ContentType)
+    | bit(PropertyId::ResponseTopic)
+    | bit(PropertyId::CorrelationData)
+    | bit(PropertyId::UserProperty);
+
 impl PropertyContext {
     /// The packet type errors are reported against.
     pub const fn packet_type(self) -> PacketType {
@@ -551,8 +559,33 @@ impl<'a> Properties<'a> {
         Self::parse_block(block, ctx)
     }
 
+    /// [`Properties::read`] for a PUBLISH that a server forwards: also returns the block as
+    /// received (without its length prefix) when every property in it is one a server
+    /// forwards unaltered (see [`Properties::emit_forwarded_block_to`]), so that it can be
+    /// stored and copied as it is instead of re-encoded.
+    #[inline]
+    pub(crate) fn read_forwardable(
+        r: &mut Reader<'a>,
+        ctx: PropertyContext,
+    ) -> Result<(Self, Option<&'a [u8]>), DecodeError> {
+        let len = r.varint()? as usize;
+        if len > r.remaining() {
+            return Err(DecodeError::PropertyLengthMismatch);
+        }
+        let block = r.take(len)?;
+        let (p, seen) = Self::parse_block_seen(block, ctx)?;
+        let forwarded = (seen & !FORWARDED == 0).then_some(block);
+        Ok((p, forwarded))
+    }
+
     /// Validates a property block (without its length prefix) for `ctx`.
     pub fn parse_block(block: &'a [u8], ctx: PropertyContext) -> Result<Self, DecodeError> {
+        Self::parse_block_seen(block, ctx).map(|(p, _)| p)
+    }
+
+    /// [`Properties::parse_block`], also returning the set of identifiers present.
+    #[inline]
+    fn parse_block_seen(block: &'a [u8], ctx: PropertyContext) -> Result<(Self, u64), DecodeError> {
         let packet = ctx.packet_type();
         let allowed = ctx.allowed();
         let repeatable = ctx.repeatable();
@@ -581,7 +614,7 @@ impl<'a> Properties<'a> {
                 e => e,
             })?;
         }
-        Ok(p)
+        Ok((p, seen))
     }
 
     /// Reads the value of property `id` into its field, checking the values the

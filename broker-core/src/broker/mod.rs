@@ -31,8 +31,8 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use hashbrown::HashMap;
 use mqtt_proto::{
-    DecodeError, Packet, PacketId, PacketType, ProtocolVersion, QoS, ReasonCode, Status,
-    SubscriptionOptions,
+    DecodeError, FixedHeader, Packet, PacketId, PacketType, ProtocolVersion, Publish, QoS,
+    ReasonCode, Status, SubscriptionOptions,
 };
 
 pub use flow::AckRef;
@@ -282,6 +282,40 @@ impl Broker {
                     continue;
                 }
             }
+            // PUBLISH: decoded without building a `Packet`, keeping its property block as
+            // received so that the stored message copies it instead of re-encoding it.
+            if c.state == ConnState::Connected
+                && rest
+                    .first()
+                    .is_some_and(|&b| b >> 4 == PacketType::Publish as u8)
+            {
+                let max = self.cfg.max_packet_size as usize;
+                let decoded = match FixedHeader::parse(rest, max) {
+                    Ok(Status::Complete(h)) => match rest.get(h.header_len..h.packet_len()) {
+                        Some(body) => Publish::parse_body_forwardable(&h, body, version)
+                            .map(|(p, f)| Some((p, f, h.packet_len()))),
+                        None => Ok(None),
+                    },
+                    Ok(Status::Incomplete { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match decoded {
+                    Ok(Some((p, forwarded, len))) => {
+                        pos += len;
+                        packets += 1;
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            c.last_rx = now;
+                        }
+                        self.handle_publish(conn, now, &p, forwarded);
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.decode_error(conn, now, rest, e);
+                        return input.len();
+                    }
+                }
+            }
             match Packet::parse(rest, version, self.cfg.max_packet_size as usize) {
                 Ok(Status::Complete((packet, len))) => {
                     pos += len;
@@ -320,7 +354,7 @@ impl Broker {
             (ConnState::Connected, Packet::Connect(_)) => {
                 self.protocol_error(conn, now, ReasonCode::ProtocolError)
             }
-            (ConnState::Connected, Packet::Publish(p)) => self.handle_publish(conn, now, &p),
+            (ConnState::Connected, Packet::Publish(p)) => self.handle_publish(conn, now, &p, None),
             (ConnState::Connected, Packet::PubAck(a)) => self.handle_puback(conn, now, &a),
             (ConnState::Connected, Packet::PubRec(a)) => self.handle_pubrec(conn, now, &a),
             (ConnState::Connected, Packet::PubRel(a)) => self.handle_pubrel(conn, now, &a),

@@ -14,7 +14,15 @@ use alloc::sync::Arc;
 use mqtt_proto::{Ack, PacketId, PacketType, Publish, QoS, ReasonCode};
 
 impl Broker {
-    pub(crate) fn handle_publish(&mut self, conn: ConnId, now: Instant, p: &Publish<'_>) {
+    /// `forwarded`: the property block as received when it can be stored as it is (see
+    /// `Publish::parse_body_forwardable`).
+    pub(crate) fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        p: &Publish<'_>,
+        forwarded: Option<&[u8]>,
+    ) {
         let max_alias = self.cfg.topic_alias_maximum;
         let Self {
             conns,
@@ -104,14 +112,9 @@ impl Broker {
 
         let info = Self::client_info(s, Some(&c.peer));
         let allowed = policy.authorizer.can_publish(&info, topic, p.qos, p.retain);
-        let props = if v.is_v5() {
-            super::connect::forwarded(&p.properties)
-        } else {
-            mqtt_proto::Properties::default()
-        };
-        let msg = arena.store_parts(MessageParts {
+        let parts = MessageParts {
             topic,
-            props: &props,
+            props: &p.properties,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
@@ -120,7 +123,23 @@ impl Broker {
                 .message_expiry_interval
                 .map(|secs| now.plus_secs(u64::from(secs))),
             origin: s.origin,
-        });
+        };
+        let msg = match forwarded {
+            // The block holds only forwarded properties, validated by the decoder: copied.
+            Some(block) if v.is_v5() => arena.store_forwarded(parts, block),
+            Some(_) => arena.store_forwarded(parts, &[]),
+            None => {
+                let props = if v.is_v5() {
+                    super::connect::forwarded(&p.properties)
+                } else {
+                    mqtt_proto::Properties::default()
+                };
+                arena.store_parts(MessageParts {
+                    props: &props,
+                    ..parts
+                })
+            }
+        };
         let Some(msg) = msg else {
             return self.protocol_error(conn, now, ReasonCode::TopicNameInvalid);
         };

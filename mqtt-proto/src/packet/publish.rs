@@ -37,6 +37,41 @@ impl<'a> Publish<'a> {
         r: &mut Reader<'a>,
         v: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
+        Self::read_forwardable(flags, r, v).map(|(p, _)| p)
+    }
+
+    /// Decodes the body of a PUBLISH whose fixed header was parsed, exactly as
+    /// [`crate::Packet::parse_body`] does (same checks, same errors), and also returns the
+    /// property block as it was received (without its length prefix) when a server may
+    /// forward it byte for byte: when it holds only Payload Format Indicator, Content Type,
+    /// Response Topic, Correlation Data and User Properties ([MQTT-3.3.2-4],
+    /// [MQTT-3.3.2-15] to [MQTT-3.3.2-17]). `None` when it holds a property a server sets
+    /// per delivery (Topic Alias, Message Expiry Interval, Subscription Identifier); an
+    /// empty block in 3.x. A broker stores that block and copies it into every
+    /// [`PublishHeader`] instead of re-encoding the decoded properties.
+    ///
+    /// A header of another packet type is refused with
+    /// [`DecodeError::InvalidPacketType`].
+    pub fn parse_body_forwardable(
+        header: &crate::FixedHeader,
+        body: &'a [u8],
+        v: ProtocolVersion,
+    ) -> Result<(Self, Option<&'a [u8]>), DecodeError> {
+        if header.packet_type != PacketType::Publish {
+            return Err(DecodeError::InvalidPacketType(header.packet_type as u8));
+        }
+        let mut r = Reader::new(body, PacketType::Publish);
+        let out = Self::read_forwardable(header.flags, &mut r, v)?;
+        r.finish()?;
+        Ok(out)
+    }
+
+    #[inline(always)]
+    fn read_forwardable(
+        flags: u8,
+        r: &mut Reader<'a>,
+        v: ProtocolVersion,
+    ) -> Result<(Self, Option<&'a [u8]>), DecodeError> {
         let dup = flags & 0x08 != 0;
         // [MQTT-3.3.1-4] QoS 3 is malformed.
         let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
@@ -51,16 +86,16 @@ impl<'a> Publish<'a> {
         } else {
             Some(super::read_packet_id(r)?)
         };
-        let properties = if v.is_v5() {
-            Properties::read(r, PropertyContext::Publish)?
+        let (properties, forwarded) = if v.is_v5() {
+            Properties::read_forwardable(r, PropertyContext::Publish)?
         } else {
-            Properties::default()
+            (Properties::default(), Some(&[][..]))
         };
         // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);
         }
-        Ok(Publish {
+        let p = Publish {
             dup,
             retain: flags & 0x01 != 0,
             qos,
@@ -68,7 +103,8 @@ impl<'a> Publish<'a> {
             packet_id,
             properties,
             payload: r.rest(),
-        })
+        };
+        Ok((p, forwarded))
     }
 
     fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
