@@ -11,6 +11,7 @@ use crate::time::Instant;
 use crate::tx::TxBuf;
 use mqtt_proto::{
     Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, PublishHeader, QoS,
+    ReasonCode,
 };
 
 /// What `poll_transmit` produced.
@@ -112,6 +113,22 @@ fn encode_ctrl(ctrl: Ctrl, c: &Conn, tx: &mut TxBuf) {
         }
         Ctrl::PingResp => Packet::PingResp,
         Ctrl::Disconnect(code) => Packet::Disconnect(Disconnect::new(code)),
+        // The common acknowledgement (3.1.1, or MQTT 5 Success without properties) is four
+        // fixed bytes (3.4.2.1: reason code and property length omitted): written
+        // directly instead of through the general encoder, which measures an empty
+        // property block for each.
+        Ctrl::Ack { kind, pid, code } if !v.is_v5() || code == ReasonCode::Success => {
+            let kind = match kind {
+                PacketType::PubAck | PacketType::PubRec | PacketType::PubRel => kind,
+                _ => PacketType::PubComp,
+            };
+            let flags = kind.required_flags().unwrap_or(0);
+            let [hi, lo] = pid.get().to_be_bytes();
+            tx.buf
+                .extend_from_slice(&[((kind as u8) << 4) | flags, 2, hi, lo]);
+            tx.commit_local(from);
+            return;
+        }
         Ctrl::Ack { kind, pid, code } => {
             let ack = Ack {
                 packet_id: pid,
