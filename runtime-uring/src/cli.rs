@@ -1,7 +1,7 @@
 //! Command-line front ends of the subcommands.
 
 use crate::auth::SharedAuth;
-use crate::broker::{self, Driver, ListenerSpec, RunSettings};
+use crate::broker::{self, Driver, ListenerSpec, Placement, RunSettings};
 use crate::config::{BrokerConfig, ListenerConfig, ListenerProtocol};
 use crate::net::tls::{server_config, TlsFiles};
 use anyhow::Context as _;
@@ -27,6 +27,10 @@ pub struct BrokerArgs {
     /// I/O driver.
     #[arg(long, value_enum, default_value_t = Driver::Auto)]
     pub driver: Driver,
+    /// Where a connection is served when its client id belongs to another shard than the
+    /// one that accepted it: hand the socket over (default), or keep it and relay bytes.
+    #[arg(long, value_enum, default_value_t = Placement::Handoff)]
+    pub placement: Placement,
     /// Pin each shard thread to its own CPU (for dedicated machines).
     #[arg(long)]
     pub pin_cores: bool,
@@ -143,6 +147,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         threads,
         pin_cores: a.pin_cores,
         driver: a.driver,
+        placement: a.placement,
         policy: Arc::new(move |_| broker_core::Policy {
             authenticator: Box::new(policy_auth.authenticator()),
             authorizer: Box::new(policy_auth.authorizer()),

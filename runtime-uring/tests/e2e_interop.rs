@@ -391,3 +391,73 @@ fn qos_levels_round_trip_with_paho() {
     }
     b.assert_healthy();
 }
+
+/// `--placement forward`: a connection accepted by one shard and owned by another is
+/// relayed instead of handed over. Every feature still works through the relay (both
+/// versions), takeover and abnormal closes go through it, and a graceful stop reaches the
+/// relayed MQTT 5 clients (DISCONNECT 0x8B, [MQTT-3.14.0-1]).
+#[test]
+fn forward_placement_relays_between_shards() {
+    let d = tempdir();
+    let mut b = Petrel::start_with(
+        d.path(),
+        ANON,
+        &[
+            "--threads",
+            "2",
+            "--placement",
+            "forward",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let port = b.port();
+    for s in [
+        "roundtrip",
+        "retained",
+        "will",
+        "persistent",
+        "qos2",
+        "shared",
+    ] {
+        both_versions(port, s, &[]);
+    }
+    for s in ["alias_out", "subid", "session_expiry"] {
+        paho(s, port, &["--version", "5"]);
+    }
+    // Receive Maximum holds through the relay: the owner's writer waits on the client's
+    // acknowledgements, relayed back to it ([MQTT-3.3.4-9]).
+    paho("flow", port, &["--version", "5", "--inflight", "2"]);
+    // Takeover of a relayed connection: the old one is closed with 0x8E ([MQTT-3.1.4-3]).
+    let mut first = Raw::mqtt(port, true, "fwd-takeover");
+    let _second = Raw::mqtt(port, true, "fwd-takeover");
+    let pkts = first.wait_closed(T).expect("first closed");
+    assert!(
+        pkts.iter()
+            .any(|p| p.kind() == 14 && p.body.first() == Some(&0x8E)),
+        "no DISCONNECT 0x8E: {pkts:?}"
+    );
+    let relayed = b
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("relayed from shard"))
+        .count();
+    assert!(relayed > 0, "no connection was relayed:\n{}", b.proc.dump());
+    let mut v5: Vec<Raw> = (0..8)
+        .map(|i| Raw::mqtt(port, true, &format!("fwd-bye-{i}")))
+        .collect();
+    b.proc.signal(libc::SIGTERM);
+    for (i, r) in v5.iter_mut().enumerate() {
+        let pkts = r.wait_closed(T).expect("closed");
+        assert!(
+            pkts.iter()
+                .any(|p| p.kind() == 14 && p.body.first() == Some(&0x8B)),
+            "client {i} got no DISCONNECT 0x8B: {pkts:?}"
+        );
+    }
+    let st = b.proc.wait_exit(T).expect("exit after SIGTERM");
+    assert!(st.success(), "exit status {st}\n{}", b.proc.dump());
+    let err = b.proc.stderr().join("\n");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -39,7 +39,7 @@ struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Brokers to test (comma separated): petrel,mosquitto,petrel-epoll.
+    /// Brokers to test (comma separated): petrel,mosquitto,petrel-epoll,petrel-forward.
     #[arg(long, default_value = "petrel,mosquitto")]
     brokers: String,
     /// The petrel binary.
@@ -132,7 +132,7 @@ fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
             )?;
             cmd.arg("mosquitto").arg("-c").arg(&conf);
         }
-        "petrel" | "petrel-epoll" => {
+        "petrel" | "petrel-epoll" | "petrel-forward" => {
             cmd.arg(&a.petrel)
                 .arg("broker")
                 .arg("--bind")
@@ -143,6 +143,9 @@ fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
                 .arg("warn");
             if kind == "petrel-epoll" {
                 cmd.arg("--driver").arg("epoll");
+            }
+            if kind == "petrel-forward" {
+                cmd.arg("--placement").arg("forward");
             }
         }
         other => anyhow::bail!("unknown broker {other}"),

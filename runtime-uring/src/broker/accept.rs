@@ -211,6 +211,10 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         super::conn::serve(shard, stream, peer, transport, initial);
         return;
     }
+    if shard.placement == super::Placement::Forward {
+        super::forward::start(&shard, stream, peer, transport, initial, owner);
+        return;
+    }
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up ownership of this descriptor; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };

@@ -1,5 +1,6 @@
 //! A connection served by its owner shard: a reader task feeding the core and a writer
-//! task, started when the core has output, draining it with vectored writes.
+//! task, started when the core has output, draining it with vectored writes. The socket is
+//! either ours or kept by the shard that accepted it (placement "forward", see `forward`).
 
 use super::shard::Shard;
 use crate::net::iovec::TxIoVecs;
@@ -19,11 +20,21 @@ use std::rc::Rc;
 const SMALL_READ: usize = 32;
 const LARGE_READ: usize = 64 * 1024;
 
+/// Where a connection's output goes.
+enum Sink {
+    /// Our own socket: its write half, lent to the writer task while it runs.
+    Socket {
+        fd: RawFd,
+        half: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
+    },
+    /// The shard that accepted the connection and keeps its socket.
+    Remote(async_channel::Sender<Vec<u8>>),
+}
+
 /// The I/O side of one connection, shared by its reader and writer tasks.
 pub struct ConnIo {
     pub id: ConnId,
-    fd: RawFd,
-    write: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
+    sink: Sink,
     transport: RefCell<Transport>,
     writer_active: Cell<bool>,
     /// The core closed the connection: flush, then shut the socket down.
@@ -32,11 +43,24 @@ pub struct ConnIo {
     drained: LocalNotify,
 }
 
-fn shutdown(fd: RawFd) {
+pub(super) fn shutdown(fd: RawFd) {
     // SAFETY: shutdown(2) on a descriptor this connection owns (still open: the stream
     // halves hold it); it only changes socket state and fails harmlessly if already shut.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+impl ConnIo {
+    /// No more output: the socket is shut down (its reader then sees EOF), or the relay
+    /// channel closed (the accepting shard then shuts the socket down).
+    fn close_output(&self) {
+        match &self.sink {
+            Sink::Socket { fd, .. } => shutdown(*fd),
+            Sink::Remote(tx) => {
+                tx.close();
+            }
+        }
     }
 }
 
@@ -49,16 +73,68 @@ pub fn wake_writer(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
 }
 
 async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
-    let taken = io.write.borrow_mut().take();
-    let Some(mut w) = taken else {
-        io.writer_active.set(false);
-        return;
-    };
+    tracing::trace!(conn = io.id.as_u64(), "writer start");
     let mut v = TxIoVecs::default();
+    let failed = match &io.sink {
+        Sink::Socket { half, .. } => {
+            let taken = half.borrow_mut().take();
+            let Some(w) = taken else {
+                io.writer_active.set(false);
+                return;
+            };
+            let (w, failed) = write_socket(&shard, &io, w, &mut v).await;
+            *half.borrow_mut() = Some(w);
+            failed
+        }
+        Sink::Remote(tx) => write_remote(&shard, &io, tx, &mut v).await,
+    };
+    io.drained.notify();
+    if failed || io.closing.get() {
+        io.close_output();
+    }
+    io.writer_active.set(false);
+    tracing::trace!(conn = io.id.as_u64(), failed, "writer stop");
+}
+
+/// Copies the core's output into the relay channel to the accepting shard (a full channel
+/// holds this writer, and the core's queues then fill as with a slow socket).
+async fn write_remote(
+    shard: &Shard,
+    io: &ConnIo,
+    tx: &async_channel::Sender<Vec<u8>>,
+    v: &mut TxIoVecs,
+) -> bool {
+    loop {
+        let now = shard.now();
+        let _ = shard
+            .broker
+            .borrow_mut()
+            .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
+        if v.tx.is_empty() {
+            return false;
+        }
+        let mut out = Vec::with_capacity(v.tx.chunks().map(<[u8]>::len).sum());
+        for c in v.tx.chunks() {
+            out.extend_from_slice(c);
+        }
+        v.tx.clear();
+        if tx.send(out).await.is_err() {
+            return true;
+        }
+        io.drained.notify();
+    }
+}
+
+/// Writes the core's output to our socket; gives the write half back with whether it failed.
+async fn write_socket(
+    shard: &Shard,
+    io: &ConnIo,
+    mut w: OwnedWriteHalf<TcpStream>,
+    v: &mut TxIoVecs,
+) -> (OwnedWriteHalf<TcpStream>, bool) {
     let mut wire: Vec<u8> = Vec::new();
     let mut failed = false;
     let plain = io.transport.borrow().is_plain();
-    tracing::trace!(conn = io.id.as_u64(), "writer start");
     loop {
         if v.tx.is_empty() {
             let now = shard.now();
@@ -73,8 +149,8 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
                 break;
             }
             v.prepare();
-            let (res, back) = w.writev(v).await;
-            v = back;
+            let (res, back) = w.writev(std::mem::take(v)).await;
+            *v = back;
             tracing::trace!(conn = io.id.as_u64(), ?res, "writev");
             match res {
                 Ok(n) if n > 0 => v.tx.advance(n),
@@ -106,14 +182,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
         }
         io.drained.notify();
     }
-    io.drained.notify();
-    if failed || io.closing.get() {
-        // The reader sees EOF and reports the close to the core.
-        shutdown(io.fd);
-    }
-    *io.write.borrow_mut() = Some(w);
-    io.writer_active.set(false);
-    tracing::trace!(conn = io.id.as_u64(), failed, "writer stop");
+    (w, failed)
 }
 
 /// Starts serving a connection: registers it with the core, then spawns its reader task.
@@ -135,10 +204,43 @@ pub fn serve(
     };
     let fd = stream.as_raw_fd();
     let (r, w) = stream.into_split();
+    let io = register(
+        &shard,
+        id,
+        Sink::Socket {
+            fd,
+            half: RefCell::new(Some(w)),
+        },
+        transport,
+    );
+    monoio::spawn(read_loop(shard, r, io, initial));
+}
+
+/// Starts serving a connection whose socket another shard keeps (placement "forward"):
+/// MQTT bytes arrive on `from_client`, output goes to `to_client`.
+pub fn serve_remote(shard: Rc<Shard>, remote: super::forward::Remote) {
+    let super::forward::Remote {
+        peer,
+        initial,
+        from_client,
+        to_client,
+    } = remote;
+    let now = shard.now();
+    let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
+    let Ok(id) = accepted else {
+        tracing::debug!("connection refused: {:?}", accepted.err());
+        to_client.close();
+        from_client.close();
+        return;
+    };
+    let io = register(&shard, id, Sink::Remote(to_client), Transport::default());
+    monoio::spawn(relay_loop(shard, from_client, io, initial));
+}
+
+fn register(shard: &Rc<Shard>, id: ConnId, sink: Sink, transport: Transport) -> Rc<ConnIo> {
     let io = Rc::new(ConnIo {
         id,
-        fd,
-        write: RefCell::new(Some(w)),
+        sink,
         transport: RefCell::new(transport),
         writer_active: Cell::new(false),
         closing: Cell::new(false),
@@ -146,7 +248,37 @@ pub fn serve(
     });
     shard.conns.borrow_mut().insert(id, io.clone());
     shard.pump();
-    monoio::spawn(read_loop(shard, r, io, initial));
+    io
+}
+
+/// Feeds the core what the accepting shard relays, until that shard closes the channel.
+async fn relay_loop(
+    shard: Rc<Shard>,
+    from_client: async_channel::Receiver<Vec<u8>>,
+    io: Rc<ConnIo>,
+    mut pending: Vec<u8>,
+) {
+    loop {
+        if !pending.is_empty() {
+            feed(&shard, &io, &mut pending).await;
+        }
+        shard.wait_unblocked().await;
+        match from_client.recv().await {
+            Ok(bytes) if pending.is_empty() => pending = bytes,
+            Ok(bytes) => pending.extend_from_slice(&bytes),
+            Err(_) => break,
+        }
+    }
+    closed(&shard, &io);
+}
+
+/// The connection's input ended: the core learns it, then its output is closed.
+fn closed(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+    let now = shard.now();
+    shard.broker.borrow_mut().handle_closed(io.id, now);
+    shard.pump();
+    shard.conns.borrow_mut().remove(&io.id);
+    io.close_output();
 }
 
 /// Reads the connection until it closes, feeding the core.
@@ -156,7 +288,6 @@ async fn read_loop(
     io: Rc<ConnIo>,
     mut pending: Vec<u8>,
 ) {
-    let id = io.id;
     let mut buf: Vec<u8> = Vec::with_capacity(SMALL_READ);
     loop {
         if !pending.is_empty() {
@@ -188,11 +319,7 @@ async fn read_loop(
             buf = Vec::with_capacity(SMALL_READ);
         }
     }
-    let now = shard.now();
-    shard.broker.borrow_mut().handle_closed(id, now);
-    shard.pump();
-    shard.conns.borrow_mut().remove(&id);
-    shutdown(io.fd);
+    closed(&shard, &io);
 }
 
 /// Hands buffered bytes to the core until it has taken every complete packet. When the

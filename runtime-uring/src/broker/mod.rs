@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod forward;
 pub mod persist;
 pub mod shard;
 
@@ -24,6 +25,16 @@ pub enum Driver {
     Uring,
     /// epoll only.
     Epoll,
+}
+
+/// Where a connection is served once its CONNECT names a client another shard owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Placement {
+    /// The socket moves to the owner shard.
+    #[default]
+    Handoff,
+    /// The accepting shard keeps the socket and relays bytes to and from the owner.
+    Forward,
 }
 
 /// A listener to open.
@@ -50,6 +61,7 @@ pub struct RunSettings {
     /// balances better without).
     pub pin_cores: bool,
     pub driver: Driver,
+    pub placement: Placement,
     /// A fresh policy for shard `i`.
     pub policy: Arc<dyn Fn(usize) -> Policy + Send + Sync>,
     /// Called on SIGHUP: reloads files and returns the new TLS configurations.
@@ -106,6 +118,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let mut data_receivers = data_receivers.into_iter();
     let epoch = std::time::Instant::now();
     let pin = settings.pin_cores && threads > 1;
+    let placement = settings.placement;
     let restored = match &settings.persistence {
         Some(p) => Arc::new(persist::load(&p.db, broker_core::Instant::ZERO)?),
         None => Arc::new(persist::Restored::default()),
@@ -147,6 +160,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     epoch,
                     restored,
                     persistence,
+                    placement,
                 });
                 if use_uring {
                     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
@@ -227,6 +241,7 @@ struct ShardSetup {
     epoch: std::time::Instant,
     restored: Arc<persist::Restored>,
     persistence: Option<persist::PersistSettings>,
+    placement: Placement,
 }
 
 async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
@@ -243,6 +258,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         epoch,
         restored,
         persistence,
+        placement,
     } = setup;
     let states = specs
         .into_iter()
@@ -265,6 +281,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         channels,
         states,
         epoch,
+        placement,
     ));
     {
         // Sessions go to their owner shard (restore_session skips the others).
@@ -332,7 +349,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     shard.broker.borrow_mut().shutdown(now);
     shard.pump();
     for _ in 0..100 {
-        if shard.conns.borrow().is_empty() {
+        if shard.conns.borrow().is_empty() && shard.forwarded.get() == 0 {
             break;
         }
         monoio::time::sleep(Duration::from_millis(20)).await;

@@ -22,6 +22,8 @@ pub type DataBatch = Vec<ShardMsg>;
 pub enum Inbox {
     /// A connection whose CONNECT names a client this shard owns.
     Handoff(Box<super::accept::Handoff>),
+    /// The same, its socket kept by the accepting shard (placement "forward").
+    Remote(Box<super::forward::Remote>),
     /// Stop: disconnect everyone (0x8B), flush, exit.
     Shutdown,
     /// New TLS configurations (one per listener, `None` for plain ones) after SIGHUP.
@@ -80,6 +82,9 @@ pub struct Shard {
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
     pub write_budget: usize,
+    pub placement: super::Placement,
+    /// Connections whose sockets we keep for another shard (placement "forward").
+    pub forwarded: Cell<usize>,
     last_stats: Cell<u64>,
 }
 
@@ -90,6 +95,7 @@ impl Shard {
         channels: Channels,
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
+        placement: super::Placement,
     ) -> Self {
         let Channels {
             peers,
@@ -125,6 +131,8 @@ impl Shard {
             max_packet_size,
             connect_timeout,
             write_budget: 256 * 1024,
+            placement,
+            forwarded: Cell::new(0),
             last_stats: Cell::new(0),
         }
     }
@@ -147,6 +155,7 @@ impl Shard {
     pub fn handle_inbox(self: &Rc<Self>, msg: Inbox) {
         match msg {
             Inbox::Handoff(h) => super::accept::adopt(self, *h),
+            Inbox::Remote(r) => super::conn::serve_remote(self.clone(), *r),
             Inbox::ReloadTls(tls) => {
                 for (l, t) in self.listeners.iter().zip(tls) {
                     *l.tls.borrow_mut() = t;

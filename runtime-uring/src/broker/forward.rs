@@ -1,0 +1,140 @@
+//! Placement "forward": the shard that accepted a connection keeps its socket (and its TLS
+//! and WebSocket layers) and relays MQTT bytes to and from the shard that owns the client
+//! id, which runs the session. The alternative to handing the socket over; both are
+//! measured in `benches/RESULTS.md`.
+
+use super::shard::{Inbox, Shard};
+use crate::net::transport::Transport;
+use broker_core::PeerInfo;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+
+/// Chunks in flight each way per connection: a full channel stops the side that feeds it
+/// (the client's reads, or the owner's writer), as a full socket would.
+const RELAY_CHUNKS: usize = 64;
+const READ_BUF: usize = 16 * 1024;
+
+/// A connection the owner shard serves without holding its socket.
+pub struct Remote {
+    pub peer: PeerInfo,
+    /// The bytes read so far (the CONNECT packet).
+    pub initial: Vec<u8>,
+    /// MQTT bytes from the client.
+    pub from_client: async_channel::Receiver<Vec<u8>>,
+    /// MQTT bytes to the client; the owner closes it when the connection ends.
+    pub to_client: async_channel::Sender<Vec<u8>>,
+}
+
+/// Registers the connection with its owner shard and starts relaying.
+pub fn start(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    peer: PeerInfo,
+    transport: Transport,
+    initial: Vec<u8>,
+    owner: u16,
+) {
+    let Some(owner_tx) = shard.peers.get(usize::from(owner)) else {
+        return;
+    };
+    let (up_tx, up_rx) = async_channel::bounded(RELAY_CHUNKS);
+    let (down_tx, down_rx) = async_channel::bounded(RELAY_CHUNKS);
+    let remote = Remote {
+        peer,
+        initial,
+        from_client: up_rx,
+        to_client: down_tx.clone(),
+    };
+    if owner_tx.try_send(Inbox::Remote(Box::new(remote))).is_err() {
+        return;
+    }
+    shard.forwarded.set(shard.forwarded.get() + 1);
+    tracing::debug!(
+        "{:?}: relayed from shard {} to shard {owner}",
+        stream.peer_addr().ok(),
+        shard.id
+    );
+    let fd = stream.as_raw_fd();
+    let (r, w) = stream.into_split();
+    let transport = Rc::new(RefCell::new(transport));
+    monoio::spawn(relay_up(r, transport.clone(), up_tx, down_tx));
+    monoio::spawn(relay_down(shard.clone(), w, fd, transport, down_rx));
+}
+
+/// Client to owner. `flush` is a sender of the down channel, used to make the writer send
+/// what the TLS or WebSocket layer itself has to say (handshake, tickets, pongs).
+async fn relay_up(
+    mut r: OwnedReadHalf<TcpStream>,
+    transport: Rc<RefCell<Transport>>,
+    up: async_channel::Sender<Vec<u8>>,
+    flush: async_channel::Sender<Vec<u8>>,
+) {
+    let mut buf = Vec::with_capacity(READ_BUF);
+    loop {
+        buf.clear();
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        let n = match res {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut mqtt = Vec::new();
+        let decoded = transport
+            .borrow_mut()
+            .decode(buf.get(..n).unwrap_or_default(), &mut mqtt);
+        if let Err(e) = decoded {
+            tracing::warn!("connection from {:?}: {e}", r.peer_addr().ok());
+            break;
+        }
+        if transport.borrow().wants_write() {
+            let _ = flush.try_send(Vec::new());
+        }
+        if !mqtt.is_empty() && up.send(mqtt).await.is_err() {
+            break;
+        }
+    }
+    // The owner sees the end of input and reports the close to its core.
+    up.close();
+}
+
+/// Owner to client, until the owner closes the channel; then the socket is shut down.
+async fn relay_down(
+    shard: Rc<Shard>,
+    mut w: OwnedWriteHalf<TcpStream>,
+    fd: RawFd,
+    transport: Rc<RefCell<Transport>>,
+    down: async_channel::Receiver<Vec<u8>>,
+) {
+    let plain = transport.borrow().is_plain();
+    let mut wire = Vec::new();
+    while let Ok(bytes) = down.recv().await {
+        let out = if plain {
+            bytes
+        } else {
+            wire.clear();
+            let encoded = transport
+                .borrow_mut()
+                .encode(std::iter::once(bytes.as_slice()), &mut wire);
+            if encoded.is_err() {
+                break;
+            }
+            std::mem::take(&mut wire)
+        };
+        if out.is_empty() {
+            continue;
+        }
+        let (res, back) = w.write_all(out).await;
+        if res.is_err() {
+            break;
+        }
+        if !plain {
+            wire = back;
+        }
+    }
+    down.close();
+    super::conn::shutdown(fd);
+    shard.forwarded.set(shard.forwarded.get().saturating_sub(1));
+}
