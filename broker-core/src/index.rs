@@ -27,6 +27,9 @@ struct Node<T> {
     literal_children: u32,
     /// Filters with a wildcard whose node is this one or below it.
     wild_below: u32,
+    /// Literal children whose `wild_below` is not zero: matching looks a topic level up
+    /// among the literal children only when some has a wildcard filter to find.
+    wild_literals: u32,
     entries: Vec<T>,
 }
 
@@ -39,6 +42,7 @@ impl<T> Node<T> {
             hash: NONE,
             literal_children: 0,
             wild_below: 0,
+            wild_literals: 0,
             entries: Vec::new(),
         }
     }
@@ -289,11 +293,22 @@ impl<T> TopicIndex<T> {
 
     /// Adds `delta` to the wildcard filter count of `id` and every node above it.
     fn add_wild(&mut self, mut id: u32, delta: i32) {
+        // Whether the previous node (a child of this one) became or stopped being one
+        // with wildcard filters below it, as a literal child.
+        let mut literal_flip = 0i32;
         while let Some(n) = self.nodes.get_mut(id as usize) {
+            n.wild_literals = n.wild_literals.saturating_add_signed(literal_flip);
+            let before = n.wild_below;
             n.wild_below = n.wild_below.saturating_add_signed(delta);
             if id == ROOT {
                 break;
             }
+            let literal = &*n.level != "+" && &*n.level != "#";
+            literal_flip = match (before == 0, n.wild_below == 0) {
+                (true, false) if literal => 1,
+                (false, true) if literal => -1,
+                _ => 0,
+            };
             id = n.parent;
         }
     }
@@ -389,7 +404,13 @@ impl<T> TopicIndex<T> {
     /// Calls `f` for every entry whose filter matches `topic` (a valid topic name), each
     /// filter once. A topic starting with `$` is not matched by a leading wildcard
     /// ([MQTT-4.7.2-1]).
-    pub fn for_each_match(&mut self, topic: &str, mut f: impl FnMut(&T)) {
+    pub fn for_each_match(&mut self, topic: &str, f: impl FnMut(&T)) {
+        self.for_each_match_bytes(topic.as_bytes(), f)
+    }
+
+    /// [`TopicIndex::for_each_match`] for a topic name's bytes (a stored message's topic
+    /// need not be turned into a `str` again: matching compares bytes).
+    pub fn for_each_match_bytes(&mut self, topic: &[u8], mut f: impl FnMut(&T)) {
         let Self {
             nodes,
             edges,
@@ -400,7 +421,7 @@ impl<T> TopicIndex<T> {
         } = self;
         // The filter equal to the topic, if anyone subscribed to it.
         if let Some(n) = exact
-            .get(&KeyRef(topic.as_bytes()))
+            .get(&KeyRef(topic))
             .and_then(|&id| nodes.get(id as usize))
         {
             n.entries.iter().for_each(&mut f);
@@ -412,7 +433,7 @@ impl<T> TopicIndex<T> {
         levels.clear();
         // Level boundaries with a plain byte loop ('/' is ASCII, never inside a UTF-8
         // sequence); `str::split` costs several times more on short topics.
-        let bytes = topic.as_bytes();
+        let bytes = topic;
         let mut start = 0u32;
         for (i, &b) in bytes.iter().enumerate() {
             if b == b'/' {
@@ -422,7 +443,7 @@ impl<T> TopicIndex<T> {
         }
         levels.push((start, bytes.len() as u32));
         let depth_max = levels.len() as u32;
-        let dollar = topic.starts_with('$');
+        let dollar = topic.first() == Some(&b'$');
         stack.clear();
         stack.push((ROOT, 0, false));
         // Only wildcard filters from here on: the exact one was found above.
@@ -446,7 +467,9 @@ impl<T> TopicIndex<T> {
             if node.plus != NONE && wild_ok && wild(node.plus) {
                 stack.push((node.plus, depth + 1, true));
             }
-            if node.literal_children == 0 {
+            // No literal child has a wildcard filter below it: nothing to look up (the
+            // exact filters were found above).
+            if node.wild_literals == 0 {
                 continue;
             }
             let Some(&(s, e)) = levels.get(depth as usize) else {

@@ -269,7 +269,7 @@ impl Broker {
             ..
         } = self;
         shard_hits.iter_mut().for_each(|h| *h = false);
-        interest.for_each_match(msg.topic(), |&sh| {
+        interest.for_each_match_bytes(msg.topic_bytes(), |&sh| {
             if let Some(h) = shard_hits.get_mut(usize::from(sh)) {
                 *h = true;
             }
@@ -317,7 +317,7 @@ impl Broker {
             let Self {
                 index, sessions, ..
             } = self;
-            index.for_each_match(msg.topic(), |e| match e {
+            index.for_each_match_bytes(msg.topic_bytes(), |e| match e {
                 LocalSub::Session {
                     session,
                     options,
