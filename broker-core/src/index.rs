@@ -30,7 +30,7 @@ struct Node<T> {
     /// Literal children whose `wild_below` is not zero: matching looks a topic level up
     /// among the literal children only when some has a wildcard filter to find.
     wild_literals: u32,
-    entries: Vec<T>,
+    entries: Entries<T>,
 }
 
 impl<T> Node<T> {
@@ -43,7 +43,7 @@ impl<T> Node<T> {
             literal_children: 0,
             wild_below: 0,
             wild_literals: 0,
-            entries: Vec::new(),
+            entries: Entries::new(),
         }
     }
 
@@ -52,6 +52,68 @@ impl<T> Node<T> {
             && self.plus == NONE
             && self.hash == NONE
             && self.literal_children == 0
+    }
+}
+
+/// A node's entries. Most filters have one, kept inline in the node: matching then reads
+/// it with the node instead of following a pointer to a separate allocation (with
+/// thousands of filters, that cache miss per matched filter was the largest single cost of
+/// matching).
+#[derive(Debug)]
+enum Entries<T> {
+    One(T),
+    /// None (empty) or several.
+    Many(Vec<T>),
+}
+
+impl<T> Entries<T> {
+    const fn new() -> Self {
+        Entries::Many(Vec::new())
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Entries::One(e) => core::slice::from_ref(e),
+            Entries::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            Entries::One(e) => core::slice::from_mut(e),
+            Entries::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, e: T) {
+        match self {
+            Entries::Many(v) if !v.is_empty() => v.push(e),
+            Entries::Many(_) => *self = Entries::One(e),
+            Entries::One(_) => {
+                if let Entries::One(first) = core::mem::replace(self, Entries::new()) {
+                    *self = Entries::Many(alloc::vec![first, e]);
+                }
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        match self {
+            Entries::One(e) => {
+                if !keep(e) {
+                    *self = Entries::new();
+                }
+            }
+            Entries::Many(v) => v.retain(keep),
+        }
     }
 }
 
@@ -336,7 +398,7 @@ impl<T> TopicIndex<T> {
     pub fn get(&self, filter: &str) -> &[T] {
         self.find(filter)
             .and_then(|id| self.node(id))
-            .map_or(&[], |n| &n.entries)
+            .map_or(&[], |n| n.entries.as_slice())
     }
 
     /// Mutable access to the entries of exactly `filter`, if it has any.
@@ -424,7 +486,7 @@ impl<T> TopicIndex<T> {
             .get(&KeyRef(topic))
             .and_then(|&id| nodes.get(id as usize))
         {
-            n.entries.iter().for_each(&mut f);
+            n.entries.as_slice().iter().for_each(&mut f);
         }
         let wild = |id: u32| nodes.get(id as usize).is_some_and(|n| n.wild_below > 0);
         if !wild(ROOT) {
@@ -455,12 +517,12 @@ impl<T> TopicIndex<T> {
             // '#' matches the parent level and any number of children ([MQTT-4.7.1-2]).
             if node.hash != NONE && wild_ok {
                 if let Some(h) = nodes.get(node.hash as usize) {
-                    h.entries.iter().for_each(&mut f);
+                    h.entries.as_slice().iter().for_each(&mut f);
                 }
             }
             if depth == depth_max {
                 if via_plus {
-                    node.entries.iter().for_each(&mut f);
+                    node.entries.as_slice().iter().for_each(&mut f);
                 }
                 continue;
             }
@@ -506,7 +568,7 @@ impl<T> TopicIndex<T> {
                     path.push_str(&n.level);
                 }
             }
-            f(&path, &n.entries);
+            f(&path, n.entries.as_slice());
         }
     }
 }
