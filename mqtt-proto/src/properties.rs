@@ -559,23 +559,25 @@ impl<'a> Properties<'a> {
         Self::parse_block(block, ctx)
     }
 
-    /// [`Properties::read`] for a PUBLISH that a server forwards: also returns the block as
-    /// received (without its length prefix) when every property in it is one a server
-    /// forwards unaltered (see [`Properties::emit_forwarded_block_to`]), so that it can be
-    /// stored and copied as it is instead of re-encoded.
+    /// [`Properties::read`] for a PUBLISH that a server forwards, into `p` (which must be
+    /// empty): also returns the block as received (without its length prefix) when every
+    /// property in it is one a server forwards unaltered (see
+    /// [`Properties::emit_forwarded_block_to`]), so that it can be stored and copied as it is
+    /// instead of re-encoded. The decoded value is written in place instead of being
+    /// returned and copied (248 bytes on 64-bit targets).
     #[inline]
-    pub(crate) fn read_forwardable(
+    pub(crate) fn read_forwardable_into(
+        p: &mut Self,
         r: &mut Reader<'a>,
         ctx: PropertyContext,
-    ) -> Result<(Self, Option<&'a [u8]>), DecodeError> {
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
         let len = r.varint()? as usize;
         if len > r.remaining() {
             return Err(DecodeError::PropertyLengthMismatch);
         }
         let block = r.take(len)?;
-        let (p, seen) = Self::parse_block_seen(block, ctx)?;
-        let forwarded = (seen & !FORWARDED == 0).then_some(block);
-        Ok((p, forwarded))
+        let seen = p.parse_block_into(block, ctx)?;
+        Ok((seen & !FORWARDED == 0).then_some(block))
     }
 
     /// Validates a property block (without its length prefix) for `ctx`.
@@ -586,11 +588,23 @@ impl<'a> Properties<'a> {
     /// [`Properties::parse_block`], also returning the set of identifiers present.
     #[inline]
     fn parse_block_seen(block: &'a [u8], ctx: PropertyContext) -> Result<(Self, u64), DecodeError> {
+        let mut p = Properties::default();
+        let seen = p.parse_block_into(block, ctx)?;
+        Ok((p, seen))
+    }
+
+    /// Decodes `block` into `self` (empty), returning the set of identifiers present.
+    #[inline]
+    fn parse_block_into(
+        &mut self,
+        block: &'a [u8],
+        ctx: PropertyContext,
+    ) -> Result<u64, DecodeError> {
         let packet = ctx.packet_type();
         let allowed = ctx.allowed();
         let repeatable = ctx.repeatable();
         let mut seen: u64 = 0;
-        let mut p = Properties::default();
+        let p = self;
         let mut r = Reader::new(block, packet).with_text();
         // One pass that reads each value straight into its field (this is on the path of
         // every MQTT 5 packet; going through `RawIter` and a `Value` cost a third of a
@@ -614,7 +628,7 @@ impl<'a> Properties<'a> {
                 e => e,
             })?;
         }
-        Ok((p, seen))
+        Ok(seen)
     }
 
     /// Reads the value of property `id` into its field, checking the values the

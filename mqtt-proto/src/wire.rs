@@ -174,6 +174,7 @@ impl<'a> Reader<'a> {
     }
 
     /// UTF-8 Encoded String (1.5.4).
+    #[inline]
     pub(crate) fn utf8(&mut self) -> Result<&'a str, DecodeError> {
         let (s, b) = self.str_field()?;
         if has_nul(b) {

@@ -86,24 +86,25 @@ impl<'a> Publish<'a> {
         } else {
             Some(super::read_packet_id(r)?)
         };
-        let (properties, forwarded) = if v.is_v5() {
-            Properties::read_forwardable(r, PropertyContext::Publish)?
-        } else {
-            (Properties::default(), Some(&[][..]))
-        };
-        // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
-        if topic.is_empty() && properties.topic_alias.is_none() {
-            return Err(DecodeError::EmptyTopicName);
-        }
-        let p = Publish {
+        let mut p = Publish {
             dup,
             retain: flags & 0x01 != 0,
             qos,
             topic,
             packet_id,
-            properties,
-            payload: r.rest(),
+            properties: Properties::default(),
+            payload: &[],
         };
+        let forwarded = if v.is_v5() {
+            Properties::read_forwardable_into(&mut p.properties, r, PropertyContext::Publish)?
+        } else {
+            Some(&[][..])
+        };
+        // 3.3.2.3.4: a zero-length topic is allowed only with a Topic Alias.
+        if topic.is_empty() && p.properties.topic_alias.is_none() {
+            return Err(DecodeError::EmptyTopicName);
+        }
+        p.payload = r.rest();
         Ok((p, forwarded))
     }
 
