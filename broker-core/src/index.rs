@@ -5,8 +5,10 @@
 //! costs no map of its own; `+` and `#` children are direct links. Matching keeps its
 //! work stack in the index and allocates nothing once warm.
 //!
-//! Filters without wildcards are also kept in a map from the whole filter to its node: a
-//! topic finds them with one lookup. The trie walk then only looks for wildcard filters,
+//! Filters without wildcards are not in the trie: a map from the whole filter to its
+//! entries (kept in the map itself) finds them with one lookup, and keeps the trie and its
+//! edge map to the levels of wildcard filters, small and cache-resident even with many
+//! thousands of exact filters. The trie walk then only looks for wildcard filters,
 //! and only goes down subtrees that hold some (each node counts the wildcard filters at or
 //! below it), so a topic with no wildcard subscriber in its path costs one hash lookup.
 
@@ -227,10 +229,6 @@ impl Equivalent<EdgeKey> for EdgeRef<'_> {
 /// The hasher used by the core's maps: seeded by the shell, deterministic for a seed.
 pub type Hasher64 = foldhash::fast::FixedState;
 
-/// A handle to one filter's node, valid until its last entry is removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FilterNode(u32);
-
 /// Topic filters mapped to entries of type `T`.
 #[derive(Debug)]
 pub struct TopicIndex<T> {
@@ -238,7 +236,7 @@ pub struct TopicIndex<T> {
     free: Vec<u32>,
     edges: HashMap<EdgeKey, u32, Hasher64>,
     /// Filters without wildcards (with at least one entry) to their node.
-    exact: HashMap<SmallKey, u32, Hasher64>,
+    exact: HashMap<SmallKey, Entries<T>, Hasher64>,
     /// (node, depth, whether the path to it went through a `+`).
     stack: Vec<(u32, u32, bool)>,
     levels: Vec<(u32, u32)>,
@@ -376,7 +374,17 @@ impl<T> TopicIndex<T> {
     }
 
     /// Adds an entry under `filter` (a validated, non-shared filter).
-    pub fn insert(&mut self, filter: &str, entry: T) -> FilterNode {
+    pub fn insert(&mut self, filter: &str, entry: T) {
+        if !has_wildcard(filter) {
+            match self.exact.get_mut(&KeyRef(filter.as_bytes())) {
+                Some(e) => e.push(entry),
+                None => {
+                    self.exact.insert(filter.into(), Entries::One(entry));
+                    self.filters += 1;
+                }
+            }
+            return;
+        }
         let id = self.find_or_create(filter);
         let mut new_filter = false;
         if let Some(n) = self.nodes.get_mut(id as usize) {
@@ -385,17 +393,18 @@ impl<T> TopicIndex<T> {
         }
         if new_filter {
             self.filters += 1;
-            if has_wildcard(filter) {
-                self.add_wild(id, 1);
-            } else {
-                self.exact.insert(filter.into(), id);
-            }
+            self.add_wild(id, 1);
         }
-        FilterNode(id)
     }
 
     /// The entries of exactly `filter`.
     pub fn get(&self, filter: &str) -> &[T] {
+        if !has_wildcard(filter) {
+            return self
+                .exact
+                .get(&KeyRef(filter.as_bytes()))
+                .map_or(&[], Entries::as_slice);
+        }
         self.find(filter)
             .and_then(|id| self.node(id))
             .map_or(&[], |n| n.entries.as_slice())
@@ -403,12 +412,32 @@ impl<T> TopicIndex<T> {
 
     /// Mutable access to the entries of exactly `filter`, if it has any.
     pub fn get_mut(&mut self, filter: &str) -> Option<&mut [T]> {
+        if !has_wildcard(filter) {
+            return self
+                .exact
+                .get_mut(&KeyRef(filter.as_bytes()))
+                .map(Entries::as_mut_slice);
+        }
         let id = self.find(filter)?;
         self.node_mut(id).map(|n| n.entries.as_mut_slice())
     }
 
     /// Removes the entries of `filter` for which `pred` holds; returns how many.
     pub fn remove_where(&mut self, filter: &str, mut pred: impl FnMut(&T) -> bool) -> usize {
+        if !has_wildcard(filter) {
+            let key = KeyRef(filter.as_bytes());
+            let Some(e) = self.exact.get_mut(&key) else {
+                return 0;
+            };
+            let before = e.len();
+            e.retain(|x| !pred(x));
+            let removed = before - e.len();
+            if e.is_empty() {
+                self.exact.remove(&key);
+                self.filters -= 1;
+            }
+            return removed;
+        }
         let Some(id) = self.find(filter) else {
             return 0;
         };
@@ -422,11 +451,7 @@ impl<T> TopicIndex<T> {
         }
         if gone {
             self.filters -= 1;
-            if has_wildcard(filter) {
-                self.add_wild(id, -1);
-            } else {
-                self.exact.remove(&KeyRef(filter.as_bytes()));
-            }
+            self.add_wild(id, -1);
         }
         self.prune_from(id);
         removed
@@ -482,11 +507,8 @@ impl<T> TopicIndex<T> {
             ..
         } = self;
         // The filter equal to the topic, if anyone subscribed to it.
-        if let Some(n) = exact
-            .get(&KeyRef(topic))
-            .and_then(|&id| nodes.get(id as usize))
-        {
-            n.entries.as_slice().iter().for_each(&mut f);
+        if let Some(e) = exact.get(&KeyRef(topic)) {
+            e.as_slice().iter().for_each(&mut f);
         }
         let wild = |id: u32| nodes.get(id as usize).is_some_and(|n| n.wild_below > 0);
         if !wild(ROOT) {
@@ -548,6 +570,11 @@ impl<T> TopicIndex<T> {
 
     /// Every (filter, entries) pair, for snapshots and tests. Allocates the filter strings.
     pub fn for_each_filter(&self, mut f: impl FnMut(&str, &[T])) {
+        for (k, e) in &self.exact {
+            if let Ok(filter) = core::str::from_utf8(k.as_bytes()) {
+                f(filter, e.as_slice());
+            }
+        }
         let mut path = alloc::string::String::new();
         for (id, n) in self.nodes.iter().enumerate() {
             if n.entries.is_empty() || self.free.contains(&(id as u32)) {

@@ -52,6 +52,19 @@ proptest! {
             }
         }
         prop_assert_eq!(idx.filter_count(), model.len());
+        // Exact and wildcard filters alike: entries by filter, and the filter listing.
+        for (f, v) in &model {
+            let mut got = idx.get(f).to_vec();
+            got.sort_unstable();
+            prop_assert_eq!(&got, v, "filter {:?}", f);
+        }
+        let mut listed = BTreeMap::new();
+        idx.for_each_filter(|f, e| {
+            let mut e = e.to_vec();
+            e.sort_unstable();
+            listed.insert(f.to_string(), e);
+        });
+        prop_assert_eq!(&listed, &model);
         for t in &topics {
             let mut got = Vec::new();
             idx.for_each_match(t, |&e| got.push(e));
