@@ -290,18 +290,21 @@ impl Broker {
                     .is_some_and(|&b| b >> 4 == PacketType::Publish as u8)
             {
                 let max = self.cfg.max_packet_size as usize;
-                let decoded = match FixedHeader::parse(rest, max) {
-                    Ok(Status::Complete(h)) => match rest.get(h.header_len..h.packet_len()) {
-                        Some(body) => Publish::parse_body_forwardable(&h, body, version)
-                            .map(|(p, f)| Some((p, f, h.packet_len()))),
-                        None => Ok(None),
-                    },
-                    Ok(Status::Incomplete { .. }) => Ok(None),
-                    Err(e) => Err(e),
+                let h = match FixedHeader::parse(rest, max) {
+                    Ok(Status::Complete(h)) => h,
+                    Ok(Status::Incomplete { .. }) => break,
+                    Err(e) => {
+                        self.decode_error(conn, now, rest, e);
+                        return input.len();
+                    }
                 };
-                match decoded {
-                    Ok(Some((p, forwarded, len))) => {
-                        pos += len;
+                let Some(body) = rest.get(h.header_len..h.packet_len()) else {
+                    break;
+                };
+                // Matched in place: the decoded PUBLISH is not moved again.
+                match Publish::parse_body_forwardable(&h, body, version) {
+                    Ok((p, forwarded)) => {
+                        pos += h.packet_len();
                         packets += 1;
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.last_rx = now;
@@ -309,7 +312,6 @@ impl Broker {
                         self.handle_publish(conn, now, &p, forwarded);
                         continue;
                     }
-                    Ok(None) => break,
                     Err(e) => {
                         self.decode_error(conn, now, rest, e);
                         return input.len();

@@ -60,10 +60,9 @@ impl<'a> Publish<'a> {
         if header.packet_type != PacketType::Publish {
             return Err(DecodeError::InvalidPacketType(header.packet_type as u8));
         }
-        let mut r = Reader::new(body, PacketType::Publish);
-        let out = Self::read_forwardable(header.flags, &mut r, v)?;
-        r.finish()?;
-        Ok(out)
+        // The payload takes what is left: there is never anything after it to refuse (and
+        // the result goes straight to the caller, not through another copy).
+        Self::read_forwardable(header.flags, &mut Reader::new(body, PacketType::Publish), v)
     }
 
     #[inline(always)]
