@@ -433,7 +433,11 @@ impl Broker {
         self.push_ctrl(conn, Ctrl::Raw(frame));
         if params.keep_alive > 0 {
             let ka = u64::from(params.keep_alive) * 1500;
-            self.schedule(now.plus_millis(ka), Timer::KeepAlive(conn));
+            // Otherwise the connect-timeout entry (set at accept, so due before `now +
+            // ka`) makes the first keep-alive check: one timer entry per connection.
+            if self.cfg.connect_timeout_ms > ka {
+                self.schedule(now.plus_millis(ka), Timer::KeepAlive(conn));
+            }
         }
         if let Some(s) = self.sessions.get(sk) {
             let info = Self::client_info(s, peer.as_ref());

@@ -49,11 +49,21 @@ impl Broker {
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
             Timer::ConnectTimeout(c) => {
-                let waiting = self.conns.get(c).is_some_and(|c| {
-                    matches!(c.state, ConnState::AwaitConnect | ConnState::Authenticating)
-                });
-                if waiting {
-                    self.close(c, now, None);
+                let Some(conn) = self.conns.get(c) else {
+                    return;
+                };
+                match conn.state {
+                    ConnState::AwaitConnect | ConnState::Authenticating => {
+                        self.close(c, now, None);
+                    }
+                    // CONNECT left the first keep-alive check to this entry.
+                    ConnState::Connected
+                        if conn.keep_alive_ms > 0
+                            && self.cfg.connect_timeout_ms <= conn.keep_alive_ms =>
+                    {
+                        self.fire(now, Timer::KeepAlive(c));
+                    }
+                    _ => {}
                 }
             }
             Timer::KeepAlive(c) => {

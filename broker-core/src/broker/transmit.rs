@@ -9,6 +9,7 @@ use crate::policy::{ConnId, DropReason};
 use crate::session::{Inflight, InflightState, Queued};
 use crate::time::Instant;
 use crate::tx::TxBuf;
+use alloc::collections::VecDeque;
 use mqtt_proto::{
     Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, PublishHeader, QoS,
     ReasonCode,
@@ -177,12 +178,19 @@ impl Broker {
             };
         };
         let room = |tx: &TxBuf| tx.len() - start < budget;
+        let mut rare = false;
         while room(tx) {
             let Some(ctrl) = c.ctrl.pop_front() else {
                 break;
             };
+            rare |= matches!(ctrl, Ctrl::Raw(_));
             encode_ctrl(ctrl, c, tx);
             frames += 1;
+        }
+        if rare && c.ctrl.is_empty() {
+            // A CONNACK or SUBACK (allocated anyway) was the last: release the queue so
+            // that an idle connection holds none. Acknowledgements keep it warm.
+            c.ctrl = VecDeque::new();
         }
         let session = c.session.and_then(|k| sessions.get_mut(k));
         let (Some(s), ConnState::Connected) = (session, c.state) else {

@@ -15,6 +15,7 @@ use mqtt_proto::{FixedHeader, Packet, ProtocolVersion, Status};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// A connection moving to its owner shard.
 pub struct Handoff {
@@ -52,8 +53,11 @@ enum Early {
     Tls(String),
 }
 
+/// Reads what arrived into `into`. Small reads: a connection's first bytes are a short
+/// CONNECT (or a ClientHello) and, with thousands of connections arriving at once, large
+/// short-lived buffers fragment the heap that their long-lived state then sits in.
 async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
-    let buf = Vec::with_capacity(4096);
+    let buf = Vec::with_capacity(512);
     let (res, buf) = stream.read(buf).await;
     match res {
         Ok(0) | Err(_) => Err(Early::Closed),
@@ -64,7 +68,8 @@ async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Ear
     }
 }
 
-/// PROXY header, TLS handshake and first packet, within the connect timeout.
+/// PROXY header, TLS handshake and first packet, within the connect timeout. The optional
+/// steps are boxed: a plain connection's task then carries none of their state.
 async fn prelude(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
@@ -76,86 +81,15 @@ async fn prelude(
     };
     let mut raw = Vec::new();
     if listener.proxy_protocol {
-        loop {
-            match proxy_protocol::parse(&raw).map_err(Early::Proxy)? {
-                proxy_protocol::Parsed::Incomplete => read_more(stream, &mut raw).await?,
-                proxy_protocol::Parsed::Header { len, source } => {
-                    if source.is_some() {
-                        tracing::debug!("PROXY protocol: {:?} speaks for {source:?}", peer.addr);
-                        peer.addr = source;
-                    }
-                    raw.drain(..len);
-                    break;
-                }
-            }
-        }
+        Box::pin(proxy_header(stream, peer, &mut raw)).await?;
     }
     let tls_cfg = listener.tls.borrow().clone();
-    let mut plain = Vec::new();
-    let mut tls = None;
-    if let Some(cfg) = tls_cfg {
-        let mut layer = TlsLayer::server(cfg).map_err(|e| Early::Tls(e.to_string()))?;
-        loop {
-            if let Err(e) = layer.feed(&raw, &mut plain) {
-                // Tell the client why (the TLS alert) before closing.
-                let mut alert = Vec::new();
-                let _ = layer.pending(&mut alert);
-                if !alert.is_empty() {
-                    let _ = stream.write_all(alert).await;
-                }
-                return Err(Early::Tls(e.to_string()));
-            }
-            raw.clear();
-            let mut out = Vec::new();
-            layer
-                .pending(&mut out)
-                .map_err(|e| Early::Tls(e.to_string()))?;
-            if !out.is_empty() {
-                let (res, _) = stream.write_all(out).await;
-                res.map_err(|_| Early::Closed)?;
-            }
-            if !layer.is_handshaking() {
-                break;
-            }
-            read_more(stream, &mut raw).await?;
-        }
-        peer.cert_identity = peer_identity(&layer.conn).map(String::into_boxed_str);
-        tls = Some(layer);
-    } else {
-        plain = raw;
-    }
-    let mut transport = Transport::new(tls, None);
+    let (mut transport, mut plain) = match tls_cfg {
+        Some(cfg) => Box::pin(tls_handshake(stream, peer, cfg, raw)).await?,
+        None => (Transport::default(), raw),
+    };
     if listener.websockets {
-        // HTTP upgrade first ([MQTT-6.0.0-...]): the request arrives in `plain`.
-        loop {
-            match ws::server_upgrade(&plain) {
-                ws::Upgrade::Incomplete => {
-                    let mut raw = Vec::new();
-                    read_more(stream, &mut raw).await?;
-                    transport.decode(&raw, &mut plain).map_err(Early::Tls)?;
-                }
-                ws::Upgrade::Refuse(resp) => {
-                    let mut out = Vec::new();
-                    let _ = transport.encode(std::iter::once(resp.as_slice()), &mut out);
-                    let _ = stream.write_all(out).await;
-                    return Err(Early::Closed);
-                }
-                ws::Upgrade::Accept { len, response } => {
-                    let mut out = Vec::new();
-                    transport
-                        .encode(std::iter::once(response.as_slice()), &mut out)
-                        .map_err(|_| Early::Closed)?;
-                    let (res, _) = stream.write_all(out).await;
-                    res.map_err(|_| Early::Closed)?;
-                    let rest = plain.split_off(len);
-                    plain.clear();
-                    let mut layer = WsLayer::server(shard.max_packet_size + 16);
-                    layer.feed(&rest, &mut plain).map_err(Early::Tls)?;
-                    transport.ws = Some(Box::new(layer));
-                    break;
-                }
-            }
-        }
+        Box::pin(ws_upgrade(shard, stream, &mut transport, &mut plain)).await?;
     }
     // The first packet, bounded by the maximum packet size.
     loop {
@@ -170,6 +104,103 @@ async fn prelude(
         transport.decode(&raw, &mut plain).map_err(Early::Tls)?;
     }
     Ok((transport, plain))
+}
+
+/// A PROXY protocol v2 header: the client's address replaces the proxy's.
+async fn proxy_header(
+    stream: &mut TcpStream,
+    peer: &mut PeerInfo,
+    raw: &mut Vec<u8>,
+) -> Result<(), Early> {
+    loop {
+        match proxy_protocol::parse(raw).map_err(Early::Proxy)? {
+            proxy_protocol::Parsed::Incomplete => read_more(stream, raw).await?,
+            proxy_protocol::Parsed::Header { len, source } => {
+                if source.is_some() {
+                    tracing::debug!("PROXY protocol: {:?} speaks for {source:?}", peer.addr);
+                    peer.addr = source;
+                }
+                raw.drain(..len);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The TLS handshake; returns the layer and the plaintext that came with it.
+async fn tls_handshake(
+    stream: &mut TcpStream,
+    peer: &mut PeerInfo,
+    cfg: Arc<rustls::ServerConfig>,
+    mut raw: Vec<u8>,
+) -> Result<(Transport, Vec<u8>), Early> {
+    let mut plain = Vec::new();
+    let mut layer = TlsLayer::server(cfg).map_err(|e| Early::Tls(e.to_string()))?;
+    loop {
+        if let Err(e) = layer.feed(&raw, &mut plain) {
+            // Tell the client why (the TLS alert) before closing.
+            let mut alert = Vec::new();
+            let _ = layer.pending(&mut alert);
+            if !alert.is_empty() {
+                let _ = stream.write_all(alert).await;
+            }
+            return Err(Early::Tls(e.to_string()));
+        }
+        raw.clear();
+        let mut out = Vec::new();
+        layer
+            .pending(&mut out)
+            .map_err(|e| Early::Tls(e.to_string()))?;
+        if !out.is_empty() {
+            let (res, _) = stream.write_all(out).await;
+            res.map_err(|_| Early::Closed)?;
+        }
+        if !layer.is_handshaking() {
+            break;
+        }
+        read_more(stream, &mut raw).await?;
+    }
+    peer.cert_identity = peer_identity(&layer.conn).map(String::into_boxed_str);
+    Ok((Transport::new(Some(layer), None), plain))
+}
+
+/// The WebSocket upgrade (the HTTP request arrives in `plain`); what follows it is
+/// unframed into `plain`.
+async fn ws_upgrade(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    transport: &mut Transport,
+    plain: &mut Vec<u8>,
+) -> Result<(), Early> {
+    loop {
+        match ws::server_upgrade(plain) {
+            ws::Upgrade::Incomplete => {
+                let mut raw = Vec::new();
+                read_more(stream, &mut raw).await?;
+                transport.decode(&raw, plain).map_err(Early::Tls)?;
+            }
+            ws::Upgrade::Refuse(resp) => {
+                let mut out = Vec::new();
+                let _ = transport.encode(std::iter::once(resp.as_slice()), &mut out);
+                let _ = stream.write_all(out).await;
+                return Err(Early::Closed);
+            }
+            ws::Upgrade::Accept { len, response } => {
+                let mut out = Vec::new();
+                transport
+                    .encode(std::iter::once(response.as_slice()), &mut out)
+                    .map_err(|_| Early::Closed)?;
+                let (res, _) = stream.write_all(out).await;
+                res.map_err(|_| Early::Closed)?;
+                let rest = plain.split_off(len);
+                plain.clear();
+                let mut layer = WsLayer::server(shard.max_packet_size + 16);
+                layer.feed(&rest, plain).map_err(Early::Tls)?;
+                transport.ws = Some(Box::new(layer));
+                return Ok(());
+            }
+        }
+    }
 }
 
 async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index: usize) {

@@ -294,6 +294,10 @@ async fn read_loop(
             // Boxed: its state exists only while feeding, not in every idle connection.
             Box::pin(feed(&shard, &io, &mut pending)).await;
         }
+        // Idle (small reads) with nothing buffered: keep no buffer while waiting.
+        if pending.is_empty() && pending.capacity() > 0 && buf.capacity() <= SMALL_READ {
+            pending = Vec::new();
+        }
         // A peer shard is behind: do not take more work from this socket yet.
         shard.wait_unblocked().await;
         buf.clear();
