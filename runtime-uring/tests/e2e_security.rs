@@ -381,3 +381,51 @@ fn sighup_reloads_certificate_and_ca_without_dropping_connections() {
     );
     b.assert_healthy();
 }
+
+/// `--placement forward` keeps TLS on the accepting shard: the relay carries plaintext MQTT
+/// between shards, the client sees one TLS session (paho and mosquitto clients, both
+/// versions; ids spread over both shards so that some are relayed).
+#[test]
+fn tls_through_the_forward_placement() {
+    let d = tempdir();
+    let pki = tls_setup(d.path());
+    let mut b = Petrel::start_with(
+        d.path(),
+        "allow_anonymous = true\n\
+         [[listener]]\nbind = \"127.0.0.1:{port}\"\ncertfile = \"{dir}/server.crt\"\nkeyfile = \"{dir}/server.key\"\n",
+        &["--threads", "2", "--placement", "forward", "--log-level", "debug"],
+    );
+    let tls = b.port();
+    let ca = pki.p("ca.crt");
+    for v in ["3", "5"] {
+        paho("roundtrip", tls, &["--version", v, "--ca", &ca]);
+    }
+    let subs: Vec<Proc> = (0..8)
+        .map(|i| {
+            mosq_sub(
+                tls,
+                &[
+                    "--cafile",
+                    &ca,
+                    "-i",
+                    &format!("fwd-tls-{i}"),
+                    "-t",
+                    "fwdtls/#",
+                    "-v",
+                ],
+            )
+        })
+        .collect();
+    mosq_pub(tls, &["--cafile", &ca, "-t", "fwdtls/a", "-m", "relayed"]).assert_ok("pub");
+    for s in &subs {
+        assert_eq!(payloads(s, 1, T), ["fwdtls/a relayed"]);
+    }
+    let relayed = b
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("relayed from shard"))
+        .count();
+    assert!(relayed > 0, "no connection was relayed:\n{}", b.proc.dump());
+    b.assert_healthy();
+}
