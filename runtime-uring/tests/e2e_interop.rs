@@ -431,30 +431,14 @@ fn forward_placement_relays_between_shards() {
     // Takeover of a relayed connection: the old one is closed with 0x8E ([MQTT-3.1.4-3]).
     let mut first = Raw::mqtt(port, true, "fwd-takeover");
     let _second = Raw::mqtt(port, true, "fwd-takeover");
-    let pkts = first.wait_closed(T).expect("first closed");
-    assert!(
-        pkts.iter()
-            .any(|p| p.kind() == 14 && p.body.first() == Some(&0x8E)),
-        "no DISCONNECT 0x8E: {pkts:?}"
-    );
-    let relayed = b
-        .proc
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("relayed from shard"))
-        .count();
-    assert!(relayed > 0, "no connection was relayed:\n{}", b.proc.dump());
+    first.assert_disconnected_with(0x8E, "taken over");
+    b.assert_relayed();
     let mut v5: Vec<Raw> = (0..8)
         .map(|i| Raw::mqtt(port, true, &format!("fwd-bye-{i}")))
         .collect();
     b.proc.signal(libc::SIGTERM);
     for (i, r) in v5.iter_mut().enumerate() {
-        let pkts = r.wait_closed(T).expect("closed");
-        assert!(
-            pkts.iter()
-                .any(|p| p.kind() == 14 && p.body.first() == Some(&0x8B)),
-            "client {i} got no DISCONNECT 0x8B: {pkts:?}"
-        );
+        r.assert_disconnected_with(0x8B, &format!("client {i}"));
     }
     let st = b.proc.wait_exit(T).expect("exit after SIGTERM");
     assert!(st.success(), "exit status {st}\n{}", b.proc.dump());

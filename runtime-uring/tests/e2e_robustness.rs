@@ -282,12 +282,7 @@ fn sigterm_sends_disconnect_0x8b_and_exits_0() {
     let t0 = Instant::now();
     b.proc.signal(libc::SIGTERM);
     for (i, r) in v5.iter_mut().enumerate() {
-        let pkts = r.wait_closed(T).expect("closed");
-        assert!(
-            pkts.iter()
-                .any(|p| p.kind() == 14 && p.body.first() == Some(&0x8B)),
-            "client {i} got no DISCONNECT 0x8B: {pkts:?}"
-        );
+        r.assert_disconnected_with(0x8B, &format!("client {i}"));
     }
     let pkts = v3.wait_closed(T).expect("3.1.1 closed");
     assert!(pkts.is_empty(), "3.1.1 client got {pkts:?}");

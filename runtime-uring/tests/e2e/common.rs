@@ -437,6 +437,22 @@ impl Petrel {
         Ok(())
     }
 
+    /// Asserts that the broker (run with `--placement forward --log-level debug`)
+    /// relayed at least one connection between its shards.
+    pub fn assert_relayed(&self) {
+        let relayed = self
+            .proc
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("relayed from shard"))
+            .count();
+        assert!(
+            relayed > 0,
+            "no connection was relayed:\n{}",
+            self.proc.dump()
+        );
+    }
+
     pub fn port(&self) -> u16 {
         self.ports[0]
     }
@@ -858,6 +874,17 @@ impl Raw {
                 Err(_) => return Err(ReadErr::Closed),
             }
         }
+    }
+
+    /// Waits until the broker closes the connection and asserts that it sent DISCONNECT
+    /// with `code` first (MQTT 5).
+    pub fn assert_disconnected_with(&mut self, code: u8, what: &str) {
+        let pkts = self.wait_closed(T).expect("closed");
+        assert!(
+            pkts.iter()
+                .any(|p| p.kind() == 14 && p.body.first() == Some(&code)),
+            "{what}: no DISCONNECT {code:#04x}: {pkts:?}"
+        );
     }
 
     /// Waits until the broker closes the connection, skipping packets; returns them.
