@@ -15,7 +15,9 @@ use std::rc::Rc;
 /// Chunks in flight each way per connection: a full channel stops the side that feeds it
 /// (the client's reads, or the owner's writer), as a full socket would.
 const RELAY_CHUNKS: usize = 64;
-const READ_BUF: usize = 16 * 1024;
+/// Read buffer sizes, as for a served connection: small while idle, large once reads fill it.
+const SMALL_READ: usize = 64;
+const LARGE_READ: usize = 16 * 1024;
 
 /// A connection the owner shard serves without holding its socket.
 pub struct Remote {
@@ -72,7 +74,7 @@ async fn relay_up(
     up: async_channel::Sender<Vec<u8>>,
     flush: async_channel::Sender<Vec<u8>>,
 ) {
-    let mut buf = Vec::with_capacity(READ_BUF);
+    let mut buf = Vec::with_capacity(SMALL_READ);
     loop {
         buf.clear();
         let (res, b) = r.read(buf).await;
@@ -94,6 +96,11 @@ async fn relay_up(
         }
         if !mqtt.is_empty() && up.send(mqtt).await.is_err() {
             break;
+        }
+        if n == buf.capacity() && n < LARGE_READ {
+            buf = Vec::with_capacity(LARGE_READ);
+        } else if n < SMALL_READ && buf.capacity() > SMALL_READ {
+            buf = Vec::with_capacity(SMALL_READ);
         }
     }
     // The owner sees the end of input and reports the close to its core.
