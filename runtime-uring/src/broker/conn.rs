@@ -106,10 +106,12 @@ async fn write_remote(
 ) -> bool {
     loop {
         let now = shard.now();
-        let _ = shard
-            .broker
-            .borrow_mut()
-            .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
+        let _ = shard.broker.borrow_mut().poll_transmit(
+            io.id,
+            now,
+            &mut v.tx,
+            super::forward::RELAY_BUDGET,
+        );
         if v.tx.is_empty() {
             return false;
         }
@@ -308,13 +310,27 @@ async fn read_loop(
             Ok(n) => n,
         };
         let data = buf.get(..n).unwrap_or_default();
-        let decoded = io.transport.borrow_mut().decode(data, &mut pending);
-        if let Err(e) = decoded {
-            tracing::warn!("connection from {:?}: {e}", r.peer_addr().ok());
-            break;
-        }
-        if io.transport.borrow().wants_write() {
-            wake_writer(&shard, &io);
+        if pending.is_empty() && !shard.blocked.get() && io.transport.borrow().is_plain() {
+            // Straight from the read buffer: only what the core did not take (a partial
+            // packet, or the rest of a long batch) is copied.
+            let now = shard.now();
+            let used = shard.broker.borrow_mut().handle_bytes(io.id, now, data);
+            shard.pump();
+            let rest = data.get(used..).unwrap_or_default();
+            pending.extend_from_slice(rest);
+            if used > 0 && !rest.is_empty() {
+                // A full batch: let writers run before the next one (as `feed` does).
+                crate::net::notify::yield_now().await;
+            }
+        } else {
+            let decoded = io.transport.borrow_mut().decode(data, &mut pending);
+            if let Err(e) = decoded {
+                tracing::warn!("connection from {:?}: {e}", r.peer_addr().ok());
+                break;
+            }
+            if io.transport.borrow().wants_write() {
+                wake_writer(&shard, &io);
+            }
         }
         // Adapt the read buffer: grow when reads fill it, shrink back when idle.
         if n == buf.capacity() && buf.capacity() < LARGE_READ {

@@ -2,6 +2,12 @@
 //! and WebSocket layers) and relays MQTT bytes to and from the shard that owns the client
 //! id, which runs the session. The alternative to handing the socket over; both are
 //! measured in `benches/RESULTS.md`.
+//!
+//! Known limit, one reason handoff is the default: the relay channels wake tasks across
+//! threads, and monoio runs such wake-ups only when a shard parks. A shard kept busy
+//! without a pause (a publisher flood) serves its relayed connections late, when it next
+//! goes idle; the handoff path has no per-connection cross-thread traffic, and the shard
+//! channels it does use are drained by `Shard::pump` itself.
 
 use super::shard::{Inbox, Shard};
 use crate::net::transport::Transport;
@@ -12,9 +18,13 @@ use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-/// Chunks in flight each way per connection: a full channel stops the side that feeds it
-/// (the client's reads, or the owner's writer), as a full socket would.
-const RELAY_CHUNKS: usize = 64;
+/// A full relay channel stops the side that feeds it (the client's reads, or the owner's
+/// writer), as a full socket would.
+/// Chunks are at most one read (client to owner) or one `RELAY_BUDGET` of output (owner to
+/// client): together at most ~128 KiB in flight each way, about what a socket buffers.
+const RELAY_CHUNKS: usize = 8;
+/// Output the owner's writer moves per chunk.
+pub const RELAY_BUDGET: usize = 16 * 1024;
 /// Read buffer sizes, as for a served connection: small while idle, large once reads fill it.
 const SMALL_READ: usize = 64;
 const LARGE_READ: usize = 16 * 1024;
@@ -62,7 +72,7 @@ pub fn start(
     let fd = stream.as_raw_fd();
     let (r, w) = stream.into_split();
     let transport = Rc::new(RefCell::new(transport));
-    monoio::spawn(relay_up(r, transport.clone(), up_tx, down_tx));
+    monoio::spawn(relay_up(r, fd, transport.clone(), up_tx, down_tx));
     monoio::spawn(relay_down(shard.clone(), w, fd, transport, down_rx));
 }
 
@@ -70,6 +80,7 @@ pub fn start(
 /// what the TLS or WebSocket layer itself has to say (handshake, tickets, pongs).
 async fn relay_up(
     mut r: OwnedReadHalf<TcpStream>,
+    fd: RawFd,
     transport: Rc<RefCell<Transport>>,
     up: async_channel::Sender<Vec<u8>>,
     flush: async_channel::Sender<Vec<u8>>,
@@ -103,8 +114,11 @@ async fn relay_up(
             buf = Vec::with_capacity(SMALL_READ);
         }
     }
-    // The owner sees the end of input and reports the close to its core.
+    // The owner sees the end of input and reports the close to its core; the socket is
+    // shut down now, as a served connection's is, so that a write blocked on a client
+    // that stopped reading fails instead of waiting for it.
     up.close();
+    super::conn::shutdown(fd);
 }
 
 /// Owner to client, until the owner closes the channel; then the socket is shut down.
