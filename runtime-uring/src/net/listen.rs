@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 /// Refuses a port another process already listens on: our own sockets use
 /// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
 pub fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
-    use socket2::{Domain, Socket, Type};
     if addr.port() == 0 {
         return Ok(());
     }
@@ -16,32 +15,13 @@ pub fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
     // only if another socket is listening there. Bind only, never listen: a client
     // connecting during start-up would land in the probe's queue, and the connection left
     // behind when the probe closes (without SO_REUSEPORT) made the real bind fail.
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
+    let s = tcp_socket(addr)?;
     s.bind(&addr.into())
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
 pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
+    let s = tcp_socket(addr)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())
@@ -92,4 +72,21 @@ fn try_bind_all(addrs: &[SocketAddr], threads: usize) -> anyhow::Result<Bound> {
         }
     }
     Ok((per_thread, bound))
+}
+
+/// A TCP socket for `addr`'s family with SO_REUSEADDR (IPv6 sockets IPv6 only, so that
+/// `[::]` and `0.0.0.0` can both be listeners).
+fn tcp_socket(addr: SocketAddr) -> anyhow::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    Ok(s)
 }
