@@ -6,7 +6,6 @@ use crate::policy::PeerInfo;
 use crate::slab::Key;
 use crate::time::Instant;
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use hashbrown::HashMap;
@@ -84,7 +83,7 @@ pub(crate) struct Conn {
     /// Will, authentication method and topic alias tables: allocated only for a
     /// connection that has one of them (an idle plain connection stays small).
     pub rare: Option<Box<ConnRare>>,
-    pub ctrl: VecDeque<Ctrl>,
+    pub ctrl: crate::session::LazyDeque<Ctrl>,
     pub output_flagged: bool,
     /// CONNECT waiting for enhanced authentication to finish.
     pub pending: Option<Box<ConnectParams>>,
@@ -143,7 +142,7 @@ impl Conn {
             window: 1,
             alias_out_max: 0,
             rare: None,
-            ctrl: VecDeque::new(),
+            ctrl: crate::session::LazyDeque::new(),
             output_flagged: false,
             pending: None,
             reauthenticating: false,

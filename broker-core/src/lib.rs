@@ -20,6 +20,7 @@ mod broker;
 pub mod client;
 mod config;
 mod conn;
+mod ids;
 pub mod index;
 mod message;
 pub mod persist;
@@ -54,12 +55,12 @@ mod slot_size {
     fn idle_connection_slots_stay_small() {
         use core::mem::size_of;
         assert!(
-            size_of::<crate::conn::Conn>() <= 160,
+            size_of::<crate::conn::Conn>() <= 120,
             "Conn grew to {}",
             size_of::<crate::conn::Conn>()
         );
         assert!(
-            size_of::<crate::session::Session>() <= 224,
+            size_of::<crate::session::Session>() <= 160,
             "Session grew to {}",
             size_of::<crate::session::Session>()
         );

@@ -199,6 +199,46 @@ impl SubIds {
     }
 }
 
+/// A session's subscriptions, boxed on the first one: a client that only publishes (most
+/// sensors) pays one pointer in its session slot.
+#[derive(Debug, Default)]
+pub(crate) struct Subs(Option<Box<HashMap<Box<str>, SubRecord, Hasher64>>>);
+
+impl Subs {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub(crate) fn contains_key(&self, filter: &str) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(filter))
+    }
+
+    /// Adds or replaces; `seed` keys the table's hasher when it is created.
+    pub(crate) fn insert(
+        &mut self,
+        seed: u64,
+        filter: Box<str>,
+        rec: SubRecord,
+    ) -> Option<SubRecord> {
+        self.0
+            .get_or_insert_with(|| Box::new(HashMap::with_hasher(Hasher64::with_seed(seed))))
+            .insert(filter, rec)
+    }
+
+    pub(crate) fn remove_entry(&mut self, filter: &str) -> Option<(Box<str>, SubRecord)> {
+        self.0.as_mut()?.remove_entry(filter)
+    }
+
+    /// Takes every subscription out.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = (Box<str>, SubRecord)> {
+        self.0.take().into_iter().flat_map(|m| m.into_iter())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Box<str>, &SubRecord)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+}
+
 /// A message waiting for, or in, delivery to one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued {
@@ -257,7 +297,7 @@ pub(crate) struct Session {
     /// Seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
     pub expire_at: Option<Instant>,
-    pub subs: HashMap<Box<str>, SubRecord, Hasher64>,
+    pub subs: Subs,
     pub queue: LazyDeque<Queued>,
     pub queued_bytes: usize,
     /// Retained messages found at subscribe time, sent (within the client's flow control)
@@ -281,7 +321,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(client_id: Box<str>, client_hash: u64, origin: u64, seed: u64) -> Self {
+    pub(crate) fn new(client_id: Box<str>, client_hash: u64, origin: u64) -> Self {
         Self {
             client_id,
             client_hash,
@@ -290,7 +330,7 @@ impl Session {
             conn: None,
             expiry_interval: 0,
             expire_at: None,
-            subs: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            subs: Subs::default(),
             queue: LazyDeque::new(),
             queued_bytes: 0,
             backlog: LazyDeque::new(),

@@ -2,13 +2,14 @@
 //! handles detected instead of aliasing a reused slot.
 
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 
-/// A handle into a [`Slab`].
+/// A handle into a [`Slab`]. Generations start at 1, so an `Option<Key>` is 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Key {
     pub(crate) index: u32,
-    pub(crate) generation: u32,
+    pub(crate) generation: NonZeroU32,
 }
 
 impl Key {
@@ -19,14 +20,25 @@ impl Key {
 
     /// Packs the key into a u64 (for logs and maps in shells).
     pub const fn as_u64(self) -> u64 {
-        ((self.generation as u64) << 32) | self.index as u64
+        ((self.generation.get() as u64) << 32) | self.index as u64
     }
 }
 
 #[derive(Debug)]
 enum Slot<T> {
-    Full { generation: u32, value: T },
-    Empty { generation: u32, next_free: u32 },
+    Full {
+        generation: NonZeroU32,
+        value: T,
+    },
+    Empty {
+        generation: NonZeroU32,
+        next_free: u32,
+    },
+}
+
+/// The generation after `g` (1 follows `u32::MAX`).
+fn next_generation(g: NonZeroU32) -> NonZeroU32 {
+    g.checked_add(1).unwrap_or(NonZeroU32::MIN)
 }
 
 const NONE: u32 = u32::MAX;
@@ -76,10 +88,10 @@ impl<T> Slab<T> {
         }
         let key = Key {
             index: self.slots.len() as u32,
-            generation: 0,
+            generation: NonZeroU32::MIN,
         };
         self.slots.push(Slot::Full {
-            generation: 0,
+            generation: NonZeroU32::MIN,
             value: f(key),
         });
         key
@@ -104,7 +116,7 @@ impl<T> Slab<T> {
         match slot {
             Slot::Full { generation, .. } if *generation == key.generation => {
                 let next = Slot::Empty {
-                    generation: key.generation.wrapping_add(1),
+                    generation: next_generation(key.generation),
                     next_free: self.free_head,
                 };
                 let old = core::mem::replace(slot, next);

@@ -5,7 +5,7 @@ use super::{Broker, Event, Timer};
 use crate::conn::{ConnState, ConnectParams, Ctrl, WillSpec};
 use crate::message::MessageParts;
 use crate::policy::{AuthStep, ConnId, ConnectRequest, DropReason, SessionEnd};
-use crate::session::{PendingWill, Session};
+use crate::session::{PendingWill, Session, SubRecord};
 use crate::shard::owner_of_client;
 use crate::slab::Key;
 use crate::time::Instant;
@@ -51,7 +51,7 @@ impl Broker {
             );
             // The id must belong to this shard so the session lives here.
             if owner_of_client(&id, self.cfg.shards) == self.cfg.shard
-                && !self.by_id.contains_key(id.as_str())
+                && !self.by_id.contains(&self.sessions, &id)
             {
                 return id.into_boxed_str();
             }
@@ -336,14 +336,14 @@ impl Broker {
             return;
         };
         // Takeover ([MQTT-3.1.4-3]): the existing connection is closed with 0x8E.
-        if let Some(sk) = self.by_id.get(&params.client_id).copied() {
+        if let Some(sk) = self.by_id.get(&self.sessions, &params.client_id) {
             if let Some(old) = self.sessions.get(sk).and_then(|s| s.conn) {
                 if old != conn {
                     self.close(old, now, Some(ReasonCode::SessionTakenOver));
                 }
             }
         }
-        let existing = self.by_id.get(&params.client_id).copied();
+        let existing = self.by_id.get(&self.sessions, &params.client_id);
         let (sk, present) = match existing {
             // [MQTT-3.2.2-3] resume: Session Present 1.
             Some(sk) if !params.clean_start => (sk, true),
@@ -458,11 +458,10 @@ impl Broker {
         self.next_origin += 1;
         let origin = (u64::from(self.cfg.shard) + 1) << 48 | self.next_origin;
         let hash = crate::index::stable_hash(&[client_id.as_bytes()]);
-        let seed = self.cfg.hash_seed;
         let key = self
             .sessions
-            .insert_with(|_| Session::new(client_id.into(), hash, origin, seed));
-        self.by_id.insert(client_id.into(), key);
+            .insert_with(|_| Session::new(client_id.into(), hash, origin));
+        self.by_id.insert(&self.sessions, key);
         key
     }
 
@@ -486,15 +485,13 @@ impl Broker {
         let Some(mut s) = self.sessions.remove(sk) else {
             return;
         };
-        self.by_id.remove(&s.client_id);
+        self.by_id.remove(&s.client_id, sk);
         if let Some(pw) = s.pending_will.take() {
             self.publish_will(now, &s.client_id, pw.will);
         }
-        let filters: Vec<Box<str>> = s.subs.keys().cloned().collect();
-        for f in &filters {
-            if let Some(rec) = s.subs.remove(f) {
-                self.remove_subscription(sk, f, &rec);
-            }
+        let subs: Vec<(Box<str>, SubRecord)> = s.subs.take_all().collect();
+        for (f, rec) in &subs {
+            self.remove_subscription(sk, f, rec);
         }
         // A QoS 2 message whose PUBLISH was sent is not given to another member of a
         // shared subscription ([MQTT-4.8.2-5]); QoS 1 and unsent messages are (4.8.2).

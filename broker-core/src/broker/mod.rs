@@ -24,7 +24,6 @@ use crate::session::{GroupName, InflightState, Session, SubIds};
 use crate::shard::{Member, ShardId, ShardMsg};
 use crate::slab::{Key, Slab};
 use crate::time::Instant;
-use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -118,7 +117,7 @@ pub struct Broker {
     pub(crate) policy: Policy,
     pub(crate) conns: Slab<Conn>,
     pub(crate) sessions: Slab<Session>,
-    pub(crate) by_id: HashMap<Box<str>, Key, Hasher64>,
+    pub(crate) by_id: crate::ids::ClientIds,
     pub(crate) index: TopicIndex<LocalSub>,
     /// Filter to remote shards that have local subscribers to it (and group owners).
     pub(crate) interest: TopicIndex<ShardId>,
@@ -151,7 +150,7 @@ impl Broker {
             arena: MessageArena::new(cfg.arena_chunk),
             conns: Slab::default(),
             sessions: Slab::default(),
-            by_id: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            by_id: crate::ids::ClientIds::new(seed),
             index: TopicIndex::new(seed),
             interest: TopicIndex::new(seed ^ 1),
             groups: HashMap::with_hasher(Hasher64::with_seed(seed ^ 2)),
@@ -206,7 +205,9 @@ impl Broker {
 
     /// Messages waiting in a client's session (queued, backlog and in flight).
     pub fn session_queue_len(&self, client_id: &str) -> Option<usize> {
-        let s = self.sessions.get(*self.by_id.get(client_id)?)?;
+        let s = self
+            .sessions
+            .get(self.by_id.get(&self.sessions, client_id)?)?;
         Some(s.queue.len() + s.backlog.len() + s.inflight.len())
     }
 

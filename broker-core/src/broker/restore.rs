@@ -18,7 +18,7 @@ impl Broker {
     pub fn restore_session(&mut self, now: Instant, snap: SessionSnapshot) {
         let owner = crate::shard::owner_of_client(&snap.client_id, self.cfg.shards);
         if owner != self.cfg.shard
-            || self.by_id.contains_key(&snap.client_id)
+            || self.by_id.contains(&self.sessions, &snap.client_id)
             || snap.expiry_interval == 0
         {
             return;
@@ -67,7 +67,10 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(sk) else {
                 return;
             };
-            if s.subs.insert(sub.filter.clone(), record).is_some() {
+            if s.subs
+                .insert(self.cfg.hash_seed, sub.filter.clone(), record)
+                .is_some()
+            {
                 continue;
             }
             match group {

@@ -144,6 +144,7 @@ impl Broker {
         let client_hash = s.client_hash;
         // [MQTT-3.8.4-3] a subscription with the same filter replaces the existing one.
         s.subs.insert(
+            cfg.hash_seed,
             text.into(),
             SubRecord {
                 options: opts,

@@ -9,7 +9,6 @@ use crate::policy::{ConnId, DropReason};
 use crate::session::{Inflight, InflightState, Queued};
 use crate::time::Instant;
 use crate::tx::TxBuf;
-use alloc::collections::VecDeque;
 use mqtt_proto::{
     Ack, BufMutSink, Disconnect, Packet, PacketId, PacketType, Properties, PublishHeader, QoS,
     ReasonCode,
@@ -190,7 +189,7 @@ impl Broker {
         if rare && c.ctrl.is_empty() {
             // A CONNACK or SUBACK (allocated anyway) was the last: release the queue so
             // that an idle connection holds none. Acknowledgements keep it warm.
-            c.ctrl = VecDeque::new();
+            c.ctrl = crate::session::LazyDeque::new();
         }
         let session = c.session.and_then(|k| sessions.get_mut(k));
         let (Some(s), ConnState::Connected) = (session, c.state) else {

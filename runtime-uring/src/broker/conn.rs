@@ -1,32 +1,27 @@
 //! A connection served by its owner shard: a reader task feeding the core and a writer
 //! task, started when the core has output, draining it with vectored writes. The socket is
 //! either ours or kept by the shard that accepted it (placement "forward", see `forward`).
+//!
+//! Our own socket is read and written without waiting (`net::sock`) and waited on for
+//! readiness through the runtime (an io_uring poll, or epoll), so an idle connection holds
+//! no read buffer and no read in flight: reads go into the shard's one buffer.
 
 use super::shard::Shard;
 use crate::net::iovec::TxIoVecs;
 use crate::net::notify::LocalNotify;
+use crate::net::sock;
 use crate::net::transport::Transport;
 use broker_core::{ConnId, PeerInfo};
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-/// Read buffer sizes: tiny while idle (an idle connection's pending read holds it; a
-/// PINGREQ fits), large as soon as a read fills it.
-const SMALL_READ: usize = 32;
-const LARGE_READ: usize = 64 * 1024;
-
 /// Where a connection's output goes.
 enum Sink {
-    /// Our own socket: its write half, lent to the writer task while it runs.
-    Socket {
-        fd: RawFd,
-        half: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
-    },
+    /// Our own socket (read by the reader task, written by the writer task).
+    Socket(TcpStream),
     /// The shard that accepted the connection and keeps its socket.
     Remote(async_channel::Sender<Vec<u8>>),
 }
@@ -56,7 +51,7 @@ impl ConnIo {
     /// channel closed (the accepting shard then shuts the socket down).
     fn close_output(&self) {
         match &self.sink {
-            Sink::Socket { fd, .. } => shutdown(*fd),
+            Sink::Socket(stream) => shutdown(stream.as_raw_fd()),
             Sink::Remote(tx) => {
                 tx.close();
             }
@@ -76,16 +71,7 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
     tracing::trace!(conn = io.id.as_u64(), "writer start");
     let mut v = TxIoVecs::default();
     let failed = match &io.sink {
-        Sink::Socket { half, .. } => {
-            let taken = half.borrow_mut().take();
-            let Some(w) = taken else {
-                io.writer_active.set(false);
-                return;
-            };
-            let (w, failed) = write_socket(&shard, &io, w, &mut v).await;
-            *half.borrow_mut() = Some(w);
-            failed
-        }
+        Sink::Socket(stream) => write_socket(&shard, &io, stream, &mut v).await,
         Sink::Remote(tx) => write_remote(&shard, &io, tx, &mut v).await,
     };
     io.drained.notify();
@@ -127,15 +113,10 @@ async fn write_remote(
     }
 }
 
-/// Writes the core's output to our socket; gives the write half back with whether it failed.
-async fn write_socket(
-    shard: &Shard,
-    io: &ConnIo,
-    mut w: OwnedWriteHalf<TcpStream>,
-    v: &mut TxIoVecs,
-) -> (OwnedWriteHalf<TcpStream>, bool) {
+/// Writes the core's output to our socket; true when the socket failed.
+async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -> bool {
+    let fd = stream.as_raw_fd();
     let mut wire: Vec<u8> = Vec::new();
-    let mut failed = false;
     let plain = io.transport.borrow().is_plain();
     loop {
         if v.tx.is_empty() {
@@ -148,43 +129,38 @@ async fn write_socket(
         }
         if plain {
             if v.tx.is_empty() {
-                break;
+                return false;
             }
             v.prepare();
-            let (res, back) = w.writev(std::mem::take(v)).await;
-            *v = back;
+            let res = sock::send_vectored(fd, v.iovecs());
             tracing::trace!(conn = io.id.as_u64(), ?res, "writev");
             match res {
                 Ok(n) if n > 0 => v.tx.advance(n),
-                _ => {
-                    failed = true;
-                    break;
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The socket is full: wait until it takes more (a slow reader).
+                    if stream.writable(false).await.is_err() {
+                        return true;
+                    }
+                    continue;
                 }
+                _ => return true,
             }
         } else {
             wire.clear();
-            if io
-                .transport
-                .borrow_mut()
-                .encode(v.tx.chunks(), &mut wire)
-                .is_err()
-            {
-                failed = true;
-            }
+            let encoded = io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire);
             v.tx.clear();
-            if wire.is_empty() || failed {
-                break;
+            if encoded.is_err() {
+                return true;
             }
-            let (res, buf) = w.write_all(std::mem::take(&mut wire)).await;
-            wire = buf;
-            if res.is_err() {
-                failed = true;
-                break;
+            if wire.is_empty() {
+                return false;
+            }
+            if sock::send_all(stream, &wire).await.is_err() {
+                return true;
             }
         }
         io.drained.notify();
     }
-    (w, failed)
 }
 
 /// Starts serving a connection: registers it with the core, then spawns its reader task.
@@ -204,18 +180,8 @@ pub fn serve(
         tracing::debug!("connection refused: {:?}", accepted.err());
         return;
     };
-    let fd = stream.as_raw_fd();
-    let (r, w) = stream.into_split();
-    let io = register(
-        &shard,
-        id,
-        Sink::Socket {
-            fd,
-            half: RefCell::new(Some(w)),
-        },
-        transport,
-    );
-    monoio::spawn(read_loop(shard, r, io, initial));
+    let io = register(&shard, id, Sink::Socket(stream), transport);
+    monoio::spawn(read_loop(shard, io, initial));
 }
 
 /// Starts serving a connection whose socket another shard keeps (placement "forward"):
@@ -283,63 +249,98 @@ fn closed(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     io.close_output();
 }
 
+/// What one read of the socket gave.
+enum Got {
+    /// The shard's buffer was filled: there may be more right away.
+    Full,
+    /// Less than a buffer, or nothing yet: wait for readiness.
+    Drained,
+    /// End of input, a socket error or a transport error.
+    End,
+}
+
 /// Reads the connection until it closes, feeding the core.
-async fn read_loop(
-    shard: Rc<Shard>,
-    mut r: OwnedReadHalf<TcpStream>,
-    io: Rc<ConnIo>,
-    mut pending: Vec<u8>,
-) {
-    let mut buf: Vec<u8> = Vec::with_capacity(SMALL_READ);
+async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
+    let Sink::Socket(stream) = &io.sink else {
+        return;
+    };
+    // Bytes may already be waiting (sent right after the CONNECT): read before waiting.
+    let mut wait = false;
     loop {
         if !pending.is_empty() {
             // Boxed: its state exists only while feeding, not in every idle connection.
             Box::pin(feed(&shard, &io, &mut pending)).await;
         }
-        // Idle (small reads) with nothing buffered: keep no buffer while waiting.
-        if pending.is_empty() && pending.capacity() > 0 && buf.capacity() <= SMALL_READ {
+        if pending.is_empty() {
+            // Keep no buffer while waiting.
             pending = Vec::new();
         }
         // A peer shard is behind: do not take more work from this socket yet.
         shard.wait_unblocked().await;
-        buf.clear();
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        let n = match res {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let data = buf.get(..n).unwrap_or_default();
-        if pending.is_empty() && !shard.blocked.get() && io.transport.borrow().is_plain() {
-            // Straight from the read buffer: only what the core did not take (a partial
-            // packet, or the rest of a long batch) is copied.
-            let now = shard.now();
-            let used = shard.broker.borrow_mut().handle_bytes(io.id, now, data);
-            shard.pump();
-            let rest = data.get(used..).unwrap_or_default();
-            pending.extend_from_slice(rest);
-            if used > 0 && !rest.is_empty() {
-                // A full batch: let writers run before the next one (as `feed` does).
+        if wait && stream.readable(false).await.is_err() {
+            break;
+        }
+        match read_once(&shard, &io, stream, &mut pending) {
+            Got::Full => {
+                wait = false;
+                // Let the writers and other connections run before the next read.
                 crate::net::notify::yield_now().await;
             }
-        } else {
-            let decoded = io.transport.borrow_mut().decode(data, &mut pending);
-            if let Err(e) = decoded {
-                tracing::warn!("connection from {:?}: {e}", r.peer_addr().ok());
-                break;
-            }
-            if io.transport.borrow().wants_write() {
-                wake_writer(&shard, &io);
-            }
-        }
-        // Adapt the read buffer: grow when reads fill it, shrink back when idle.
-        if n == buf.capacity() && buf.capacity() < LARGE_READ {
-            buf = Vec::with_capacity(LARGE_READ);
-        } else if n < SMALL_READ && buf.capacity() > SMALL_READ && pending.is_empty() {
-            buf = Vec::with_capacity(SMALL_READ);
+            Got::Drained => wait = true,
+            Got::End => break,
         }
     }
     closed(&shard, &io);
+}
+
+/// One read into the shard's buffer. A plain connection's bytes go to the core straight
+/// from it; only what the core did not take (a partial packet, the rest of a long batch)
+/// is kept in `pending`. TLS and WebSocket bytes are decoded into `pending`.
+fn read_once(shard: &Rc<Shard>, io: &Rc<ConnIo>, stream: &TcpStream, pending: &mut Vec<u8>) -> Got {
+    let mut buf = shard.take_rx_buf();
+    let got = match sock::recv(stream.as_raw_fd(), &mut buf) {
+        Ok(0) => Got::End,
+        Ok(n) => {
+            let data = buf.get(..n).unwrap_or_default();
+            let ok = deliver(shard, io, stream, data, pending);
+            match (ok, n == buf.len()) {
+                (false, _) => Got::End,
+                (true, true) => Got::Full,
+                (true, false) => Got::Drained,
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Got::Drained,
+        Err(_) => Got::End,
+    };
+    shard.put_rx_buf(buf);
+    got
+}
+
+/// Hands bytes read from the socket to the core (or to the transport); false when the
+/// transport failed.
+fn deliver(
+    shard: &Rc<Shard>,
+    io: &Rc<ConnIo>,
+    stream: &TcpStream,
+    data: &[u8],
+    pending: &mut Vec<u8>,
+) -> bool {
+    if pending.is_empty() && !shard.blocked.get() && io.transport.borrow().is_plain() {
+        let now = shard.now();
+        let used = shard.broker.borrow_mut().handle_bytes(io.id, now, data);
+        shard.pump();
+        pending.extend_from_slice(data.get(used..).unwrap_or_default());
+        return true;
+    }
+    let decoded = io.transport.borrow_mut().decode(data, pending);
+    if let Err(e) = decoded {
+        tracing::warn!("connection from {:?}: {e}", stream.peer_addr().ok());
+        return false;
+    }
+    if io.transport.borrow().wants_write() {
+        wake_writer(shard, io);
+    }
+    true
 }
 
 /// Hands buffered bytes to the core until it has taken every complete packet. When the

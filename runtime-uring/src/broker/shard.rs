@@ -55,6 +55,9 @@ pub struct ListenerState {
 
 /// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no
 /// borrow is ever held across an `.await`).
+/// Size of a shard's read buffer: one read takes at most this much from a socket.
+const RX_BUF: usize = 64 * 1024;
+
 pub struct Shard {
     pub id: u16,
     pub shards: u16,
@@ -86,6 +89,9 @@ pub struct Shard {
     /// Connections whose sockets we keep for another shard (placement "forward").
     pub forwarded: Cell<usize>,
     last_stats: Cell<u64>,
+    /// The one read buffer of the shard's connections (each reads, then hands the bytes on
+    /// before the next read starts).
+    rx_buf: Cell<Vec<u8>>,
 }
 
 impl Shard {
@@ -134,7 +140,23 @@ impl Shard {
             placement,
             forwarded: Cell::new(0),
             last_stats: Cell::new(0),
+            rx_buf: Cell::new(Vec::new()),
         }
+    }
+
+    /// The shard's read buffer, lent to one read (a fresh one if it is lent already).
+    pub fn take_rx_buf(&self) -> Vec<u8> {
+        let buf = self.rx_buf.take();
+        if buf.len() == RX_BUF {
+            buf
+        } else {
+            vec![0; RX_BUF]
+        }
+    }
+
+    /// Gives the read buffer back.
+    pub fn put_rx_buf(&self, buf: Vec<u8>) {
+        self.rx_buf.set(buf);
     }
 
     /// The core's clock: milliseconds since the process started (shared by all shards).

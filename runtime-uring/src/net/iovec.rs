@@ -32,6 +32,11 @@ unsafe impl Send for TxIoVecs {}
 const MAX_IOV: usize = 512;
 
 impl TxIoVecs {
+    /// The iovec array as [`prepare`](Self::prepare) left it.
+    pub fn iovecs(&self) -> &[libc::iovec] {
+        &self.iovecs
+    }
+
     /// Rebuilds the iovec array from the unwritten chunks of `tx`.
     pub fn prepare(&mut self) {
         self.iovecs.clear();

@@ -9,7 +9,6 @@ pub struct Transport {
     // Boxed: most connections have neither, and an idle connection should cost little.
     pub tls: Option<Box<TlsLayer>>,
     pub ws: Option<Box<WsLayer>>,
-    scratch: Vec<u8>,
 }
 
 impl Transport {
@@ -18,7 +17,6 @@ impl Transport {
         Self {
             tls: tls.map(Box::new),
             ws: ws.map(Box::new),
-            scratch: Vec::new(),
         }
     }
 
@@ -34,9 +32,12 @@ impl Transport {
             (Some(t), None) => t.feed(raw, mqtt).map_err(|e| e.to_string())?,
             (None, Some(w)) => w.feed(raw, mqtt)?,
             (Some(t), Some(w)) => {
-                self.scratch.clear();
-                t.feed(raw, &mut self.scratch).map_err(|e| e.to_string())?;
-                w.feed(&self.scratch, mqtt)?;
+                let mut tls_out = std::mem::take(&mut w.scratch);
+                tls_out.clear();
+                let fed = t.feed(raw, &mut tls_out).map_err(|e| e.to_string());
+                let res = fed.and_then(|()| w.feed(&tls_out, mqtt));
+                w.scratch = tls_out;
+                res?;
             }
         }
         Ok(())
@@ -58,9 +59,13 @@ impl Transport {
             (Some(t), None) => t.encrypt(chunks, wire)?,
             (None, Some(w)) => w.encode(chunks, wire)?,
             (Some(t), Some(w)) => {
-                self.scratch.clear();
-                w.encode(chunks, &mut self.scratch)?;
-                t.encrypt(std::iter::once(self.scratch.as_slice()), wire)?;
+                let mut frames = std::mem::take(&mut w.scratch);
+                frames.clear();
+                let res = w
+                    .encode(chunks, &mut frames)
+                    .and_then(|()| t.encrypt(std::iter::once(frames.as_slice()), wire));
+                w.scratch = frames;
+                res?;
             }
         }
         Ok(())

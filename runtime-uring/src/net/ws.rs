@@ -47,6 +47,9 @@ impl Write for MemIo {
 /// A WebSocket connection (after the HTTP upgrade) as a byte transform.
 pub struct WsLayer {
     ws: WebSocket<MemIo>,
+    /// Bytes between the TLS and WebSocket layers when both are used (kept here, not in
+    /// every connection's transport).
+    pub scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for WsLayer {
@@ -62,6 +65,7 @@ impl WsLayer {
             .max_frame_size(Some(max_message));
         Self {
             ws: WebSocket::from_raw_socket(MemIo::default(), role, Some(cfg)),
+            scratch: Vec::new(),
         }
     }
 
