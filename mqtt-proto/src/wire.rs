@@ -282,16 +282,45 @@ fn for_each_word(b: &[u8], mut f: impl FnMut(u64)) {
 /// Does `b` contain a zero byte (U+0000)?
 #[inline]
 pub(crate) fn has_nul(b: &[u8]) -> bool {
+    if cfg!(target_pointer_width = "64") {
+        has_nul_words(b)
+    } else {
+        b.iter().any(|&c| c == 0)
+    }
+}
+
+/// One pass over a topic: does it hold U+0000 ([`HAS_NUL`]) and does it hold a wildcard
+/// ([`HAS_WILDCARD`])? UTF-8 multi-byte sequences never contain these ASCII bytes, so a
+/// byte scan is exact. Eight bytes at a time on 64-bit targets; a byte loop elsewhere,
+/// where the word version costs more flash than it saves time (the gateway).
+#[inline]
+pub(crate) fn scan(b: &[u8]) -> u8 {
+    if cfg!(target_pointer_width = "64") {
+        scan_words(b)
+    } else {
+        scan_bytes(b)
+    }
+}
+
+#[inline]
+fn has_nul_words(b: &[u8]) -> bool {
     let mut acc = 0;
     for_each_word(b, |w| acc |= zero_byte(w));
     acc != 0
 }
 
-/// One pass over a topic, eight bytes at a time: does it hold U+0000 ([`HAS_NUL`]) and does
-/// it hold a wildcard ([`HAS_WILDCARD`])? UTF-8 multi-byte sequences never contain these
-/// ASCII bytes, so a byte scan is exact.
+fn scan_bytes(b: &[u8]) -> u8 {
+    b.iter().fold(0, |f, &c| {
+        f | match c {
+            0 => HAS_NUL,
+            b'+' | b'#' => HAS_WILDCARD,
+            _ => 0,
+        }
+    })
+}
+
 #[inline]
-pub(crate) fn scan(b: &[u8]) -> u8 {
+fn scan_words(b: &[u8]) -> u8 {
     let mut nul = 0u64;
     let mut wild = 0u64;
     for_each_word(b, |w| {
@@ -425,4 +454,36 @@ pub(crate) fn str_len(s: &str) -> Result<usize, EncodeError> {
         return Err(EncodeError::InvalidField("string contains U+0000"));
     }
     binary_len(s.as_bytes())
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    /// The word scan (64-bit targets) and the byte scan (the others) agree, around every
+    /// word boundary and tail length.
+    #[test]
+    fn word_and_byte_scans_agree() {
+        let alphabet = [0u8, b'+', b'#', b'a', b'/', 0xC3, 0xA9, 0x01, 0x80, 0xFF];
+        let mut seed: u32 = 0x1234_5678;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        let mut buf = [0u8; 40];
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            for b in buf.iter_mut().take(len) {
+                // Mostly plain bytes, so that a single special byte is often the only one.
+                *b = if next() % 8 == 0 {
+                    alphabet[(next() % alphabet.len() as u32) as usize]
+                } else {
+                    b'a' + (next() % 26) as u8
+                };
+            }
+            let b = &buf[..len];
+            assert_eq!(scan_words(b), scan_bytes(b), "{b:?}");
+            assert_eq!(has_nul_words(b), b.contains(&0), "{b:?}");
+        }
+    }
 }

@@ -45,6 +45,13 @@ if [ -z "$GATEWAY_CMD" ] && [ -z "$ELF" ]; then
 fi
 [ -n "$GATEWAY_CMD" ] || [ -f "$ELF" ] || die "firmware not found: $ELF"
 
+# The flash budget (issue: at most 128 KiB of text + rodata, vectors included).
+if [ -z "$GATEWAY_CMD" ] && command -v arm-none-eabi-size >/dev/null; then
+    flash=$(arm-none-eabi-size -A "$ELF" | awk '$1==".vector_table"||$1==".text"||$1==".rodata"{s+=$2} END{print s}')
+    [ "$flash" -le 131072 ] || die "flash $flash B is over the 128 KiB budget"
+    pass "flash $flash B of 131072"
+fi
+
 WORK="$(mktemp -d)"
 GLOG="$WORK/gateway.log"
 MLOG="$WORK/mosquitto.log"

@@ -42,7 +42,7 @@ pub(crate) fn forwarded<'a>(p: &Properties<'a>) -> Properties<'a> {
 impl Broker {
     fn assign_client_id(&mut self) -> Box<str> {
         loop {
-            self.auto_id += 1;
+            self.auto_id = self.auto_id.wrapping_add(1);
             let id = alloc::format!(
                 "{}{}-{}",
                 self.cfg.auto_id_prefix,
