@@ -285,7 +285,7 @@ pub(crate) fn has_nul(b: &[u8]) -> bool {
     if cfg!(target_pointer_width = "64") {
         has_nul_words(b)
     } else {
-        b.iter().any(|&c| c == 0)
+        b.contains(&0)
     }
 }
 
