@@ -201,6 +201,65 @@ fn silent_and_stalled_clients_are_closed() {
     b.assert_healthy();
 }
 
+/// TCP state of the broker's side of the connection from local port `client_port`, as
+/// `/proc/net/tcp` shows it (hex: 01 ESTABLISHED, 04 FIN_WAIT1, 07 CLOSE, ...).
+fn broker_side_state(broker_port: u16, client_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port_of = |a: &str| {
+            a.rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+        };
+        let state = (*f.get(3)?).to_owned();
+        (port_of(f.get(1)?)? == broker_port && port_of(f.get(2)?)? == client_port).then_some(state)
+    })
+}
+
+/// A subscriber that stops reading while messages pour in: its socket fills, and at
+/// 1.5 x Keep Alive ([MQTT-3.1.2-22]) the broker must still let the connection go (shut it
+/// down) rather than wait forever to flush what the client will not read.
+#[test]
+fn a_client_that_stops_reading_is_still_closed_at_keep_alive() {
+    let d = tempdir();
+    let mut b = Petrel::start(d.path(), ANON);
+    let port = b.port();
+    let mut deaf = Raw::connect(port);
+    deaf.send(&connect_packet(false, "deaf", 2));
+    assert_eq!(deaf.read(T).map(|p| p.kind()), Ok(2));
+    deaf.send(&subscribe_packet(false, 1, "flood/#", 0));
+    assert_eq!(deaf.read(T).map(|p| p.kind()), Ok(9));
+    let deaf_port = deaf.s.local_addr().unwrap().port();
+    // Fill the deaf client's receive buffer and the broker's send buffer (QoS 0: what the
+    // queue cannot hold is dropped).
+    let mut flood = Raw::mqtt(port, false, "flooder");
+    let big = vec![7u8; 60_000];
+    for _ in 0..200 {
+        assert!(flood.send(&publish_packet(false, "flood/x", &big, 0, 0)));
+    }
+    std::thread::sleep(secs(1.0));
+    assert_eq!(
+        broker_side_state(port, deaf_port).as_deref(),
+        Some("01"),
+        "the deaf client should be connected before its keep alive runs out"
+    );
+    // Keep alive 2 s: closed by about 3 s after its last packet.
+    let t0 = Instant::now();
+    let mut state = broker_side_state(port, deaf_port);
+    while state.as_deref() == Some("01") && t0.elapsed() < secs(6.0) {
+        std::thread::sleep(secs(0.1));
+        state = broker_side_state(port, deaf_port);
+    }
+    assert_ne!(
+        state.as_deref(),
+        Some("01"),
+        "the broker still holds the connection of a client that stopped reading, 6 s after its keep alive ran out"
+    );
+    round_trip(port, "after-deaf");
+    b.assert_healthy();
+}
+
 #[test]
 fn ten_thousand_idle_connections() {
     const N: usize = 10_000;

@@ -32,6 +32,8 @@ pub struct ConnIo {
     sink: Sink,
     transport: RefCell<Transport>,
     writer_active: Cell<bool>,
+    /// The writer waits for a full socket to take more (the client does not read).
+    write_blocked: Cell<bool>,
     /// The core closed the connection: flush, then shut the socket down.
     pub closing: Cell<bool>,
     /// The writer made progress (the reader waits on it when the core pauses input).
@@ -57,6 +59,17 @@ impl ConnIo {
             }
         }
     }
+}
+
+/// The core closed the connection: its remaining output is flushed, then the socket is shut
+/// down. A client that stopped reading would keep the flush waiting forever, so its socket
+/// is shut down at once (what could not be written is lost either way).
+pub fn close(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+    io.closing.set(true);
+    if io.write_blocked.get() {
+        io.close_output();
+    }
+    wake_writer(shard, io);
 }
 
 /// Starts the writer task unless it is running.
@@ -138,7 +151,10 @@ async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut Tx
                 Ok(n) if n > 0 => v.tx.advance(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The socket is full: wait until it takes more (a slow reader).
-                    if stream.writable(false).await.is_err() {
+                    io.write_blocked.set(true);
+                    let ready = stream.writable(false).await;
+                    io.write_blocked.set(false);
+                    if ready.is_err() {
                         return true;
                     }
                     continue;
@@ -211,6 +227,7 @@ fn register(shard: &Rc<Shard>, id: ConnId, sink: Sink, transport: Transport) -> 
         sink,
         transport: RefCell::new(transport),
         writer_active: Cell::new(false),
+        write_blocked: Cell::new(false),
         closing: Cell::new(false),
         drained: LocalNotify::default(),
     });

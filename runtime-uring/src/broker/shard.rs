@@ -248,10 +248,7 @@ impl Shard {
                 Event::Close(c) => {
                     let io = self.conns.borrow().get(&c).cloned();
                     match io {
-                        Some(io) => {
-                            io.closing.set(true);
-                            super::conn::wake_writer(self, &io);
-                        }
+                        Some(io) => super::conn::close(self, &io),
                         // Not served by a task (yet): nothing to flush.
                         None => {
                             let now = self.now();
