@@ -266,22 +266,16 @@ fn closed(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     io.close_output();
 }
 
-/// What one read of the socket gave.
-enum Got {
-    /// The shard's buffer was filled: there may be more right away.
-    Full,
-    /// Less than a buffer, or nothing yet: wait for readiness.
-    Drained,
-    /// End of input, a socket error or a transport error.
-    End,
-}
-
 /// Reads the connection until it closes, feeding the core.
 async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
     let Sink::Socket(stream) = &io.sink else {
         return;
     };
     // Bytes may already be waiting (sent right after the CONNECT): read before waiting.
+    // Every later read waits for readiness through the runtime, even when the last read
+    // filled the buffer: the poll completes only when the runtime next reaps its ring,
+    // after the other ready tasks ran, so a socket that always has data (a flooding
+    // publisher) cannot keep the shard from its writers and other sockets.
     let mut wait = false;
     loop {
         if !pending.is_empty() {
@@ -297,40 +291,32 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
         if wait && stream.readable(false).await.is_err() {
             break;
         }
-        match read_once(&shard, &io, stream, &mut pending) {
-            Got::Full => {
-                wait = false;
-                // Let the writers and other connections run before the next read.
-                crate::net::notify::yield_now().await;
-            }
-            Got::Drained => wait = true,
-            Got::End => break,
+        if !read_once(&shard, &io, stream, &mut pending) {
+            break;
         }
+        wait = true;
     }
     closed(&shard, &io);
 }
 
 /// One read into the shard's buffer. A plain connection's bytes go to the core straight
 /// from it; only what the core did not take (a partial packet, the rest of a long batch)
-/// is kept in `pending`. TLS and WebSocket bytes are decoded into `pending`.
-fn read_once(shard: &Rc<Shard>, io: &Rc<ConnIo>, stream: &TcpStream, pending: &mut Vec<u8>) -> Got {
+/// is kept in `pending`. TLS and WebSocket bytes are decoded into `pending`. False at the
+/// end of input, or after a socket or transport error.
+fn read_once(
+    shard: &Rc<Shard>,
+    io: &Rc<ConnIo>,
+    stream: &TcpStream,
+    pending: &mut Vec<u8>,
+) -> bool {
     let mut buf = shard.take_rx_buf();
-    let got = match sock::recv(stream.as_raw_fd(), &mut buf) {
-        Ok(0) => Got::End,
-        Ok(n) => {
-            let data = buf.get(..n).unwrap_or_default();
-            let ok = deliver(shard, io, stream, data, pending);
-            match (ok, n == buf.len()) {
-                (false, _) => Got::End,
-                (true, true) => Got::Full,
-                (true, false) => Got::Drained,
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Got::Drained,
-        Err(_) => Got::End,
+    let open = match sock::recv(stream.as_raw_fd(), &mut buf) {
+        Ok(0) => false,
+        Ok(n) => deliver(shard, io, stream, buf.get(..n).unwrap_or_default(), pending),
+        Err(e) => e.kind() == ErrorKind::WouldBlock,
     };
     shard.put_rx_buf(buf);
-    got
+    open
 }
 
 /// Hands bytes read from the socket to the core (or to the transport); false when the
