@@ -72,17 +72,84 @@ pub fn close(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     wake_writer(shard, io);
 }
 
+/// The core has output for a connection. A plain socket of ours is written at once, from
+/// the shard's transmit buffer, while it takes everything; what it does not take, and every
+/// other case (TLS, WebSocket, a relayed connection, closing), goes to the writer task. So
+/// most output costs one system call and no task.
+pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+    if io.writer_active.get() {
+        return;
+    }
+    let Sink::Socket(stream) = &io.sink else {
+        return wake_writer(shard, io);
+    };
+    if io.closing.get() || !io.transport.borrow().is_plain() {
+        return wake_writer(shard, io);
+    }
+    let mut v = shard.take_tx();
+    match write_now(shard, io, stream, &mut v) {
+        Now::Done => shard.put_tx(v),
+        Now::Failed => {
+            v.tx.clear();
+            shard.put_tx(v);
+            io.close_output();
+        }
+        Now::Later => {
+            // The rest (already taken from the core) goes with the writer task.
+            io.writer_active.set(true);
+            monoio::spawn(writer(shard.clone(), io.clone(), v));
+        }
+    }
+}
+
+/// How far an immediate write got.
+enum Now {
+    /// The core has nothing more for this connection.
+    Done,
+    /// The socket is full, or the round limit was reached: `v` holds the rest.
+    Later,
+    Failed,
+}
+
+/// Writes the core's output without waiting, for at most a few rounds (a client that
+/// reads as fast as we write must not hold the shard).
+fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -> Now {
+    for _ in 0..4 {
+        if v.tx.is_empty() {
+            let now = shard.now();
+            let _ =
+                shard
+                    .broker
+                    .borrow_mut()
+                    .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
+            if v.tx.is_empty() {
+                return Now::Done;
+            }
+        }
+        v.prepare();
+        match sock::send_vectored(stream.as_raw_fd(), v.iovecs()) {
+            Ok(n) if n > 0 => {
+                v.tx.advance(n);
+                io.drained.notify();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Now::Later,
+            _ => return Now::Failed,
+        }
+    }
+    Now::Later
+}
+
 /// Starts the writer task unless it is running.
 pub fn wake_writer(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     if io.writer_active.replace(true) {
         return;
     }
-    monoio::spawn(writer(shard.clone(), io.clone()));
+    monoio::spawn(writer(shard.clone(), io.clone(), TxIoVecs::default()));
 }
 
-async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>) {
+/// Drains the core's output for a connection, starting with `v` (output already taken).
+async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>, mut v: TxIoVecs) {
     tracing::trace!(conn = io.id.as_u64(), "writer start");
-    let mut v = TxIoVecs::default();
     let failed = match &io.sink {
         Sink::Socket(stream) => write_socket(&shard, &io, stream, &mut v).await,
         Sink::Remote(tx) => write_remote(&shard, &io, tx, &mut v).await,
@@ -271,12 +338,11 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
     let Sink::Socket(stream) = &io.sink else {
         return;
     };
-    // Bytes may already be waiting (sent right after the CONNECT): read before waiting.
-    // Every later read waits for readiness through the runtime, even when the last read
+    // Every read waits for readiness through the runtime first, even when the last read
     // filled the buffer: the poll completes only when the runtime next reaps its ring,
     // after the other ready tasks ran, so a socket that always has data (a flooding
-    // publisher) cannot keep the shard from its writers and other sockets.
-    let mut wait = false;
+    // publisher) cannot keep the shard from its writers and other sockets. (Bytes sent
+    // right after the CONNECT make the first poll complete at once.)
     loop {
         if !pending.is_empty() {
             // Boxed: its state exists only while feeding, not in every idle connection.
@@ -288,13 +354,9 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
         }
         // A peer shard is behind: do not take more work from this socket yet.
         shard.wait_unblocked().await;
-        if wait && stream.readable(false).await.is_err() {
+        if stream.readable(false).await.is_err() || !read_once(&shard, &io, stream, &mut pending) {
             break;
         }
-        if !read_once(&shard, &io, stream, &mut pending) {
-            break;
-        }
-        wait = true;
     }
     closed(&shard, &io);
 }

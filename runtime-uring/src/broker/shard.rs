@@ -2,6 +2,7 @@
 //! connections it serves, and its channels to the other shards.
 
 use super::conn::ConnIo;
+use crate::net::iovec::TxIoVecs;
 use crate::net::notify::LocalNotify;
 use broker_core::{Broker, ConnId, Event, Instant, ShardMsg};
 use std::cell::{Cell, RefCell};
@@ -92,6 +93,8 @@ pub struct Shard {
     /// The one read buffer of the shard's connections (each reads, then hands the bytes on
     /// before the next read starts).
     rx_buf: Cell<Vec<u8>>,
+    /// The transmit buffer of immediate writes (see `conn::output`), reused.
+    tx: Cell<TxIoVecs>,
 }
 
 impl Shard {
@@ -141,6 +144,7 @@ impl Shard {
             forwarded: Cell::new(0),
             last_stats: Cell::new(0),
             rx_buf: Cell::new(Vec::new()),
+            tx: Cell::new(TxIoVecs::default()),
         }
     }
 
@@ -157,6 +161,16 @@ impl Shard {
     /// Gives the read buffer back.
     pub fn put_rx_buf(&self, buf: Vec<u8>) {
         self.rx_buf.set(buf);
+    }
+
+    /// The shard's transmit buffer, lent to one immediate write.
+    pub fn take_tx(&self) -> TxIoVecs {
+        self.tx.take()
+    }
+
+    /// Gives the transmit buffer back (empty).
+    pub fn put_tx(&self, v: TxIoVecs) {
+        self.tx.set(v);
     }
 
     /// The core's clock: milliseconds since the process started (shared by all shards).
@@ -242,7 +256,7 @@ impl Shard {
                 Event::Output(c) => {
                     let io = self.conns.borrow().get(&c).cloned();
                     if let Some(io) = io {
-                        super::conn::wake_writer(self, &io);
+                        super::conn::output(self, &io);
                     }
                 }
                 Event::Close(c) => {
