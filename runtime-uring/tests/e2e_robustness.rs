@@ -201,20 +201,11 @@ fn silent_and_stalled_clients_are_closed() {
     b.assert_healthy();
 }
 
-/// TCP state of the broker's side of the connection from local port `client_port`, as
-/// `/proc/net/tcp` shows it (hex: 01 ESTABLISHED, 04 FIN_WAIT1, 07 CLOSE, ...).
+/// TCP state of the broker's side of the connection from local port `client_port`.
 fn broker_side_state(broker_port: u16, client_port: u16) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let port_of = |a: &str| {
-            a.rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-        };
-        let state = (*f.get(3)?).to_owned();
-        (port_of(f.get(1)?)? == broker_port && port_of(f.get(2)?)? == client_port).then_some(state)
-    })
+    tcp_peers(broker_port)
+        .into_iter()
+        .find_map(|(remote, state)| (remote == client_port).then_some(state))
 }
 
 /// A subscriber that stops reading while messages pour in: its socket fills, and at

@@ -105,6 +105,68 @@ fn tls_setup(dir: &Path) -> Pki {
     pki
 }
 
+/// A TLS subscriber that stops reading (mosquitto_sub stopped with SIGSTOP) while a flood
+/// fills its socket is still let go at 1.5 x its keep alive ([MQTT-3.1.2-22]): the
+/// broker's side of the connection leaves ESTABLISHED instead of waiting forever to flush
+/// TLS records the client will not read.
+#[test]
+fn a_tls_client_that_stops_reading_is_still_closed_at_keep_alive() {
+    let d = tempdir();
+    let pki = tls_setup(d.path());
+    let mut b = Petrel::start(
+        d.path(),
+        "allow_anonymous = true\n\
+         [[listener]]\nbind = \"127.0.0.1:{port}\"\ncertfile = \"{dir}/server.crt\"\nkeyfile = \"{dir}/server.key\"\n\
+         [[listener]]\nbind = \"127.0.0.1:{port2}\"\n",
+    );
+    let (tls, plain) = (b.ports[0], b.ports[1]);
+    // First a burst larger than rustls's 64 KiB record buffer reaches a TLS subscriber.
+    let big = mosq_sub(
+        tls,
+        &["--cafile", &pki.p("ca.crt"), "-t", "big", "-C", "3", "-N"],
+    );
+    let payload = "x".repeat(150_000);
+    let file = d.path().join("big.txt");
+    std::fs::write(&file, &payload).unwrap();
+    for _ in 0..3 {
+        mosq_pub(plain, &["-t", "big", "-f", file.to_str().unwrap()]).assert_ok("big pub");
+    }
+    let t0 = std::time::Instant::now();
+    while big.stdout().concat().matches(&payload).count() < 3 && t0.elapsed() < T {
+        std::thread::sleep(secs(0.1));
+    }
+    assert_eq!(
+        big.stdout().concat().matches(&payload).count(),
+        3,
+        "a TLS subscriber did not get three 150 kB messages"
+    );
+    let sub = mosq_sub(
+        tls,
+        &["--cafile", &pki.p("ca.crt"), "-t", "flood/#", "-k", "5"],
+    );
+    sub.signal(libc::SIGSTOP);
+    let established = || tcp_peers(tls).iter().filter(|(_, s)| s == "01").count();
+    assert_eq!(established(), 1, "{:?}", tcp_peers(tls));
+    let mut flood = Raw::mqtt(plain, false, "flooder");
+    let big = vec![7u8; 60_000];
+    for _ in 0..200 {
+        assert!(flood.send(&publish_packet(false, "flood/x", &big, 0, 0)));
+    }
+    // Keep alive 5 s: closed by 7.5 s after the SUBSCRIBE.
+    let t0 = std::time::Instant::now();
+    while established() > 0 && t0.elapsed() < secs(12.0) {
+        std::thread::sleep(secs(0.1));
+    }
+    sub.signal(libc::SIGCONT);
+    assert_eq!(
+        established(),
+        0,
+        "the broker still holds the TLS connection of a client that stopped reading: {:?}",
+        tcp_peers(tls)
+    );
+    b.assert_healthy();
+}
+
 #[test]
 fn tls_and_mutual_tls() {
     let d = tempdir();

@@ -41,8 +41,8 @@ pub struct ConnIo {
 }
 
 pub(super) fn shutdown(fd: RawFd) {
-    // SAFETY: shutdown(2) on a descriptor this connection owns (still open: the stream
-    // halves hold it); it only changes socket state and fails harmlessly if already shut.
+    // SAFETY: shutdown(2) on a descriptor this connection owns (still open: its stream
+    // holds it); it only changes socket state and fails harmlessly if already shut.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
@@ -92,6 +92,7 @@ pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
         Now::Failed => {
             v.tx.clear();
             shard.put_tx(v);
+            io.drained.notify();
             io.close_output();
         }
         Now::Later => {
@@ -115,19 +116,15 @@ enum Now {
 /// reads as fast as we write must not hold the shard).
 fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -> Now {
     for _ in 0..4 {
-        if v.tx.is_empty() {
-            let now = shard.now();
-            let _ =
-                shard
-                    .broker
-                    .borrow_mut()
-                    .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
-            if v.tx.is_empty() {
-                return Now::Done;
-            }
+        if v.tx.is_empty() && !transmit(shard, io, v, shard.write_budget) {
+            return Now::Done;
         }
-        v.prepare();
-        match sock::send_vectored(stream.as_raw_fd(), v.iovecs()) {
+        if v.tx.is_empty() {
+            // Nothing encoded this round, but the core has more (it dropped or admitted
+            // messages): ask again.
+            continue;
+        }
+        match sock::send_tx(stream.as_raw_fd(), v) {
             Ok(n) if n > 0 => {
                 v.tx.advance(n);
                 io.drained.notify();
@@ -137,6 +134,30 @@ fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -
         }
     }
     Now::Later
+}
+
+/// Takes the core's next output into `v.tx`; true when there may be more (the core's
+/// `more`, or bytes taken): call again once they are written.
+fn transmit(shard: &Shard, io: &ConnIo, v: &mut TxIoVecs, budget: usize) -> bool {
+    let now = shard.now();
+    let t = shard
+        .broker
+        .borrow_mut()
+        .poll_transmit(io.id, now, &mut v.tx, budget);
+    t.more || !v.tx.is_empty()
+}
+
+/// Waits for a full socket to take more; false when the connection is closing (a client
+/// that stopped reading would hold the final flush forever; `close` shuts the socket down
+/// when it finds the writer waiting here) or the wait failed.
+async fn wait_writable(io: &ConnIo, stream: &TcpStream) -> bool {
+    if io.closing.get() {
+        return false;
+    }
+    io.write_blocked.set(true);
+    let ready = stream.writable(false).await;
+    io.write_blocked.set(false);
+    ready.is_ok()
 }
 
 /// Starts the writer task unless it is running.
@@ -171,22 +192,24 @@ async fn write_remote(
     v: &mut TxIoVecs,
 ) -> bool {
     loop {
-        let now = shard.now();
-        let _ = shard.broker.borrow_mut().poll_transmit(
-            io.id,
-            now,
-            &mut v.tx,
-            super::forward::RELAY_BUDGET,
-        );
-        if v.tx.is_empty() {
+        if !transmit(shard, io, v, super::forward::RELAY_BUDGET) {
             return false;
+        }
+        if v.tx.is_empty() {
+            crate::net::notify::yield_now().await;
+            continue;
         }
         let mut out = Vec::with_capacity(v.tx.chunks().map(<[u8]>::len).sum());
         for c in v.tx.chunks() {
             out.extend_from_slice(c);
         }
         v.tx.clear();
-        if tx.send(out).await.is_err() {
+        // A full channel (the accepting shard's client does not read) could hold this
+        // send forever: `close` closes the channel when it finds the writer here.
+        io.write_blocked.set(true);
+        let sent = tx.send(out).await;
+        io.write_blocked.set(false);
+        if sent.is_err() {
             return true;
         }
         io.drained.notify();
@@ -199,29 +222,24 @@ async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut Tx
     let mut wire: Vec<u8> = Vec::new();
     let plain = io.transport.borrow().is_plain();
     loop {
-        if v.tx.is_empty() {
-            let now = shard.now();
-            let _ =
-                shard
-                    .broker
-                    .borrow_mut()
-                    .poll_transmit(io.id, now, &mut v.tx, shard.write_budget);
-        }
+        let more = !v.tx.is_empty() || transmit(shard, io, v, shard.write_budget);
         if plain {
             if v.tx.is_empty() {
-                return false;
+                if !more {
+                    return false;
+                }
+                // The core has more but encoded nothing this round: ask again after the
+                // other tasks ran.
+                crate::net::notify::yield_now().await;
+                continue;
             }
-            v.prepare();
-            let res = sock::send_vectored(fd, v.iovecs());
+            let res = sock::send_tx(fd, v);
             tracing::trace!(conn = io.id.as_u64(), ?res, "writev");
             match res {
                 Ok(n) if n > 0 => v.tx.advance(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The socket is full: wait until it takes more (a slow reader).
-                    io.write_blocked.set(true);
-                    let ready = stream.writable(false).await;
-                    io.write_blocked.set(false);
-                    if ready.is_err() {
+                    if !wait_writable(io, stream).await {
                         return true;
                     }
                     continue;
@@ -229,6 +247,8 @@ async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut Tx
                 _ => return true,
             }
         } else {
+            // Encoded even when the core has nothing: the layer may have records of its
+            // own (handshake, alert, pong).
             wire.clear();
             let encoded = io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire);
             v.tx.clear();
@@ -236,10 +256,23 @@ async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut Tx
                 return true;
             }
             if wire.is_empty() {
-                return false;
+                if !more {
+                    return false;
+                }
+                crate::net::notify::yield_now().await;
+                continue;
             }
-            if sock::send_all(stream, &wire).await.is_err() {
-                return true;
+            let mut rest = wire.as_slice();
+            while !rest.is_empty() {
+                match sock::send(fd, rest) {
+                    Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if !wait_writable(io, stream).await {
+                            return true;
+                        }
+                    }
+                    _ => return true,
+                }
             }
         }
         io.drained.notify();
@@ -339,10 +372,11 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
         return;
     };
     // Every read waits for readiness through the runtime first, even when the last read
-    // filled the buffer: the poll completes only when the runtime next reaps its ring,
-    // after the other ready tasks ran, so a socket that always has data (a flooding
-    // publisher) cannot keep the shard from its writers and other sockets. (Bytes sent
-    // right after the CONNECT make the first poll complete at once.)
+    // filled the buffer: on io_uring the poll completes only when the runtime next reaps
+    // its ring, after the other ready tasks ran, so a socket that always has data (a
+    // flooding publisher) cannot keep the shard from its writers and other sockets. The
+    // epoll driver answers at once while data is there: there the yield after each read
+    // does it. (Bytes sent right after the CONNECT make the first poll complete at once.)
     loop {
         if !pending.is_empty() {
             // Boxed: its state exists only while feeding, not in every idle connection.
@@ -354,8 +388,13 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
         }
         // A peer shard is behind: do not take more work from this socket yet.
         shard.wait_unblocked().await;
-        if stream.readable(false).await.is_err() || !read_once(&shard, &io, stream, &mut pending) {
+        if stream.readable(false).await.is_err() {
             break;
+        }
+        match read_once(&shard, &io, stream, &mut pending) {
+            Read::Data => crate::net::notify::yield_now().await,
+            Read::Nothing => {}
+            Read::End => break,
         }
     }
     closed(&shard, &io);
@@ -363,22 +402,33 @@ async fn read_loop(shard: Rc<Shard>, io: Rc<ConnIo>, mut pending: Vec<u8>) {
 
 /// One read into the shard's buffer. A plain connection's bytes go to the core straight
 /// from it; only what the core did not take (a partial packet, the rest of a long batch)
-/// is kept in `pending`. TLS and WebSocket bytes are decoded into `pending`. False at the
-/// end of input, or after a socket or transport error.
+/// is kept in `pending`. TLS and WebSocket bytes are decoded into `pending`.
 fn read_once(
     shard: &Rc<Shard>,
     io: &Rc<ConnIo>,
     stream: &TcpStream,
     pending: &mut Vec<u8>,
-) -> bool {
+) -> Read {
     let mut buf = shard.take_rx_buf();
-    let open = match sock::recv(stream.as_raw_fd(), &mut buf) {
-        Ok(0) => false,
-        Ok(n) => deliver(shard, io, stream, buf.get(..n).unwrap_or_default(), pending),
-        Err(e) => e.kind() == ErrorKind::WouldBlock,
+    let got = match sock::recv(stream.as_raw_fd(), &mut buf) {
+        Ok(0) => Read::End,
+        Ok(n) if deliver(shard, io, stream, buf.get(..n).unwrap_or_default(), pending) => {
+            Read::Data
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Read::Nothing,
+        _ => Read::End,
     };
     shard.put_rx_buf(buf);
-    open
+    got
+}
+
+/// What one read gave.
+enum Read {
+    Data,
+    /// A spurious readiness: nothing there.
+    Nothing,
+    /// End of input, a socket error or a transport error.
+    End,
 }
 
 /// Hands bytes read from the socket to the core (or to the transport); false when the

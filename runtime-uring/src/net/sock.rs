@@ -3,9 +3,9 @@
 //! connection then holds no buffer and no pending read of its own, and a busy one reads
 //! into its shard's single buffer.
 
-use monoio::net::TcpStream;
+use super::iovec::TxIoVecs;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 fn result(n: isize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
@@ -24,15 +24,32 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes as much of `iov` as the socket takes without waiting (no SIGPIPE on a closed
-/// peer); `WouldBlock` when it takes nothing.
-pub fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let mut msg: libc::msghdr = zeroed_msghdr();
+/// Writes as much of `v`'s unwritten bytes as the socket takes without waiting (the iovec
+/// array is rebuilt first, so it describes exactly those bytes); `WouldBlock` when it
+/// takes nothing. The caller advances `v.tx` by the count.
+pub fn send_tx(fd: RawFd, v: &mut TxIoVecs) -> io::Result<usize> {
+    v.prepare();
+    send_vectored(fd, v.iovecs())
+}
+
+/// Writes as much of `bytes` as the socket takes without waiting.
+pub fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let iov = [libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    }];
+    send_vectored(fd, &iov)
+}
+
+/// sendmsg without waiting and without SIGPIPE on a closed peer.
+fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    let mut msg = zeroed_msghdr();
     msg.msg_iov = iov.as_ptr().cast_mut();
     msg.msg_iovlen = iov.len() as _;
     loop {
-        // SAFETY: `msg` points at `iov`, whose entries describe live buffers the caller
-        // keeps for the call; sendmsg only reads them.
+        // SAFETY: `msg` points at `iov`, whose entries describe live buffers: `send` builds
+        // it from a borrowed slice, `send_tx` from `v.tx` right before, and both hold the
+        // borrow for the call; sendmsg only reads them.
         let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         match result(n) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -45,20 +62,4 @@ fn zeroed_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value (null
     // pointers, zero lengths); the private padding fields on some targets rule out a literal.
     unsafe { std::mem::zeroed() }
-}
-
-/// Writes all of `bytes`, waiting for the socket to take more when it is full.
-pub async fn send_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let iov = [libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        }];
-        match send_vectored(stream.as_raw_fd(), &iov) {
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable(false).await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -182,8 +182,19 @@ impl TlsLayer {
         chunks: impl Iterator<Item = &'a [u8]>,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        for c in chunks {
-            self.conn.writer().write_all(c)?;
+        for mut c in chunks {
+            while !c.is_empty() {
+                // rustls buffers at most 64 KiB of records: move them out when it is full
+                // (a burst of output is larger).
+                let n = self.conn.writer().write(c)?;
+                if n == 0 {
+                    if !self.conn.wants_write() {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    self.pending(out)?;
+                }
+                c = c.get(n..).unwrap_or_default();
+            }
         }
         self.pending(out)
     }

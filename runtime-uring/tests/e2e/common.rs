@@ -1066,6 +1066,29 @@ impl Pki {
     }
 }
 
+/// Remote ports and TCP states of the IPv4 sockets bound to local port `port` (a broker's
+/// side of its connections), as `/proc/net/tcp` shows them: hex, 01 ESTABLISHED, 04
+/// FIN_WAIT1, 07 CLOSE, ... (listening sockets have remote port 0).
+pub fn tcp_peers(port: u16) -> Vec<(u16, String)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = port_of(f.get(1)?)?;
+            let remote = port_of(f.get(2)?)?;
+            let state = (*f.get(3)?).to_owned();
+            (local == port && remote != 0).then_some((remote, state))
+        })
+        .collect()
+}
+
 /// SHA-256 fingerprint of the certificate a TLS server presents on `port`.
 pub fn served_cert_fingerprint(port: u16) -> String {
     let mut cmd = Command::new("sh");
