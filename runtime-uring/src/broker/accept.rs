@@ -9,11 +9,11 @@ use crate::net::transport::Transport;
 use crate::net::ws::{self, WsLayer};
 use broker_core::shard::owner_of_client;
 use broker_core::PeerInfo;
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use mqtt_proto::{FixedHeader, Packet, ProtocolVersion, Status};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -53,32 +53,18 @@ enum Early {
     Tls(String),
 }
 
-/// Reads what arrived into `into`: at once when bytes are there (a CONNECT usually arrives
-/// with the connection), else after waiting for readiness. A small stack buffer: a
-/// connection's first bytes are a short CONNECT (or a ClientHello), and with thousands of
-/// connections arriving at once, short-lived heap buffers fragment the heap that their
-/// long-lived state then sits in.
+/// Reads what arrived into `into`. Small reads: a connection's first bytes are a short
+/// CONNECT (or a ClientHello) and, with thousands of connections arriving at once, large
+/// short-lived buffers fragment the heap that their long-lived state then sits in.
 async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
-    loop {
-        if let Some(read) = recv_now(stream, into) {
-            return read;
-        }
-        stream.readable(false).await.map_err(|_| Early::Closed)?;
-    }
-}
-
-/// One read without waiting; `None` when nothing is there yet. (Not async: the buffer is
-/// not part of the waiting task's state.)
-fn recv_now(stream: &TcpStream, into: &mut Vec<u8>) -> Option<Result<(), Early>> {
-    let mut buf = [0u8; 512];
-    match crate::net::sock::recv(stream.as_raw_fd(), &mut buf) {
-        Ok(0) => Some(Err(Early::Closed)),
+    let buf = Vec::with_capacity(512);
+    let (res, buf) = stream.read(buf).await;
+    match res {
+        Ok(0) | Err(_) => Err(Early::Closed),
         Ok(n) => {
             into.extend_from_slice(buf.get(..n).unwrap_or_default());
-            Some(Ok(()))
+            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-        Err(_) => Some(Err(Early::Closed)),
     }
 }
 
