@@ -224,11 +224,7 @@ fn a_client_that_stops_reading_is_still_closed_at_keep_alive() {
     let deaf_port = deaf.s.local_addr().unwrap().port();
     // Fill the deaf client's receive buffer and the broker's send buffer (QoS 0: what the
     // queue cannot hold is dropped).
-    let mut flood = Raw::mqtt(port, false, "flooder");
-    let big = vec![7u8; 60_000];
-    for _ in 0..200 {
-        assert!(flood.send(&publish_packet(false, "flood/x", &big, 0, 0)));
-    }
+    let _flood = flood(port, "flood/x");
     std::thread::sleep(secs(1.0));
     assert_eq!(
         broker_side_state(port, deaf_port).as_deref(),

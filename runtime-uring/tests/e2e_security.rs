@@ -147,11 +147,7 @@ fn a_tls_client_that_stops_reading_is_still_closed_at_keep_alive() {
     sub.signal(libc::SIGSTOP);
     let established = || tcp_peers(tls).iter().filter(|(_, s)| s == "01").count();
     assert_eq!(established(), 1, "{:?}", tcp_peers(tls));
-    let mut flood = Raw::mqtt(plain, false, "flooder");
-    let big = vec![7u8; 60_000];
-    for _ in 0..200 {
-        assert!(flood.send(&publish_packet(false, "flood/x", &big, 0, 0)));
-    }
+    let _flood = flood(plain, "flood/x");
     // Keep alive 5 s: closed by 7.5 s after the SUBSCRIBE.
     let t0 = std::time::Instant::now();
     while established() > 0 && t0.elapsed() < secs(12.0) {

@@ -95,7 +95,7 @@ pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
             io.drained.notify();
             io.close_output();
         }
-        Now::Later => {
+        Now::Full | Now::Yield => {
             // The rest (already taken from the core) goes with the writer task.
             io.writer_active.set(true);
             monoio::spawn(writer(shard.clone(), io.clone(), v));
@@ -107,8 +107,10 @@ pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
 enum Now {
     /// The core has nothing more for this connection.
     Done,
-    /// The socket is full, or the round limit was reached: `v` holds the rest.
-    Later,
+    /// The socket is full: `v` holds the rest.
+    Full,
+    /// The round limit was reached: `v` may hold the rest.
+    Yield,
     Failed,
 }
 
@@ -129,11 +131,11 @@ fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -
                 v.tx.advance(n);
                 io.drained.notify();
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Now::Later,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Now::Full,
             _ => return Now::Failed,
         }
     }
-    Now::Later
+    Now::Yield
 }
 
 /// Takes the core's next output into `v.tx`; true when there may be more (the core's
@@ -218,61 +220,58 @@ async fn write_remote(
 
 /// Writes the core's output to our socket; true when the socket failed.
 async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -> bool {
+    if !io.transport.borrow().is_plain() {
+        return write_layered(shard, io, stream, v).await;
+    }
+    loop {
+        match write_now(shard, io, stream, v) {
+            Now::Done => return false,
+            Now::Failed => return true,
+            // The other tasks run before the next rounds.
+            Now::Yield => crate::net::notify::yield_now().await,
+            // A slow reader: wait until the socket takes more.
+            Now::Full => {
+                if !wait_writable(io, stream).await {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// [`write_socket`] through TLS and/or WebSocket: the output is encoded, then written
+/// whole. Encoded even when the core has nothing: the layer may have records of its own
+/// (handshake, alert, pong).
+async fn write_layered(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -> bool {
     let fd = stream.as_raw_fd();
     let mut wire: Vec<u8> = Vec::new();
-    let plain = io.transport.borrow().is_plain();
     loop {
         let more = !v.tx.is_empty() || transmit(shard, io, v, shard.write_budget);
-        if plain {
-            if v.tx.is_empty() {
-                if !more {
-                    return false;
-                }
-                // The core has more but encoded nothing this round: ask again after the
-                // other tasks ran.
-                crate::net::notify::yield_now().await;
-                continue;
+        wire.clear();
+        let encoded = io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire);
+        v.tx.clear();
+        if encoded.is_err() {
+            return true;
+        }
+        if wire.is_empty() {
+            if !more {
+                return false;
             }
-            let res = sock::send_tx(fd, v);
-            tracing::trace!(conn = io.id.as_u64(), ?res, "writev");
-            match res {
-                Ok(n) if n > 0 => v.tx.advance(n),
+            // The core has more but encoded nothing this round: ask again after the
+            // other tasks ran.
+            crate::net::notify::yield_now().await;
+            continue;
+        }
+        let mut rest = wire.as_slice();
+        while !rest.is_empty() {
+            match sock::send(fd, rest) {
+                Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    // The socket is full: wait until it takes more (a slow reader).
                     if !wait_writable(io, stream).await {
                         return true;
                     }
-                    continue;
                 }
                 _ => return true,
-            }
-        } else {
-            // Encoded even when the core has nothing: the layer may have records of its
-            // own (handshake, alert, pong).
-            wire.clear();
-            let encoded = io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire);
-            v.tx.clear();
-            if encoded.is_err() {
-                return true;
-            }
-            if wire.is_empty() {
-                if !more {
-                    return false;
-                }
-                crate::net::notify::yield_now().await;
-                continue;
-            }
-            let mut rest = wire.as_slice();
-            while !rest.is_empty() {
-                match sock::send(fd, rest) {
-                    Ok(n) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        if !wait_writable(io, stream).await {
-                            return true;
-                        }
-                    }
-                    _ => return true,
-                }
             }
         }
         io.drained.notify();

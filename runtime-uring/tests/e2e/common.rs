@@ -1066,6 +1066,18 @@ impl Pki {
     }
 }
 
+/// Publishes 200 QoS 0 messages of 60 kB on `topic` (12 MB: more than the socket buffers
+/// between the broker and a subscriber that does not read); the publisher stays connected
+/// while the returned value lives.
+pub fn flood(port: u16, topic: &str) -> Raw {
+    let mut r = Raw::mqtt(port, false, "flooder");
+    let big = vec![7u8; 60_000];
+    for _ in 0..200 {
+        assert!(r.send(&publish_packet(false, topic, &big, 0, 0)), "flood");
+    }
+    r
+}
+
 /// Remote ports and TCP states of the IPv4 sockets bound to local port `port` (a broker's
 /// side of its connections), as `/proc/net/tcp` shows them: hex, 01 ESTABLISHED, 04
 /// FIN_WAIT1, 07 CLOSE, ... (listening sockets have remote port 0).
