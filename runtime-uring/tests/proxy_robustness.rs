@@ -184,3 +184,97 @@ fn splice_forwarding_works_too() {
     );
     proxy.assert_healthy();
 }
+
+#[test]
+fn a_slow_reader_gets_every_byte_through_the_default_copy_path() {
+    let (_d, dir) = scratch();
+    let a = Backend::petrel(&dir, "A");
+    let mut proxy = Proxy::start(&["--upstream", &a.node()]);
+    let mut sub = mqtt_connect(proxy.port, V::V311, "slow-sub", None).unwrap();
+    sub.send(&common::subscribe_packet(false, 1, "bulk/t", 0));
+    assert_eq!(sub.read(common::T).unwrap().kind(), 9);
+    // 8 x 600 KB: far more than the socket buffers on the way hold, so while the
+    // subscriber does not read, the proxy's writes to it come back short and the rest
+    // waits in the proxy (and the publisher's direction has to wait for room too).
+    let mut publ = mqtt_connect(proxy.port, V::V311, "bulk-pub", None).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..8u32)
+        .map(|m| (0..600_000u32).map(|i| (i * 7 + m) as u8).collect())
+        .collect();
+    let writer = std::thread::spawn(move || {
+        for p in &payloads {
+            assert!(publ.send(&common::publish_packet(false, "bulk/t", p, 0, 0)));
+        }
+        (publ, payloads)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mut got = Vec::new();
+    while got.len() < 8 {
+        let p = sub.read(common::T).expect("a message was lost on the way");
+        if p.kind() == 3 {
+            got.push(publish_parts(false, &p.body).1);
+        }
+    }
+    let (_publ, payloads) = writer.join().unwrap();
+    assert!(
+        got == payloads,
+        "the messages did not come through intact and in order"
+    );
+    proxy.assert_healthy();
+}
+
+#[test]
+fn running_out_of_descriptors_refuses_clients_without_marking_the_node_down() {
+    let (_d, dir) = scratch();
+    let a = Backend::petrel(&dir, "A");
+    let b = Backend::petrel(&dir, "B");
+    let mut proxy = Proxy::start(&["--upstream", &a.node(), "--upstream", &b.node()]);
+    // The node the 11th client belongs to.
+    let home = whoami(proxy.port, V::V5, "fd10", None).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Room for exactly 10 proxied clients (two descriptors each) and the 11th's accepted
+    // socket, set on the running proxy: the 11th's connection to the node is what fails.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", proxy.proc.pid()))
+        .unwrap()
+        .count() as u64;
+    let lim = libc::rlimit {
+        rlim_cur: open + 21,
+        rlim_max: open + 21,
+    };
+    // SAFETY: prlimit on our own child (alive: we hold it); it only reads `lim`.
+    let rc = unsafe {
+        libc::prlimit(
+            proxy.proc.pid(),
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let mut held = Vec::new();
+    let refused = loop {
+        match mqtt_connect(proxy.port, V::V311, &format!("fd{}", held.len()), None) {
+            Ok(c) => held.push(c),
+            Err(code) => break code,
+        }
+        assert!(held.len() <= 10, "the limit was never reached");
+    };
+    assert_eq!(held.len(), 10);
+    // CONNACK 3 (server unavailable) at once, not a silent hang.
+    assert_eq!(refused, 3, "the client was not told");
+    // Descriptors free again: the 11th client goes to its own node at once (a node
+    // marked down would send it to the other one, away from its session).
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        whoami(proxy.port, V::V5, "fd10", None).unwrap(),
+        home,
+        "the node was marked down for the proxy's own shortage"
+    );
+    // And the log blames the proxy, not the nodes.
+    let log = proxy.proc.dump();
+    assert!(
+        log.contains("not marked down") && !log.contains("; marked down"),
+        "{log}"
+    );
+    proxy.assert_healthy();
+}

@@ -91,6 +91,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     // Bind every listener for every thread before starting, so errors stop the start-up.
     let addrs: Vec<SocketAddr> = settings.listeners.iter().map(|l| l.addr).collect();
     let (per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
+    if let Some(n) = crate::net::listen::raise_open_files_limit() {
+        tracing::info!("open files limit {n}");
+    }
     for a in &bound {
         tracing::info!("listening on {a}");
     }

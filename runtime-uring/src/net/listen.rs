@@ -5,6 +5,32 @@
 use anyhow::Context;
 use std::net::SocketAddr;
 
+/// Raises the soft limit on open files to the hard limit (every connection is a descriptor,
+/// and a proxied one two; the usual soft limit of 1,024 would refuse clients long before
+/// memory runs short). Returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the current limits into `lim`, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads `raised`; raising the soft limit up to the hard
+        // one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Refuses a port another process already listens on: our own sockets use
 /// `SO_REUSEPORT`, which would otherwise let two brokers share a port silently.
 pub fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {

@@ -261,6 +261,14 @@ async fn connect_node(
                 node.health.mark_up();
                 return Some((side, node.name.clone()));
             }
+            Ok(Err(e)) if local_shortage(&e) => {
+                // Not the node's fault, and the next node would fail the same way.
+                tracing::warn!(
+                    "cannot connect to node {}: {e} (node not marked down)",
+                    node.name
+                );
+                return None;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(
                     "node {} failed: {e}; marked down for {:?}",
@@ -280,6 +288,15 @@ async fn connect_node(
         }
     }
     None
+}
+
+/// An error that says this process or host is short of something (descriptors, memory,
+/// local ports), not that the node is down.
+fn local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Client-side TLS handshake with a node.

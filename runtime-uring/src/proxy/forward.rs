@@ -1,10 +1,17 @@
 //! Forwarding after the CONNECT: bytes both ways, never parsed, with bounded memory.
 //!
 //! Each direction is one loop: read from one socket, (decrypt, encrypt,) write to the
-//! other, then read again; a direction holds at most one read buffer of
-//! [`LARGE_READ`] bytes (plus rustls's own bounded buffers when TLS is involved), and
-//! while idle only [`SMALL_READ`] bytes (the pending read owns its buffer). Back-pressure
-//! is TCP's own: a direction whose write cannot complete stops reading.
+//! other, then read again. Back-pressure is TCP's own: a direction whose write cannot
+//! complete stops reading.
+//!
+//! - Plain TCP on both sides (the common case) waits for readiness (an io_uring or epoll
+//!   poll) and then reads without waiting into the thread's one read buffer and writes
+//!   straight from it: an idle connection holds no buffer and no read in flight, and a
+//!   message costs one `recv` and one `sendmsg`. Only what a full socket does not take is
+//!   copied out and kept until it can be written.
+//! - With TLS on either side, a direction holds at most one read buffer of [`LARGE_READ`]
+//!   bytes (plus rustls's own bounded buffers), and while idle only [`SMALL_READ`] bytes
+//!   (the pending read owns its buffer).
 //!
 //! - Half-close: end of stream on one side becomes `shutdown(SHUT_WR)` on the other (after
 //!   a TLS close_notify where the other side is TLS); the other direction goes on until
@@ -19,11 +26,13 @@
 //! for a few busy connections).
 
 use super::health::now_ms;
-use crate::net::notify::LocalNotify;
+use crate::net::notify::{yield_now, LocalNotify};
+use crate::net::sock;
 use crate::net::tls::TlsLayer;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -31,6 +40,12 @@ use std::time::Duration;
 pub const SMALL_READ: usize = 512;
 /// Read buffer once reads fill the small one.
 pub const LARGE_READ: usize = 16 * 1024;
+/// The thread's read buffer for plain connections (shared by all of them).
+const READY_READ: usize = 64 * 1024;
+
+thread_local! {
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READY_READ].into_boxed_slice());
+}
 
 /// One side of a forwarded connection: the socket and its TLS session, if any.
 pub struct Side {
@@ -77,8 +92,7 @@ impl Half {
 }
 
 struct State {
-    a: Half,
-    b: Half,
+    fds: [RawFd; 2],
     last: Cell<u64>,
     finished: Cell<u8>,
     done: LocalNotify,
@@ -99,8 +113,9 @@ impl State {
     }
 
     fn abort(&self) {
-        shutdown(self.a.fd, libc::SHUT_RDWR);
-        shutdown(self.b.fd, libc::SHUT_RDWR);
+        for fd in self.fds {
+            shutdown(fd, libc::SHUT_RDWR);
+        }
     }
 
     fn finish(&self) {
@@ -250,6 +265,88 @@ async fn pump(mut r: OwnedReadHalf<TcpStream>, src: &Half, dst: &Half, st: &Stat
     st.finish();
 }
 
+/// What one read of a plain direction did.
+enum Step {
+    /// Read and written in full; true when the read filled the buffer (more may wait).
+    Sent(bool),
+    /// Read; `dst` took only part: the rest, to write once it is writable.
+    Rest(Vec<u8>),
+    /// A spurious readiness: nothing to read.
+    Nothing,
+    /// End of stream from `src`.
+    End,
+    /// An error on either socket.
+    Failed,
+}
+
+/// Reads what `src` has into the thread's buffer and writes it to `dst` without waiting.
+fn step(src: RawFd, dst: RawFd) -> Step {
+    READ_BUF.with_borrow_mut(|buf| match sock::recv(src, buf) {
+        Ok(0) => Step::End,
+        Ok(n) => {
+            let data = buf.get(..n).unwrap_or_default();
+            match sock::send(dst, data) {
+                Ok(m) if m >= n => Step::Sent(n == buf.len()),
+                Ok(m) => Step::Rest(data.get(m..).unwrap_or_default().to_vec()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Step::Rest(data.to_vec()),
+                Err(_) => Step::Failed,
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Step::Nothing,
+        Err(_) => Step::Failed,
+    })
+}
+
+/// Writes all of `rest` to `dst`, waiting for room as needed.
+async fn send_rest(dst: &TcpStream, mut rest: &[u8]) -> bool {
+    while !rest.is_empty() {
+        if dst.writable(false).await.is_err() {
+            return false;
+        }
+        match sock::send(dst.as_raw_fd(), rest) {
+            Ok(m) => rest = rest.get(m..).unwrap_or_default(),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// One direction between plain sockets, by readiness (see the module's comment).
+async fn pump_ready(src: &TcpStream, dst: &TcpStream, st: &State) {
+    let clean = loop {
+        if src.readable(false).await.is_err() {
+            break false;
+        }
+        match step(src.as_raw_fd(), dst.as_raw_fd()) {
+            Step::Sent(full) => {
+                st.touch();
+                // A full buffer: more is waiting. Let the thread's other connections run
+                // first, so a busy one cannot hold it (epoll reports it ready at once).
+                if full {
+                    yield_now().await;
+                }
+            }
+            Step::Rest(rest) => {
+                st.touch();
+                if !send_rest(dst, &rest).await {
+                    break false;
+                }
+                st.touch();
+            }
+            Step::Nothing => {}
+            Step::End => break true,
+            Step::Failed => break false,
+        }
+    };
+    if clean {
+        shutdown(dst.as_raw_fd(), libc::SHUT_WR);
+    } else {
+        st.abort();
+    }
+    st.finish();
+}
+
 /// One direction by splice(2) (plain TCP on both sides).
 async fn pump_splice(mut r: OwnedReadHalf<TcpStream>, dst: &Half, st: &State) {
     use monoio::io::splice::{SpliceDestination, SpliceSource};
@@ -317,35 +414,45 @@ async fn watchdog(st: &State, idle: Duration) {
 pub async fn run(client: Side, upstream: Side, idle: Duration, mode: CopyMode) {
     let plain = client.tls.is_none() && upstream.tls.is_none();
     let (afd, bfd) = (client.stream.as_raw_fd(), upstream.stream.as_raw_fd());
-    let (ar, aw) = client.stream.into_split();
-    let (br, bw) = upstream.stream.into_split();
     let st = State {
-        a: Half {
-            fd: afd,
-            write: RefCell::new(Some(aw)),
-            free: LocalNotify::default(),
-            tls: client.tls.map(RefCell::new),
-        },
-        b: Half {
-            fd: bfd,
-            write: RefCell::new(Some(bw)),
-            free: LocalNotify::default(),
-            tls: upstream.tls.map(RefCell::new),
-        },
+        fds: [afd, bfd],
         last: Cell::new(now_ms()),
         finished: Cell::new(0),
         done: LocalNotify::default(),
     };
-    if plain && mode == CopyMode::Splice {
+    if plain && mode == CopyMode::Copy {
+        let (a, b) = (&client.stream, &upstream.stream);
         monoio::join!(
-            pump_splice(ar, &st.b, &st),
-            pump_splice(br, &st.a, &st),
+            pump_ready(a, b, &st),
+            pump_ready(b, a, &st),
+            watchdog(&st, idle)
+        );
+        return;
+    }
+    let (ar, aw) = client.stream.into_split();
+    let (br, bw) = upstream.stream.into_split();
+    let a = Half {
+        fd: afd,
+        write: RefCell::new(Some(aw)),
+        free: LocalNotify::default(),
+        tls: client.tls.map(RefCell::new),
+    };
+    let b = Half {
+        fd: bfd,
+        write: RefCell::new(Some(bw)),
+        free: LocalNotify::default(),
+        tls: upstream.tls.map(RefCell::new),
+    };
+    if plain {
+        monoio::join!(
+            pump_splice(ar, &b, &st),
+            pump_splice(br, &a, &st),
             watchdog(&st, idle)
         );
     } else {
         monoio::join!(
-            pump(ar, &st.a, &st.b, &st),
-            pump(br, &st.b, &st.a, &st),
+            pump(ar, &a, &b, &st),
+            pump(br, &b, &a, &st),
             watchdog(&st, idle)
         );
     }

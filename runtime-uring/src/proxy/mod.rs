@@ -367,6 +367,9 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         .collect();
     let addrs: Vec<SocketAddr> = specs.iter().map(|(a, _)| *a).collect();
     let (bound_per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
+    if let Some(n) = crate::net::listen::raise_open_files_limit() {
+        tracing::info!("open files limit {n}");
+    }
     for (actual, (_, mode)) in bound.iter().zip(&specs) {
         let tls = if *mode == conn::TlsMode::Required {
             " (TLS)"
