@@ -17,6 +17,7 @@ use mqtt_proto::{
     Status,
 };
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,17 +43,23 @@ enum Early {
 /// The client side while the CONNECT is read.
 struct Client {
     stream: TcpStream,
-    tls: Option<TlsLayer>,
+    // Boxed, like every large piece here: this task lives as long as the connection, and
+    // its future is as large as its largest state.
+    tls: Option<Box<TlsLayer>>,
     sni: Option<String>,
 }
 
+/// Appends what the client sent next to `into`. Waits for readiness and reads through the
+/// thread's buffer: a burst of connects then leaves no read buffer per connection behind
+/// (they fragmented the heap).
 async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
-    let (res, buf) = stream.read(Vec::with_capacity(4096)).await;
-    match res {
-        Ok(0) | Err(_) => Err(Early::Closed),
-        Ok(n) => {
-            into.extend_from_slice(buf.get(..n).unwrap_or_default());
-            Ok(())
+    loop {
+        stream.readable(false).await.map_err(|_| Early::Closed)?;
+        match forward::recv_into(stream.as_raw_fd(), into) {
+            Ok(0) => return Err(Early::Closed),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Early::Closed),
         }
     }
 }
@@ -147,7 +154,7 @@ async fn read_connect(
     let tls_start = raw.first() == Some(&0x16);
     let (tls, sni, mut plain) = if tls_start && !table.sni.is_empty() {
         let (l, sni, plain) = accept_tls(&mut stream, raw, &table).await?;
-        (Some(l), sni, plain)
+        (Some(Box::new(l)), sni, plain)
     } else if mode == TlsMode::Required || tls_start {
         return Err(Early::Tls(
             "TLS required / no certificate configured".into(),
@@ -252,7 +259,9 @@ async fn connect_node(
             }
             let tls = match &up.tls {
                 None => None,
-                Some(cfg) => Some(connect_tls(&mut s, cfg.clone(), &node.host).await?),
+                Some(cfg) => Some(Box::new(
+                    connect_tls(&mut s, cfg.clone(), &node.host).await?,
+                )),
             };
             Ok::<_, std::io::Error>(Side { stream: s, tls })
         };
@@ -337,10 +346,34 @@ pub async fn serve(
     local: SocketAddr,
     mode: TlsMode,
 ) {
+    // Boxed: the steps up to forwarding are large and short-lived; this task's own future
+    // is then little more than the forwarding loops an idle connection keeps.
+    let sides = Box::pin(establish(&shared, stream, peer, local, mode)).await;
+    let Some((client, upstream)) = sides else {
+        return;
+    };
+    forward::run(
+        client,
+        upstream,
+        shared.limits.idle_timeout,
+        shared.limits.copy,
+    )
+    .await;
+}
+
+/// Reads the CONNECT, picks the node, connects and sends the CONNECT on: the two sides to
+/// forward between, or None when the client was refused or gone.
+async fn establish(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mode: TlsMode,
+) -> Option<(Side, Side)> {
     let mut client: Option<Client> = None;
     let res = monoio::time::timeout(
         shared.limits.connect_timeout,
-        read_connect(&shared, stream, mode, &mut client),
+        read_connect(shared, stream, mode, &mut client),
     )
     .await;
     let initial = match res {
@@ -352,17 +385,17 @@ pub async fn serve(
                 Early::NotConnect(why) => tracing::info!("{peer}: {why}"),
                 e => tracing::debug!("{peer}: closed before CONNECT ({e:?})"),
             }
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(
                 "{peer}: no CONNECT within {:?}",
                 shared.limits.connect_timeout
             );
-            return;
+            return None;
         }
     };
-    let Some(mut client) = client else { return };
+    let mut client = client?;
     let max = shared.limits.max_connect_size;
     let (version, client_id) = match Packet::parse(&initial, ProtocolVersion::V5, max) {
         Ok(Status::Complete((Packet::Connect(c), _))) => (c.protocol, c.client_id.to_owned()),
@@ -370,11 +403,11 @@ pub async fn serve(
             // [MQTT-3.1.2-2] answered with return code 1 (in the 3.1.1 format).
             tracing::info!("{peer}: unsupported protocol level {l}");
             refuse(client, vec![0x20, 0x02, 0x00, 0x01]).await;
-            return;
+            return None;
         }
         other => {
             tracing::info!("{peer}: malformed CONNECT ({:?})", other.err());
-            return;
+            return None;
         }
     };
     let table = shared.table.load_full();
@@ -391,12 +424,12 @@ pub async fn serve(
     let Some(route) = table.select(&facts) else {
         let bytes = refused("no route matches");
         refuse(client, bytes).await;
-        return;
+        return None;
     };
-    let Some((upstream, node)) = connect_node(&shared, route, &client_id, peer, local).await else {
+    let Some((upstream, node)) = connect_node(shared, route, &client_id, peer, local).await else {
         let bytes = refused("no healthy node");
         refuse(client, bytes).await;
-        return;
+        return None;
     };
     tracing::debug!(
         "{peer} (client id {client_id:?}) -> {node} (route {})",
@@ -411,7 +444,7 @@ pub async fn serve(
             if t.encrypt(std::iter::once(initial.as_slice()), &mut first)
                 .is_err()
             {
-                return;
+                return None;
             }
         }
         None => first = initial,
@@ -419,19 +452,13 @@ pub async fn serve(
     if write_raw(&mut upstream.stream, first).await.is_err() {
         let bytes = connack(version, ReasonCode::ServerUnavailable);
         refuse(client, bytes).await;
-        return;
+        return None;
     }
     let client_side = Side {
         stream: client.stream,
         tls: client.tls.take(),
     };
-    forward::run(
-        client_side,
-        upstream,
-        shared.limits.idle_timeout,
-        shared.limits.copy,
-    )
-    .await;
+    Some((client_side, upstream))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //!   a TLS close_notify where the other side is TLS); the other direction goes on until
 //!   its own end of stream.
 //! - Idle timeout: when neither side has sent anything for the timeout, both sockets are
-//!   shut down, which ends the pending reads.
+//!   shut down, which ends the pending reads (one sweeper task per thread checks them).
 //! - An error on either side shuts both down.
 //!
 //! `splice(2)` (kernel-side copy through a pipe) is available for plain TCP on both
@@ -34,6 +34,7 @@ use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// Read buffer while idle (an idle connection's pending read owns it).
@@ -50,7 +51,7 @@ thread_local! {
 /// One side of a forwarded connection: the socket and its TLS session, if any.
 pub struct Side {
     pub stream: TcpStream,
-    pub tls: Option<TlsLayer>,
+    pub tls: Option<Box<TlsLayer>>,
 }
 
 /// How plain-to-plain connections are copied.
@@ -93,15 +94,15 @@ impl Half {
 
 struct State {
     fds: [RawFd; 2],
+    /// When either side last sent something (ms, [`now_ms`]).
     last: Cell<u64>,
-    finished: Cell<u8>,
-    done: LocalNotify,
 }
 
 fn shutdown(fd: RawFd, how: libc::c_int) {
-    // SAFETY: shutdown(2) on a descriptor owned by a stream that `run` keeps alive until
-    // both directions have returned; it changes socket state only and fails harmlessly
-    // if the socket is already shut.
+    // SAFETY: shutdown(2) on a descriptor of a live connection: a `State` is reached only
+    // by its pumps and by the sweeper's upgrade of a Weak on this same thread, and the
+    // `run_*` frame that owns it closes the sockets only when it is dropped, never across
+    // an await. It changes socket state only and fails harmlessly if already shut.
     unsafe {
         libc::shutdown(fd, how);
     }
@@ -115,13 +116,6 @@ impl State {
     fn abort(&self) {
         for fd in self.fds {
             shutdown(fd, libc::SHUT_RDWR);
-        }
-    }
-
-    fn finish(&self) {
-        self.finished.set(self.finished.get() + 1);
-        if self.finished.get() >= 2 {
-            self.done.notify();
         }
     }
 }
@@ -262,7 +256,6 @@ async fn pump(mut r: OwnedReadHalf<TcpStream>, src: &Half, dst: &Half, st: &Stat
     } else {
         st.abort();
     }
-    st.finish();
 }
 
 /// What one read of a plain direction did.
@@ -277,6 +270,16 @@ enum Step {
     End,
     /// An error on either socket.
     Failed,
+}
+
+/// Reads what the socket has without waiting, through the thread's buffer, and appends it
+/// to `into`: `Ok(0)` at end of stream, `WouldBlock` when there is nothing yet.
+pub fn recv_into(fd: RawFd, into: &mut Vec<u8>) -> std::io::Result<usize> {
+    READ_BUF.with_borrow_mut(|buf| {
+        let n = sock::recv(fd, buf)?;
+        into.extend_from_slice(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    })
 }
 
 /// Reads what `src` has into the thread's buffer and writes it to `dst` without waiting.
@@ -344,7 +347,6 @@ async fn pump_ready(src: &TcpStream, dst: &TcpStream, st: &State) {
     } else {
         st.abort();
     }
-    st.finish();
 }
 
 /// One direction by splice(2) (plain TCP on both sides).
@@ -380,31 +382,62 @@ async fn pump_splice(mut r: OwnedReadHalf<TcpStream>, dst: &Half, st: &State) {
     } else {
         st.abort();
     }
-    st.finish();
 }
 
-/// Watches for an idle connection until both directions have finished.
-async fn watchdog(st: &State, idle: Duration) {
+/// This thread's forwarded connections, for the idle timeout: one sweeper task checks
+/// them all (a timer per connection would take more memory than the rest of an idle
+/// connection). Entries of finished connections are dropped at the next sweep.
+struct Idle {
+    conns: Vec<Weak<State>>,
+    sweeping: bool,
+}
+
+thread_local! {
+    static IDLE: RefCell<Idle> = const {
+        RefCell::new(Idle {
+            conns: Vec::new(),
+            sweeping: false,
+        })
+    };
+}
+
+/// Puts a connection under the idle timeout (0 = none).
+fn watch(st: &Rc<State>, idle: Duration) {
+    if idle.is_zero() {
+        return;
+    }
+    let start = IDLE.with_borrow_mut(|w| {
+        w.conns.push(Rc::downgrade(st));
+        !std::mem::replace(&mut w.sweeping, true)
+    });
+    if start {
+        monoio::spawn(sweep(idle));
+    }
+}
+
+/// Shuts down connections quiet for `idle` (closed between 1x and 1.25x of it), until
+/// the thread has none left to watch.
+async fn sweep(idle: Duration) {
     let idle_ms = idle.as_millis() as u64;
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        if st.finished.get() >= 2 {
+        monoio::time::sleep(every).await;
+        let now = now_ms();
+        let done = IDLE.with_borrow_mut(|w| {
+            w.conns.retain(|c| {
+                let Some(st) = c.upgrade() else { return false };
+                if now.saturating_sub(st.last.get()) < idle_ms {
+                    return true;
+                }
+                tracing::debug!("idle for {idle:?}: closing");
+                st.abort();
+                false
+            });
+            w.sweeping = !w.conns.is_empty();
+            !w.sweeping
+        });
+        if done {
             return;
-        }
-        if idle_ms == 0 {
-            st.done.notified().await;
-            continue;
-        }
-        let quiet = now_ms().saturating_sub(st.last.get());
-        if quiet >= idle_ms {
-            tracing::debug!("idle for {idle:?}: closing");
-            st.abort();
-            st.done.notified().await;
-            continue;
-        }
-        let wait = Duration::from_millis(idle_ms - quiet);
-        monoio::select! {
-            _ = monoio::time::sleep(wait) => {},
-            _ = st.done.notified() => {},
         }
     }
 }
@@ -412,49 +445,52 @@ async fn watchdog(st: &State, idle: Duration) {
 /// Forwards between `client` and `upstream` until both directions end (or the idle
 /// timeout, 0 = none).
 pub async fn run(client: Side, upstream: Side, idle: Duration, mode: CopyMode) {
+    if client.tls.is_none() && upstream.tls.is_none() && mode == CopyMode::Copy {
+        run_ready(client.stream, upstream.stream, idle).await;
+    } else {
+        // Boxed: the TLS and splice states are large and the common case needs none.
+        Box::pin(run_halves(client, upstream, idle, mode)).await;
+    }
+}
+
+fn state(fds: [RawFd; 2], idle: Duration) -> Rc<State> {
+    let st = Rc::new(State {
+        fds,
+        last: Cell::new(now_ms()),
+    });
+    watch(&st, idle);
+    st
+}
+
+/// Plain TCP both ways, by readiness.
+async fn run_ready(a: TcpStream, b: TcpStream, idle: Duration) {
+    let st = state([a.as_raw_fd(), b.as_raw_fd()], idle);
+    monoio::join!(pump_ready(&a, &b, &st), pump_ready(&b, &a, &st));
+}
+
+/// TLS on either side, or splice: each direction with its own read half.
+async fn run_halves(client: Side, upstream: Side, idle: Duration, mode: CopyMode) {
     let plain = client.tls.is_none() && upstream.tls.is_none();
     let (afd, bfd) = (client.stream.as_raw_fd(), upstream.stream.as_raw_fd());
-    let st = State {
-        fds: [afd, bfd],
-        last: Cell::new(now_ms()),
-        finished: Cell::new(0),
-        done: LocalNotify::default(),
-    };
-    if plain && mode == CopyMode::Copy {
-        let (a, b) = (&client.stream, &upstream.stream);
-        monoio::join!(
-            pump_ready(a, b, &st),
-            pump_ready(b, a, &st),
-            watchdog(&st, idle)
-        );
-        return;
-    }
+    let st = state([afd, bfd], idle);
     let (ar, aw) = client.stream.into_split();
     let (br, bw) = upstream.stream.into_split();
     let a = Half {
         fd: afd,
         write: RefCell::new(Some(aw)),
         free: LocalNotify::default(),
-        tls: client.tls.map(RefCell::new),
+        tls: client.tls.map(|t| RefCell::new(*t)),
     };
     let b = Half {
         fd: bfd,
         write: RefCell::new(Some(bw)),
         free: LocalNotify::default(),
-        tls: upstream.tls.map(RefCell::new),
+        tls: upstream.tls.map(|t| RefCell::new(*t)),
     };
-    if plain {
-        monoio::join!(
-            pump_splice(ar, &b, &st),
-            pump_splice(br, &a, &st),
-            watchdog(&st, idle)
-        );
+    if plain && mode == CopyMode::Splice {
+        monoio::join!(pump_splice(ar, &b, &st), pump_splice(br, &a, &st));
     } else {
-        monoio::join!(
-            pump(ar, &a, &b, &st),
-            pump(br, &b, &a, &st),
-            watchdog(&st, idle)
-        );
+        monoio::join!(pump(ar, &a, &b, &st), pump(br, &b, &a, &st));
     }
     // Dropping the halves closes both sockets.
 }
