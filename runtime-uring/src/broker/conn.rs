@@ -440,6 +440,7 @@ fn deliver(
     pending: &mut Vec<u8>,
 ) -> bool {
     if pending.is_empty() && !shard.blocked.get() && io.transport.borrow().is_plain() {
+        shard.take_from_peers();
         let now = shard.now();
         let used = shard.broker.borrow_mut().handle_bytes(io.id, now, data);
         shard.pump();
@@ -463,6 +464,7 @@ fn deliver(
 async fn feed(shard: &Rc<Shard>, io: &Rc<ConnIo>, pending: &mut Vec<u8>) {
     loop {
         shard.wait_unblocked().await;
+        shard.take_from_peers();
         let now = shard.now();
         let n = shard.broker.borrow_mut().handle_bytes(io.id, now, pending);
         shard.pump();

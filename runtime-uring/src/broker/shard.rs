@@ -78,6 +78,11 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     pub stop: LocalNotify,
     outbox: RefCell<Vec<Vec<ShardMsg>>>,
+    /// The outbox holds a message that must reach its peer before the next output is
+    /// written (anything but published messages and their acknowledgements).
+    urgent: Cell<bool>,
+    /// Outputs and closes of one `pump` round (reused).
+    events: Cell<Vec<Event>>,
     pub timer: LocalNotify,
     armed: Cell<Option<Instant>>,
     epoch: std::time::Instant,
@@ -122,6 +127,8 @@ impl Shard {
             broker: RefCell::new(broker),
             conns: RefCell::new(HashMap::new()),
             outbox: RefCell::new((0..peers.len()).map(|_| Vec::new()).collect()),
+            urgent: Cell::new(false),
+            events: Cell::new(Vec::new()),
             inbox,
             data_out,
             data_in,
@@ -204,6 +211,22 @@ impl Shard {
         }
     }
 
+    /// Takes everything other threads have sent so far. Called before the core sees new
+    /// bytes from a socket too: a peer's message sent before those bytes were (a
+    /// subscription whose SUBACK the publisher has seen) must be applied before them.
+    pub fn take_from_peers(self: &Rc<Self>) {
+        while let Ok(m) = self.inbox.try_recv() {
+            self.handle_inbox(m);
+        }
+        // At most what the channel holds: senders may refill it meanwhile.
+        for _ in 0..DATA_CHANNEL_BATCHES {
+            match self.data_in.try_recv() {
+                Ok(m) => self.handle_data(m),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Acts on everything the core asked for since the last call: wakes writers, starts
     /// closes, sends shard messages (one batch per destination) and re-arms the timer.
     ///
@@ -212,15 +235,7 @@ impl Shard {
     /// shard (always some task ready) never parks.
     pub fn pump(self: &Rc<Self>) {
         if !self.draining.replace(true) {
-            while let Ok(m) = self.inbox.try_recv() {
-                self.handle_inbox(m);
-            }
-            for _ in 0..16 {
-                match self.data_in.try_recv() {
-                    Ok(m) => self.handle_data(m),
-                    Err(_) => break,
-                }
-            }
+            self.take_from_peers();
             let now = self.now();
             let due = self
                 .broker
@@ -249,34 +264,49 @@ impl Shard {
                 );
             }
         }
+        // Forwards first, outputs after: what an output answers (a SUBACK) may depend on
+        // a peer knowing first (the new subscription), and the core may list the output
+        // before the forward. Published messages need no such order.
+        let mut events = self.events.take();
         loop {
-            let ev = self.broker.borrow_mut().poll_event();
-            let Some(ev) = ev else { break };
-            match ev {
-                Event::Output(c) => {
-                    let io = self.conns.borrow().get(&c).cloned();
-                    if let Some(io) = io {
-                        super::conn::output(self, &io);
-                    }
-                }
-                Event::Close(c) => {
-                    let io = self.conns.borrow().get(&c).cloned();
-                    match io {
-                        Some(io) => super::conn::close(self, &io),
-                        // Not served by a task (yet): nothing to flush.
-                        None => {
-                            let now = self.now();
-                            self.broker.borrow_mut().handle_closed(c, now);
+            while let Some(ev) = self.broker.borrow_mut().poll_event() {
+                match ev {
+                    Event::Forward { to, msg } => {
+                        if !matches!(msg, ShardMsg::Publish { .. } | ShardMsg::AckRelease { .. }) {
+                            self.urgent.set(true);
+                        }
+                        if let Some(q) = self.outbox.borrow_mut().get_mut(usize::from(to)) {
+                            q.push(msg);
                         }
                     }
+                    ev => events.push(ev),
                 }
-                Event::Forward { to, msg } => {
-                    if let Some(q) = self.outbox.borrow_mut().get_mut(usize::from(to)) {
-                        q.push(msg);
+            }
+            if events.is_empty() {
+                break;
+            }
+            if self.urgent.replace(false) {
+                self.flush_outbox();
+            }
+            for ev in events.drain(..) {
+                let c = match ev {
+                    Event::Output(c) | Event::Close(c) => c,
+                    Event::Forward { .. } => continue,
+                };
+                let io = self.conns.borrow().get(&c).cloned();
+                match (ev, io) {
+                    (Event::Output(_), Some(io)) => super::conn::output(self, &io),
+                    (Event::Close(_), Some(io)) => super::conn::close(self, &io),
+                    // Not served by a task (yet): nothing to flush.
+                    (Event::Close(_), None) => {
+                        let now = self.now();
+                        self.broker.borrow_mut().handle_closed(c, now);
                     }
+                    _ => {}
                 }
             }
         }
+        self.events.set(events);
         self.flush_outbox();
         let next = self.broker.borrow().poll_timeout();
         let armed = self.armed.get();
