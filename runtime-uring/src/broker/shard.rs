@@ -54,11 +54,25 @@ pub struct ListenerState {
     pub websockets: bool,
 }
 
-/// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no
-/// borrow is ever held across an `.await`).
+/// Whether a shard message must reach its peer before this shard writes its next output:
+/// changes of subscriptions, retained messages and shared-group membership, which the
+/// client may act on once it has the answer. Not the per-message traffic.
+fn ordering_matters(msg: &ShardMsg) -> bool {
+    matches!(
+        msg,
+        ShardMsg::Interest { .. }
+            | ShardMsg::RetainRequest { .. }
+            | ShardMsg::RetainApply { .. }
+            | ShardMsg::SharedJoin { .. }
+            | ShardMsg::SharedLeave { .. }
+    )
+}
+
 /// Size of a shard's read buffer: one read takes at most this much from a socket.
 const RX_BUF: usize = 64 * 1024;
 
+/// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no
+/// borrow is ever held across an `.await`).
 pub struct Shard {
     pub id: u16,
     pub shards: u16,
@@ -79,7 +93,7 @@ pub struct Shard {
     pub stop: LocalNotify,
     outbox: RefCell<Vec<Vec<ShardMsg>>>,
     /// The outbox holds a message that must reach its peer before the next output is
-    /// written (anything but published messages and their acknowledgements).
+    /// written (see [`ordering_matters`]).
     urgent: Cell<bool>,
     /// Outputs and closes of one `pump` round (reused).
     events: Cell<Vec<Event>>,
@@ -269,10 +283,12 @@ impl Shard {
         // before the forward. Published messages need no such order.
         let mut events = self.events.take();
         loop {
-            while let Some(ev) = self.broker.borrow_mut().poll_event() {
+            loop {
+                let ev = self.broker.borrow_mut().poll_event();
+                let Some(ev) = ev else { break };
                 match ev {
                     Event::Forward { to, msg } => {
-                        if !matches!(msg, ShardMsg::Publish { .. } | ShardMsg::AckRelease { .. }) {
+                        if ordering_matters(&msg) {
                             self.urgent.set(true);
                         }
                         if let Some(q) = self.outbox.borrow_mut().get_mut(usize::from(to)) {
@@ -305,6 +321,10 @@ impl Shard {
                     _ => {}
                 }
             }
+        }
+        // Do not keep a burst's worth of room for good.
+        if events.capacity() > 1024 {
+            events = Vec::new();
         }
         self.events.set(events);
         self.flush_outbox();

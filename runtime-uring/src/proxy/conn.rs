@@ -270,13 +270,21 @@ async fn connect_node(
                 node.health.mark_up();
                 return Some((side, node.name.clone()));
             }
-            Ok(Err(e)) if local_shortage(&e) => {
+            Ok(Err(e)) if out_of_descriptors(&e) => {
                 // Not the node's fault, and the next node would fail the same way.
                 tracing::warn!(
                     "cannot connect to node {}: {e} (node not marked down)",
                     node.name
                 );
                 return None;
+            }
+            Ok(Err(e)) if local_shortage(&e) => {
+                // Not the node's fault either, but another node may still work (local
+                // ports run out per destination).
+                tracing::warn!(
+                    "cannot connect to node {}: {e} (node not marked down)",
+                    node.name
+                );
             }
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -299,12 +307,17 @@ async fn connect_node(
     None
 }
 
-/// An error that says this process or host is short of something (descriptors, memory,
-/// local ports), not that the node is down.
+/// The process or the host has no descriptor left: no connection to any node can work.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// An error that says this host is short of something (memory, local ports towards that
+/// node), not that the node is down.
 fn local_shortage(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        Some(libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
     )
 }
 

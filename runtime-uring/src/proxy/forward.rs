@@ -8,7 +8,7 @@
 //!   poll) and then reads without waiting into the thread's one read buffer and writes
 //!   straight from it: an idle connection holds no buffer and no read in flight, and a
 //!   message costs one `recv` and one `sendmsg`. Only what a full socket does not take is
-//!   copied out and kept until it can be written.
+//!   copied out and kept until it can be written: at most one read (64 KiB) per direction.
 //! - With TLS on either side, a direction holds at most one read buffer of [`LARGE_READ`]
 //!   bytes (plus rustls's own bounded buffers), and while idle only [`SMALL_READ`] bytes
 //!   (the pending read owns its buffer).
