@@ -305,20 +305,26 @@ impl Shard {
                 self.flush_outbox();
             }
             for ev in events.drain(..) {
-                let c = match ev {
-                    Event::Output(c) | Event::Close(c) => c,
-                    Event::Forward { .. } => continue,
-                };
-                let io = self.conns.borrow().get(&c).cloned();
-                match (ev, io) {
-                    (Event::Output(_), Some(io)) => super::conn::output(self, &io),
-                    (Event::Close(_), Some(io)) => super::conn::close(self, &io),
-                    // Not served by a task (yet): nothing to flush.
-                    (Event::Close(_), None) => {
-                        let now = self.now();
-                        self.broker.borrow_mut().handle_closed(c, now);
+                match ev {
+                    Event::Output(c) => {
+                        let io = self.conns.borrow().get(&c).cloned();
+                        if let Some(io) = io {
+                            super::conn::output(self, &io);
+                        }
                     }
-                    _ => {}
+                    Event::Close(c) => {
+                        let io = self.conns.borrow().get(&c).cloned();
+                        match io {
+                            Some(io) => super::conn::close(self, &io),
+                            // Not served by a task (yet): nothing to flush.
+                            None => {
+                                let now = self.now();
+                                self.broker.borrow_mut().handle_closed(c, now);
+                            }
+                        }
+                    }
+                    // Already queued in the outbox above.
+                    Event::Forward { .. } => {}
                 }
             }
         }

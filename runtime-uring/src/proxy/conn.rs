@@ -270,21 +270,16 @@ async fn connect_node(
                 node.health.mark_up();
                 return Some((side, node.name.clone()));
             }
-            Ok(Err(e)) if out_of_descriptors(&e) => {
-                // Not the node's fault, and the next node would fail the same way.
-                tracing::warn!(
-                    "cannot connect to node {}: {e} (node not marked down)",
-                    node.name
-                );
-                return None;
-            }
             Ok(Err(e)) if local_shortage(&e) => {
-                // Not the node's fault either, but another node may still work (local
-                // ports run out per destination).
                 tracing::warn!(
                     "cannot connect to node {}: {e} (node not marked down)",
                     node.name
                 );
+                // Without a descriptor no node can work; other shortages (local ports run
+                // out per destination) may spare the next node.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    return None;
+                }
             }
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -307,17 +302,12 @@ async fn connect_node(
     None
 }
 
-/// The process or the host has no descriptor left: no connection to any node can work.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// An error that says this host is short of something (memory, local ports towards that
-/// node), not that the node is down.
+/// An error that says this process or host is short of something (descriptors, memory,
+/// local ports towards that node), not that the node is down.
 fn local_shortage(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
     )
 }
 
