@@ -222,49 +222,100 @@ fn a_slow_reader_gets_every_byte_through_the_default_copy_path() {
     proxy.assert_healthy();
 }
 
+/// The open descriptor numbers of process `pid`, with what each one is.
+fn open_fds(pid: i32) -> Vec<(u64, String)> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<(u64, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let what = std::fs::read_link(e.path()).ok()?;
+            Some((n, what.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// The smallest RLIMIT_NOFILE that leaves exactly one descriptor number free: new
+/// descriptors must be below the limit (those already above it stay valid), and the
+/// kernel hands out the lowest free number.
+fn limit_with_one_free(open: &[(u64, String)]) -> u64 {
+    let mut free = 0;
+    let mut used = open.iter().map(|(n, _)| *n).peekable();
+    for n in 0.. {
+        if used.peek() == Some(&n) {
+            used.next();
+        } else {
+            free += 1;
+            if free == 1 {
+                continue;
+            }
+            return n;
+        }
+    }
+    unreachable!()
+}
+
+/// Sets the soft open-files limit of process `pid` (the hard one is left alone, so no
+/// privilege is needed); returns the soft limit it had.
+fn set_soft_nofile(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new value only writes `old`, which outlives the call.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit on our own child (alive: the caller holds it); it only reads `new`.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
 #[test]
 fn running_out_of_descriptors_refuses_clients_without_marking_the_node_down() {
     let (_d, dir) = scratch();
     let a = Backend::petrel(&dir, "A");
     let b = Backend::petrel(&dir, "B");
     let mut proxy = Proxy::start(&["--upstream", &a.node(), "--upstream", &b.node()]);
-    // The node the 11th client belongs to.
+    // The node the last client belongs to.
     let home = whoami(proxy.port, V::V5, "fd10", None).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    // Room for exactly 10 proxied clients (two descriptors each) and the 11th's accepted
-    // socket, set on the running proxy: the 11th's connection to the node is what fails.
-    let open = std::fs::read_dir(format!("/proc/{}/fd", proxy.proc.pid()))
-        .unwrap()
-        .count() as u64;
-    let lim = libc::rlimit {
-        rlim_cur: open + 21,
-        rlim_max: open + 21,
-    };
-    // SAFETY: prlimit on our own child (alive: we hold it); it only reads `lim`.
-    let rc = unsafe {
-        libc::prlimit(
-            proxy.proc.pid(),
-            libc::RLIMIT_NOFILE,
-            &lim,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let mut held = Vec::new();
-    let refused = loop {
-        match mqtt_connect(proxy.port, V::V311, &format!("fd{}", held.len()), None) {
-            Ok(c) => held.push(c),
-            Err(code) => break code,
-        }
-        assert!(held.len() <= 10, "the limit was never reached");
-    };
-    assert_eq!(held.len(), 10);
+    // Clients already through must stay up when the descriptors run out.
+    let held: Vec<_> = (0..10)
+        .map(|i| mqtt_connect(proxy.port, V::V311, &format!("fd{i}"), None).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Set on the running proxy, from the descriptors it has now: one free number, which
+    // the next accepted socket takes, so the connection to the node is what fails.
+    let open = open_fds(proxy.proc.pid());
+    let l = limit_with_one_free(&open);
+    let before = set_soft_nofile(proxy.proc.pid(), l);
     // CONNACK 3 (server unavailable) at once, not a silent hang.
-    assert_eq!(refused, 3, "the client was not told");
-    // Descriptors free again: the 11th client goes to its own node at once (a node
+    let refused = mqtt_connect(proxy.port, V::V311, "fd10", None).err();
+    assert_eq!(
+        refused,
+        Some(3),
+        "the client was not told (limit {l}, descriptors then {open:?}, now {:?})\n{}",
+        open_fds(proxy.proc.pid()),
+        proxy.proc.dump()
+    );
+    for mut c in held {
+        assert!(c.send(&[0xC0, 0]), "a client already through was dropped");
+        assert_eq!(
+            c.read(common::T).map(|p| p.kind()),
+            Ok(13),
+            "a client already through was dropped"
+        );
+    }
+    // Descriptors free again: the refused client goes to its own node at once (a node
     // marked down would send it to the other one, away from its session).
-    drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    set_soft_nofile(proxy.proc.pid(), before);
     assert_eq!(
         whoami(proxy.port, V::V5, "fd10", None).unwrap(),
         home,
