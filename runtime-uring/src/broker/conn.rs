@@ -77,7 +77,7 @@ pub fn close(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
 /// other case (TLS, WebSocket, a relayed connection, closing), goes to the writer task. So
 /// most output costs one system call and no task.
 pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
-    if io.writer_active.get() {
+    if io.writer_active.get() || shard.hold_output(io.id) {
         return;
     }
     let Sink::Socket(stream) = &io.sink else {
@@ -194,6 +194,7 @@ async fn write_remote(
     v: &mut TxIoVecs,
 ) -> bool {
     loop {
+        shard.wait_released().await;
         if !transmit(shard, io, v, super::forward::RELAY_BUDGET) {
             return false;
         }
@@ -209,7 +210,7 @@ async fn write_remote(
         // A full channel (the accepting shard's client does not read) could hold this
         // send forever: `close` closes the channel when it finds the writer here.
         io.write_blocked.set(true);
-        let sent = tx.send(out).await;
+        let sent = super::wake::woken_here(shard.own_inbox(), tx.send(out)).await;
         io.write_blocked.set(false);
         if sent.is_err() {
             return true;
@@ -224,6 +225,7 @@ async fn write_socket(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut Tx
         return write_layered(shard, io, stream, v).await;
     }
     loop {
+        shard.wait_released().await;
         match write_now(shard, io, stream, v) {
             Now::Done => return false,
             Now::Failed => return true,
@@ -246,6 +248,7 @@ async fn write_layered(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut T
     let fd = stream.as_raw_fd();
     let mut wire: Vec<u8> = Vec::new();
     loop {
+        shard.wait_released().await;
         let more = !v.tx.is_empty() || transmit(shard, io, v, shard.write_budget);
         wire.clear();
         let encoded = io.transport.borrow_mut().encode(v.tx.chunks(), &mut wire);
@@ -347,7 +350,7 @@ async fn relay_loop(
             feed(&shard, &io, &mut pending).await;
         }
         shard.wait_unblocked().await;
-        match from_client.recv().await {
+        match super::wake::woken_here(shard.own_inbox(), from_client.recv()).await {
             Ok(bytes) if pending.is_empty() => pending = bytes,
             Ok(bytes) => pending.extend_from_slice(&bytes),
             Err(_) => break,

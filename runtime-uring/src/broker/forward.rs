@@ -10,8 +10,10 @@
 //! channels it does use are drained by `Shard::pump` itself.
 
 use super::shard::{Inbox, Shard};
+use super::wake::woken_here;
 use crate::net::transport::Transport;
 use broker_core::PeerInfo;
+use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use std::cell::RefCell;
@@ -72,13 +74,21 @@ pub fn start(
     let fd = stream.as_raw_fd();
     let (r, w) = stream.into_split();
     let transport = Rc::new(RefCell::new(transport));
-    monoio::spawn(relay_up(r, fd, transport.clone(), up_tx, down_tx));
+    monoio::spawn(relay_up(
+        shard.clone(),
+        r,
+        fd,
+        transport.clone(),
+        up_tx,
+        down_tx,
+    ));
     monoio::spawn(relay_down(shard.clone(), w, fd, transport, down_rx));
 }
 
 /// Client to owner. `flush` is a sender of the down channel, used to make the writer send
 /// what the TLS or WebSocket layer itself has to say (handshake, tickets, pongs).
 async fn relay_up(
+    shard: Rc<Shard>,
     mut r: OwnedReadHalf<TcpStream>,
     fd: RawFd,
     transport: Rc<RefCell<Transport>>,
@@ -105,9 +115,12 @@ async fn relay_up(
         if transport.borrow().wants_write() {
             let _ = flush.try_send(Vec::new());
         }
-        if !mqtt.is_empty() && up.send(mqtt).await.is_err() {
+        if !mqtt.is_empty() && woken_here(shard.own_inbox(), up.send(mqtt)).await.is_err() {
             break;
         }
+        // A shard whose every connection is relayed runs no core work that would take
+        // its inbox (the pipes' wake-ups among it) while a client floods it.
+        shard.pump();
         if n == buf.capacity() && n < LARGE_READ {
             buf = Vec::with_capacity(LARGE_READ);
         } else if n < SMALL_READ && buf.capacity() > SMALL_READ {
@@ -131,7 +144,7 @@ async fn relay_down(
 ) {
     let plain = transport.borrow().is_plain();
     let mut wire = Vec::new();
-    while let Ok(bytes) = down.recv().await {
+    while let Ok(bytes) = woken_here(shard.own_inbox(), down.recv()).await {
         let out = if plain {
             bytes
         } else {
@@ -147,10 +160,31 @@ async fn relay_down(
         if out.is_empty() {
             continue;
         }
-        let (res, back) = w.write_all(out).await;
-        if res.is_err() {
+        // Written at once while the socket takes it: waiting for an io_uring write to
+        // complete costs a round of the (maybe busy) shard per chunk.
+        let mut sent = 0;
+        while sent < out.len() {
+            match crate::net::sock::send(fd, out.get(sent..).unwrap_or_default()) {
+                Ok(n) if n > 0 => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                _ => {
+                    sent = usize::MAX;
+                    break;
+                }
+            }
+        }
+        if sent == usize::MAX {
             break;
         }
+        let back = if sent < out.len() {
+            let (res, back) = w.write_all(out.slice(sent..)).await;
+            if res.is_err() {
+                break;
+            }
+            back.into_inner()
+        } else {
+            out
+        };
         if !plain {
             wire = back;
         }

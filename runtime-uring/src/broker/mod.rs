@@ -6,6 +6,7 @@ pub mod conn;
 pub mod forward;
 pub mod persist;
 pub mod shard;
+pub mod wake;
 
 use anyhow::{bail, Context as _};
 use broker_core::{Broker, Policy};
@@ -116,7 +117,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         .map(|_| async_channel::unbounded::<Inbox>())
         .unzip();
     let (data_senders, data_receivers): (Vec<_>, Vec<_>) = (0..threads)
-        .map(|_| async_channel::bounded::<shard::DataBatch>(shard::DATA_CHANNEL_BATCHES))
+        .map(|_| async_channel::bounded::<shard::DataBatch>(shard::data_channel_batches()))
         .unzip();
     let mut data_receivers = data_receivers.into_iter();
     let epoch = std::time::Instant::now();

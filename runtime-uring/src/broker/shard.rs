@@ -16,6 +16,17 @@ use std::time::Duration;
 /// slower one under an unbounded backlog.
 pub const DATA_CHANNEL_BATCHES: usize = 64;
 
+/// The capacity of each shard's data channel: [`DATA_CHANNEL_BATCHES`], or for tests
+/// `PETREL_TEST_DATA_CHANNEL_BATCHES` (a small channel makes cross-shard back-pressure,
+/// and so the ordering rules under it, happen with little traffic).
+pub fn data_channel_batches() -> usize {
+    std::env::var("PETREL_TEST_DATA_CHANNEL_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(DATA_CHANNEL_BATCHES)
+}
+
 /// Messages between shards, one batch per `pump` and destination (bounded channel).
 pub type DataBatch = Vec<ShardMsg>;
 
@@ -29,6 +40,8 @@ pub enum Inbox {
     Shutdown,
     /// New TLS configurations (one per listener, `None` for plain ones) after SIGHUP.
     ReloadTls(Vec<Option<Arc<rustls::ServerConfig>>>),
+    /// Wake this shard's task (see `wake`).
+    Wake(std::task::Waker),
 }
 
 /// A shard's ends of the channels between threads.
@@ -80,6 +93,8 @@ pub struct Shard {
     pub conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
     pub peers: Vec<async_channel::Sender<Inbox>>,
     inbox: async_channel::Receiver<Inbox>,
+    /// The sending side of `inbox`.
+    own_inbox: async_channel::Sender<Inbox>,
     /// Data channels: to every shard, and ours.
     pub data_out: Vec<async_channel::Sender<DataBatch>>,
     data_in: async_channel::Receiver<DataBatch>,
@@ -95,6 +110,11 @@ pub struct Shard {
     /// The outbox holds a message that must reach its peer before the next output is
     /// written (see [`ordering_matters`]).
     urgent: Cell<bool>,
+    /// Such a message waits for room in a full peer channel: no output is written until
+    /// it is sent (the connections that had some wait in `held`; writers in
+    /// [`Shard::wait_released`]).
+    holding: Cell<bool>,
+    held: RefCell<Vec<ConnId>>,
     /// Outputs and closes of one `pump` round (reused).
     events: Cell<Vec<Event>>,
     pub timer: LocalNotify,
@@ -142,7 +162,13 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             outbox: RefCell::new((0..peers.len()).map(|_| Vec::new()).collect()),
             urgent: Cell::new(false),
+            holding: Cell::new(false),
+            held: RefCell::new(Vec::new()),
             events: Cell::new(Vec::new()),
+            own_inbox: peers
+                .get(usize::from(id))
+                .cloned()
+                .unwrap_or_else(|| async_channel::unbounded().0),
             inbox,
             data_out,
             data_in,
@@ -218,6 +244,7 @@ impl Shard {
                     *l.tls.borrow_mut() = t;
                 }
             }
+            Inbox::Wake(w) => w.wake(),
             Inbox::Shutdown => {
                 self.stopping.set(true);
                 self.stop.notify();
@@ -303,6 +330,9 @@ impl Shard {
             }
             if self.urgent.replace(false) {
                 self.flush_outbox();
+                if self.flusher.get() {
+                    self.holding.set(true);
+                }
             }
             for ev in events.drain(..) {
                 match ev {
@@ -343,6 +373,11 @@ impl Shard {
 
     /// Sends each destination's batch; a full channel keeps it and blocks reading.
     fn flush_outbox(self: &Rc<Self>) {
+        if self.flusher.get() {
+            // The flusher sends everything queued, in order; a batch sent from here could
+            // overtake the one it is waiting to send.
+            return;
+        }
         let mut full = false;
         {
             let mut outbox = self.outbox.borrow_mut();
@@ -385,12 +420,42 @@ impl Shard {
             let Some((to, batch)) = pending else { break };
             if let Some(tx) = self.data_out.get(to) {
                 // Waits for room; the peer keeps draining whatever it is doing.
-                let _ = tx.send(batch).await;
+                let _ = super::wake::woken_here(self.own_inbox(), tx.send(batch)).await;
             }
         }
         self.flusher.set(false);
         self.blocked.set(false);
+        self.holding.set(false);
         self.unblocked.notify_all();
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        for c in held {
+            let io = self.conns.borrow().get(&c).cloned();
+            if let Some(io) = io {
+                super::conn::output(&self, &io);
+            }
+        }
+        self.pump();
+    }
+
+    /// True while outputs are held back (see `holding`): `output` then notes the
+    /// connection, to be written once the peers have their messages.
+    pub fn hold_output(&self, c: ConnId) -> bool {
+        if self.holding.get() {
+            self.held.borrow_mut().push(c);
+        }
+        self.holding.get()
+    }
+
+    /// This shard's own inbox (for [`super::wake::woken_here`]).
+    pub fn own_inbox(&self) -> &async_channel::Sender<Inbox> {
+        &self.own_inbox
+    }
+
+    /// Waits while outputs are held back (writer tasks, before taking more output).
+    pub async fn wait_released(&self) {
+        while self.holding.get() {
+            self.unblocked.wait().await;
+        }
     }
 
     /// Waits while a peer's channel is full (called by readers before reading more).

@@ -386,6 +386,8 @@ pub struct Petrel {
     pub ports: Vec<u16>,
     pub config: PathBuf,
     pub extra_args: Vec<String>,
+    /// Environment variables set for the broker (kept for restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl Petrel {
@@ -397,6 +399,15 @@ impl Petrel {
     }
 
     pub fn start_with(dir: &Path, toml: &str, args: &[&str]) -> Petrel {
+        Self::start_env(dir, toml, args, &[])
+    }
+
+    /// [`Petrel::start_with`], with environment variables for the broker.
+    pub fn start_env(dir: &Path, toml: &str, args: &[&str], env: &[(&str, &str)]) -> Petrel {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         static N: AtomicU16 = AtomicU16::new(0);
         let n = ports_in(toml);
         let mut last = String::new();
@@ -405,10 +416,11 @@ impl Petrel {
             let config = dir.join(format!("petrel-{}.toml", N.fetch_add(1, Ordering::Relaxed)));
             std::fs::write(&config, fill(toml, &ports, dir)).unwrap();
             let mut p = Petrel {
-                proc: spawn_petrel(&config, args),
+                proc: spawn_petrel(&config, args, &env),
                 ports,
                 config,
                 extra_args: args.iter().map(|s| s.to_string()).collect(),
+                env: env.clone(),
             };
             match p.wait_ready() {
                 Ok(()) => return p,
@@ -467,7 +479,7 @@ impl Petrel {
         self.stop_gracefully();
         let owned = self.extra_args.clone();
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        self.proc = spawn_petrel(&self.config, &args);
+        self.proc = spawn_petrel(&self.config, &args, &self.env);
         if let Err(e) = self.wait_ready() {
             panic!("petrel broker did not restart:\n{e}");
         }
@@ -499,9 +511,10 @@ impl Petrel {
     }
 }
 
-fn spawn_petrel(config: &Path, args: &[&str]) -> Proc {
+fn spawn_petrel(config: &Path, args: &[&str], env: &[(String, String)]) -> Proc {
     let mut cmd = Command::new(PETREL);
     cmd.arg("broker").arg("-c").arg(config).args(args);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if !args.contains(&"--log-level") {
         cmd.args(["--log-level", "info"]);
     }
