@@ -3,11 +3,13 @@
 //! id, which runs the session. The alternative to handing the socket over; both are
 //! measured in `benches/RESULTS.md`.
 //!
-//! Known limit, one reason handoff is the default: the relay channels wake tasks across
-//! threads, and monoio runs such wake-ups only when a shard parks. A shard kept busy
-//! without a pause (a publisher flood) serves its relayed connections late, when it next
-//! goes idle; the handoff path has no per-connection cross-thread traffic, and the shard
-//! channels it does use are drained by `Shard::pump` itself.
+//! The relay channels wake tasks across threads, which monoio runs only when a shard
+//! parks, and a flooded shard never parks: every wait on them goes through
+//! [`super::wake::woken_here`]. Known cost, one reason handoff is the default: a relayed
+//! connection's bytes wait for a turn of the accepting shard, so a subscriber whose socket
+//! sits on a flooded shard gets a fraction of what it would get there directly (fan-in:
+//! 0.65-0.84 M msg/s against 3-3.6 M, `benches/RESULTS.md`); handoff has no
+//! per-connection cross-thread traffic.
 
 use super::shard::{Inbox, Shard};
 use super::wake::woken_here;
