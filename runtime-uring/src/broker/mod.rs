@@ -349,6 +349,8 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     // Graceful stop: DISCONNECT 0x8B to MQTT 5 clients, wills as for any server close,
     // then give writers a moment to flush.
     shard.shutting_down.set(true);
+    // A peer that stopped reading must not hold the final DISCONNECTs back.
+    shard.release_outputs();
     let now = shard.now();
     shard.broker.borrow_mut().shutdown(now);
     shard.pump();

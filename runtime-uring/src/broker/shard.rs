@@ -325,14 +325,18 @@ impl Shard {
                     ev => events.push(ev),
                 }
             }
-            if events.is_empty() {
-                break;
-            }
+            // Even with no event this round: a connection whose writer is already active
+            // raises none for its SUBACK, and that writer must be held too.
             if self.urgent.replace(false) {
                 self.flush_outbox();
-                if self.flusher.get() {
+                // At shutdown nothing waits for peers (they may have stopped reading):
+                // the final DISCONNECTs go out.
+                if self.flusher.get() && !self.shutting_down.get() {
                     self.holding.set(true);
                 }
+            }
+            if events.is_empty() {
+                break;
             }
             for ev in events.drain(..) {
                 match ev {
@@ -425,16 +429,21 @@ impl Shard {
         }
         self.flusher.set(false);
         self.blocked.set(false);
+        self.release_outputs();
+        self.pump();
+    }
+
+    /// Ends a hold: writers go on and the held outputs are written.
+    pub fn release_outputs(self: &Rc<Self>) {
         self.holding.set(false);
         self.unblocked.notify_all();
         let held = std::mem::take(&mut *self.held.borrow_mut());
         for c in held {
             let io = self.conns.borrow().get(&c).cloned();
             if let Some(io) = io {
-                super::conn::output(&self, &io);
+                super::conn::output(self, &io);
             }
         }
-        self.pump();
     }
 
     /// True while outputs are held back (see `holding`): `output` then notes the

@@ -44,7 +44,9 @@ impl Wake for ViaInbox {
 
 /// Runs `fut`, which waits on another thread, so that its wake-up does not wait for this
 /// shard to park. `inbox` is this shard's own inbox. The first poll uses the task's own
-/// waker (no allocation when the future is ready at once).
+/// waker (no allocation when the future is ready at once); when that poll is pending, the
+/// future is polled again at once with the wrapping waker, which replaces the one it
+/// registered.
 pub async fn woken_here<F: Future>(inbox: &async_channel::Sender<Inbox>, fut: F) -> F::Output {
     let mut fut = pin!(fut);
     let mut first = true;

@@ -469,12 +469,9 @@ impl Petrel {
         self.ports[0]
     }
 
-    /// SIGTERM, wait for exit (must be 0), start again with the same configuration.
-    ///
-    /// Known broker bug (reported): a client connecting while `petrel broker` binds its
-    /// listeners can make it fail with "cannot listen on ...: Address already in use". A
-    /// subscriber that reconnects during the restart does exactly that, so the start is
-    /// tried up to 5 times (each failure is printed).
+    /// SIGTERM, wait for exit (must be 0), start again with the same configuration. A
+    /// subscriber that reconnects during the restart is fine: the broker's port probe
+    /// binds without listening, and "address in use" is retried (`net/listen.rs`).
     pub fn restart(&mut self) {
         self.stop_gracefully();
         let owned = self.extra_args.clone();
