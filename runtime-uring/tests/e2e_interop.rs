@@ -392,6 +392,19 @@ fn qos_levels_round_trip_with_paho() {
     b.assert_healthy();
 }
 
+/// Two shards with placement "forward", logging each relay (debug).
+fn forward_broker(dir: &std::path::Path) -> Petrel {
+    let args = [
+        "--threads",
+        "2",
+        "--placement",
+        "forward",
+        "--log-level",
+        "debug",
+    ];
+    Petrel::start_with(dir, ANON, &args)
+}
+
 /// `--placement forward`: a connection accepted by one shard and owned by another is
 /// relayed instead of handed over. Every feature still works through the relay (both
 /// versions), takeover and abnormal closes go through it, and a graceful stop reaches the
@@ -399,18 +412,7 @@ fn qos_levels_round_trip_with_paho() {
 #[test]
 fn forward_placement_relays_between_shards() {
     let d = tempdir();
-    let mut b = Petrel::start_with(
-        d.path(),
-        ANON,
-        &[
-            "--threads",
-            "2",
-            "--placement",
-            "forward",
-            "--log-level",
-            "debug",
-        ],
-    );
+    let mut b = forward_broker(d.path());
     let port = b.port();
     for s in [
         "roundtrip",
@@ -461,6 +463,33 @@ fn client_on_shard(prefix: &str, shard: u16) -> String {
         .unwrap()
 }
 
+/// `rounds` times: `sub` subscribes to a new topic at QoS 1, then, once it has the SUBACK,
+/// `publ` publishes there at QoS 1; `sub` must get the message within `wait`.
+fn subscribe_then_publish(
+    sub: &mut Raw,
+    publ: &mut Raw,
+    rounds: u16,
+    wait: std::time::Duration,
+) -> Result<(), String> {
+    for round in 0..rounds {
+        let topic = format!("causal/{round}");
+        sub.send(&subscribe_packet(false, round + 1, &topic, 1));
+        assert_eq!(sub.read(T).unwrap().kind(), 9, "SUBACK");
+        publ.send(&publish_packet(false, &topic, b"after", 1, round + 1));
+        assert_eq!(publ.read(T).unwrap().kind(), 4, "PUBACK");
+        match sub.read(wait) {
+            Ok(p) if p.kind() == 3 => {
+                let id = p.body.get(p.body.len() - 7..p.body.len() - 5).unwrap();
+                let mut ack = vec![0x40, 2];
+                ack.extend_from_slice(id);
+                sub.send(&ack);
+            }
+            other => return Err(format!("round {round}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 /// Once a subscriber has its SUBACK, a message published afterwards from another shard
 /// reaches it: the subscription must be known to the publisher's shard before the SUBACK
 /// leaves, and that shard must take its peers' messages before new input from its
@@ -494,24 +523,8 @@ fn a_subscription_holds_on_every_shard_once_acknowledged() {
         let port = b.port();
         let mut publ = Raw::mqtt(port, false, &client_on_shard("pub", 0));
         let mut sub = Raw::mqtt(port, false, &client_on_shard("sub", 1));
-        for round in 0..400u16 {
-            let topic = format!("causal/{round}");
-            sub.send(&subscribe_packet(false, round + 1, &topic, 1));
-            assert_eq!(sub.read(T).unwrap().kind(), 9, "SUBACK");
-            publ.send(&publish_packet(false, &topic, b"after", 1, round + 1));
-            assert_eq!(publ.read(T).unwrap().kind(), 4, "PUBACK");
-            match sub.read(secs(2.0)) {
-                Ok(p) if p.kind() == 3 => {
-                    let id = p.body.get(p.body.len() - 7..p.body.len() - 5).unwrap();
-                    let mut ack = vec![0x40, 2];
-                    ack.extend_from_slice(id);
-                    sub.send(&ack);
-                }
-                other => {
-                    failures.push(format!("{placement} round {round}: {other:?}"));
-                    break;
-                }
-            }
+        if let Err(e) = subscribe_then_publish(&mut sub, &mut publ, 400, secs(2.0)) {
+            failures.push(format!("{placement} {e}"));
         }
         // The same for retained messages: once the publisher has its PUBACK, a
         // subscriber on the other shard finds the message ([MQTT-3.3.1-5]).
@@ -595,26 +608,7 @@ fn a_subscription_holds_while_the_peer_channel_is_full() {
     std::thread::sleep(secs(0.3));
     let mut publ = Raw::mqtt(port, false, &client_on_shard("pub", 0));
     let mut sub = Raw::mqtt(port, false, &client_on_shard("sub", 1));
-    let mut failure = None;
-    for round in 0..300u16 {
-        let topic = format!("causal/{round}");
-        sub.send(&subscribe_packet(false, round + 1, &topic, 1));
-        assert_eq!(sub.read(T).unwrap().kind(), 9, "SUBACK");
-        publ.send(&publish_packet(false, &topic, b"after", 1, round + 1));
-        assert_eq!(publ.read(T).unwrap().kind(), 4, "PUBACK");
-        match sub.read(secs(5.0)) {
-            Ok(p) if p.kind() == 3 => {
-                let id = p.body.get(p.body.len() - 7..p.body.len() - 5).unwrap();
-                let mut ack = vec![0x40, 2];
-                ack.extend_from_slice(id);
-                sub.send(&ack);
-            }
-            other => {
-                failure = Some(format!("round {round}: {other:?}"));
-                break;
-            }
-        }
-    }
+    let failure = subscribe_then_publish(&mut sub, &mut publ, 300, secs(5.0)).err();
     stop.store(true, Relaxed);
     let bursts = flood.join().unwrap();
     let drained = drain.join().unwrap();
@@ -638,18 +632,7 @@ fn relayed_connections_are_served_while_their_shards_are_flooded() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::time::{Duration, Instant};
     let d = tempdir();
-    let b = Petrel::start_with(
-        d.path(),
-        ANON,
-        &[
-            "--threads",
-            "2",
-            "--placement",
-            "forward",
-            "--log-level",
-            "debug",
-        ],
-    );
+    let b = forward_broker(d.path());
     let port = b.port();
     // The kernel picks the accepting shard: connect until a subscriber is relayed.
     let mut sub = None;
