@@ -164,20 +164,9 @@ async fn relay_down(
         }
         // Written at once while the socket takes it: waiting for an io_uring write to
         // complete costs a round of the (maybe busy) shard per chunk.
-        let mut sent = 0;
-        while sent < out.len() {
-            match crate::net::sock::send(fd, out.get(sent..).unwrap_or_default()) {
-                Ok(n) if n > 0 => sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                _ => {
-                    sent = usize::MAX;
-                    break;
-                }
-            }
-        }
-        if sent == usize::MAX {
+        let Ok(sent) = crate::net::sock::send_until_full(fd, &out) else {
             break;
-        }
+        };
         let back = if sent < out.len() {
             let (res, back) = w.write_all(out.slice(sent..)).await;
             if res.is_err() {

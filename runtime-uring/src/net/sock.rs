@@ -41,6 +41,21 @@ pub fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     send_vectored(fd, &iov)
 }
 
+/// Writes `bytes` until the socket refuses more; the count written (all of them, or what
+/// fitted before the socket was full).
+pub fn send_until_full(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while let Some(rest) = bytes.get(sent..).filter(|r| !r.is_empty()) {
+        match send(fd, rest) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
 /// sendmsg without waiting and without SIGPIPE on a closed peer.
 fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     let mut msg = zeroed_msghdr();
