@@ -305,6 +305,12 @@ pub(crate) struct Session {
     pub backlog: LazyDeque<Queued>,
     pub inflight: LazyDeque<Inflight>,
     pub next_pid: u16,
+    /// Some entry of `inflight` has `needs_send` (set at resumption, cleared by the
+    /// `poll_transmit` that finds none left): spares it a walk of the window otherwise.
+    pub resend_pending: bool,
+    /// `alloc_pid` skipped an identifier still in flight since `inflight` was last empty:
+    /// its pids may no longer be in circular order (see `alloc_pid`).
+    pub pid_lapped: bool,
     /// QoS 2 packet identifiers received and PUBREC'd, awaiting PUBREL.
     pub rx_qos2: LazyVec<u16>,
     /// Boxed: most sessions never have one.
@@ -336,6 +342,8 @@ impl Session {
             backlog: LazyDeque::new(),
             inflight: LazyDeque::new(),
             next_pid: 1,
+            resend_pending: false,
+            pid_lapped: false,
             rx_qos2: LazyVec::new(),
             pending_will: None,
             stamp: 0,
@@ -348,7 +356,25 @@ impl Session {
     }
 
     /// A packet identifier not used by any message in flight ([MQTT-2.2.1-3]).
+    ///
+    /// Identifiers are handed out in circular order and `inflight` only grows at its back
+    /// with the identifier just allocated, so its pids are the allocation order. Until an
+    /// allocation goes a whole lap round (65,535 of them while the front entry waits) they
+    /// all lie between the front's pid and the last one allocated, and the next candidate
+    /// can only collide with the front's: one comparison instead of a walk of the window on
+    /// every delivery. After a lap (a skip), the walk until the window is empty again.
     pub(crate) fn alloc_pid(&mut self) -> u16 {
+        if self.inflight.is_empty() {
+            self.pid_lapped = false;
+        }
+        if !self.pid_lapped {
+            let pid = self.next_pid;
+            if self.inflight.front().is_none_or(|f| f.pid != pid) {
+                self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
+                return pid;
+            }
+            self.pid_lapped = true;
+        }
         loop {
             let pid = self.next_pid;
             self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };

@@ -14,7 +14,7 @@
 //! input is always a [`DecodeError`] that maps to the MQTT 5 reason code a server sends
 //! ([`DecodeError::reason_code`]); no input can make it panic.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "std")]

@@ -605,7 +605,7 @@ impl<'a> Properties<'a> {
         let repeatable = ctx.repeatable();
         let mut seen: u64 = 0;
         let p = self;
-        let mut r = Reader::new(block, packet).with_text();
+        let mut r = Reader::new(block, packet);
         // One pass that reads each value straight into its field (this is on the path of
         // every MQTT 5 packet; going through `RawIter` and a `Value` cost a third of a
         // PUBLISH decode).

@@ -374,6 +374,7 @@ impl Broker {
         for f in s.inflight.iter_mut() {
             f.needs_send = true;
         }
+        s.resend_pending = !s.inflight.is_empty();
         let window = params
             .receive_maximum
             .min(self.cfg.max_inflight_messages)

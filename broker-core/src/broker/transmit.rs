@@ -207,15 +207,21 @@ impl Broker {
         // packets count against the new connection's Receive Maximum ([MQTT-3.3.4-9]);
         // PUBREL is never held back ([MQTT-3.3.4-10]).
         let window = usize::from(c.window);
-        let mut in_window = s.inflight.iter().filter(|f| !f.needs_send).count();
+        let mut in_window = 0;
+        if s.resend_pending {
+            in_window = s.inflight.iter().filter(|f| !f.needs_send).count();
+        }
+        // Entries still to resend after this round (left out by the window or the budget).
+        let mut left = false;
         let mut i = 0;
-        while let Some(f) = s.inflight.get_mut(i) {
+        while let Some(f) = s.inflight.get_mut(i).filter(|_| s.resend_pending) {
             if !f.needs_send {
                 i += 1;
                 continue;
             }
             if !room(tx) {
                 more = true;
+                left = true;
                 break;
             }
             if f.state == InflightState::AwaitComp {
@@ -238,6 +244,7 @@ impl Broker {
             }
             if in_window >= window {
                 // An acknowledgement wakes the connection up again.
+                left = true;
                 i += 1;
                 continue;
             }
@@ -256,6 +263,7 @@ impl Broker {
                     .on_dropped(&s.client_id, &f.item.msg, DropReason::TooLarge);
             }
         }
+        s.resend_pending &= left;
         if !more {
             loop {
                 if !room(tx) {

@@ -93,6 +93,54 @@ fn mqtt_2_2_1_4_server_packet_identifiers_non_zero_and_unused() {
     }
 }
 
+/// [MQTT-2.2.1-4] with two messages never acknowledged while identifiers go round twice, and
+/// the others acknowledged in random order: the allocator's one-comparison path (pids in
+/// circular order) must give way to the full check once the lap reaches the first held
+/// one, and keep to it past the second.
+#[test]
+fn mqtt_2_2_1_4_identifiers_held_across_laps_are_never_reused() {
+    let mut s = sim();
+    let mut c = conn("sub", V5);
+    c.properties.receive_maximum = Some(8);
+    let (sub, _) = connect_ok(&mut s, &c);
+    subscribe(&mut s, sub, "t", Q1);
+    let p = connect(&mut s, "pub", true, V5);
+    let mut seed: u32 = 0x9E37_79B9;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        seed >> 8
+    };
+    let mut held: Vec<u16> = Vec::new();
+    let mut outstanding: Vec<u16> = Vec::new();
+    for round in 0..140_000u32 {
+        publish(&mut s, p, "t", b"m", Q1, false, 1 + (round % 60_000) as u16);
+        recv(&mut s, p);
+        for x in pubs(&recv(&mut s, sub)) {
+            let id = x.pid.expect("QoS 1 has an identifier");
+            assert_ne!(id, 0);
+            assert!(
+                !held.contains(&id),
+                "held identifier {id} reused in round {round}"
+            );
+            assert!(
+                !outstanding.contains(&id),
+                "identifier {id} reused while in flight"
+            );
+            // The first and the fourth delivered stay unacknowledged.
+            if round == 0 || round == 3 {
+                held.push(id);
+            } else {
+                outstanding.push(id);
+            }
+        }
+        if outstanding.len() >= 5 {
+            let id = outstanding.swap_remove(next() as usize % outstanding.len());
+            send_ack(&mut s, sub, PacketType::PubAck, id);
+        }
+    }
+    assert_eq!(held.len(), 2);
+}
+
 #[test]
 fn mqtt_2_2_1_5_acknowledgements_carry_the_publish_identifier() {
     let mut s = sim();

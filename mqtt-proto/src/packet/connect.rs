@@ -82,8 +82,6 @@ impl<'a> Connect<'a> {
         } else {
             Properties::default()
         };
-        // The payload is mostly strings: validate it as UTF-8 once if it is (see with_text).
-        r.set_text();
         let client_id = r.utf8()?;
         let will = if will_flag {
             let properties = if protocol.is_v5() {

@@ -247,7 +247,7 @@ impl<'a> Subscribe<'a> {
         let packet_id = super::read_packet_id(r)?;
         let properties = read_props(r, v, PropertyContext::Subscribe)?;
         let payload = r.rest();
-        let mut p = Reader::new(payload, PacketType::Subscribe).with_text();
+        let mut p = Reader::new(payload, PacketType::Subscribe);
         let mut count = 0usize;
         while !p.is_empty() {
             p.utf8()?;
@@ -413,7 +413,7 @@ impl<'a> Unsubscribe<'a> {
         let packet_id = super::read_packet_id(r)?;
         let properties = read_props(r, v, PropertyContext::Unsubscribe)?;
         let payload = r.rest();
-        let mut p = Reader::new(payload, PacketType::Unsubscribe).with_text();
+        let mut p = Reader::new(payload, PacketType::Unsubscribe);
         let mut count = 0usize;
         while !p.is_empty() {
             p.utf8()?;
