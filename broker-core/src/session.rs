@@ -75,7 +75,13 @@ impl<T> LazyDeque<T> {
 
     #[inline]
     pub(crate) fn remove(&mut self, i: usize) -> Option<T> {
-        self.0.as_mut()?.remove(i)
+        let d = self.0.as_mut()?;
+        // Acknowledgements come in order: the front, without the general shifting code.
+        if i == 0 {
+            d.pop_front()
+        } else {
+            d.remove(i)
+        }
     }
 
     pub(crate) fn extend<I: IntoIterator<Item = T>>(&mut self, it: I) {

@@ -27,7 +27,7 @@ pub struct AckRef {
     pub key: Key,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum AckTarget {
     /// Send this acknowledgement to the publisher.
     Conn {
@@ -46,6 +46,15 @@ pub(crate) struct PendingAck {
     pub holds: u32,
 }
 
+/// The acknowledgement of the message being routed. It enters the `acks` slab (with the
+/// routing hold) only when something holds it: most messages find room everywhere, and
+/// their acknowledgement then goes out without a slab entry.
+#[derive(Debug)]
+pub(crate) struct CurrentAck {
+    pub target: AckTarget,
+    pub key: Option<Key>,
+}
+
 /// A message waiting for room in a subscriber's queue.
 #[derive(Debug)]
 pub(crate) struct Parked {
@@ -54,9 +63,32 @@ pub(crate) struct Parked {
 }
 
 impl Broker {
-    /// Starts holding an acknowledgement (with one hold for the routing itself).
-    pub(crate) fn hold_ack(&mut self, target: AckTarget) -> Key {
-        self.acks.insert_with(|_| PendingAck { target, holds: 1 })
+    /// Routing of a message whose acknowledgement may be held starts.
+    pub(crate) fn begin_ack(&mut self, target: AckTarget) {
+        self.current_ack = Some(CurrentAck { target, key: None });
+    }
+
+    /// Routing ends: the key of the acknowledgement if something held it (the routing hold
+    /// is still on it), else its target, for the caller to acknowledge at once.
+    pub(crate) fn end_ack(&mut self) -> Option<Result<Key, AckTarget>> {
+        let c = self.current_ack.take()?;
+        Some(c.key.ok_or(c.target))
+    }
+
+    /// One more hold on the acknowledgement being routed, which enters the slab now if it
+    /// is not there yet. `None` when no acknowledgement may be held.
+    pub(crate) fn hold_current(&mut self) -> Option<Key> {
+        let c = self.current_ack.as_mut()?;
+        if let Some(k) = c.key {
+            self.add_hold(k);
+            return Some(k);
+        }
+        let target = c.target;
+        let k = self.acks.insert_with(|_| PendingAck { target, holds: 2 });
+        if let Some(c) = self.current_ack.as_mut() {
+            c.key = Some(k);
+        }
+        Some(k)
     }
 
     /// One more reason to wait.
@@ -100,16 +132,19 @@ impl Broker {
                     self.push_ctrl(conn, Ctrl::Ack { kind, pid, code });
                 }
             }
-            AckTarget::Remote(r) => {
-                if r.shard == self.cfg.shard {
-                    self.release_ack(r.key);
-                } else {
-                    self.events.push_back(Event::Forward {
-                        to: r.shard,
-                        msg: ShardMsg::AckRelease { key: r.key },
-                    });
-                }
-            }
+            AckTarget::Remote(r) => self.release_remote(r),
+        }
+    }
+
+    /// Releases our hold on an acknowledgement kept by a shard (maybe this one).
+    pub(crate) fn release_remote(&mut self, r: AckRef) {
+        if r.shard == self.cfg.shard {
+            self.release_ack(r.key);
+        } else {
+            self.events.push_back(Event::Forward {
+                to: r.shard,
+                msg: ShardMsg::AckRelease { key: r.key },
+            });
         }
     }
 
@@ -125,10 +160,7 @@ impl Broker {
 
     /// Parks a message for a full queue, holding the current acknowledgement.
     pub(crate) fn park(&mut self, now: Instant, sk: Key, item: Queued) {
-        let ack = self.current_ack;
-        if let Some(k) = ack {
-            self.add_hold(k);
-        }
+        let ack = self.hold_current();
         let stall = self.cfg.stall_timeout_ms;
         let Some(s) = self.sessions.get_mut(sk) else {
             return;

@@ -139,7 +139,7 @@ pub struct Broker {
     /// Acknowledgements held back by flow control.
     pub(crate) acks: Slab<flow::PendingAck>,
     /// The acknowledgement of the message being routed, if it may be held.
-    pub(crate) current_ack: Option<Key>,
+    pub(crate) current_ack: Option<flow::CurrentAck>,
     pub(crate) released: Vec<Key>,
 }
 

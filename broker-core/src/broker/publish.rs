@@ -159,17 +159,17 @@ impl Broker {
         if code == ReasonCode::Success {
             self.metrics.publish_received += 1;
             // Flow control may hold the acknowledgement while subscribers lack room.
-            held = pid.map(|id| {
-                self.hold_ack(super::flow::AckTarget::Conn {
+            if let Some(id) = pid {
+                self.begin_ack(super::flow::AckTarget::Conn {
                     conn,
                     pid: id,
                     kind,
                     code: ReasonCode::Success,
-                })
-            });
-            self.current_ack = held;
+                });
+            }
             let matched = self.publish_message(now, &msg, publisher_hash);
-            self.current_ack = None;
+            // A key only when something held the acknowledgement.
+            held = self.end_ack().and_then(Result::ok);
             // 3.4.2.1: 0x10 tells a v5 publisher nobody received it.
             if !matched && v.is_v5() {
                 code = ReasonCode::NoMatchingSubscribers;
@@ -280,15 +280,11 @@ impl Broker {
                 any = true;
                 // The other shard holds the acknowledgement too while its subscribers
                 // have no room (flow control).
-                let ack = match self.current_ack {
-                    Some(key) if msg.qos != QoS::AtMostOnce => {
-                        self.add_hold(key);
-                        Some(super::AckRef {
-                            shard: self.cfg.shard,
-                            key,
-                        })
-                    }
-                    _ => None,
+                let ack = if msg.qos == QoS::AtMostOnce {
+                    None
+                } else {
+                    let shard = self.cfg.shard;
+                    self.hold_current().map(|key| super::AckRef { shard, key })
                 };
                 self.events.push_back(Event::Forward {
                     to: sh,

@@ -18,11 +18,12 @@ impl Broker {
             } => match ack {
                 Some(r) => {
                     // Hold the publisher's acknowledgement while our subscribers lack room.
-                    let key = self.hold_ack(super::flow::AckTarget::Remote(r));
-                    self.current_ack = Some(key);
+                    self.begin_ack(super::flow::AckTarget::Remote(r));
                     self.route_local(now, &msg, publisher_hash);
-                    self.current_ack = None;
-                    self.release_ack(key);
+                    match self.end_ack() {
+                        Some(Ok(key)) => self.release_ack(key),
+                        _ => self.release_remote(r),
+                    }
                 }
                 None => {
                     self.route_local(now, &msg, publisher_hash);
