@@ -382,27 +382,7 @@ impl Shard {
             // overtake the one it is waiting to send.
             return;
         }
-        let mut full = false;
-        {
-            let mut outbox = self.outbox.borrow_mut();
-            for (to, q) in outbox.iter_mut().enumerate() {
-                if q.is_empty() {
-                    continue;
-                }
-                let Some(tx) = self.data_out.get(to) else {
-                    continue;
-                };
-                match tx.try_send(std::mem::take(q)) {
-                    Ok(()) => {}
-                    Err(async_channel::TrySendError::Full(batch)) => {
-                        *q = batch;
-                        full = true;
-                    }
-                    Err(async_channel::TrySendError::Closed(_)) => {}
-                }
-            }
-        }
-        if full {
+        if self.try_send_outbox(false).0 {
             self.blocked.set(true);
             if !self.flusher.replace(true) {
                 monoio::spawn(self.clone().flush_blocked());
@@ -410,18 +390,40 @@ impl Shard {
         }
     }
 
-    /// Waits until every peer took its batch, then lets the readers go again.
-    async fn flush_blocked(self: Rc<Self>) {
-        loop {
-            let pending: Option<(usize, DataBatch)> = {
-                let mut outbox = self.outbox.borrow_mut();
-                outbox
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, q)| !q.is_empty())
-                    .map(|(to, q)| (to, std::mem::take(q)))
+    /// Sends every destination's batch that its channel has room for; a batch that does
+    /// not fit stays queued. Returns whether one did not fit and, when `take_full`, the
+    /// first of those taken out of the outbox for the caller to wait on.
+    fn try_send_outbox(&self, take_full: bool) -> (bool, Option<(usize, DataBatch)>) {
+        let mut full = false;
+        let mut taken = None;
+        let mut outbox = self.outbox.borrow_mut();
+        for (to, q) in outbox.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            let Some(tx) = self.data_out.get(to) else {
+                continue;
             };
-            let Some((to, batch)) = pending else { break };
+            match tx.try_send(std::mem::take(q)) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(batch)) => {
+                    full = true;
+                    if take_full && taken.is_none() {
+                        taken = Some((to, batch));
+                    } else {
+                        *q = batch;
+                    }
+                }
+                Err(async_channel::TrySendError::Closed(_)) => {}
+            }
+        }
+        (full, taken)
+    }
+
+    /// Waits until every peer took its batch, then lets the readers go again. Peers with
+    /// room get theirs at once each round; the wait is for one that has none.
+    async fn flush_blocked(self: Rc<Self>) {
+        while let (_, Some((to, batch))) = self.try_send_outbox(true) {
             if let Some(tx) = self.data_out.get(to) {
                 // Waits for room; the peer keeps draining whatever it is doing.
                 let _ = super::wake::woken_here(self.own_inbox(), tx.send(batch)).await;
