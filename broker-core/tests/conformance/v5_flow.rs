@@ -181,6 +181,46 @@ fn client_exceeding_server_receive_maximum_gets_0x93() {
     assert_disconnected(&mut s, p, ReasonCode::ReceiveMaximumExceeded);
 }
 
+/// QoS 1 PUBACKs held back by flow control count against the server's Receive Maximum;
+/// one acknowledged at once in between must not take a held one off the count (it did
+/// before the acknowledgement of an unheld message stopped going through the hold slab).
+#[test]
+fn held_qos1_acks_count_against_receive_maximum_across_immediate_ones() {
+    let mut s = sim_cfg(Config {
+        receive_maximum: 2,
+        max_queued_messages: 2,
+        ..Config::default()
+    });
+    let mut cs = conn("sub", V5);
+    cs.properties.receive_maximum = Some(1);
+    let (sub, _) = connect_ok(&mut s, &cs);
+    subscribe(&mut s, sub, "t", Q1);
+    let p = connect(&mut s, "p", true, V5);
+    let acks = |s: &mut Sim, p| {
+        recv(s, p)
+            .iter()
+            .filter(|x| matches!(x, P::PubAck { .. }))
+            .count()
+    };
+    // One in flight to the subscriber, two queued: acknowledged at once.
+    for i in 1..=3u16 {
+        publish(&mut s, p, "t", b"q", Q1, false, i);
+    }
+    assert_eq!(acks(&mut s, p), 3);
+    // The queue is full: held (1 unacknowledged).
+    publish(&mut s, p, "t", b"4", Q1, false, 4);
+    // Nobody subscribed: acknowledged at once (0x10), the held one still counts.
+    publish(&mut s, p, "other", b"5", Q1, false, 5);
+    assert_eq!(acks(&mut s, p), 1);
+    // Held too: 2 unacknowledged, the server's Receive Maximum.
+    publish(&mut s, p, "t", b"6", Q1, false, 6);
+    assert_eq!(acks(&mut s, p), 0);
+    assert!(!s.is_closed(p));
+    // A third unacknowledged QoS 1 PUBLISH exceeds it (3.3.4, 0x93).
+    publish(&mut s, p, "other", b"7", Q1, false, 7);
+    assert_disconnected(&mut s, p, ReasonCode::ReceiveMaximumExceeded);
+}
+
 #[test]
 fn large_retained_set_paced_by_receive_maximum() {
     let mut s = sim();
