@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use runtime_uring::auth::acl::AclFile;
@@ -91,14 +92,23 @@ fn petrel() -> AclFile {
     }
 }
 
+/// One Mosquitto at a time in this file: the "free" port found by binding port 0 can be
+/// handed to both tests before either Mosquitto listens, and the second test then talks to
+/// the first one's broker until that one is killed (seen once in CI as "Connection
+/// refused" in the middle of a test).
+static ONE_MOSQUITTO: Mutex<()> = Mutex::new(());
+
 struct Mosquitto {
     child: Child,
     port: u16,
     log: PathBuf,
+    // Released after `drop` has killed the child.
+    _one: MutexGuard<'static, ()>,
 }
 
 impl Mosquitto {
     fn start(dir: &Path) -> Self {
+        let one = ONE_MOSQUITTO.lock().unwrap_or_else(|e| e.into_inner());
         let pw = dir.join("pw");
         for (i, user) in ["alice", "bob", "carol"].iter().enumerate() {
             let mut args: Vec<OsString> = Vec::new();
@@ -133,7 +143,12 @@ impl Mosquitto {
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("mosquitto starts");
-        let mut m = Self { child, port, log };
+        let mut m = Self {
+            child,
+            port,
+            log,
+            _one: one,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect((Ipv4Addr::LOCALHOST, m.port)).is_err() {
             if let Ok(Some(s)) = m.child.try_wait() {
@@ -150,7 +165,7 @@ impl Mosquitto {
     }
 
     /// Does Mosquitto accept this PUBLISH (MQTT 5, QoS 1: PUBACK carries the verdict)?
-    fn allows_publish(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+    fn allows_publish(&mut self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
         let mut cmd = Command::new("mosquitto_pub");
         cmd.args([
             "-h",
@@ -170,7 +185,8 @@ impl Mosquitto {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "mosquitto_pub failed: {stderr}\n{}",
+            "mosquitto_pub failed: {stderr}\nmosquitto: {:?}\n{}",
+            self.child.try_wait(),
             self.log_text()
         );
         !stderr.contains("Not authorized")
@@ -198,7 +214,7 @@ fn publish_decisions_match_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Mosquitto::start(dir.path());
+    let mut broker = Mosquitto::start(dir.path());
     for &(user, id, topic, allowed) in SAME {
         assert_eq!(
             broker.allows_publish(user, id, topic),
@@ -223,7 +239,7 @@ fn deliberate_differences_from_mosquitto_are_as_documented() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Mosquitto::start(dir.path());
+    let mut broker = Mosquitto::start(dir.path());
     for &(user, id, topic, _, theirs) in DIFFERENT {
         assert_eq!(
             broker.allows_publish(user, id, topic),
