@@ -374,20 +374,25 @@ impl Session {
             self.pid_lapped = false;
         }
         if !self.pid_lapped {
-            let pid = self.next_pid;
-            if self.inflight.front().is_none_or(|f| f.pid != pid) {
-                self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
-                return pid;
+            let next = self.next_pid;
+            if self.inflight.front().is_none_or(|f| f.pid != next) {
+                return self.take_pid();
             }
             self.pid_lapped = true;
         }
         loop {
-            let pid = self.next_pid;
-            self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
+            let pid = self.take_pid();
             if !self.inflight.iter().any(|f| f.pid == pid) {
                 return pid;
             }
         }
+    }
+
+    /// The next identifier in circular order (1..=65535), advancing past it.
+    fn take_pid(&mut self) -> u16 {
+        let pid = self.next_pid;
+        self.next_pid = if pid == u16::MAX { 1 } else { pid + 1 };
+        pid
     }
 
     pub(crate) fn inflight_pos(&self, pid: u16) -> Option<usize> {

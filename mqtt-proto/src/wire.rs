@@ -182,31 +182,28 @@ pub(crate) fn check_utf8(b: &[u8]) -> Result<&str, DecodeError> {
 }
 
 /// `b` as a string if it is well-formed UTF-8, with what [`scan`] finds in it (wildcards
-/// only when `WILD`), in one pass on 64-bit targets. Nearly every string on the wire is ASCII, and `from_utf8` walks a
+/// only when `WILD`). Nearly every string on the wire is ASCII, and `from_utf8` walks a
 /// short, unaligned string byte by byte (a quarter of the instructions of an MQTT 5 PUBLISH
-/// decode went there): the word scan that looks for U+0000 also sees whether any byte has
-/// its high bit set, and only a string that has one goes to `from_utf8`.
+/// decode went there): on 64-bit targets the word scan that looks for U+0000 also sees
+/// whether any byte has its high bit set, and only a string that has one goes to
+/// `from_utf8`.
 #[inline]
 pub(crate) fn text<const WILD: bool>(b: &[u8]) -> Result<(&str, u8), DecodeError> {
-    if cfg!(target_pointer_width = "64") {
-        let (f, ascii) = scan_words_ascii::<WILD>(b);
-        if ascii {
-            return Ok((ascii_str(b), f));
-        }
-        let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
-        Ok((s, f))
+    let (f, ascii) = if cfg!(target_pointer_width = "64") {
+        scan_words_ascii::<WILD>(b)
     } else {
-        let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
-        Ok((
-            s,
-            scan_bytes(b)
-                & if WILD {
-                    HAS_NUL | HAS_WILDCARD
-                } else {
-                    HAS_NUL
-                },
-        ))
+        let wanted = if WILD {
+            HAS_NUL | HAS_WILDCARD
+        } else {
+            HAS_NUL
+        };
+        (scan_bytes(b) & wanted, false)
+    };
+    if ascii {
+        return Ok((ascii_str(b), f));
     }
+    let s = core::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
+    Ok((s, f))
 }
 
 /// `b`, known to be ASCII, as a `str` without validating it again.
@@ -301,9 +298,7 @@ pub(crate) fn scan(b: &[u8]) -> u8 {
 
 #[inline]
 fn has_nul_words(b: &[u8]) -> bool {
-    let mut acc = 0;
-    for_each_word(b, |w| acc |= zero_byte(w));
-    acc != 0
+    scan_words_ascii::<false>(b).0 != 0
 }
 
 fn scan_bytes(b: &[u8]) -> u8 {

@@ -69,10 +69,9 @@ impl Broker {
     }
 
     /// Routing ends: the key of the acknowledgement if something held it (the routing hold
-    /// is still on it), else its target, for the caller to acknowledge at once.
-    pub(crate) fn end_ack(&mut self) -> Option<Result<Key, AckTarget>> {
-        let c = self.current_ack.take()?;
-        Some(c.key.ok_or(c.target))
+    /// is still on it); `None` tells the caller to acknowledge at once.
+    pub(crate) fn end_ack(&mut self) -> Option<Key> {
+        self.current_ack.take()?.key
     }
 
     /// One more hold on the acknowledgement being routed, which enters the slab now if it
@@ -85,9 +84,7 @@ impl Broker {
         }
         let target = c.target;
         let k = self.acks.insert_with(|_| PendingAck { target, holds: 2 });
-        if let Some(c) = self.current_ack.as_mut() {
-            c.key = Some(k);
-        }
+        c.key = Some(k);
         Some(k)
     }
 

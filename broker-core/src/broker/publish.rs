@@ -169,7 +169,7 @@ impl Broker {
             }
             let matched = self.publish_message(now, &msg, publisher_hash);
             // A key only when something held the acknowledgement.
-            held = self.end_ack().and_then(Result::ok);
+            held = self.end_ack();
             // 3.4.2.1: 0x10 tells a v5 publisher nobody received it.
             if !matched && v.is_v5() {
                 code = ReasonCode::NoMatchingSubscribers;

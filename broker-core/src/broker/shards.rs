@@ -21,8 +21,8 @@ impl Broker {
                     self.begin_ack(super::flow::AckTarget::Remote(r));
                     self.route_local(now, &msg, publisher_hash);
                     match self.end_ack() {
-                        Some(Ok(key)) => self.release_ack(key),
-                        _ => self.release_remote(r),
+                        Some(key) => self.release_ack(key),
+                        None => self.release_remote(r),
                     }
                 }
                 None => {

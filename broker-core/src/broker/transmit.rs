@@ -207,14 +207,19 @@ impl Broker {
         // packets count against the new connection's Receive Maximum ([MQTT-3.3.4-9]);
         // PUBREL is never held back ([MQTT-3.3.4-10]).
         let window = usize::from(c.window);
-        let mut in_window = 0;
-        if s.resend_pending {
-            in_window = s.inflight.iter().filter(|f| !f.needs_send).count();
-        }
+        // Only after a resumption is there anything to resend (else no walk of the window).
+        let mut in_window = if s.resend_pending {
+            s.inflight.iter().filter(|f| !f.needs_send).count()
+        } else {
+            0
+        };
         // Entries still to resend after this round (left out by the window or the budget).
         let mut left = false;
         let mut i = 0;
-        while let Some(f) = s.inflight.get_mut(i).filter(|_| s.resend_pending) {
+        while s.resend_pending {
+            let Some(f) = s.inflight.get_mut(i) else {
+                break;
+            };
             if !f.needs_send {
                 i += 1;
                 continue;
