@@ -54,6 +54,10 @@ struct Args {
     /// Idle connections for `conns`.
     #[arg(long, default_value_t = 10_000)]
     conns: usize,
+    /// Connects started together in `conns` (and the proxy's connect phase), each batch
+    /// waiting for all its CONNACKs.
+    #[arg(long, default_value_t = 64)]
+    conns_in_flight: usize,
     /// Rate for `latency`, messages per second.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -602,20 +606,35 @@ fn workload(name: &str) -> Option<Workload> {
     })
 }
 
-/// Opens `n` idle connections; returns (connections per second, RSS KiB added).
-fn run_conns(addr: SocketAddr, pid: Option<u32>, n: usize) -> anyhow::Result<(f64, Option<f64>)> {
+/// What opening `n` idle connections measured.
+struct ConnsOutcome {
+    per_sec: f64,
+    /// RSS added per connection, bytes.
+    rss_per_conn: Option<f64>,
+    /// The broker's CPU time (user + system) per connect, µs.
+    cpu_per_conn: Option<f64>,
+}
+
+/// Opens `n` idle connections in batches of `window`.
+fn run_conns(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<ConnsOutcome> {
     let before = pid.and_then(rss_kib);
+    let cpu0 = pid.and_then(cpu_secs);
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()?;
-    let (rate, held) = rt.block_on(async move {
+    let (rate, cpu1, held) = rt.block_on(async move {
         let t0 = Instant::now();
         let mut held = Vec::with_capacity(n);
         // A bounded number of connects in flight at once.
         let mut i = 0;
         while i < n {
             let mut batch = Vec::new();
-            for _ in 0..64.min(n - i) {
+            for _ in 0..window.max(1).min(n - i) {
                 let id = format!("idle-{i}");
                 batch.push(monoio::spawn(async move { open(addr, &id).await }));
                 i += 1;
@@ -625,16 +644,25 @@ fn run_conns(addr: SocketAddr, pid: Option<u32>, n: usize) -> anyhow::Result<(f6
             }
         }
         let rate = n as f64 / t0.elapsed().as_secs_f64();
+        let cpu1 = pid.and_then(cpu_secs);
         monoio::time::sleep(Duration::from_millis(500)).await;
-        anyhow::Ok((rate, held))
+        anyhow::Ok((rate, cpu1, held))
     })?;
     let after = pid.and_then(rss_kib);
     drop(held);
-    let per_conn = match (before, after) {
+    let rss_per_conn = match (before, after) {
         (Some(b), Some(a)) => Some((a.saturating_sub(b)) as f64 * 1024.0 / n as f64),
         _ => None,
     };
-    Ok((rate, per_conn))
+    let cpu_per_conn = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some((b - a) * 1e6 / n as f64),
+        _ => None,
+    };
+    Ok(ConnsOutcome {
+        per_sec: rate,
+        rss_per_conn,
+        cpu_per_conn,
+    })
 }
 
 // ---------------------------------------------------------------- proxy
@@ -828,7 +856,7 @@ fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         let settle = || std::thread::sleep(Duration::from_millis(500));
         for ((name, addr, _), row) in paths.iter().zip(&mut rows) {
             settle();
-            row.conn_rate = run_conns(*addr, None, a.conns)?.0;
+            row.conn_rate = run_conns(*addr, None, a.conns, a.conns_in_flight)?.per_sec;
             eprintln!("proxy round {round} {name}: {:.0} conn/s", row.conn_rate);
         }
         for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
@@ -972,12 +1000,14 @@ fn main() -> anyhow::Result<()> {
                 let pid = proc_.as_ref().map(|p| p.child.id()).or(a.target_pid);
                 let (value, detail) = match sc {
                     "conns" => {
-                        let (rate, rss) = run_conns(addr, pid, a.conns)?;
+                        let o = run_conns(addr, pid, a.conns, a.conns_in_flight)?;
                         (
-                            rate,
+                            o.per_sec,
                             format!(
-                                "{rate:.0} conn/s, {} B RSS/conn",
-                                rss.map_or("?".into(), |r| format!("{r:.0}"))
+                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn",
+                                o.per_sec,
+                                o.rss_per_conn.map_or("?".into(), |r| format!("{r:.0}")),
+                                o.cpu_per_conn.map_or("?".into(), |c| format!("{c:.1}"))
                             ),
                         )
                     }

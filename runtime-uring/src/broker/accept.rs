@@ -3,17 +3,19 @@
 //! socket and the bytes already read are handed over; the session never moves).
 
 use super::shard::{Inbox, Shard};
+use crate::net::listen::Acceptor;
 use crate::net::proxy_protocol;
+use crate::net::sock;
 use crate::net::tls::{peer_identity, TlsLayer};
 use crate::net::transport::Transport;
 use crate::net::ws::{self, WsLayer};
 use broker_core::shard::owner_of_client;
 use broker_core::PeerInfo;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpStream;
 use mqtt_proto::{FixedHeader, Packet, ProtocolVersion, Status};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ pub struct Handoff {
     pub initial: Vec<u8>,
 }
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, index: usize) {
+pub async fn accept_loop(shard: Rc<Shard>, mut listener: Acceptor, index: usize) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
@@ -68,6 +70,20 @@ async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Ear
     }
 }
 
+/// Appends what the socket already has to `into`, without waiting.
+fn read_now(stream: &TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
+    let mut buf = [0u8; 512];
+    match sock::recv(stream.as_raw_fd(), &mut buf) {
+        Ok(0) => Err(Early::Closed),
+        Ok(n) => {
+            into.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(_) => Err(Early::Closed),
+    }
+}
+
 /// PROXY header, TLS handshake and first packet, within the connect timeout. The optional
 /// steps are boxed: a plain connection's task then carries none of their state.
 async fn prelude(
@@ -79,7 +95,10 @@ async fn prelude(
     let Some(listener) = shard.listeners.get(index) else {
         return Err(Early::Closed);
     };
+    // The listener defers accepts until the first bytes are in (TCP_DEFER_ACCEPT): take
+    // them at once, without a trip through the runtime.
     let mut raw = Vec::new();
+    read_now(stream, &mut raw)?;
     if listener.proxy_protocol {
         Box::pin(proxy_header(stream, peer, &mut raw)).await?;
     }

@@ -8,7 +8,7 @@ pub mod persist;
 pub mod shard;
 pub mod wake;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use broker_core::{Broker, Policy};
 use shard::{Inbox, ListenerState, Shard};
 use std::net::SocketAddr;
@@ -91,7 +91,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     }
     // Bind every listener for every thread before starting, so errors stop the start-up.
     let addrs: Vec<SocketAddr> = settings.listeners.iter().map(|l| l.addr).collect();
-    let (per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
+    let (per_thread, bound) = crate::net::listen::bind_all(&addrs, threads, false)?;
     if let Some(n) = crate::net::listen::raise_open_files_limit() {
         tracing::info!("open files limit {n}");
     }
@@ -165,21 +165,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     restored,
                     persistence,
                     placement,
+                    uring: use_uring,
                 });
-                if use_uring {
-                    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .with_entries(4096)
-                        .enable_timer()
-                        .build()
-                        .context("cannot start an io_uring runtime")?;
-                    rt.block_on(body)
-                } else {
-                    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .context("cannot start an epoll runtime")?;
-                    rt.block_on(body)
-                }
+                crate::net::runtime::block_on(use_uring, body)?
             })?;
         handles.push(h);
     }
@@ -246,6 +234,7 @@ struct ShardSetup {
     restored: Arc<persist::Restored>,
     persistence: Option<persist::PersistSettings>,
     placement: Placement,
+    uring: bool,
 }
 
 async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
@@ -263,6 +252,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         restored,
         persistence,
         placement,
+        uring,
     } = setup;
     let states = specs
         .into_iter()
@@ -324,7 +314,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     }
 
     for (i, l) in listeners.into_iter().enumerate() {
-        let l = monoio::net::TcpListener::from_std(l)?;
+        let l = crate::net::listen::Acceptor::new(l, uring)?;
         monoio::spawn(accept::accept_loop(shard.clone(), l, i));
     }
     monoio::spawn(shard.clone().run_timer());

@@ -46,14 +46,103 @@ pub fn probe_free(addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+fn bind_reuseport(addr: SocketAddr, deferred: bool) -> anyhow::Result<std::net::TcpListener> {
     let s = tcp_socket(addr)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())
         .with_context(|| format!("cannot listen on {addr}"))?;
     s.listen(4096)?;
+    if deferred {
+        defer_accept(&s);
+    }
     Ok(s.into())
+}
+
+/// Connections a listener takes straight from its backlog after one arrived through the
+/// runtime, before it waits through the runtime again (and so lets its other tasks run).
+const ACCEPT_BURST: u32 = 64;
+
+/// Accepts a listener's connections. The first of a burst comes through the runtime (an
+/// io_uring accept, or epoll readiness); the rest are taken straight from the backlog,
+/// one `accept4` each instead of a trip through the ring each, as an epoll server does.
+/// A burst of connects is then accepted, read and answered in one pass.
+pub struct Acceptor {
+    listener: monoio::net::TcpListener,
+    /// The same listening socket (a duplicate descriptor), non-blocking.
+    backlog: socket2::Socket,
+    /// `accept4` flags of the connections taken from the backlog.
+    flags: libc::c_int,
+    burst: u32,
+}
+
+impl Acceptor {
+    /// `uring`: the thread runs the io_uring driver. Its reads and splices need a blocking
+    /// socket, as its own accept gives (on an `O_NONBLOCK` one they fail with EAGAIN
+    /// instead of waiting); the epoll driver needs a non-blocking one.
+    pub fn new(l: std::net::TcpListener, uring: bool) -> std::io::Result<Self> {
+        let backlog = socket2::Socket::from(l.try_clone()?);
+        backlog.set_nonblocking(true)?;
+        let flags = match uring {
+            true => libc::SOCK_CLOEXEC,
+            false => libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        };
+        Ok(Self {
+            listener: monoio::net::TcpListener::from_std(l)?,
+            backlog,
+            flags,
+            burst: 0,
+        })
+    }
+
+    pub async fn accept(&mut self) -> std::io::Result<(monoio::net::TcpStream, SocketAddr)> {
+        while self.burst > 0 {
+            self.burst -= 1;
+            match self.backlog.accept4(self.flags) {
+                Ok((s, addr)) => {
+                    // A TCP listener's peers always have an IP address.
+                    let Some(addr) = addr.as_socket() else {
+                        continue;
+                    };
+                    let s = monoio::net::TcpStream::from_std(s.into())?;
+                    return Ok((s, addr));
+                }
+                // Aborted before we took it: try the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.burst = 0,
+                Err(e) => {
+                    self.burst = 0;
+                    return Err(e);
+                }
+            }
+        }
+        let got = self.listener.accept().await?;
+        self.burst = ACCEPT_BURST;
+        Ok(got)
+    }
+}
+
+/// `TCP_DEFER_ACCEPT`: MQTT clients speak first (CONNECT, a TLS ClientHello), so a
+/// connection is queued for `accept` only once its first bytes are in. The thread is then
+/// woken once per connection, not twice (accept, then data), and the first read finds
+/// the bytes already there. A client that connects and stays silent is accepted when the
+/// kernel gives up waiting (after about a second), then meets the CONNECT timeout.
+fn defer_accept(s: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = 1;
+    // SAFETY: setsockopt reads `secs`, a live local of the size passed, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("TCP_DEFER_ACCEPT: {}", std::io::Error::last_os_error());
+    }
 }
 
 pub type Bound = (Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>);
@@ -62,10 +151,11 @@ pub type Bound = (Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>);
 /// right after a previous broker on the same port exits while clients keep connecting,
 /// the kernel briefly refuses the bind (seen in about 1 start in 5 under a connect flood);
 /// a port that another process really listens on still fails, just a second later.
-pub fn bind_all(addrs: &[SocketAddr], threads: usize) -> anyhow::Result<Bound> {
+/// `deferred`: accept a connection only once it has sent something (`TCP_DEFER_ACCEPT`).
+pub fn bind_all(addrs: &[SocketAddr], threads: usize, deferred: bool) -> anyhow::Result<Bound> {
     let mut attempt = 0;
     loop {
-        match try_bind_all(addrs, threads) {
+        match try_bind_all(addrs, threads, deferred) {
             Ok(b) => return Ok(b),
             Err(e) if attempt < 10 && is_addr_in_use(&e) => {
                 attempt += 1;
@@ -83,18 +173,18 @@ fn is_addr_in_use(e: &anyhow::Error) -> bool {
     })
 }
 
-fn try_bind_all(addrs: &[SocketAddr], threads: usize) -> anyhow::Result<Bound> {
+fn try_bind_all(addrs: &[SocketAddr], threads: usize, deferred: bool) -> anyhow::Result<Bound> {
     let mut per_thread: Vec<Vec<std::net::TcpListener>> =
         (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in addrs {
         probe_free(addr)?;
-        let first = bind_reuseport(addr)?;
+        let first = bind_reuseport(addr, deferred)?;
         let actual = first.local_addr()?;
         bound.push(actual);
         per_thread[0].push(first);
         for t in per_thread.iter_mut().skip(1) {
-            t.push(bind_reuseport(actual)?);
+            t.push(bind_reuseport(actual, deferred)?);
         }
     }
     Ok((per_thread, bound))

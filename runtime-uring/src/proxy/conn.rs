@@ -49,18 +49,19 @@ struct Client {
     sni: Option<String>,
 }
 
-/// Appends what the client sent next to `into`. Waits for readiness and reads through the
-/// thread's buffer: a burst of connects then leaves no read buffer per connection behind
-/// (they fragmented the heap).
+/// Appends what the client sent next to `into`. Reads through the thread's buffer (a
+/// burst of connects then leaves no read buffer per connection behind: they fragmented
+/// the heap), and tries before waiting for readiness: the listener defers accepts until
+/// the first bytes are in (TCP_DEFER_ACCEPT).
 async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
     loop {
-        stream.readable(false).await.map_err(|_| Early::Closed)?;
         match forward::recv_into(stream.as_raw_fd(), into) {
             Ok(0) => return Err(Early::Closed),
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return Err(Early::Closed),
         }
+        stream.readable(false).await.map_err(|_| Early::Closed)?;
     }
 }
 

@@ -205,7 +205,11 @@ fn secs(v: Option<f64>, default: f64, what: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: monoio::net::TcpListener, mode: conn::TlsMode) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    mut listener: crate::net::listen::Acceptor,
+    mode: conn::TlsMode,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -366,7 +370,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         .chain(tls_binds.iter().map(|b| (*b, conn::TlsMode::Required)))
         .collect();
     let addrs: Vec<SocketAddr> = specs.iter().map(|(a, _)| *a).collect();
-    let (bound_per_thread, bound) = crate::net::listen::bind_all(&addrs, threads)?;
+    let (bound_per_thread, bound) = crate::net::listen::bind_all(&addrs, threads, true)?;
     if let Some(n) = crate::net::listen::raise_open_files_limit() {
         tracing::info!("open files limit {n}");
     }
@@ -428,26 +432,13 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             .spawn(move || -> anyhow::Result<()> {
                 let body = async move {
                     for (l, mode) in listeners {
-                        let l = monoio::net::TcpListener::from_std(l)?;
+                        let l = crate::net::listen::Acceptor::new(l, use_uring)?;
                         monoio::spawn(accept_loop(shared.clone(), l, mode));
                     }
                     // The accept loops run for the life of the process.
                     std::future::pending::<anyhow::Result<()>>().await
                 };
-                if use_uring {
-                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                        .with_entries(4096)
-                        .enable_timer()
-                        .build()
-                        .context("cannot start an io_uring runtime")?
-                        .block_on(body)
-                } else {
-                    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                        .enable_timer()
-                        .build()
-                        .context("cannot start an epoll runtime")?
-                        .block_on(body)
-                }
+                crate::net::runtime::block_on(use_uring, body)?
             })?;
         handles.push(h);
     }

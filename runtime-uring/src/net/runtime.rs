@@ -1,0 +1,42 @@
+//! Building a thread's monoio runtime: io_uring where the kernel allows it, else epoll.
+
+use anyhow::Context;
+use std::future::Future;
+
+/// Runs `body` to completion on this thread, on an io_uring runtime when `use_uring`, else
+/// on epoll.
+pub fn block_on<F: Future>(use_uring: bool, body: F) -> anyhow::Result<F::Output> {
+    if use_uring {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(4096)
+            .uring_builder(setup_flags())
+            .enable_timer()
+            .build()
+            .or_else(|e| {
+                tracing::debug!("io_uring without COOP_TASKRUN ({e})");
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(4096)
+                    .enable_timer()
+                    .build()
+            })
+            .context("cannot start an io_uring runtime")?;
+        Ok(rt.block_on(body))
+    } else {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .context("cannot start an epoll runtime")?;
+        Ok(rt.block_on(body))
+    }
+}
+
+/// `COOP_TASKRUN`: a completion for a thread that is running is left for its next system
+/// call instead of interrupting it (an inter-processor interrupt, which on a VM is a trip
+/// through the hypervisor paid by whoever made the socket ready: often the client).
+/// Shards make system calls all the time, so nothing waits long. Kernels before 5.19
+/// refuse the flag; `block_on` then builds the ring without it.
+fn setup_flags() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun().setup_taskrun_flag();
+    b
+}
