@@ -667,34 +667,49 @@ fn run_conns(
 
 // ---------------------------------------------------------------- proxy
 
-/// CPU time (user + system) of a process and its children so far, in seconds.
+/// CPU time (user + system) of a process and its children so far, in seconds, at the
+/// kernel's nanosecond accounting (`/proc/PID/stat` counts 10 ms ticks, too coarse for a
+/// few seconds of a mostly idle proxy).
 fn cpu_secs(pid: u32) -> Option<f64> {
-    fn ticks(pid: u32) -> Option<(u64, u32)> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces): state ppid ... utime(14) stime(15).
-        let rest = s.get(s.rfind(')')? + 2..)?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ppid = f.get(1)?.parse().ok()?;
-        let t = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        Some((t, ppid))
-    }
-    let mut total = ticks(pid)?.0;
+    let mut total = process_cpu(pid)?;
     // nginx's work is done by its worker processes (children of the master).
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some((t, ppid)) = ticks(child) {
-                if ppid == pid {
-                    total += t;
-                }
+            if parent_of(child) == Some(pid) {
+                total += process_cpu(child).unwrap_or(0.0);
             }
         }
     }
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Some(total as f64 / hz as f64)
+    Some(total)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state ppid ...
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// All threads of one process, from its CPU-time clock.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: writes the clock id into `clock`, a live local.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the time into `ts`, a live local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// `petrel proxy` in front of `upstream`, on the brokers' CPUs.
