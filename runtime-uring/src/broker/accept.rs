@@ -95,8 +95,8 @@ async fn prelude(
     let Some(listener) = shard.listeners.get(index) else {
         return Err(Early::Closed);
     };
-    // The listener defers accepts until the first bytes are in (TCP_DEFER_ACCEPT): take
-    // them at once, without a trip through the runtime.
+    // In a burst of connects the first bytes are often in by the time the connection is
+    // accepted: take them at once, without a trip through the runtime.
     let mut raw = Vec::new();
     read_now(stream, &mut raw)?;
     if listener.proxy_protocol {

@@ -60,7 +60,7 @@ fn bind_reuseport(addr: SocketAddr, deferred: bool) -> anyhow::Result<std::net::
 }
 
 /// Connections a listener takes straight from its backlog after one arrived through the
-/// runtime, before it waits through the runtime again (and so lets its other tasks run).
+/// runtime, before it lets the thread's other tasks run.
 const ACCEPT_BURST: u32 = 64;
 
 /// Accepts a listener's connections. The first of a burst comes through the runtime (an
@@ -74,6 +74,10 @@ pub struct Acceptor {
     /// `accept4` flags of the connections taken from the backlog.
     flags: libc::c_int,
     burst: u32,
+    /// A whole burst was taken: yield before accepting more. The epoll driver's accept
+    /// does not wait while the listener stays ready, so under a connect flood only this
+    /// lets the thread's established connections and timers run.
+    yield_first: bool,
 }
 
 impl Acceptor {
@@ -92,6 +96,7 @@ impl Acceptor {
             backlog,
             flags,
             burst: 0,
+            yield_first: false,
         })
     }
 
@@ -100,6 +105,7 @@ impl Acceptor {
             self.burst -= 1;
             match self.backlog.accept4(self.flags) {
                 Ok((s, addr)) => {
+                    self.yield_first = self.burst == 0;
                     // A TCP listener's peers always have an IP address.
                     let Some(addr) = addr.as_socket() else {
                         continue;
@@ -107,19 +113,48 @@ impl Acceptor {
                     let s = monoio::net::TcpStream::from_std(s.into())?;
                     return Ok((s, addr));
                 }
-                // Aborted before we took it: try the next one.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.burst = 0,
+                // That connection's own trouble: try the next one.
+                Err(e) if one_connections_error(&e) => {}
                 Err(e) => {
                     self.burst = 0;
                     return Err(e);
                 }
             }
         }
-        let got = self.listener.accept().await?;
-        self.burst = ACCEPT_BURST;
-        Ok(got)
+        if std::mem::take(&mut self.yield_first) {
+            crate::net::notify::yield_now().await;
+        }
+        loop {
+            match self.listener.accept().await {
+                Ok(got) => {
+                    self.burst = ACCEPT_BURST;
+                    return Ok(got);
+                }
+                Err(e) if one_connections_error(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
+}
+
+/// Errors of `accept` that concern the one connection it took (aborted, or a network
+/// error already pending on it, as accept(2) lists them): the listener is fine.
+fn one_connections_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
 }
 
 /// `TCP_DEFER_ACCEPT`: MQTT clients speak first (CONNECT, a TLS ClientHello), so a

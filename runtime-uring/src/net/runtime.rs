@@ -30,13 +30,14 @@ pub fn block_on<F: Future>(use_uring: bool, body: F) -> anyhow::Result<F::Output
     }
 }
 
-/// `COOP_TASKRUN`: a completion for a thread that is running is left for its next system
-/// call instead of interrupting it (an inter-processor interrupt, which on a VM is a trip
-/// through the hypervisor paid by whoever made the socket ready: often the client).
-/// Shards make system calls all the time, so nothing waits long. Kernels before 5.19
-/// refuse the flag; `block_on` then builds the ring without it.
+/// `COOP_TASKRUN`: a completion for a thread that is running is left for its next entry
+/// into the kernel instead of interrupting it (an inter-processor interrupt, which on a VM
+/// is a trip through the hypervisor paid by whoever made the socket ready: often the
+/// client). monoio enters the kernel once per round of its run loop (a submit, or the wait
+/// when idle), so a completion waits at most one round; a sleeping thread is still woken.
+/// Kernels before 5.19 refuse the flag; `block_on` then builds the ring without it.
 fn setup_flags() -> io_uring::Builder {
     let mut b = io_uring::IoUring::builder();
-    b.setup_coop_taskrun().setup_taskrun_flag();
+    b.setup_coop_taskrun();
     b
 }
