@@ -326,6 +326,38 @@ fn idle_connections(n: usize, args: &[&str]) {
     b.assert_healthy();
 }
 
+/// The descriptor table is grown once at start-up, up to the open files limit (at most
+/// 65,536 slots), while the broker is single-threaded: grown later, each doubling under
+/// load stops every shard for an RCU grace period.
+#[test]
+fn descriptor_table_is_grown_before_the_shards_start() {
+    let d = tempdir();
+    let mut b = Petrel::start_with(d.path(), ANON, &[]);
+    let pid = b.proc.pid();
+    let proc_file = |name: &str| std::fs::read_to_string(format!("/proc/{pid}/{name}")).unwrap();
+    // The broker raised its soft limit to its hard limit: read what it runs with.
+    let limits = proc_file("limits");
+    let limit: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no open files limit in:\n{limits}"));
+    let status = proc_file("status");
+    let slots: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no FDSize in:\n{status}"));
+    let want = limit.min(65_536);
+    assert!(
+        slots >= want,
+        "descriptor table of {slots} slots, want at least {want} (open files limit {limit})"
+    );
+    round_trip(b.port(), "after-fd-table");
+    b.assert_healthy();
+}
+
 #[test]
 fn sigterm_sends_disconnect_0x8b_and_exits_0() {
     let d = tempdir();

@@ -613,6 +613,9 @@ struct ConnsOutcome {
     rss_per_conn: Option<f64>,
     /// The broker's CPU time (user + system) per connect, µs.
     cpu_per_conn: Option<f64>,
+    /// The load tool's own CPU time per connect, µs: the client side of the handshakes
+    /// (on loopback the kernel does much of the broker's side in the client's context).
+    client_cpu_per_conn: Option<f64>,
 }
 
 /// Opens `n` idle connections in batches of `window`.
@@ -624,10 +627,11 @@ fn run_conns(
 ) -> anyhow::Result<ConnsOutcome> {
     let before = pid.and_then(rss_kib);
     let cpu0 = pid.and_then(cpu_secs);
+    let own0 = process_cpu(std::process::id());
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()?;
-    let (rate, cpu1, held) = rt.block_on(async move {
+    let (rate, cpu1, own1, held) = rt.block_on(async move {
         let t0 = Instant::now();
         let mut held = Vec::with_capacity(n);
         // A bounded number of connects in flight at once.
@@ -645,8 +649,9 @@ fn run_conns(
         }
         let rate = n as f64 / t0.elapsed().as_secs_f64();
         let cpu1 = pid.and_then(cpu_secs);
+        let own1 = process_cpu(std::process::id());
         monoio::time::sleep(Duration::from_millis(500)).await;
-        anyhow::Ok((rate, cpu1, held))
+        anyhow::Ok((rate, cpu1, own1, held))
     })?;
     let after = pid.and_then(rss_kib);
     drop(held);
@@ -654,14 +659,12 @@ fn run_conns(
         (Some(b), Some(a)) => Some((a.saturating_sub(b)) as f64 * 1024.0 / n as f64),
         _ => None,
     };
-    let cpu_per_conn = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some((b - a) * 1e6 / n as f64),
-        _ => None,
-    };
+    let per_conn = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / n as f64);
     Ok(ConnsOutcome {
         per_sec: rate,
         rss_per_conn,
-        cpu_per_conn,
+        cpu_per_conn: per_conn(cpu0, cpu1),
+        client_cpu_per_conn: per_conn(own0, own1),
     })
 }
 
@@ -1019,10 +1022,12 @@ fn main() -> anyhow::Result<()> {
                         (
                             o.per_sec,
                             format!(
-                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn",
+                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn, {} µs client CPU/conn",
                                 o.per_sec,
                                 o.rss_per_conn.map_or("?".into(), |r| format!("{r:.0}")),
-                                o.cpu_per_conn.map_or("?".into(), |c| format!("{c:.1}"))
+                                o.cpu_per_conn.map_or("?".into(), |c| format!("{c:.1}")),
+                                o.client_cpu_per_conn
+                                    .map_or("?".into(), |c| format!("{c:.1}"))
                             ),
                         )
                     }

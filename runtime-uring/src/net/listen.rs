@@ -28,7 +28,39 @@ pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
             lim = raised;
         }
     }
+    reserve_descriptor_table(lim.rlim_cur);
     Some(lim.rlim_cur)
+}
+
+/// Descriptor slots the table is grown to at start-up.
+const RESERVED_DESCRIPTORS: libc::rlim_t = 1 << 16;
+
+/// Grows the process's descriptor table while it is still single-threaded. The kernel
+/// doubles the table as descriptors are allocated, and in a process whose threads share it
+/// each doubling waits for an RCU grace period (`expand_fdtable`) while every other thread
+/// that allocates a descriptor waits too: 10-40 ms with all shards stopped, at 256, 512,
+/// ... connections (a fifth of a 10,000-connect burst's time, `benches/RESULTS.md`). A
+/// single-threaded server such as Mosquitto never waits there. The table never shrinks, so
+/// growing it once up front (to the open files limit, at most 65,536 slots: about 0.5 MiB
+/// of kernel memory) removes those stalls.
+fn reserve_descriptor_table(limit: libc::rlim_t) {
+    let Ok(top) = libc::c_int::try_from(limit.min(RESERVED_DESCRIPTORS).saturating_sub(1)) else {
+        return;
+    };
+    // SAFETY: eventfd creates a descriptor we own; F_DUPFD_CLOEXEC copies it to the lowest
+    // free number at or above `top` (never replacing an open one), which makes the kernel
+    // grow the table to cover it; both are closed at once.
+    unsafe {
+        let src = libc::eventfd(0, libc::EFD_CLOEXEC);
+        if src < 0 {
+            return;
+        }
+        let high = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, top);
+        if high >= 0 {
+            libc::close(high);
+        }
+        libc::close(src);
+    }
 }
 
 /// Refuses a port another process already listens on: our own sockets use
