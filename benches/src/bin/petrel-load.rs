@@ -616,6 +616,10 @@ struct ConnsOutcome {
     /// The load tool's own CPU time per connect, µs: the client side of the handshakes
     /// (on loopback the kernel does much of the broker's side in the client's context).
     client_cpu_per_conn: Option<f64>,
+    /// Time per batch of `window` connects, µs: median and slowest. A slow batch far above
+    /// the median is a stall (the broker stopped, or the machine did), not a slow path.
+    batch_p50: f64,
+    batch_max: f64,
 }
 
 /// Opens `n` idle connections in batches of `window`.
@@ -631,12 +635,14 @@ fn run_conns(
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()?;
-    let (rate, cpu1, own1, held) = rt.block_on(async move {
+    let (rate, cpu1, own1, mut batches, held) = rt.block_on(async move {
         let t0 = Instant::now();
         let mut held = Vec::with_capacity(n);
+        let mut batches = Vec::with_capacity(n / window.max(1) + 1);
         // A bounded number of connects in flight at once.
         let mut i = 0;
         while i < n {
+            let b0 = Instant::now();
             let mut batch = Vec::new();
             for _ in 0..window.max(1).min(n - i) {
                 let id = format!("idle-{i}");
@@ -646,12 +652,13 @@ fn run_conns(
             for h in batch {
                 held.push(h.await?);
             }
+            batches.push(u64::try_from(b0.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
         let rate = n as f64 / t0.elapsed().as_secs_f64();
         let cpu1 = pid.and_then(cpu_secs);
         let own1 = process_cpu(std::process::id());
         monoio::time::sleep(Duration::from_millis(500)).await;
-        anyhow::Ok((rate, cpu1, own1, held))
+        anyhow::Ok((rate, cpu1, own1, batches, held))
     })?;
     let after = pid.and_then(rss_kib);
     drop(held);
@@ -665,6 +672,8 @@ fn run_conns(
         rss_per_conn,
         cpu_per_conn: per_conn(cpu0, cpu1),
         client_cpu_per_conn: per_conn(own0, own1),
+        batch_p50: percentile(&mut batches, 0.5),
+        batch_max: batches.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
     })
 }
 
@@ -1022,12 +1031,15 @@ fn main() -> anyhow::Result<()> {
                         (
                             o.per_sec,
                             format!(
-                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn, {} µs client CPU/conn",
+                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn, {} µs client CPU/conn, batch of {} p50 {:.0} µs max {:.0} µs",
                                 o.per_sec,
                                 o.rss_per_conn.map_or("?".into(), |r| format!("{r:.0}")),
                                 o.cpu_per_conn.map_or("?".into(), |c| format!("{c:.1}")),
                                 o.client_cpu_per_conn
-                                    .map_or("?".into(), |c| format!("{c:.1}"))
+                                    .map_or("?".into(), |c| format!("{c:.1}")),
+                                a.conns_in_flight,
+                                o.batch_p50,
+                                o.batch_max
                             ),
                         )
                     }
