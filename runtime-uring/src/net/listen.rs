@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 /// Raises the soft limit on open files to the hard limit (every connection is a descriptor,
 /// and a proxied one two; the usual soft limit of 1,024 would refuse clients long before
-/// memory runs short). Returns the limit now in force.
+/// memory runs short), and grows the descriptor table to match: call it before starting
+/// threads. Returns the limit now in force.
 pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
