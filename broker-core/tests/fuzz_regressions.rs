@@ -79,3 +79,21 @@ fn parked_messages_respect_the_offline_queue_bound() {
     assert_eq!(acks(&recv(&mut s, p)), 3);
     assert_eq!(log.drops().len(), 3);
 }
+
+/// A malformed PUBLISH as the first packet whose body, read as a CONNECT's, had a 5 where
+/// the protocol level would be: the broker answered with an MQTT 5 CONNACK (0x81) to a
+/// client whose version it could not know, an invalid packet for a 3.1.1 client. A first
+/// packet that is not CONNECT now closes the connection with nothing sent, malformed or not.
+#[test]
+fn a_malformed_first_publish_is_not_answered_with_a_connack() {
+    let mut s = sim();
+    let c = s.open(0, V3).unwrap();
+    // PUBLISH, remaining length 7: topic length 0x0003 ("abc" needs 3, the level offset
+    // of a CONNECT with that name length lands on the 5), then a truncated body.
+    let mut bytes = vec![0x30, 0x07, 0x00, 0x03, b'a', b'b', b'c', 0x05, 0x00];
+    // Make it malformed in any version: a QoS 3 PUBLISH ([MQTT-3.3.1-4]).
+    bytes[0] = 0x36;
+    s.send_bytes(c, &bytes);
+    // [MQTT-3.1.0-1]: not a CONNECT, so closed without a CONNACK.
+    assert_closed_silently(&mut s, c);
+}

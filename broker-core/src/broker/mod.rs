@@ -495,11 +495,12 @@ impl Broker {
     }
 }
 
-/// The protocol level of a (possibly malformed) CONNECT, if its bytes get that far.
+/// The protocol level of a (possibly malformed) CONNECT, if its bytes get that far. Any
+/// other packet has none: its bytes at that offset say nothing about the client's version.
 fn connect_level(bytes: &[u8]) -> Option<u8> {
     let header = match mqtt_proto::FixedHeader::parse(bytes, usize::MAX).ok()? {
-        Status::Complete(h) => h,
-        Status::Incomplete { .. } => return None,
+        Status::Complete(h) if h.packet_type == mqtt_proto::PacketType::Connect => h,
+        _ => return None,
     };
     let body = bytes.get(header.header_len..)?;
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
