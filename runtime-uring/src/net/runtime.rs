@@ -7,17 +7,17 @@ use std::future::Future;
 /// on epoll.
 pub fn block_on<F: Future>(use_uring: bool, body: F) -> anyhow::Result<F::Output> {
     if use_uring {
-        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
-            .uring_builder(setup_flags())
-            .enable_timer()
-            .build()
+        let build = |flags: Option<io_uring::Builder>| {
+            let mut b = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096);
+            if let Some(f) = flags {
+                b = b.uring_builder(f);
+            }
+            b.enable_timer().build()
+        };
+        let mut rt = build(Some(setup_flags()))
             .or_else(|e| {
                 tracing::debug!("io_uring without COOP_TASKRUN ({e})");
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(4096)
-                    .enable_timer()
-                    .build()
+                build(None)
             })
             .context("cannot start an io_uring runtime")?;
         Ok(rt.block_on(body))
