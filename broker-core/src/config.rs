@@ -13,6 +13,19 @@ pub enum SharedStrategy {
     HashClientId,
 }
 
+/// What happens to a QoS 1/2 message for a connected subscriber whose queue is full
+/// (`queue_full`).
+#[cfg(feature = "backpressure")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueFull {
+    /// Hold the publisher: its acknowledgement waits and its further PUBLISH packets are
+    /// not processed until the queue has room. Nothing acknowledged is lost.
+    #[default]
+    Hold,
+    /// Drop the message (counted and reported), as Mosquitto does.
+    Drop,
+}
+
 /// Broker configuration for one shard. Defaults follow Mosquitto where it has a setting.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -81,8 +94,19 @@ pub struct Config {
     /// Connections allowed on this shard; further accepts are refused.
     pub max_connections: usize,
     /// A connected subscriber whose queue stays full without progress this long (ms) is
-    /// stalled: messages waiting for it are dropped and their publishers released.
+    /// stalled: with `backpressure` it is disconnected (MQTT 5: 0x97) and treated as
+    /// offline from then on; without it, messages waiting for it are dropped. Either way
+    /// their publishers are released.
     pub stall_timeout_ms: u64,
+    /// QoS 1/2 messages for a connected subscriber whose queue is full: hold the
+    /// publisher, or drop.
+    #[cfg(feature = "backpressure")]
+    pub queue_full: QueueFull,
+    /// Input a held publisher may send beyond what is processed (its PUBLISH, SUBSCRIBE
+    /// and UNSUBSCRIBE packets set aside, in bytes) while its acknowledgements and PINGREQ
+    /// are still served. Beyond it, its input is not read.
+    #[cfg(feature = "backpressure")]
+    pub max_held_input: usize,
 }
 
 impl Default for Config {
@@ -119,6 +143,10 @@ impl Default for Config {
             max_pending_control: 256,
             max_connections: 1_000_000,
             stall_timeout_ms: 1_000,
+            #[cfg(feature = "backpressure")]
+            queue_full: QueueFull::Hold,
+            #[cfg(feature = "backpressure")]
+            max_held_input: 64 * 1024,
         }
     }
 }

@@ -92,6 +92,10 @@ pub(crate) struct Conn {
     /// QoS 1 acknowledgements held back by flow control (they count towards the Receive
     /// Maximum, [MQTT-3.3.4-7]).
     pub delayed_acks: u16,
+    /// Acknowledgements of this connection's messages that wait for room in a full queue
+    /// (here or on another shard). While any does, its PUBLISH packets are set aside.
+    #[cfg(feature = "backpressure")]
+    pub held: u16,
     /// Set once DISCONNECT (either way) or a refusal decided the reason.
     pub close_reason: Option<ReasonCode>,
 }
@@ -104,6 +108,9 @@ pub(crate) struct ConnRare {
     pub auth_method: Option<Box<str>>,
     pub alias_in: Vec<String>,
     pub alias_out: HashMap<Box<str>, u16, Hasher64>,
+    /// Input set aside while the connection is held (whole packets, in order).
+    #[cfg(feature = "backpressure")]
+    pub held_input: Vec<u8>,
 }
 
 impl ConnRare {
@@ -113,6 +120,8 @@ impl ConnRare {
             auth_method: None,
             alias_in: Vec::new(),
             alias_out: HashMap::with_hasher(Hasher64::with_seed(seed)),
+            #[cfg(feature = "backpressure")]
+            held_input: Vec::new(),
         })
     }
 }
@@ -121,6 +130,14 @@ impl Conn {
     /// The rarely used parts, allocated on first use.
     pub(crate) fn rare(&mut self, seed: u64) -> &mut ConnRare {
         self.rare.get_or_insert_with(|| ConnRare::new(seed))
+    }
+
+    /// Whether input was set aside while the connection was held.
+    #[cfg(feature = "backpressure")]
+    pub(crate) fn has_held_input(&self) -> bool {
+        self.rare
+            .as_deref()
+            .is_some_and(|r| !r.held_input.is_empty())
     }
 
     /// Drops the will (kept in the box, if any).
@@ -149,6 +166,8 @@ impl Conn {
             problem_info: true,
             close_reason: None,
             delayed_acks: 0,
+            #[cfg(feature = "backpressure")]
+            held: 0,
         }
     }
 }

@@ -35,6 +35,8 @@ mod time;
 mod tx;
 
 pub use broker::{AcceptError, Broker, Event, Metrics, Transmit};
+#[cfg(feature = "backpressure")]
+pub use config::QueueFull;
 pub use config::{Config, SharedStrategy};
 pub use message::{Message, MessageArena, MessageParts, Origin};
 pub use policy::{ConnId, PeerInfo, Policy};

@@ -79,6 +79,13 @@ pub enum ShardMsg {
         /// Its key.
         key: Key,
     },
+    /// An acknowledgement this shard keeps waits for a full queue on the sender: hold its
+    /// publisher (until the acknowledgement is released).
+    #[cfg(feature = "backpressure")]
+    AckParked {
+        /// Its key.
+        key: Key,
+    },
     /// To the topic's owner: a retained update to order and replicate.
     RetainRequest {
         /// The message (empty payload deletes).
@@ -119,6 +126,8 @@ pub enum ShardMsg {
         id: Option<u32>,
         /// The group (so unacknowledged messages can be returned).
         group: Arc<GroupName>,
+        /// The publisher's held acknowledgement, as for `Publish`.
+        ack: Option<crate::broker::AckRef>,
     },
     /// To a group's owner: a member left with this message unfinished; give it to another.
     SharedReturn {

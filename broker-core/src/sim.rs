@@ -335,6 +335,18 @@ impl Sim {
                         Event::Forward { to, msg } => {
                             self.pending.push_back((usize::from(to), msg))
                         }
+                        Event::ResumeInput(conn) => {
+                            if let Some(sc) = self
+                                .conns
+                                .iter_mut()
+                                .find(|s| s.shard == shard && s.conn == conn && !s.closed)
+                            {
+                                if let Some(b) = self.brokers.get_mut(shard) {
+                                    let n = b.handle_bytes(conn, now, &sc.outbox);
+                                    sc.outbox.drain(..n.min(sc.outbox.len()));
+                                }
+                            }
+                        }
                     }
                 }
             }

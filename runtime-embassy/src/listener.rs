@@ -134,7 +134,8 @@ async fn serve(
             if write_output(shell, slot, conn, sock).await.is_err() {
                 break;
             }
-            retry_input = fill > 0;
+            // Also with nothing buffered: the broker may have input of its own to resume.
+            retry_input = true;
         }
         if slot.close.get() && !slot.output.get() {
             break;

@@ -145,7 +145,9 @@ impl Shell {
 
     fn route(&self, ev: Event) {
         let (conn, close) = match ev {
-            Event::Output(c) => (c, false),
+            // Resumed input (broker-core's `backpressure`, off in the firmware) is fed again
+            // after the output it comes with.
+            Event::Output(c) | Event::ResumeInput(c) => (c, false),
             Event::Close(c) => (c, true),
             // One shard: nothing is ever forwarded.
             Event::Forward { .. } => return,

@@ -37,6 +37,9 @@ pub const DEFAULT_MAX_INFLIGHT_MESSAGES: u16 = 20;
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1000;
 /// Mosquitto's default `autosave_interval`, seconds.
 pub const DEFAULT_AUTOSAVE_INTERVAL: u32 = 1800;
+/// Default `stall_timeout`, seconds: how long publishers may wait for a subscriber that
+/// makes no progress at all before it is disconnected.
+pub const DEFAULT_STALL_TIMEOUT: u32 = 30;
 /// Name of the persistence database when `persistence_file` is not set. Not
 /// `mosquitto.db`: the format is Petrel's own.
 pub const DEFAULT_PERSISTENCE_FILE: &str = "petrel.db";
@@ -122,6 +125,12 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     /// Bytes queued per client; 0 means no limit (the default).
     pub max_queued_bytes: usize,
+    /// QoS 1/2 messages for a connected subscriber whose queue is full: hold the publisher
+    /// (the default) or drop them (Mosquitto's behaviour).
+    pub queue_full: broker_core::QueueFull,
+    /// A subscriber that makes no progress this long, seconds, while publishers wait for
+    /// room in its queue is disconnected (default 30).
+    pub stall_timeout: u32,
     /// Retained messages supported (default true).
     pub retain_available: bool,
     /// Expiry of disconnected persistent 3.1/3.1.1 sessions, seconds; `None`: never (the
@@ -290,6 +299,8 @@ impl BrokerConfig {
             n => n,
         };
         c.max_queued_bytes = self.max_queued_bytes;
+        c.queue_full = self.queue_full;
+        c.stall_timeout_ms = u64::from(self.stall_timeout) * 1000;
         c.retain_available = self.retain_available;
         c.persistent_client_expiration = self.persistent_client_expiration;
         c.allow_zero_length_clientid = self.allow_zero_length_clientid;
@@ -365,6 +376,8 @@ const TOP_KEYS: &[&str] = &[
     "max_inflight_messages",
     "max_queued_messages",
     "max_queued_bytes",
+    "queue_full",
+    "stall_timeout",
     "retain_available",
     "persistent_client_expiration",
     "persistence",
@@ -517,6 +530,8 @@ impl<'a> Parser<'a> {
             max_inflight_messages: DEFAULT_MAX_INFLIGHT_MESSAGES,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             max_queued_bytes: 0,
+            queue_full: broker_core::QueueFull::Hold,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             retain_available: true,
             persistent_client_expiration: None,
             persistence: false,
@@ -615,6 +630,20 @@ impl<'a> Parser<'a> {
                     let why = "use 0 for no limit";
                     if let Some(n) = self.integer(key, v, 0, i64::MAX, why) {
                         cfg.max_queued_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+                    }
+                }
+                "queue_full" => match v.get_ref() {
+                    DeValue::String(s) if &**s == "hold" => {
+                        cfg.queue_full = broker_core::QueueFull::Hold
+                    }
+                    DeValue::String(s) if &**s == "drop" => {
+                        cfg.queue_full = broker_core::QueueFull::Drop
+                    }
+                    _ => self.wrong_type(key, v, "\"hold\" or \"drop\""),
+                },
+                "stall_timeout" => {
+                    if let Some(n) = self.duration(key, v) {
+                        cfg.stall_timeout = n;
                     }
                 }
                 "autosave_interval" => {
@@ -1505,6 +1534,19 @@ mod tests {
         let e = errors("allow_anonymous = true\nmax_keepalive = = 3\n");
         assert!(e.starts_with("petrel.toml:2:"), "{e}");
         assert!(e.contains("TOML syntax error"), "{e}");
+    }
+
+    #[test]
+    fn queue_full_and_stall_timeout() {
+        let c = parse("");
+        assert_eq!(c.queue_full, broker_core::QueueFull::Hold, "hold by default");
+        assert_eq!(c.core_config().stall_timeout_ms, 30_000);
+        let c = parse("queue_full = \"drop\"\nstall_timeout = \"5s\"\n");
+        assert_eq!(c.queue_full, broker_core::QueueFull::Drop);
+        assert_eq!(c.core_config().queue_full, broker_core::QueueFull::Drop);
+        assert_eq!(c.core_config().stall_timeout_ms, 5_000);
+        let e = errors("queue_full = \"discard\"\n");
+        assert!(e.contains("\"hold\" or \"drop\""), "{e}");
     }
 
     #[test]

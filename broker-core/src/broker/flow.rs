@@ -1,9 +1,12 @@
 //! Flow control for QoS 1 and 2: the PUBACK (or PUBREC) of a message is held back while a
 //! connected subscriber's queue has no room for it, so publishers that wait for their
-//! acknowledgements go at the pace of the subscribers and nothing is lost. A subscriber
-//! that makes no progress for `stall_timeout_ms` is declared stalled: what waited for it
-//! is dropped (reported) and the publishers are released, so a stalled subscriber holds
-//! publishers back for at most that long. QoS 0 is never held: it is dropped first.
+//! acknowledgements go at the pace of the subscribers and nothing is lost. With the
+//! `backpressure` feature the publisher itself is held too (see `hold`): it sends nothing
+//! more until there is room, so the messages waiting here stay few. A subscriber that
+//! makes no progress for `stall_timeout_ms` is disconnected (`backpressure`) or declared
+//! stalled (what waited for it is dropped, reported), and the publishers are released, so
+//! a stalled subscriber holds publishers back for at most that long. QoS 0 is never held:
+//! it is dropped first.
 //!
 //! An acknowledgement waits for a count of holds: one while the message is routed, one per
 //! subscriber queue it waits for, one per other shard it was forwarded to (that shard
@@ -44,6 +47,9 @@ pub(crate) enum AckTarget {
 pub(crate) struct PendingAck {
     pub target: AckTarget,
     pub holds: u32,
+    /// A full queue holds it (its publisher is held until it goes).
+    #[cfg(feature = "backpressure")]
+    pub parked: bool,
 }
 
 /// The acknowledgement of the message being routed. It enters the `acks` slab (with the
@@ -83,7 +89,12 @@ impl Broker {
             return Some(k);
         }
         let target = c.target;
-        let k = self.acks.insert_with(|_| PendingAck { target, holds: 2 });
+        let k = self.acks.insert_with(|_| PendingAck {
+            target,
+            holds: 2,
+            #[cfg(feature = "backpressure")]
+            parked: false,
+        });
         c.key = Some(k);
         Some(k)
     }
@@ -117,6 +128,10 @@ impl Broker {
                 kind,
                 code,
             } => {
+                #[cfg(feature = "backpressure")]
+                if a.parked {
+                    self.unhold(conn);
+                }
                 let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
@@ -148,16 +163,27 @@ impl Broker {
     /// Whether a subscriber whose queue is full may hold this message back (rather than
     /// have it dropped).
     pub(crate) fn may_park(&self, sk: Key, qos: QoS) -> bool {
+        // Held publishers bound the overflow; without them it has a bound of its own.
+        #[cfg(feature = "backpressure")]
+        let room = |_: &crate::session::Session| self.cfg.queue_full == crate::config::QueueFull::Hold;
+        #[cfg(not(feature = "backpressure"))]
+        let room =
+            |s: &crate::session::Session| s.overflow.len() < self.cfg.max_queued_messages;
         qos != QoS::AtMostOnce
             && self.current_ack.is_some()
-            && self.sessions.get(sk).is_some_and(|s| {
-                s.conn.is_some() && !s.stalled && s.overflow.len() < self.cfg.max_queued_messages
-            })
+            && self
+                .sessions
+                .get(sk)
+                .is_some_and(|s| s.conn.is_some() && !s.stalled && room(s))
     }
 
     /// Parks a message for a full queue, holding the current acknowledgement.
     pub(crate) fn park(&mut self, now: Instant, sk: Key, item: Queued) {
         let ack = self.hold_current();
+        #[cfg(feature = "backpressure")]
+        if let Some(k) = ack {
+            self.mark_parked(k);
+        }
         let stall = self.cfg.stall_timeout_ms;
         let Some(s) = self.sessions.get_mut(sk) else {
             return;
@@ -243,7 +269,12 @@ impl Broker {
             self.schedule(due, Timer::Stall(sk));
             return;
         }
-        s.stalled = true;
-        self.drop_parked(sk, DropReason::QueueFull);
+        #[cfg(feature = "backpressure")]
+        self.disconnect_stalled(now, sk);
+        #[cfg(not(feature = "backpressure"))]
+        {
+            s.stalled = true;
+            self.drop_parked(sk, DropReason::QueueFull);
+        }
     }
 }

@@ -7,6 +7,8 @@
 
 mod connect;
 pub(crate) mod flow;
+#[cfg(feature = "backpressure")]
+mod hold;
 mod publish;
 mod restore;
 mod shards;
@@ -53,6 +55,11 @@ pub enum Event {
         /// The message.
         msg: ShardMsg,
     },
+    /// The connection's publisher is no longer held: call `handle_bytes` for it (with
+    /// whatever the shell has buffered, possibly nothing), so the core processes the input
+    /// it set aside and the shell may read the socket again. Raised only with the
+    /// `backpressure` feature.
+    ResumeInput(ConnId),
 }
 
 /// Why `handle_accept` refused a connection.
@@ -81,6 +88,12 @@ pub struct Metrics {
     pub protocol_errors: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
+    /// Times a publisher was held back because a subscriber's queue was full.
+    #[cfg(feature = "backpressure")]
+    pub publishers_held: u64,
+    /// Subscribers disconnected for making no progress while publishers waited for them.
+    #[cfg(feature = "backpressure")]
+    pub subscribers_stalled: u64,
 }
 
 /// An entry of the local subscription index.
@@ -240,11 +253,37 @@ impl Broker {
     /// written); returns how many bytes were consumed. The rest stays in the caller's
     /// buffer for the next call. After a protocol error everything is consumed and the
     /// connection is closing.
+    ///
+    /// While the connection's publisher is held (a subscriber's queue is full, feature
+    /// `backpressure`), its acknowledgements, PINGREQ and DISCONNECT are still processed;
+    /// its other packets are set aside (up to `max_held_input` bytes) and processed once
+    /// it is released (`Event::ResumeInput`); beyond that nothing more is consumed.
     pub fn handle_bytes(&mut self, conn: ConnId, now: Instant, input: &[u8]) -> usize {
-        let mut pos = 0;
         let mut packets = 0;
         self.metrics.bytes_received += input.len() as u64;
-        while packets < self.cfg.max_packets_per_read {
+        #[cfg(feature = "backpressure")]
+        if !self.resume_held_input(conn, now, &mut packets) {
+            // The budget ran out on what was set aside (`ResumeInput` follows).
+            return 0;
+        }
+        self.process_input(conn, now, input, &mut packets, true)
+    }
+
+    /// Processes complete packets at the start of `input` (see `handle_bytes`); `set_aside`
+    /// is false while processing input set aside earlier, which stops when the publisher
+    /// is held again.
+    pub(crate) fn process_input(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        input: &[u8],
+        packets: &mut usize,
+        set_aside: bool,
+    ) -> usize {
+        let mut pos = 0;
+        #[cfg(not(feature = "backpressure"))]
+        let _ = set_aside;
+        while *packets < self.cfg.max_packets_per_read {
             let Some(c) = self.conns.get(conn) else {
                 return input.len();
             };
@@ -255,7 +294,27 @@ impl Broker {
                 break;
             }
             let version = c.version;
+            let state = c.state;
             let rest = input.get(pos..).unwrap_or_default();
+            #[cfg(feature = "backpressure")]
+            if state == ConnState::Connected && (c.held > 0 || c.has_held_input()) {
+                if !set_aside {
+                    break;
+                }
+                match self.set_aside(conn, now, rest) {
+                    hold::Aside::Taken(n) => {
+                        pos += n;
+                        *packets += 1;
+                        continue;
+                    }
+                    hold::Aside::Wait => break,
+                    hold::Aside::Invalid(e) => {
+                        self.decode_error(conn, now, rest, e);
+                        return input.len();
+                    }
+                    hold::Aside::Serve => {}
+                }
+            }
             // The 4-byte acknowledgements (only a packet identifier: Success, no
             // properties) skip the general decoder, which builds a whole `Packet` for
             // each: a subscriber sends one per QoS 1/2 delivery. Anything else (other
@@ -264,7 +323,7 @@ impl Broker {
             // dispatch costs more flash than it saves time.
             let fast_acks = cfg!(target_pointer_width = "64");
             if let (true, ConnState::Connected, Some(&[first, 2, hi, lo])) =
-                (fast_acks, c.state, rest.get(..4))
+                (fast_acks, state, rest.get(..4))
             {
                 if let (Some(kind), Some(pid)) = (
                     match first {
@@ -277,7 +336,7 @@ impl Broker {
                     PacketId::new(u16::from_be_bytes([hi, lo])),
                 ) {
                     pos += 4;
-                    packets += 1;
+                    *packets += 1;
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.last_rx = now;
                     }
@@ -292,7 +351,7 @@ impl Broker {
             }
             // PUBLISH: decoded without building a `Packet`, keeping its property block as
             // received so that the stored message copies it instead of re-encoding it.
-            if c.state == ConnState::Connected
+            if state == ConnState::Connected
                 && rest
                     .first()
                     .is_some_and(|&b| b >> 4 == PacketType::Publish as u8)
@@ -313,7 +372,7 @@ impl Broker {
                 match Publish::parse_body_forwardable(&h, body, version) {
                     Ok((p, forwarded)) => {
                         pos += h.packet_len();
-                        packets += 1;
+                        *packets += 1;
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.last_rx = now;
                         }
@@ -329,7 +388,7 @@ impl Broker {
             match Packet::parse(rest, version, self.cfg.max_packet_size as usize) {
                 Ok(Status::Complete((packet, len))) => {
                     pos += len;
-                    packets += 1;
+                    *packets += 1;
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.last_rx = now;
                     }

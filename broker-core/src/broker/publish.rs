@@ -525,6 +525,13 @@ impl Broker {
             };
             self.enqueue(now, m.session, item);
         } else {
+            // The member's shard holds the acknowledgement too while its queue is full.
+            let ack = if qos == QoS::AtMostOnce {
+                None
+            } else {
+                self.hold_current()
+                    .map(|key| super::AckRef { shard: me, key })
+            };
             self.events.push_back(Event::Forward {
                 to: m.shard,
                 msg: ShardMsg::SharedDeliver {
@@ -534,6 +541,7 @@ impl Broker {
                     retain,
                     id: m.id,
                     group: g,
+                    ack,
                 },
             });
         }

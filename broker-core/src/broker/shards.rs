@@ -30,6 +30,8 @@ impl Broker {
                 }
             },
             ShardMsg::AckRelease { key } => self.release_ack(key),
+            #[cfg(feature = "backpressure")]
+            ShardMsg::AckParked { key } => self.mark_parked(key),
             ShardMsg::RetainRequest { msg } => {
                 // This shard owns the topic: apply, then replicate in this order to all.
                 self.apply_retained(&msg);
@@ -49,18 +51,29 @@ impl Broker {
                 retain,
                 id,
                 group,
+                ack,
             } => {
-                if self.sessions.get(session).is_none() {
-                    return self.return_to_group(now, group, msg);
+                if let Some(r) = ack {
+                    self.begin_ack(super::flow::AckTarget::Remote(r));
                 }
-                let item = Queued {
-                    msg,
-                    qos,
-                    retain,
-                    ids: SubIds::from_opt(id),
-                    group: Some(group),
-                };
-                self.enqueue(now, session, item);
+                if self.sessions.get(session).is_none() {
+                    self.return_to_group(now, group, msg);
+                } else {
+                    let item = Queued {
+                        msg,
+                        qos,
+                        retain,
+                        ids: SubIds::from_opt(id),
+                        group: Some(group),
+                    };
+                    self.enqueue(now, session, item);
+                }
+                if let Some(r) = ack {
+                    match self.end_ack() {
+                        Some(key) => self.release_ack(key),
+                        None => self.release_remote(r),
+                    }
+                }
             }
             ShardMsg::SharedReturn { group, msg } => self.deliver_group(now, group, &msg, 0),
         }

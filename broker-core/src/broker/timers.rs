@@ -73,6 +73,16 @@ impl Broker {
                 if conn.state != ConnState::Connected || conn.keep_alive_ms == 0 {
                     return;
                 }
+                // A held publisher is not read: its silence is ours.
+                #[cfg(feature = "backpressure")]
+                if conn.held > 0 || conn.has_held_input() {
+                    let at = now.plus_millis(conn.keep_alive_ms);
+                    if let Some(c) = self.conns.get_mut(c) {
+                        c.last_rx = now;
+                    }
+                    self.schedule(at, Timer::KeepAlive(c));
+                    return;
+                }
                 let deadline = conn.last_rx.plus_millis(conn.keep_alive_ms);
                 if now >= deadline {
                     // [MQTT-3.1.2-24] nothing for 1.5 times the keep alive: close (0x8D).

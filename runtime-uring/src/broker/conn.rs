@@ -17,6 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Where a connection's output goes.
 enum Sink {
@@ -48,7 +49,38 @@ pub(super) fn shutdown(fd: RawFd) {
     }
 }
 
+/// How long a connection the broker closed (after its final DISCONNECT) is still read and
+/// what arrives discarded: a client still writing would otherwise get a reset, which can
+/// destroy the DISCONNECT and its reason code before the client reads them.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 impl ConnIo {
+    /// The final output is written: the write side is shut down (the client sees EOF after
+    /// the last frame), and the socket is still read, the bytes discarded by the core,
+    /// until the client closes or [`CLOSE_LINGER`] ends. At shutdown, or for a relayed
+    /// connection, the output is closed at once.
+    fn finish_output(self: &Rc<Self>, shard: &Shard) {
+        let Sink::Socket(stream) = &self.sink else {
+            return self.close_output();
+        };
+        if shard.shutting_down.get() {
+            return self.close_output();
+        }
+        // SAFETY: shutdown(2) on the descriptor this connection owns (open: its stream
+        // holds it); it only changes socket state.
+        unsafe {
+            libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+        }
+        let weak = Rc::downgrade(self);
+        monoio::spawn(async move {
+            monoio::time::sleep(CLOSE_LINGER).await;
+            // Still open (the client did not close): end the reader's wait now.
+            if let Some(io) = weak.upgrade() {
+                io.close_output();
+            }
+        });
+    }
+
     /// No more output: the socket is shut down (its reader then sees EOF), or the relay
     /// channel closed (the accepting shard then shuts the socket down).
     fn close_output(&self) {
@@ -178,8 +210,10 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>, mut v: TxIoVecs) {
         Sink::Remote(tx) => write_remote(&shard, &io, tx, &mut v).await,
     };
     io.drained.notify();
-    if failed || io.closing.get() {
+    if failed {
         io.close_output();
+    } else if io.closing.get() {
+        io.finish_output(&shard);
     }
     io.writer_active.set(false);
     tracing::trace!(conn = io.id.as_u64(), failed, "writer stop");
@@ -461,9 +495,19 @@ fn deliver(
     true
 }
 
+/// The core released a held publisher: it processes the input it set aside now, and the
+/// reader, if it waits with bytes the core did not take, tries again.
+pub fn resume_input(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+    let now = shard.now();
+    let used = shard.broker.borrow_mut().handle_bytes(io.id, now, &[]);
+    debug_assert_eq!(used, 0);
+    io.drained.notify();
+}
+
 /// Hands buffered bytes to the core until it has taken every complete packet. When the
-/// core pauses input (too many acknowledgements waiting to be written), waits for the
-/// writer to make progress first.
+/// core pauses input (too many acknowledgements waiting to be written, or a held publisher
+/// whose set-aside input is full), waits for the writer to make progress or the core to
+/// resume input first.
 async fn feed(shard: &Rc<Shard>, io: &Rc<ConnIo>, pending: &mut Vec<u8>) {
     loop {
         shard.wait_unblocked().await;

@@ -357,6 +357,12 @@ impl Shard {
                             }
                         }
                     }
+                    Event::ResumeInput(c) => {
+                        let io = self.conns.borrow().get(&c).cloned();
+                        if let Some(io) = io {
+                            super::conn::resume_input(self, &io);
+                        }
+                    }
                     // Already queued in the outbox above.
                     Event::Forward { .. } => {}
                 }
