@@ -73,7 +73,8 @@ pub(crate) struct Conn {
     pub version: ProtocolVersion,
     pub peer: PeerInfo,
     pub session: Option<Key>,
-    pub keep_alive_ms: u64,
+    /// 1.5 times the keep alive (at most 98,302,500 ms: a u32 keeps `Conn` small).
+    pub keep_alive_ms: u32,
     pub last_rx: Instant,
     /// The client's Maximum Packet Size.
     pub max_packet_out: u32,
@@ -111,6 +112,9 @@ pub(crate) struct ConnRare {
     /// Input set aside while the connection is held (whole packets, in order).
     #[cfg(feature = "backpressure")]
     pub held_input: Vec<u8>,
+    /// QoS 1/2 PUBLISH packets in `held_input`: they count against Receive Maximum.
+    #[cfg(feature = "backpressure")]
+    pub held_qos: u16,
 }
 
 impl ConnRare {
@@ -122,6 +126,8 @@ impl ConnRare {
             alias_out: HashMap::with_hasher(Hasher64::with_seed(seed)),
             #[cfg(feature = "backpressure")]
             held_input: Vec::new(),
+            #[cfg(feature = "backpressure")]
+            held_qos: 0,
         })
     }
 }

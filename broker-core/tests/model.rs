@@ -108,6 +108,9 @@ struct Msg {
     retain: bool,
     /// (client, epoch) -> QoS of the delivery.
     eligible: HashMap<(usize, u64), QoS>,
+    /// The publisher got its PUBACK or PUBREC: from then on the broker owns the message.
+    /// (A publisher the broker holds back may close before; those were never promised.)
+    acked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +124,8 @@ struct TestClient {
     pending2: HashSet<u16>,
     next_pid: u16,
     seq: u64,
+    /// Its QoS 1/2 PUBLISH packets not yet acknowledged: packet id -> message.
+    unacked: HashMap<u16, usize>,
 }
 
 struct World {
@@ -189,6 +194,7 @@ impl World {
         let tc = &mut self.clients[c];
         tc.handle = None;
         tc.owed.clear();
+        tc.unacked.clear();
     }
 
     fn expire(&mut self) {
@@ -203,6 +209,13 @@ impl World {
                 *s = None;
             }
         }
+    }
+
+    /// Whether the broker holds the client's input back (see `Broker::input_held`).
+    fn held(&self, h: Client) -> bool {
+        self.sim
+            .conn_id(h)
+            .is_some_and(|(shard, conn)| self.sim.brokers[shard].input_held(conn))
     }
 
     fn pid(&mut self, c: usize) -> u16 {
@@ -255,6 +268,15 @@ impl World {
                 P::PubRel { pid, .. } => {
                     self.clients[c].pending2.remove(&pid);
                     self.send_ack(c, PacketType::PubComp, pid);
+                }
+                P::PubAck { pid, .. } | P::PubRec { pid, .. } => {
+                    if let Some(m) = self.clients[c].unacked.remove(&pid) {
+                        self.msgs[m].acked = true;
+                    }
+                    // The publisher's side of QoS 2: PUBREL once PUBREC came.
+                    if matches!(owned(f), P::PubRec { .. }) {
+                        common::send_ack(&mut self.sim, h, PacketType::PubRel, pid);
+                    }
                 }
                 P::Disconnect { code, .. } => panic!("client {c} got DISCONNECT {code}"),
                 _ => {}
@@ -439,6 +461,10 @@ impl World {
                 let Some(h) = self.clients[c].handle else {
                     return;
                 };
+                if self.held(h) {
+                    // A client that waits for its acknowledgements before going on.
+                    return;
+                }
                 let codes = subscribe(&mut self.sim, h, FILTERS[f], qos(q));
                 assert_eq!(codes, [ReasonCode::granted(qos(q))]);
                 let s = self.sessions[c].as_mut().unwrap();
@@ -449,6 +475,9 @@ impl World {
                 let Some(h) = self.clients[c].handle else {
                     return;
                 };
+                if self.held(h) {
+                    return;
+                }
                 unsubscribe(&mut self.sim, h, 2, &[FILTERS[f]]);
                 self.sessions[c].as_mut().unwrap().subs.remove(FILTERS[f]);
             }
@@ -484,8 +513,12 @@ impl World {
                     topic,
                     retain,
                     eligible,
+                    acked: false,
                 });
                 let pid = self.pid(c);
+                if pq != QoS::AtMostOnce {
+                    self.clients[c].unacked.insert(pid, m);
+                }
                 publish(
                     &mut self.sim,
                     h,
@@ -495,9 +528,6 @@ impl World {
                     retain,
                     pid,
                 );
-                if pq == QoS::ExactlyOnce {
-                    common::send_ack(&mut self.sim, h, PacketType::PubRel, pid);
-                }
             }
             Op::SetAck { c, on } => {
                 self.clients[c].ack = on;
@@ -535,7 +565,7 @@ impl World {
         self.drain();
         for (m, msg) in self.msgs.iter().enumerate() {
             for (&(c, epoch), &q) in &msg.eligible {
-                if q == QoS::AtMostOnce {
+                if q == QoS::AtMostOnce || !msg.acked {
                     continue;
                 }
                 let alive = self.sessions[c].as_ref().is_some_and(|s| s.epoch == epoch);

@@ -1539,7 +1539,11 @@ mod tests {
     #[test]
     fn queue_full_and_stall_timeout() {
         let c = parse("");
-        assert_eq!(c.queue_full, broker_core::QueueFull::Hold, "hold by default");
+        assert_eq!(
+            c.queue_full,
+            broker_core::QueueFull::Hold,
+            "hold by default"
+        );
         assert_eq!(c.core_config().stall_timeout_ms, 30_000);
         let c = parse("queue_full = \"drop\"\nstall_timeout = \"5s\"\n");
         assert_eq!(c.queue_full, broker_core::QueueFull::Drop);

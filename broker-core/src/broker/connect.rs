@@ -384,7 +384,7 @@ impl Broker {
         };
         c.state = ConnState::Connected;
         c.session = Some(sk);
-        c.keep_alive_ms = u64::from(params.keep_alive) * 1500;
+        c.keep_alive_ms = u32::from(params.keep_alive) * 1500;
         c.window = window;
         c.max_packet_out = params.max_packet_size;
         c.alias_out_max = params.topic_alias_maximum;

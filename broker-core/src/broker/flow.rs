@@ -165,10 +165,10 @@ impl Broker {
     pub(crate) fn may_park(&self, sk: Key, qos: QoS) -> bool {
         // Held publishers bound the overflow; without them it has a bound of its own.
         #[cfg(feature = "backpressure")]
-        let room = |_: &crate::session::Session| self.cfg.queue_full == crate::config::QueueFull::Hold;
-        #[cfg(not(feature = "backpressure"))]
         let room =
-            |s: &crate::session::Session| s.overflow.len() < self.cfg.max_queued_messages;
+            |_: &crate::session::Session| self.cfg.queue_full == crate::config::QueueFull::Hold;
+        #[cfg(not(feature = "backpressure"))]
+        let room = |s: &crate::session::Session| s.overflow.len() < self.cfg.max_queued_messages;
         qos != QoS::AtMostOnce
             && self.current_ack.is_some()
             && self

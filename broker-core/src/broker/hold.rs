@@ -31,9 +31,36 @@ pub(crate) enum Aside {
     Wait,
     /// A malformed fixed header.
     Invalid(DecodeError),
+    /// A QoS 1/2 PUBLISH beyond the server's Receive Maximum ([MQTT-3.3.4-7] v5).
+    TooMany,
+}
+
+/// The QoS of a PUBLISH from its fixed header flags.
+fn publish_qos(h: &FixedHeader) -> u8 {
+    (h.flags >> 1) & 3
+}
+
+/// QoS 1/2 PUBLISH packets among the whole packets of `input`.
+fn count_qos_publishes(mut input: &[u8]) -> u16 {
+    let mut n: u16 = 0;
+    while let Ok(Status::Complete(h)) = FixedHeader::parse(input, usize::MAX) {
+        if h.packet_type == PacketType::Publish && publish_qos(&h) > 0 {
+            n = n.saturating_add(1);
+        }
+        input = input.get(h.packet_len()..).unwrap_or_default();
+    }
+    n
 }
 
 impl Broker {
+    /// Whether the connection's input is held back: a held publisher, or input set aside
+    /// and not yet processed (its SUBSCRIBE, say, is not answered yet).
+    pub fn input_held(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(conn)
+            .is_some_and(|c| c.held > 0 || c.has_held_input())
+    }
+
     /// Sorts the next packet of a held connection (see [`Aside`]).
     pub(crate) fn set_aside(&mut self, conn: ConnId, now: Instant, rest: &[u8]) -> Aside {
         let h = match FixedHeader::parse(rest, self.cfg.max_packet_size as usize) {
@@ -58,24 +85,42 @@ impl Broker {
         };
         let cap = self.cfg.max_held_input;
         let seed = self.cfg.hash_seed;
+        let receive_maximum = usize::from(self.cfg.receive_maximum);
+        let unacknowledged = self
+            .conns
+            .get(conn)
+            .and_then(|c| c.session)
+            .and_then(|sk| self.sessions.get(sk))
+            .map_or(0, |s| s.rx_qos2.len());
         let Some(c) = self.conns.get_mut(conn) else {
             return Aside::Wait;
         };
         c.last_rx = now;
-        let held = &mut c.rare(seed).held_input;
+        let v5 = c.version.is_v5();
+        let delayed = usize::from(c.delayed_acks);
+        let r = c.rare(seed);
         // One packet is always taken, whatever its size (within the maximum packet size),
         // so that the acknowledgements behind it are served.
-        if !held.is_empty() && held.len() + len > cap {
+        if !r.held_input.is_empty() && r.held_input.len() + len > cap {
             return Aside::Wait;
         }
-        held.extend_from_slice(frame);
+        if h.packet_type == PacketType::Publish && publish_qos(&h) > 0 {
+            // Set aside, it is still unacknowledged: the client's count includes it.
+            if v5 && delayed + unacknowledged + usize::from(r.held_qos) >= receive_maximum {
+                return Aside::TooMany;
+            }
+            r.held_qos = r.held_qos.saturating_add(1);
+        }
+        r.held_input.extend_from_slice(frame);
         Aside::Taken(len)
     }
 
     /// Processes input set aside while the connection was held, if it no longer is.
-    /// Returns false when some is still left because the packet budget ran out (the core
-    /// then raises `ResumeInput` to be called again); when the connection is held again,
-    /// the rest stays set aside and new input goes behind it.
+    /// Returns false when the packet budget ran out with some left (the core then raises
+    /// `ResumeInput` to be called again). Otherwise what is left (held again, or waiting
+    /// for room among the control packets or in the QoS 2 window, after which
+    /// `poll_transmit` or a PUBREL raises `ResumeInput`) stays set aside, and new input
+    /// goes behind it.
     pub(crate) fn resume_held_input(
         &mut self,
         conn: ConnId,
@@ -95,6 +140,7 @@ impl Broker {
             return true;
         }
         let mut input = core::mem::take(&mut r.held_input);
+        r.held_qos = 0;
         let used = self.process_input(conn, now, &input, packets, false);
         input.drain(..used.min(input.len()));
         let Some(c) = self.conns.get_mut(conn) else {
@@ -105,12 +151,40 @@ impl Broker {
         }
         let held = c.held > 0;
         if let Some(r) = c.rare.as_deref_mut() {
+            r.held_qos = count_qos_publishes(&input);
             r.held_input = input;
         }
-        if !held {
+        if !held && *packets >= self.cfg.max_packets_per_read {
+            self.events.push_back(Event::ResumeInput(conn));
+            return false;
+        }
+        // Held again, or waiting: new input is served as for a held connection (its
+        // acknowledgements, which may be what it waits for, go first).
+        true
+    }
+
+    /// Whether `rest` starts with a 3.1/3.1.1 QoS 2 PUBLISH while the client's QoS 2
+    /// messages awaiting PUBREL fill the window the server keeps for it: it waits until a
+    /// PUBREL frees a place (3.1.1 has no Receive Maximum to exceed: the client is held,
+    /// not disconnected; an MQTT 5 client exceeding it is refused with 0x93).
+    pub(crate) fn qos2_window_full(&self, c: &crate::conn::Conn, rest: &[u8]) -> bool {
+        rest.first()
+            .is_some_and(|&b| b >> 4 == 3 && (b >> 1) & 3 == 2)
+            && !c.version.is_v5()
+            && c.session
+                .and_then(|sk| self.sessions.get(sk))
+                .is_some_and(|s| s.rx_qos2.len() >= usize::from(self.cfg.receive_maximum))
+    }
+
+    /// A PUBREL freed a place in the QoS 2 window: input set aside for it resumes.
+    pub(crate) fn qos2_window_opened(&mut self, conn: ConnId) {
+        if self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.held == 0 && c.has_held_input())
+        {
             self.events.push_back(Event::ResumeInput(conn));
         }
-        held
     }
 
     /// The acknowledgement `key` waits for a full queue: its publisher is held (once per

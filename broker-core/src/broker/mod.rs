@@ -297,7 +297,9 @@ impl Broker {
             let state = c.state;
             let rest = input.get(pos..).unwrap_or_default();
             #[cfg(feature = "backpressure")]
-            if state == ConnState::Connected && (c.held > 0 || c.has_held_input()) {
+            if state == ConnState::Connected
+                && (c.held > 0 || c.has_held_input() || self.qos2_window_full(c, rest))
+            {
                 if !set_aside {
                     break;
                 }
@@ -310,6 +312,10 @@ impl Broker {
                     hold::Aside::Wait => break,
                     hold::Aside::Invalid(e) => {
                         self.decode_error(conn, now, rest, e);
+                        return input.len();
+                    }
+                    hold::Aside::TooMany => {
+                        self.protocol_error(conn, now, ReasonCode::ReceiveMaximumExceeded);
                         return input.len();
                     }
                     hold::Aside::Serve => {}

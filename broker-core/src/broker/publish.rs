@@ -656,6 +656,10 @@ impl Broker {
             }
             None => false,
         };
+        #[cfg(feature = "backpressure")]
+        if found {
+            self.qos2_window_opened(conn);
+        }
         let code = if found || !v5 {
             ReasonCode::Success
         } else {

@@ -59,7 +59,7 @@ impl Broker {
                     // CONNECT left the first keep-alive check to this entry.
                     ConnState::Connected
                         if conn.keep_alive_ms > 0
-                            && self.cfg.connect_timeout_ms <= conn.keep_alive_ms =>
+                            && self.cfg.connect_timeout_ms <= u64::from(conn.keep_alive_ms) =>
                     {
                         self.fire(now, Timer::KeepAlive(c));
                     }
@@ -76,14 +76,14 @@ impl Broker {
                 // A held publisher is not read: its silence is ours.
                 #[cfg(feature = "backpressure")]
                 if conn.held > 0 || conn.has_held_input() {
-                    let at = now.plus_millis(conn.keep_alive_ms);
+                    let at = now.plus_millis(u64::from(conn.keep_alive_ms));
                     if let Some(c) = self.conns.get_mut(c) {
                         c.last_rx = now;
                     }
                     self.schedule(at, Timer::KeepAlive(c));
                     return;
                 }
-                let deadline = conn.last_rx.plus_millis(conn.keep_alive_ms);
+                let deadline = conn.last_rx.plus_millis(u64::from(conn.keep_alive_ms));
                 if now >= deadline {
                     // [MQTT-3.1.2-24] nothing for 1.5 times the keep alive: close (0x8D).
                     self.close(c, now, Some(ReasonCode::KeepAliveTimeout));

@@ -168,6 +168,8 @@ impl Broker {
             cfg,
             policy,
             metrics,
+            #[cfg(feature = "backpressure")]
+            events,
             ..
         } = self;
         let Some(c) = conns.get_mut(conn) else {
@@ -185,6 +187,12 @@ impl Broker {
             rare |= matches!(ctrl, Ctrl::Raw(_));
             encode_ctrl(ctrl, c, tx);
             frames += 1;
+        }
+        // Input set aside may have waited for room among the control packets (or for a
+        // PUBREL these answer): it may go on now.
+        #[cfg(feature = "backpressure")]
+        if frames > 0 && c.held == 0 && c.has_held_input() {
+            events.push_back(super::Event::ResumeInput(conn));
         }
         if rare && c.ctrl.is_empty() {
             // A CONNACK or SUBACK (allocated anyway) was the last: release the queue so

@@ -207,18 +207,35 @@ fn held_qos1_acks_count_against_receive_maximum_across_immediate_ones() {
         publish(&mut s, p, "t", b"q", Q1, false, i);
     }
     assert_eq!(acks(&mut s, p), 3);
-    // The queue is full: held (1 unacknowledged).
+    // The queue is full: held (1 unacknowledged), and so is the publisher.
     publish(&mut s, p, "t", b"4", Q1, false, 4);
-    // Nobody subscribed: acknowledged at once (0x10), the held one still counts.
+    // Set aside behind the held one, unacknowledged too: 2, the server's Receive Maximum.
     publish(&mut s, p, "other", b"5", Q1, false, 5);
-    assert_eq!(acks(&mut s, p), 1);
-    // Held too: 2 unacknowledged, the server's Receive Maximum.
-    publish(&mut s, p, "t", b"6", Q1, false, 6);
     assert_eq!(acks(&mut s, p), 0);
     assert!(!s.is_closed(p));
-    // A third unacknowledged QoS 1 PUBLISH exceeds it (3.3.4, 0x93).
-    publish(&mut s, p, "other", b"7", Q1, false, 7);
+    // A third unacknowledged QoS 1 PUBLISH exceeds it (3.3.4, 0x93), held or not.
+    publish(&mut s, p, "other", b"6", Q1, false, 6);
     assert_disconnected(&mut s, p, ReasonCode::ReceiveMaximumExceeded);
+}
+
+/// Without holds (`queue_full` drop), an acknowledgement that nobody holds goes at once.
+#[test]
+fn immediate_acks_do_not_count_against_receive_maximum() {
+    let mut s = sim_cfg(Config {
+        receive_maximum: 2,
+        max_queued_messages: 1,
+        ..Config::default()
+    });
+    let p = connect(&mut s, "p", true, V5);
+    for i in 1..=5u16 {
+        publish(&mut s, p, "nobody", b"x", Q1, false, i);
+    }
+    let acks = recv(&mut s, p)
+        .iter()
+        .filter(|x| matches!(x, P::PubAck { .. }))
+        .count();
+    assert_eq!(acks, 5);
+    assert!(!s.is_closed(p));
 }
 
 #[test]

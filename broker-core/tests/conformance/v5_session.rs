@@ -311,7 +311,7 @@ fn byte_limit_evicts_as_many_qos0_messages_as_needed() {
 }
 
 #[test]
-fn online_queue_is_bounded_too() {
+fn online_queue_is_bounded_by_holding_the_publisher() {
     let (mut s, log) = sim_logged(
         Config {
             max_queued_messages: 5,
@@ -323,19 +323,26 @@ fn online_queue_is_bounded_too() {
     cp.properties.receive_maximum = Some(1);
     let (c, _) = connect_ok(&mut s, &cp);
     subscribe(&mut s, c, "t", Q1);
-    let p = connect(&mut s, "p", true, V5);
+    let p = connect(&mut s, "p", false, V3);
     for i in 0..20u16 {
-        publish(&mut s, p, "t", b"x", Q1, false, i + 1);
+        publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
     }
-    // One in flight, five queued, five held by flow control (their PUBACKs too), the rest
-    // dropped and reported: memory stays bounded.
+    // One in flight, five queued, one held by flow control with its publisher: the rest
+    // of the publisher's input is set aside, unprocessed and unacknowledged. Memory stays
+    // bounded and nothing is dropped.
     assert_eq!(s.brokers[0].session_queue_len("slow"), Some(6));
-    assert_eq!(log.drops().len(), 9);
+    assert!(log.drops().is_empty(), "{:?}", log.drops());
+    assert_eq!(s.brokers[0].metrics().publishers_held, 1);
     let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
-    assert_eq!(acks(&recv(&mut s, p)), 15);
-    // The subscriber catches up: the held messages are delivered and acknowledged.
-    assert_eq!(pubs(&recv_acking(&mut s, c)).len(), 11);
-    assert_eq!(acks(&recv(&mut s, p)), 5);
+    assert_eq!(acks(&recv(&mut s, p)), 6);
+    // The subscriber catches up: everything is delivered, in order, and acknowledged.
+    let got: Vec<u8> = pubs(&recv_acking(&mut s, c))
+        .iter()
+        .map(|x| x.payload[0])
+        .collect();
+    assert_eq!(got, (0..20).collect::<Vec<u8>>());
+    assert_eq!(acks(&recv(&mut s, p)), 14);
+    assert!(log.drops().is_empty());
 }
 
 #[test]
@@ -372,7 +379,7 @@ fn flow_control_holds_puback_until_a_live_subscriber_has_room() {
 }
 
 #[test]
-fn flow_control_releases_publishers_of_a_stalled_subscriber() {
+fn flow_control_disconnects_a_stalled_subscriber_and_releases_its_publishers() {
     let (mut s, log) = sim_logged(
         Config {
             max_queued_messages: 2,
@@ -383,24 +390,66 @@ fn flow_control_releases_publishers_of_a_stalled_subscriber() {
     );
     let mut cp = conn("stuck", V5);
     cp.properties.receive_maximum = Some(1);
-    let (_c, _) = connect_ok(&mut s, &cp);
-    subscribe(&mut s, _c, "t", Q1);
+    let (c, _) = connect_ok(&mut s, &cp);
+    subscribe(&mut s, c, "t", Q1);
     let p = connect(&mut s, "p", true, V5);
     for i in 0..5u16 {
         publish(&mut s, p, "t", b"x", Q1, false, i + 1);
     }
     let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
     assert_eq!(acks(&recv(&mut s, p)), 3);
-    // The subscriber never acknowledges: after the stall timeout the held messages are
-    // dropped (and reported) and the publisher gets its acknowledgements.
+    // The subscriber never acknowledges: after the stall timeout it is disconnected
+    // (0x97), its clean session ends (what it held is dropped and reported), and the
+    // publisher gets its acknowledgements: the held one, then the set-aside one (nobody
+    // subscribed any more).
     s.advance(999);
     assert_eq!(acks(&recv(&mut s, p)), 0);
+    assert!(!s.is_closed(c));
     s.advance(2);
+    assert_disconnected(&mut s, c, ReasonCode::QuotaExceeded);
     assert_eq!(acks(&recv(&mut s, p)), 2);
-    assert_eq!(log.drops().len(), 2);
-    // While stalled, new messages for it are dropped at once, not held.
-    publish(&mut s, p, "t", b"y", Q1, false, 9);
-    assert_eq!(acks(&recv(&mut s, p)), 1);
+    assert_eq!(log.drops().len(), 4, "1 in flight, 2 queued, 1 held");
+    assert_eq!(s.brokers[0].metrics().subscribers_stalled, 1);
+    assert!(!s.is_closed(p));
+}
+
+/// A persistent subscriber that stalls is disconnected; its session keeps what fits its
+/// queue (offline), and the publisher is released.
+#[test]
+fn a_stalled_persistent_subscriber_keeps_its_queue_offline() {
+    let (mut s, log) = sim_logged(
+        Config {
+            max_queued_messages: 2,
+            stall_timeout_ms: 1_000,
+            ..Config::default()
+        },
+        1,
+    );
+    let c = connect(&mut s, "stuck", false, V3);
+    subscribe(&mut s, c, "t", Q1);
+    let p = connect(&mut s, "p", true, V3);
+    // max_inflight_messages (100) in flight, 2 queued, the rest held with the publisher.
+    for i in 0..110u16 {
+        publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
+    }
+    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
+    assert_eq!(acks(&recv(&mut s, p)), 102);
+    // Read, never acknowledged.
+    assert_eq!(recv(&mut s, c).len(), 100);
+    s.advance(1_001);
+    assert_closed_silently(&mut s, c);
+    // The held message joins the offline queue only as far as its limit allows.
+    assert_eq!(acks(&recv(&mut s, p)), 8);
+    let dropped = log.drops().len();
+    assert!(dropped >= 1, "the one over the limit is reported");
+    // Reconnecting, the session resumes with everything in flight and queued.
+    let c = connect(&mut s, "stuck", false, V3);
+    let got = pubs(&recv_acking(&mut s, c));
+    assert_eq!(
+        got.len() + dropped,
+        110,
+        "each message delivered or reported"
+    );
 }
 
 #[test]
