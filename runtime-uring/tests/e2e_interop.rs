@@ -292,6 +292,40 @@ fn flow_control_receive_maximum_and_max_inflight() {
     b3.assert_healthy();
 }
 
+/// Acknowledged means delivered: eight paho publishers that never wait for their
+/// acknowledgements (3.1.1: no limit; 5.0: up to the server's Receive Maximum) flood one
+/// slow subscriber through a queue of 50, at QoS 1 and 2. The broker holds them back
+/// instead of dropping: every acknowledged message arrives (QoS 2 exactly once), in order.
+#[test]
+fn flooding_publishers_are_held_back_and_lose_nothing() {
+    let d = tempdir();
+    let mut b = Petrel::start(d.path(), &format!("max_queued_messages = 50\n{ANON}"));
+    for v in ["3", "5"] {
+        for q in ["1", "2"] {
+            paho(
+                "flood",
+                b.port(),
+                &["--version", v, "--qos", q, "--count", "300"],
+            );
+        }
+    }
+    b.assert_healthy();
+}
+
+/// Paho's interoperability test_flow_control2 (v5): a client that sends more QoS 2
+/// PUBLISH packets than the Receive Maximum without reading must still be able to read
+/// the DISCONNECT 0x93 that follows (the broker half-closes and drains instead of
+/// resetting the connection).
+#[test]
+fn disconnect_reason_reaches_a_client_still_writing() {
+    let d = tempdir();
+    let mut b = petrel_anon(d.path());
+    for _ in 0..3 {
+        paho("flow_control2", b.port(), &[]);
+    }
+    b.assert_healthy();
+}
+
 /// Session Expiry and Message Expiry: expired messages are not delivered
 /// ([MQTT-3.3.2-5]), the others carry what remains of their interval ([MQTT-3.3.2-6]).
 #[test]

@@ -51,7 +51,7 @@ class C:
 
     def __init__(self, cid=None, clean=True, user=None, password=None, will=None,
                  connect_props=None, manual_ack=False, version=None, expect_rc=0,
-                 keepalive=30):
+                 keepalive=30, max_inflight=None):
         self.v5 = (version or ARGS.version) == 5
         self.cid = cid or ("paho-" + uuid.uuid4().hex[:12])
         proto = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
@@ -66,6 +66,10 @@ class C:
         if ARGS.ca:
             self.c.tls_set(ca_certs=ARGS.ca, certfile=ARGS.cert, keyfile=ARGS.key,
                            cert_reqs=ssl.CERT_REQUIRED)
+        if max_inflight is not None:
+            # 0: no limit (paho queues nothing, everything goes out at once).
+            self.c.max_inflight_messages_set(max_inflight)
+            self.c.max_queued_messages_set(0)
         if user is not None:
             self.c.username_pw_set(user, password)
         if will is not None:
@@ -607,6 +611,158 @@ def s_shutdown():
     c.c.loop_stop()
 
 
+def s_flood():
+    """Eight publishers that never wait for their acknowledgements (paho with no in-flight
+    limit: 3.1.1 sends everything at once, 5.0 keeps to the server's Receive Maximum) flood
+    one slow subscriber at --qos. Every message a publisher got its PUBACK/PUBCOMP for must
+    arrive: QoS 1 at least once, QoS 2 exactly once, each publisher's in order."""
+    n = ARGS.count
+    t = topic("flood")
+    sub = C(cid="flood-sub-" + ARGS.run)
+    sub.sub(t + "/#", qos=ARGS.qos)
+    got = []
+    done = threading.Event()
+
+    def on_message(c, u, m):
+        # A slow reader: while it sleeps the broker's queue for it fills.
+        time.sleep(ARGS.slow)
+        got.append(m.payload.decode())
+        if len(got) >= 8 * n:
+            done.set()
+    sub.c.on_message = on_message
+    # 5.0: as many unacknowledged as the server's Receive Maximum allows (paho does not
+    # read it from CONNACK itself); 3.1.1: no limit at all.
+    window = 0
+    if sub.v5:
+        window = getattr(sub.connack_props, "ReceiveMaximum", 65535)
+    pubs = []
+    for k in range(8):
+        pubs.append(C(cid=f"flood-pub{k}-" + ARGS.run, max_inflight=window))
+    mids = []
+    for i in range(n):
+        for k, p in enumerate(pubs):
+            mids.append((p, p.pub(f"{t}/{k}", f"{k}:{i}", qos=ARGS.qos, wait=False)))
+    log(f"published {len(mids)} without waiting")
+    for p, mid in mids:
+        rc = p.wait_published(mid)
+        if rc not in (0, 16):
+            fail(f"publish refused: {rc:#x}")
+    log("every publish acknowledged")
+    if not done.wait(ARGS.hold_timeout):
+        fail(f"subscriber got {len(got)} of {8 * n} acknowledged messages")
+    time.sleep(0.5)
+    counts = {}
+    last = {}
+    for x in got:
+        counts[x] = counts.get(x, 0) + 1
+        k, i = (int(v) for v in x.split(":"))
+        if counts[x] == 1:
+            if last.get(k, -1) >= i:
+                fail(f"publisher {k} out of order at {i}")
+            last[k] = i
+    missing = [f"{k}:{i}" for k in range(8) for i in range(n) if f"{k}:{i}" not in counts]
+    if missing:
+        fail(f"acknowledged and lost: {len(missing)}, e.g. {missing[:5]}")
+    if ARGS.qos == 2:
+        dup = [x for x, c in counts.items() if c > 1]
+        if dup:
+            fail(f"QoS 2 delivered twice: {dup[:5]}")
+    log(f"FLOOD OK {len(got)} deliveries of {8 * n}")
+    for p in pubs:
+        p.close()
+    sub.close()
+
+
+def s_flow_control2():
+    """Paho's interoperability test_flow_control2 (v5), on a raw socket: more QoS 2
+    PUBLISH packets than the server's Receive Maximum, sent without reading, then PUBREC
+    answered with PUBREL until the server's DISCONNECT 0x93, which must be readable (not
+    lost to a connection reset)."""
+    s = socket.create_connection((ARGS.host, ARGS.port), timeout=TIMEOUT)
+
+    def utf8(x):
+        b = x.encode()
+        return len(b).to_bytes(2, "big") + b
+
+    def varint(n):
+        out = b""
+        while True:
+            d, n = n % 128, n // 128
+            out += bytes([d | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def packet(first, body):
+        return bytes([first]) + varint(len(body)) + body
+
+    cid = "flowcontrol-" + ARGS.run
+    s.sendall(packet(0x10, utf8("MQTT") + b"\x05\x02\x00\x3c\x00" + utf8(cid)))
+    buf = b""
+
+    def read_packet():
+        nonlocal buf
+        while True:
+            if len(buf) >= 2:
+                n, mult, i = 0, 1, 1
+                while i < len(buf) and i <= 4:
+                    n += (buf[i] & 0x7F) * mult
+                    mult *= 128
+                    if not buf[i] & 0x80:
+                        break
+                    i += 1
+                else:
+                    i = None
+                if i is not None and i < len(buf) and len(buf) >= i + 1 + n:
+                    p, buf = buf[: i + 1 + n], buf[i + 1 + n:]
+                    return p[0], p[i + 1:]
+            chunk = s.recv(65536)
+            if not chunk:
+                fail("connection closed before DISCONNECT 0x93")
+            buf += chunk
+
+    first, body = read_packet()
+    if first != 0x20 or body[1] != 0:
+        fail(f"no CONNACK: {first:#x} {body!r}")
+    # CONNACK properties: Receive Maximum (0x21), default 65535.
+    props = body[3:]
+    recv_max, j = 65535, 0
+    while j < len(props):
+        pid = props[j]
+        if pid == 0x21:
+            recv_max = int.from_bytes(props[j + 1:j + 3], "big")
+            break
+        if pid in (0x24, 0x25, 0x28, 0x29, 0x2A):
+            j += 2
+        elif pid in (0x21, 0x22, 0x23, 0x13):
+            j += 3
+        elif pid in (0x11, 0x27):
+            j += 5
+        elif pid in (0x12, 0x1A, 0x1C, 0x1F):
+            j += 3 + int.from_bytes(props[j + 1:j + 3], "big")
+        else:
+            break
+    t = utf8(topic("flow2"))
+    burst = b"".join(
+        packet(0x34, t + (i % 65535 + 1).to_bytes(2, "big") + b"\x00" + f"message {i}".encode())
+        for i in range(1, recv_max + 2))
+    s.sendall(burst)
+    log(f"sent {recv_max + 1} QoS 2 PUBLISH (Receive Maximum {recv_max}) without reading")
+    try:
+        while True:
+            first, body = read_packet()
+            if first == 0x50:
+                s.sendall(packet(0x62, body[:2]))
+            elif first == 0xE0:
+                code = body[0] if body else 0
+                if code != 0x93:
+                    fail(f"DISCONNECT {code:#x}, expected 0x93")
+                log("DISCONNECT 0x93 read")
+                break
+    except ConnectionResetError:
+        fail("connection reset before the DISCONNECT could be read")
+    s.close()
+
+
 SCENARIOS = {name[2:]: f for name, f in globals().items() if name.startswith("s_")}
 
 
@@ -631,6 +787,7 @@ def main():
     p.add_argument("--topic", default="e2e/hold")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--hold-timeout", type=float, default=20)
+    p.add_argument("--slow", type=float, default=0.0005)
     ARGS = p.parse_args()
     ARGS.run = uuid.uuid4().hex[:8]
     if ARGS.user == "":
