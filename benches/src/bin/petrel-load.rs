@@ -64,6 +64,11 @@ struct Args {
     /// Load generator threads.
     #[arg(long, default_value_t = 1)]
     load_threads: usize,
+    /// QoS 1/2 PUBLISH packets each publisher keeps unacknowledged (comma separated for
+    /// several runs of each throughput scenario: "10,100,1000"). A large window is a
+    /// publisher that hardly waits for its acknowledgements.
+    #[arg(long, default_value = "64")]
+    window: String,
     /// Connect to an already running broker at this address instead of starting them.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -372,6 +377,8 @@ struct PubSpec {
     qos: QoS,
     payload: usize,
     rate: Option<u64>,
+    /// Unacknowledged QoS 1/2 messages allowed.
+    window: u64,
 }
 
 async fn run_publisher(
@@ -386,9 +393,9 @@ async fn run_publisher(
         qos,
         payload,
         rate,
+        window,
     } = spec;
     let (mut r, mut w) = s.into_split();
-    let window: u64 = 64;
     let acked = Rc::new(Cell::new(0u64));
     let acked2 = acked.clone();
     let c2 = c.clone();
@@ -495,6 +502,7 @@ fn run_workload(
     qos: QoS,
     a: &Args,
     rate: Option<u64>,
+    window: u64,
 ) -> anyhow::Result<Outcome> {
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -531,6 +539,7 @@ fn run_workload(
                 qos,
                 payload,
                 rate,
+                window,
             };
             monoio::spawn(run_publisher(
                 s,
@@ -889,7 +898,7 @@ fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
             settle();
             let before = pid.and_then(cpu_secs);
-            let o = run_workload(*addr, &latency, QoS::AtMostOnce, a, Some(a.rate))?;
+            let o = run_workload(*addr, &latency, QoS::AtMostOnce, a, Some(a.rate), 64)?;
             row.cpu_rate = cpu_per_msg(*pid, before, o.delivered);
             (row.p50, row.p99, _) = o.latency.unwrap_or_default();
             row.lost += o.lost;
@@ -901,7 +910,7 @@ fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
             settle();
             let before = pid.and_then(cpu_secs);
-            let o = run_workload(*addr, &pairs, QoS::AtMostOnce, a, None)?;
+            let o = run_workload(*addr, &pairs, QoS::AtMostOnce, a, None, 64)?;
             row.cpu_full = cpu_per_msg(*pid, before, o.delivered);
             row.full_rate = o.delivered_per_sec;
             row.lost += o.lost;
@@ -1013,7 +1022,30 @@ fn main() -> anyhow::Result<()> {
             "latency" | "conns" => vec![QoS::AtMostOnce],
             _ => qos_list.clone(),
         };
-        for q in qs {
+        let windows: Vec<u64> = a
+            .window
+            .split(',')
+            .map(|w| w.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+        let runs: Vec<(QoS, u64)> = qs
+            .iter()
+            .flat_map(|&q| {
+                // The window matters only to QoS 1/2 throughput.
+                let ws = if q == QoS::AtMostOnce || sc == "latency" || sc == "conns" {
+                    &windows[..windows.len().min(1)]
+                } else {
+                    &windows[..]
+                };
+                ws.iter().map(move |&w| (q, w))
+            })
+            .collect();
+        for (q, window) in runs {
+            let label = if q != QoS::AtMostOnce && windows.len() > 1 {
+                format!("{} (window {window})", q as u8)
+            } else {
+                format!("{}", q as u8)
+            };
             let mut cells = Vec::new();
             for b in &brokers {
                 let proc_ = match a.target {
@@ -1045,7 +1077,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     "latency" => {
                         let w = workload(sc).ok_or_else(|| anyhow::anyhow!("?"))?;
-                        let o = run_workload(addr, &w, q, &a, Some(a.rate))?;
+                        let o = run_workload(addr, &w, q, &a, Some(a.rate), window)?;
                         let (p50, p99, p999) = o.latency.unwrap_or_default();
                         (
                             p99,
@@ -1055,7 +1087,7 @@ fn main() -> anyhow::Result<()> {
                     _ => {
                         let w =
                             workload(sc).ok_or_else(|| anyhow::anyhow!("unknown scenario {sc}"))?;
-                        let o = run_workload(addr, &w, q, &a, None)?;
+                        let o = run_workload(addr, &w, q, &a, None, window)?;
                         (
                             o.delivered_per_sec,
                             format!(
@@ -1065,11 +1097,11 @@ fn main() -> anyhow::Result<()> {
                         )
                     }
                 };
-                eprintln!("{sc} qos{} {b}: {detail}", q as u8);
+                eprintln!("{sc} qos{label} {b}: {detail}");
                 cells.push((b.clone(), value, detail));
                 drop(proc_);
             }
-            rows.push((sc.to_owned(), format!("{}", q as u8), cells));
+            rows.push((sc.to_owned(), label, cells));
         }
     }
     let mut md = String::new();
