@@ -328,3 +328,60 @@ fn a_held_publisher_is_kept_alive_and_answered() {
         .count();
     assert_eq!(acks, 3, "released: the rest acknowledged");
 }
+
+/// Publishers with small windows into a subscriber slower than them: the queue fills and
+/// their acknowledgements wait, but their few waiting messages stay within a queue's worth
+/// of overflow, so the publishers themselves are not stopped (which would cost a round
+/// trip per message).
+#[test]
+fn small_publisher_windows_are_not_held() {
+    let mut s = Sim::new(
+        Config {
+            max_inflight_messages: 20,
+            ..Config::default()
+        },
+        2,
+    );
+    let sub = connect(&mut s, &id_on("sub", 1, 2), true, V3);
+    subscribe(&mut s, sub, "f/#", Q1);
+    let ps: Vec<Client> = (0..8)
+        .map(|k| {
+            connect(
+                &mut s,
+                &id_on(&format!("p{k}-"), (k % 2) as u16, 2),
+                true,
+                V3,
+            )
+        })
+        .collect();
+    let mut out = vec![0u16; 8];
+    let mut pid = vec![0u16; 8];
+    for _round in 0..2000 {
+        for (k, p) in ps.iter().enumerate() {
+            while out[k] < 10 {
+                pid[k] = pid[k] % 60000 + 1;
+                publish(&mut s, *p, "f/x", b"x", Q1, false, pid[k]);
+                out[k] += 1;
+            }
+        }
+        for f in recv(&mut s, sub) {
+            if let P::Publish(x) = f {
+                send_ack(&mut s, sub, PacketType::PubAck, x.pid.unwrap());
+            }
+        }
+        for (k, p) in ps.iter().enumerate() {
+            for f in recv(&mut s, *p) {
+                if let P::PubAck { .. } = f {
+                    out[k] -= 1;
+                }
+            }
+        }
+        let held: u64 = s.brokers.iter().map(|b| b.metrics().publishers_held).sum();
+        assert_eq!(
+            held,
+            0,
+            "round {_round} queue {:?}",
+            s.brokers[1].session_queue_len(&id_on("sub", 1, 2))
+        );
+    }
+}

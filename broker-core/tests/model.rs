@@ -258,6 +258,30 @@ impl World {
             return false;
         };
         let frames = self.sim.recv(h);
+        // A client that stopped acknowledging while publishers waited for it is
+        // disconnected after the stall timeout (MQTT 5: 0x97).
+        let stalled = |frames: &[broker_core::sim::Frame]| {
+            frames.iter().all(|f| {
+                matches!(
+                    owned(f),
+                    P::Publish(_)
+                        | P::PubRel { .. }
+                        | P::Disconnect {
+                            code: ReasonCode::QuotaExceeded,
+                            ..
+                        }
+                )
+            })
+        };
+        if self.sim.is_closed(h) && !self.clients[c].ack && stalled(&frames) {
+            for f in &frames {
+                if let P::Publish(x) = owned(f) {
+                    self.on_publish(c, x);
+                }
+            }
+            self.model_closed(c);
+            return true;
+        }
         if frames.is_empty() {
             assert!(!self.sim.is_closed(h), "client {c} closed unexpectedly");
             return false;

@@ -207,13 +207,55 @@ fn held_qos1_acks_count_against_receive_maximum_across_immediate_ones() {
         publish(&mut s, p, "t", b"q", Q1, false, i);
     }
     assert_eq!(acks(&mut s, p), 3);
-    // The queue is full: held (1 unacknowledged), and so is the publisher.
+    // The queue is full: held (1 unacknowledged). The overflow is short: the publisher
+    // goes on.
     publish(&mut s, p, "t", b"4", Q1, false, 4);
-    // Set aside behind the held one, unacknowledged too: 2, the server's Receive Maximum.
+    // Nobody subscribed: acknowledged at once (0x10), the held one still counts.
+    publish(&mut s, p, "other", b"5", Q1, false, 5);
+    assert_eq!(acks(&mut s, p), 1);
+    // Held too: 2 unacknowledged, the server's Receive Maximum.
+    publish(&mut s, p, "t", b"6", Q1, false, 6);
+    assert_eq!(acks(&mut s, p), 0);
+    assert!(!s.is_closed(p));
+    // A third unacknowledged QoS 1 PUBLISH exceeds it (3.3.4, 0x93).
+    publish(&mut s, p, "other", b"7", Q1, false, 7);
+    assert_disconnected(&mut s, p, ReasonCode::ReceiveMaximumExceeded);
+}
+
+/// Once the overflow is a queue long, the publisher itself is held: what it sends next is
+/// set aside, unacknowledged, and still counts against the Receive Maximum.
+#[test]
+fn set_aside_publishes_count_against_receive_maximum() {
+    let mut s = sim_cfg(Config {
+        receive_maximum: 3,
+        max_queued_messages: 1,
+        ..Config::default()
+    });
+    let mut cs = conn("sub", V5);
+    cs.properties.receive_maximum = Some(1);
+    let (sub, _) = connect_ok(&mut s, &cs);
+    subscribe(&mut s, sub, "t", Q1);
+    let p = connect(&mut s, "p", true, V5);
+    let acks = |s: &mut Sim, p| {
+        recv(s, p)
+            .iter()
+            .filter(|x| matches!(x, P::PubAck { .. }))
+            .count()
+    };
+    // One in flight, one queued: acknowledged. The third waits in the overflow.
+    for i in 1..=3u16 {
+        publish(&mut s, p, "t", b"q", Q1, false, i);
+    }
+    assert_eq!(acks(&mut s, p), 2);
+    // The overflow holds one (a queue's worth): this one waits too, and holds the
+    // publisher.
+    publish(&mut s, p, "t", b"4", Q1, false, 4);
+    assert!(s.brokers[0].metrics().publishers_held > 0);
+    // Set aside: 3 unacknowledged, the server's Receive Maximum.
     publish(&mut s, p, "other", b"5", Q1, false, 5);
     assert_eq!(acks(&mut s, p), 0);
     assert!(!s.is_closed(p));
-    // A third unacknowledged QoS 1 PUBLISH exceeds it (3.3.4, 0x93), held or not.
+    // A fourth exceeds it (3.3.4, 0x93), held or not.
     publish(&mut s, p, "other", b"6", Q1, false, 6);
     assert_disconnected(&mut s, p, ReasonCode::ReceiveMaximumExceeded);
 }

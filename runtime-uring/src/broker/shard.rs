@@ -301,6 +301,8 @@ impl Shard {
                     received = m.publish_received,
                     sent = m.publish_sent,
                     dropped_full = m.dropped_queue_full,
+                    held = m.publishers_held,
+                    stalled = m.subscribers_stalled,
                     "stats"
                 );
             }
