@@ -354,8 +354,8 @@ fn small_publisher_windows_are_not_held() {
             )
         })
         .collect();
-    let mut out = vec![0u16; 8];
-    let mut pid = vec![0u16; 8];
+    let mut out = [0u16; 8];
+    let mut pid = [0u16; 8];
     for _round in 0..2000 {
         for (k, p) in ps.iter().enumerate() {
             while out[k] < 10 {
