@@ -151,6 +151,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         policy: Arc::new(move |_| broker_core::Policy {
             authenticator: Box::new(policy_auth.authenticator()),
             authorizer: Box::new(policy_auth.authorizer()),
+            hooks: Box::new(crate::broker::report::LogHooks::default()),
             ..broker_core::Policy::default()
         }),
         // SIGHUP: re-read the configuration, the password and ACL files and the

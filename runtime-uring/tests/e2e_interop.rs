@@ -312,6 +312,31 @@ fn flooding_publishers_are_held_back_and_lose_nothing() {
     b.assert_healthy();
 }
 
+/// A subscriber that never acknowledges cannot hold publishers for ever: after
+/// `stall_timeout` it is disconnected with 0x97, the broker says so in its log, and the
+/// publisher gets every acknowledgement.
+#[test]
+fn a_stalled_subscriber_is_disconnected_and_publishers_released() {
+    let d = tempdir();
+    let mut b = Petrel::start(
+        d.path(),
+        &format!("max_queued_messages = 10\nstall_timeout = 1\n{ANON}"),
+    );
+    paho(
+        "stall",
+        b.port(),
+        &["--count", "200", "--hold-timeout", "15"],
+    );
+    assert!(
+        b.proc
+            .wait_err(T, |l| l.contains("made no progress for stall_timeout"))
+            .is_some(),
+        "no log line for the stalled subscriber:\n{}",
+        b.proc.dump()
+    );
+    b.assert_healthy();
+}
+
 /// Paho's interoperability test_flow_control2 (v5): a client that sends more QoS 2
 /// PUBLISH packets than the Receive Maximum without reading must still be able to read
 /// the DISCONNECT 0x93 that follows (the broker half-closes and drains instead of

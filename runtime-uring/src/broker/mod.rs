@@ -5,6 +5,7 @@ pub mod accept;
 pub mod conn;
 pub mod forward;
 pub mod persist;
+pub mod report;
 pub mod shard;
 pub mod wake;
 

@@ -673,6 +673,33 @@ def s_flood():
     sub.close()
 
 
+def s_stall():
+    """A subscriber that reads but never acknowledges (MQTT 5) while a publisher that never
+    waits floods it: once its queue and overflow are full the publisher is held, and after
+    the broker's stall_timeout the subscriber is disconnected with 0x97 (Quota exceeded).
+    The publisher is released: every PUBLISH gets its acknowledgement."""
+    t = topic("stall")
+    sub = C(cid="stall-sub-" + ARGS.run, manual_ack=True, version=5)
+    sub.sub(t, qos=1)
+    window = getattr(sub.connack_props, "ReceiveMaximum", 65535)
+    p = C(cid="stall-pub-" + ARGS.run, max_inflight=window, version=5)
+    mids = [p.pub(t, f"m{i}", qos=1, wait=False) for i in range(ARGS.count)]
+    try:
+        rc = sub.disconnects.get(timeout=ARGS.hold_timeout)
+    except queue.Empty:
+        fail("the stalled subscriber was not disconnected")
+    if rc_value(rc) != 0x97:
+        fail(f"stalled subscriber disconnected with {rc_value(rc):#x}, expected 0x97")
+    sub.c.loop_stop()
+    log("subscriber disconnected 0x97")
+    for mid in mids:
+        code = p.wait_published(mid)
+        if code not in (0, 16):
+            fail(f"publish refused: {code:#x}")
+    log(f"STALL OK: {len(mids)} acknowledged after the subscriber was disconnected")
+    p.close()
+
+
 def s_flow_control2():
     """Paho's interoperability test_flow_control2 (v5), on a raw socket: more QoS 2
     PUBLISH packets than the server's Receive Maximum, sent without reading, then PUBREC
