@@ -385,3 +385,71 @@ fn small_publisher_windows_are_not_held() {
         );
     }
 }
+
+/// A held publisher delays nobody else: another publisher on the same shard, to a
+/// subscriber with room, is acknowledged and delivered at once.
+#[test]
+fn a_held_publisher_does_not_delay_others() {
+    let mut s = sim_cfg(Config {
+        max_queued_messages: 2,
+        max_inflight_messages: 1,
+        ..Config::default()
+    });
+    let slow = connect(&mut s, "slow", true, V3);
+    subscribe(&mut s, slow, "slow", Q1);
+    let fast = connect(&mut s, "fast", true, V3);
+    subscribe(&mut s, fast, "fast", Q1);
+    let a = connect(&mut s, "a", true, V3);
+    let b = connect(&mut s, "b", true, V3);
+    for i in 0..20u16 {
+        publish(&mut s, a, "slow", b"a", Q1, false, i + 1);
+    }
+    assert!(s.brokers[0].metrics().publishers_held > 0, "a is held");
+    for i in 0..50u16 {
+        publish(&mut s, b, "fast", b"b", Q1, false, i + 1);
+        let got = pubs(&recv_acking(&mut s, fast));
+        assert_eq!(got.len(), 1, "delivered at once");
+        let acks = recv(&mut s, b);
+        assert!(matches!(acks.as_slice(), [P::PubAck { .. }]), "{acks:?}");
+    }
+    let a_acks = recv(&mut s, a)
+        .iter()
+        .filter(|x| matches!(x, P::PubAck { .. }))
+        .count();
+    assert!(a_acks < 20, "a is still held: {a_acks}");
+    // The slow subscriber catches up: a is released and completes.
+    assert_eq!(pubs(&recv_acking(&mut s, slow)).len(), 20);
+    let later = recv(&mut s, a)
+        .iter()
+        .filter(|x| matches!(x, P::PubAck { .. }))
+        .count();
+    assert_eq!(a_acks + later, 20);
+}
+
+/// An offline persistent session never holds publishers: beyond its queue its new
+/// messages are dropped and counted, and the publisher is acknowledged at once.
+#[test]
+fn an_offline_session_never_holds_publishers() {
+    let (mut s, log) = sim_logged(
+        Config {
+            max_queued_messages: 3,
+            ..Config::default()
+        },
+        1,
+    );
+    let c = connect(&mut s, "away", false, V3);
+    subscribe(&mut s, c, "t", Q1);
+    s.drop_connection(c);
+    let p = connect(&mut s, "p", true, V3);
+    for i in 0..10u16 {
+        publish(&mut s, p, "t", b"x", Q1, false, i + 1);
+    }
+    let acks = recv(&mut s, p)
+        .iter()
+        .filter(|x| matches!(x, P::PubAck { .. }))
+        .count();
+    assert_eq!(acks, 10);
+    assert_eq!(s.brokers[0].metrics().publishers_held, 0);
+    assert_eq!(log.drops().len(), 7);
+    assert_eq!(s.brokers[0].metrics().dropped_queue_full, 7);
+}
