@@ -75,6 +75,9 @@ fn config() -> Config {
         max_connections: 12,
         connect_timeout_ms: 5_000,
         persistent_client_expiration: Some(100),
+        // Small enough that held publishers fill what they may set aside.
+        max_held_input: 512,
+        stall_timeout_ms: 2_000,
         ..Config::default()
     }
 }
