@@ -279,10 +279,7 @@ fn queue_full_drop_acknowledges_and_counts_the_drop() {
     for i in 0..10u16 {
         publish(&mut s, p, "t", b"x", Q1, false, i + 1);
     }
-    let acks = recv(&mut s, p)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let acks = pubacks(&recv(&mut s, p));
     assert_eq!(acks, 10, "acknowledged at once");
     assert_eq!(
         log.drops().len(),
@@ -322,10 +319,7 @@ fn a_held_publisher_is_kept_alive_and_answered() {
     s.advance(60_000);
     assert!(!s.is_closed(p), "a held publisher is not timed out");
     let _ = recv_acking(&mut s, sub);
-    let acks = recv(&mut s, p)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let acks = pubacks(&recv(&mut s, p));
     assert_eq!(acks, 3, "released: the rest acknowledged");
 }
 
@@ -412,17 +406,11 @@ fn a_held_publisher_does_not_delay_others() {
         let acks = recv(&mut s, b);
         assert!(matches!(acks.as_slice(), [P::PubAck { .. }]), "{acks:?}");
     }
-    let a_acks = recv(&mut s, a)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let a_acks = pubacks(&recv(&mut s, a));
     assert!(a_acks < 20, "a is still held: {a_acks}");
     // The slow subscriber catches up: a is released and completes.
     assert_eq!(pubs(&recv_acking(&mut s, slow)).len(), 20);
-    let later = recv(&mut s, a)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let later = pubacks(&recv(&mut s, a));
     assert_eq!(a_acks + later, 20);
 }
 
@@ -444,10 +432,7 @@ fn an_offline_session_never_holds_publishers() {
     for i in 0..10u16 {
         publish(&mut s, p, "t", b"x", Q1, false, i + 1);
     }
-    let acks = recv(&mut s, p)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let acks = pubacks(&recv(&mut s, p));
     assert_eq!(acks, 10);
     assert_eq!(s.brokers[0].metrics().publishers_held, 0);
     assert_eq!(log.drops().len(), 7);

@@ -532,6 +532,11 @@ pub fn recv_acking(sim: &mut Sim, c: Client) -> Vec<P> {
     }
 }
 
+/// How many PUBACK packets are among `ps`.
+pub fn pubacks(ps: &[P]) -> usize {
+    ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count()
+}
+
 /// The DISCONNECT reason among `ps`, if the broker sent one.
 pub fn disconnect_code(ps: &[P]) -> Option<ReasonCode> {
     ps.iter().find_map(|p| match p {

@@ -196,12 +196,7 @@ fn held_qos1_acks_count_against_receive_maximum_across_immediate_ones() {
     let (sub, _) = connect_ok(&mut s, &cs);
     subscribe(&mut s, sub, "t", Q1);
     let p = connect(&mut s, "p", true, V5);
-    let acks = |s: &mut Sim, p| {
-        recv(s, p)
-            .iter()
-            .filter(|x| matches!(x, P::PubAck { .. }))
-            .count()
-    };
+    let acks = |s: &mut Sim, p| pubacks(&recv(s, p));
     // One in flight to the subscriber, two queued: acknowledged at once.
     for i in 1..=3u16 {
         publish(&mut s, p, "t", b"q", Q1, false, i);
@@ -236,12 +231,7 @@ fn set_aside_publishes_count_against_receive_maximum() {
     let (sub, _) = connect_ok(&mut s, &cs);
     subscribe(&mut s, sub, "t", Q1);
     let p = connect(&mut s, "p", true, V5);
-    let acks = |s: &mut Sim, p| {
-        recv(s, p)
-            .iter()
-            .filter(|x| matches!(x, P::PubAck { .. }))
-            .count()
-    };
+    let acks = |s: &mut Sim, p| pubacks(&recv(s, p));
     // One in flight, one queued: acknowledged. The third waits in the overflow.
     for i in 1..=3u16 {
         publish(&mut s, p, "t", b"q", Q1, false, i);
@@ -272,10 +262,7 @@ fn immediate_acks_do_not_count_against_receive_maximum() {
     for i in 1..=5u16 {
         publish(&mut s, p, "nobody", b"x", Q1, false, i);
     }
-    let acks = recv(&mut s, p)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let acks = pubacks(&recv(&mut s, p));
     assert_eq!(acks, 5);
     assert!(!s.is_closed(p));
 }

@@ -333,15 +333,14 @@ fn online_queue_is_bounded_by_holding_the_publisher() {
     assert_eq!(s.brokers[0].session_queue_len("slow"), Some(6));
     assert!(log.drops().is_empty(), "{:?}", log.drops());
     assert_eq!(s.brokers[0].metrics().publishers_held, 1);
-    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
-    assert_eq!(acks(&recv(&mut s, p)), 6);
+    assert_eq!(pubacks(&recv(&mut s, p)), 6);
     // The subscriber catches up: everything is delivered, in order, and acknowledged.
     let got: Vec<u8> = pubs(&recv_acking(&mut s, c))
         .iter()
         .map(|x| x.payload[0])
         .collect();
     assert_eq!(got, (0..20).collect::<Vec<u8>>());
-    assert_eq!(acks(&recv(&mut s, p)), 14);
+    assert_eq!(pubacks(&recv(&mut s, p)), 14);
     assert!(log.drops().is_empty());
 }
 
@@ -371,10 +370,7 @@ fn flow_control_holds_puback_until_a_live_subscriber_has_room() {
     let got = pubs(&recv_acking(&mut s, c));
     let order: Vec<u8> = got.iter().map(|x| x.payload[0]).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4], "nothing lost, order kept");
-    let acked_later = recv(&mut s, p)
-        .iter()
-        .filter(|x| matches!(x, P::PubAck { .. }))
-        .count();
+    let acked_later = pubacks(&recv(&mut s, p));
     assert_eq!(acked_later, 2);
 }
 
@@ -396,17 +392,16 @@ fn flow_control_disconnects_a_stalled_subscriber_and_releases_its_publishers() {
     for i in 0..5u16 {
         publish(&mut s, p, "t", b"x", Q1, false, i + 1);
     }
-    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
-    assert_eq!(acks(&recv(&mut s, p)), 3);
+    assert_eq!(pubacks(&recv(&mut s, p)), 3);
     // The subscriber never acknowledges: after the stall timeout it is disconnected
     // (0x97), its clean session ends (what it held is dropped and reported), and the
     // publisher gets its two held acknowledgements.
     s.advance(999);
-    assert_eq!(acks(&recv(&mut s, p)), 0);
+    assert_eq!(pubacks(&recv(&mut s, p)), 0);
     assert!(!s.is_closed(c));
     s.advance(2);
     assert_disconnected(&mut s, c, ReasonCode::QuotaExceeded);
-    assert_eq!(acks(&recv(&mut s, p)), 2);
+    assert_eq!(pubacks(&recv(&mut s, p)), 2);
     assert_eq!(log.drops().len(), 5, "1 in flight, 2 queued, 2 held");
     assert_eq!(s.brokers[0].metrics().subscribers_stalled, 1);
     assert!(!s.is_closed(p));
@@ -431,14 +426,13 @@ fn a_stalled_persistent_subscriber_keeps_its_queue_offline() {
     for i in 0..110u16 {
         publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
     }
-    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
-    assert_eq!(acks(&recv(&mut s, p)), 102);
+    assert_eq!(pubacks(&recv(&mut s, p)), 102);
     // Read, never acknowledged.
     assert_eq!(recv(&mut s, c).len(), 100);
     s.advance(1_001);
     assert_closed_silently(&mut s, c);
     // The held message joins the offline queue only as far as its limit allows.
-    assert_eq!(acks(&recv(&mut s, p)), 8);
+    assert_eq!(pubacks(&recv(&mut s, p)), 8);
     let dropped = log.drops().len();
     assert!(dropped >= 1, "the one over the limit is reported");
     // Reconnecting, the session resumes with everything in flight and queued.
@@ -474,15 +468,14 @@ fn flow_control_across_shards_holds_and_releases_the_ack() {
     for i in 0..5u16 {
         publish(&mut s, p, "t", &[i as u8], Q1, false, i + 1);
     }
-    let acks = |ps: &[P]| ps.iter().filter(|p| matches!(p, P::PubAck { .. })).count();
     // 1 in flight + 2 queued on the other shard; 2 held there, and their PUBACKs here.
-    assert_eq!(acks(&recv(&mut s, p)), 3);
+    assert_eq!(pubacks(&recv(&mut s, p)), 3);
     let got: Vec<u8> = pubs(&recv_acking(&mut s, c))
         .iter()
         .map(|x| x.payload[0])
         .collect();
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
-    assert_eq!(acks(&recv(&mut s, p)), 2);
+    assert_eq!(pubacks(&recv(&mut s, p)), 2);
 }
 
 #[test]
