@@ -93,6 +93,10 @@ pub struct Config {
     pub max_pending_control: usize,
     /// Connections allowed on this shard; further accepts are refused.
     pub max_connections: usize,
+    /// Sessions (connected or not) allowed on this shard: a CONNECT that would create one
+    /// more is refused with 0x97 "Quota exceeded" (3.1.1: 3 "server unavailable"); one
+    /// that resumes or replaces a session is not.
+    pub max_sessions: usize,
     /// A connected subscriber whose queue stays full without progress this long (ms) is
     /// stalled: with `backpressure` it is disconnected (MQTT 5: 0x97) and treated as
     /// offline from then on; without it, messages waiting for it are dropped. Either way
@@ -142,6 +146,7 @@ impl Default for Config {
             max_packets_per_read: 64,
             max_pending_control: 256,
             max_connections: 1_000_000,
+            max_sessions: usize::MAX,
             stall_timeout_ms: 1_000,
             #[cfg(feature = "backpressure")]
             queue_full: QueueFull::Hold,

@@ -16,6 +16,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod admission;
 mod broker;
 pub mod client;
 mod config;

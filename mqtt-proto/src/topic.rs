@@ -155,24 +155,106 @@ pub fn has_wildcards(filter: &str) -> bool {
     filter.bytes().any(|b| b == b'+' || b == b'#')
 }
 
+/// One level of a topic filter as the matchers below read it. `T` is however the caller
+/// holds a level that must equal the topic's: text, or (in an ACL) a pattern that depends
+/// on the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FilterLevel<T> {
+    /// `#`: the parent level and any number of child levels.
+    MultiLevel,
+    /// `+`: exactly one level.
+    SingleLevel,
+    /// A level the topic's must equal.
+    Exact(T),
+}
+
+impl<T> FilterLevel<T> {
+    /// Borrows the exact level.
+    pub fn as_ref(&self) -> FilterLevel<&T> {
+        match self {
+            Self::MultiLevel => FilterLevel::MultiLevel,
+            Self::SingleLevel => FilterLevel::SingleLevel,
+            Self::Exact(t) => FilterLevel::Exact(t),
+        }
+    }
+
+    fn is_wildcard(&self) -> bool {
+        !matches!(self, Self::Exact(_))
+    }
+}
+
+impl<'a> FilterLevel<&'a str> {
+    /// Reads one level of a validated filter.
+    pub fn parse(level: &'a str) -> Self {
+        match level {
+            "#" => Self::MultiLevel,
+            "+" => Self::SingleLevel,
+            l => Self::Exact(l),
+        }
+    }
+}
+
 /// Does `filter` (validated, not shared) match `topic` (a validated name)?
 ///
 /// `+` matches one level, `#` the parent level and any number of child levels
-/// ([MQTT-4.7.1-2]); a topic starting with `$` is not matched by a filter starting with a
-/// wildcard ([MQTT-4.7.2-1]).
+/// ([MQTT-4.7.1-2] v3.1.1 and v5); a topic starting with `$` is not matched by a filter
+/// starting with a wildcard ([MQTT-4.7.2-1] v3.1.1 and v5).
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
+    matches_levels(filter.split('/').map(FilterLevel::parse), topic, |f, t| {
+        f == t
+    })
+}
+
+/// [`matches`] over filter levels the caller holds its own way: `eq(level, topic_level)`
+/// says whether an exact level equals the topic's.
+pub fn matches_levels<T>(
+    filter: impl IntoIterator<Item = FilterLevel<T>>,
+    topic: &str,
+    mut eq: impl FnMut(T, &str) -> bool,
+) -> bool {
+    let dollar = topic.starts_with('$');
     let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
+    for (i, level) in filter.into_iter().enumerate() {
+        match (level, t.next()) {
+            (l, _) if i == 0 && dollar && l.is_wildcard() => return false,
+            (FilterLevel::MultiLevel, _) => return true,
+            (_, None) => return false,
+            (FilterLevel::SingleLevel, Some(_)) => {}
+            (FilterLevel::Exact(l), Some(tl)) => {
+                if !eq(l, tl) {
+                    return false;
+                }
+            }
         }
     }
+    t.next().is_none()
+}
+
+/// Does every topic that `filter` (validated, not shared) can match also match `rule`?
+/// Level by level: `#` in the rule covers the rest; `+` covers any level but `#`; an exact
+/// level covers only an equal one. A rule starting with a wildcard covers no filter
+/// starting with `$` ([MQTT-4.7.2-1] v3.1.1 and v5).
+pub fn covers_levels<T>(
+    rule: impl IntoIterator<Item = FilterLevel<T>>,
+    filter: &str,
+    mut eq: impl FnMut(T, &str) -> bool,
+) -> bool {
+    let dollar = filter.starts_with('$');
+    let mut f = filter.split('/').map(FilterLevel::parse);
+    for (i, level) in rule.into_iter().enumerate() {
+        match (level, f.next()) {
+            (l, _) if i == 0 && dollar && l.is_wildcard() => return false,
+            (FilterLevel::MultiLevel, _) => return true,
+            (_, None | Some(FilterLevel::MultiLevel)) => return false,
+            (FilterLevel::SingleLevel, Some(_)) => {}
+            (_, Some(FilterLevel::SingleLevel)) => return false,
+            (FilterLevel::Exact(l), Some(FilterLevel::Exact(fl))) => {
+                if !eq(l, fl) {
+                    return false;
+                }
+            }
+        }
+    }
+    f.next().is_none()
 }

@@ -98,6 +98,8 @@ pub fn broker_config(hash_seed: u64) -> Config {
         max_pending_control: 16,
         // The clients plus the bridge's in-memory connection.
         max_connections: CLIENTS + 1,
+        // The bridge's session counts: it is created first, at start.
+        max_sessions: MAX_SESSIONS,
         // Anything added to the core later keeps its default until it is sized here.
         ..Config::default()
     }

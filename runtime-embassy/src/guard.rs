@@ -9,8 +9,7 @@
 //! |---|---|---|
 //! | accept | `Hooks::on_accept` | TCP connection closed before CONNECT |
 //! | connect | `Authenticator::authenticate` | CONNACK 0x88 server unavailable (3.1.1: 3) |
-//! | sessions | `Authenticator::authenticate` | CONNACK 0x97 quota exceeded (3.1.1: 3) |
-//! | subscribe | `Hooks::on_subscribe` | SUBACK 0x97 (3.1.1: 0x80) |
+//! //! | subscribe | `Hooks::on_subscribe` | SUBACK 0x97 (3.1.1: 0x80) |
 //! | publish | `Hooks::on_message_arrived` | PUBACK/PUBREC 0x97 (3.1.1: dropped, counted) |
 //!
 //! The reserves are ordered so that new connections are refused first and existing clients
@@ -18,8 +17,7 @@
 //! operation can allocate before the next gate is consulted (see the constants).
 
 use crate::config::{
-    BRIDGE_CLIENT_ID, LISTENER_TCP, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES, MAX_SESSIONS,
-    MAX_SUBSCRIPTIONS,
+    BRIDGE_CLIENT_ID, LISTENER_TCP, MAX_PACKET_SIZE, MAX_QUEUED_MESSAGES, MAX_SUBSCRIPTIONS,
 };
 use crate::heap::HeapMeter;
 use alloc::boxed::Box;
@@ -27,7 +25,7 @@ use broker_core::policy::{
     Authenticator, ClientInfo, ConnectRequest, DropReason, Hooks, SessionEnd,
 };
 use broker_core::{ConnId, Message, PeerInfo, Policy};
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
 use critical_section::Mutex;
 use mqtt_proto::{ReasonCode, SubscriptionOptions};
@@ -71,7 +69,6 @@ pub const ACCEPT_RESERVE_EXTRA: usize = 512 + MAX_PACKET_SIZE;
 pub struct Counters {
     pub accept_refused_heap: AtomicU32,
     pub connect_refused_heap: AtomicU32,
-    pub connect_refused_sessions: AtomicU32,
     pub connect_refused_busy: AtomicU32,
     pub subscribe_refused_heap: AtomicU32,
     pub publish_refused_heap: AtomicU32,
@@ -98,7 +95,6 @@ pub struct Counters {
 pub static COUNTERS: Counters = Counters {
     accept_refused_heap: AtomicU32::new(0),
     connect_refused_heap: AtomicU32::new(0),
-    connect_refused_sessions: AtomicU32::new(0),
     connect_refused_busy: AtomicU32::new(0),
     subscribe_refused_heap: AtomicU32::new(0),
     publish_refused_heap: AtomicU32::new(0),
@@ -123,21 +119,10 @@ pub fn get(c: &AtomicU32) -> u32 {
     c.load(Ordering::Relaxed)
 }
 
-/// 32-bit FNV-1a hashes of the client ids of the sessions the broker holds.
-type SessionIds = heapless::Vec<u32, MAX_SESSIONS>;
+/// Sessions the broker holds, counted by the hooks: the heap reserves grow with it. (The
+/// limit on sessions itself is the core's `Config::max_sessions`.)
+static SESSIONS: AtomicU32 = AtomicU32::new(0);
 
-/// The sessions the broker holds (kept by the hooks), so that a CONNECT that would create one
-/// more than `MAX_SESSIONS` is refused while one that resumes or takes over an existing
-/// session is not. Hashes instead of ids keep this at 4 bytes a session; a collision can only
-/// let one CONNECT past the count (the broker's own limits still hold), never refuse one.
-static SESSIONS: Mutex<RefCell<SessionIds>> = Mutex::new(RefCell::new(heapless::Vec::new()));
-
-/// FNV-1a, 32 bits.
-fn id_hash(id: &str) -> u32 {
-    id.bytes().fold(0x811c_9dc5, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
 static METER: Mutex<Cell<Option<&'static dyn HeapMeter>>> = Mutex::new(Cell::new(None));
 
 /// Installs the heap meter the gates read. Before this, every gate refuses.
@@ -157,12 +142,7 @@ pub fn free_heap() -> usize {
 
 /// Sessions the broker holds now.
 pub fn session_count() -> usize {
-    critical_section::with(|cs| SESSIONS.borrow_ref(cs).len())
-}
-
-fn has_session(id: &str) -> bool {
-    let h = id_hash(id);
-    critical_section::with(|cs| SESSIONS.borrow_ref(cs).contains(&h))
+    get(&SESSIONS) as usize
 }
 
 /// Free heap needed for a PUBLISH to be admitted now.
@@ -212,10 +192,6 @@ impl Authenticator for Gate {
             // The bridge's own session is created at start, before any client.
             return Ok(None);
         }
-        if !has_session(req.client_id) && session_count() >= MAX_SESSIONS {
-            bump(&COUNTERS.connect_refused_sessions);
-            return Err(ReasonCode::QuotaExceeded);
-        }
         if free_heap() < connect_reserve_now() {
             bump(&COUNTERS.connect_refused_heap);
             return Err(ReasonCode::ServerUnavailable);
@@ -236,22 +212,12 @@ impl Hooks for Gate {
         ok
     }
 
-    fn on_session_created(&mut self, client: &ClientInfo<'_>) {
-        let h = id_hash(client.client_id);
-        critical_section::with(|cs| {
-            // Sessions are only created after `authenticate` checked the count, so it fits.
-            let _ = SESSIONS.borrow_ref_mut(cs).push(h);
-        });
+    fn on_session_created(&mut self, _client: &ClientInfo<'_>) {
+        bump(&SESSIONS);
     }
 
-    fn on_session_terminated(&mut self, client_id: &str, _why: SessionEnd) {
-        let h = id_hash(client_id);
-        critical_section::with(|cs| {
-            let mut ids = SESSIONS.borrow_ref_mut(cs);
-            if let Some(i) = ids.iter().position(|s| *s == h) {
-                ids.swap_remove(i);
-            }
-        });
+    fn on_session_terminated(&mut self, _client_id: &str, _why: SessionEnd) {
+        SESSIONS.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn on_subscribe(

@@ -128,7 +128,7 @@ pub fn log_stats(shell: &Shell) {
     let c = &COUNTERS;
     log!(
         "gateway: heap {}/{} B (peak {}), conns {}, sessions {}, retained {}, pub in {} out {}, \
-         refused accept {} connect heap {} sessions {} busy {} sub {} pub {}, dropped {}, \
+         refused accept {} connect {} (heap {}) busy {} sub {} pub {}, dropped {}, \
          up fwd {} overflow {} qos0-down {} rejected {}, down fwd {} dropped {}, uplink conn {} fail {}",
         used,
         size,
@@ -140,8 +140,9 @@ pub fn log_stats(shell: &Shell) {
         m.publish_received as u32,
         m.publish_sent as u32,
         get(&c.accept_refused_heap),
+        // Every CONNACK refusal (sessions over `max_sessions`, authentication, heap).
+        m.connects_refused as u32,
         get(&c.connect_refused_heap),
-        get(&c.connect_refused_sessions),
         get(&c.connect_refused_busy),
         get(&c.subscribe_refused_heap),
         get(&c.publish_refused_heap),

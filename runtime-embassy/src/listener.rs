@@ -8,6 +8,7 @@ use crate::config::{
 use crate::guard::{self, bump, COUNTERS};
 use crate::log::log;
 use crate::shell::{Shell, Slot};
+use broker_core::admission::{self, Level};
 use broker_core::{ConnId, PeerInfo};
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::task::Poll;
@@ -15,6 +16,7 @@ use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
+use mqtt_proto::ReasonCode;
 
 /// TCP keep-alive probes, so that live but quiet peers survive the idle timeout and
 /// vanished ones (half-open connections) are reset.
@@ -245,69 +247,18 @@ async fn refuse(sock: &mut TcpSocket<'_>) {
     let mut head = [0u8; 16];
     let mut fill = 0;
     let level = loop {
-        if let Some(level) = connect_level(&head[..fill]) {
-            break level;
-        }
-        if fill == head.len() {
-            return;
+        match admission::connect_level(&head[..fill]) {
+            Level::Of(level) => break level,
+            Level::NotConnect => return,
+            Level::Incomplete if fill == head.len() => return,
+            Level::Incomplete => {}
         }
         match with_timeout(REFUSE_WAIT, sock.read(&mut head[fill..])).await {
             Ok(Ok(n)) if n > 0 => fill += n,
             _ => return,
         }
     };
-    let Some(level) = level else { return };
-    // CONNACK, written out by hand (the codec's generic emitter would cost flash for these
-    // few bytes): MQTT 5 "Server busy" (0x89) with an empty property block, or 3.1.1 return
-    // code 3 "server unavailable".
-    let ack: &[u8] = if level == 5 {
-        &[0x20, 0x03, 0x00, 0x89, 0x00]
-    } else {
-        &[0x20, 0x02, 0x00, 0x03]
-    };
-    let _ = with_timeout(REFUSE_WAIT, sock.write(ack)).await;
+    let ack = admission::refusal(admission::version_of_level(level), ReasonCode::ServerBusy);
+    let _ = with_timeout(REFUSE_WAIT, sock.write(&ack)).await;
     log!("refused a client: all {} slots busy", CLIENTS);
-}
-
-/// The protocol level of a CONNECT from its first bytes: `None` while more bytes are needed,
-/// `Some(None)` if this is not a CONNECT.
-fn connect_level(b: &[u8]) -> Option<Option<u8>> {
-    let first = *b.first()?;
-    if first != 0x10 {
-        return Some(None);
-    }
-    // Remaining length: 1 to 4 bytes.
-    let mut i = 1;
-    loop {
-        let byte = *b.get(i)?;
-        i += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        if i > 4 {
-            return Some(None);
-        }
-    }
-    let name_len = usize::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
-    if name_len > 6 {
-        return Some(None);
-    }
-    Some(Some(*b.get(i + 2 + name_len)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::connect_level;
-
-    #[test]
-    fn connect_level_from_prefixes() {
-        let v311 = [0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02];
-        for n in 0..9 {
-            assert_eq!(connect_level(&v311[..n]), None, "prefix {n}");
-        }
-        assert_eq!(connect_level(&v311), Some(Some(4)));
-        assert_eq!(connect_level(&[0x30, 0x00]), Some(None));
-        let v5 = [0x10, 0x80, 0x01, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05];
-        assert_eq!(connect_level(&v5), Some(Some(5)));
-    }
 }

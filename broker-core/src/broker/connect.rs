@@ -85,6 +85,12 @@ impl Broker {
             c.client_id.into()
         };
 
+        if self.sessions.len() >= self.cfg.max_sessions
+            && !self.by_id.contains(&self.sessions, &client_id)
+        {
+            return refuse(self, ReasonCode::QuotaExceeded);
+        }
+
         // Keep alive: MQTT 5 clients are told the server's value ([MQTT-3.2.2-21]); older
         // clients asking for more than the maximum are refused, as Mosquitto does.
         let max_ka = self.cfg.max_keepalive;
@@ -304,19 +310,8 @@ impl Broker {
         code: ReasonCode,
     ) {
         self.metrics.connects_refused += 1;
-        let code = if code.valid_in(mqtt_proto::PacketType::ConnAck) {
-            code
-        } else {
-            ReasonCode::UnspecifiedError
-        };
-        let frame = encode(
-            &Packet::ConnAck(ConnAck {
-                session_present: false,
-                reason_code: code,
-                properties: Properties::default(),
-            }),
-            v,
-        );
+        let code = crate::admission::refusal_code(code);
+        let frame = crate::admission::refusal(v, code);
         if let Some(c) = self.conns.get_mut(conn) {
             c.version = v;
             c.clear_will();

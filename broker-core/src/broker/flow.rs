@@ -181,14 +181,15 @@ impl Broker {
     pub(crate) fn park(&mut self, now: Instant, sk: Key, item: Queued) {
         let ack = self.hold_current();
         let stall = self.cfg.stall_timeout_ms;
-        let Some(s) = self.sessions.get_mut(sk) else {
-            return;
-        };
         // Up to a queue's worth of waiting messages, publishers go on (their windows bound
         // what they add, and stopping them costs a round trip per message); beyond it they
         // are held, which bounds the overflow whatever their windows.
         #[cfg(feature = "backpressure")]
-        if let Some(k) = ack.filter(|_| s.overflow.len() >= self.cfg.max_queued_messages) {
+        if let Some(k) = ack.filter(|_| {
+            self.sessions
+                .get(sk)
+                .is_some_and(|s| s.overflow.len() >= self.cfg.max_queued_messages)
+        }) {
             self.mark_parked(k);
         }
         let Some(s) = self.sessions.get_mut(sk) else {

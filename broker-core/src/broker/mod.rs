@@ -32,10 +32,11 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use hashbrown::HashMap;
 use mqtt_proto::{
-    DecodeError, FixedHeader, Packet, PacketId, PacketType, ProtocolVersion, Publish, QoS,
-    ReasonCode, Status, SubscriptionOptions,
+    DecodeError, FixedHeader, Packet, PacketId, PacketType, Publish, QoS, ReasonCode, Status,
+    SubscriptionOptions,
 };
 
+pub(crate) use connect::encode;
 pub use flow::AckRef;
 pub(crate) use timers::Timer;
 pub use transmit::Transmit;
@@ -454,7 +455,10 @@ impl Broker {
         };
         if c.state == ConnState::AwaitConnect {
             // CONNACK in the client's own version where it can be known ([MQTT-3.1.2-2]).
-            let level = connect_level(bytes);
+            let level = match crate::admission::connect_level(bytes) {
+                crate::admission::Level::Of(l) => Some(l),
+                _ => None,
+            };
             let code = match e {
                 DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName => {
                     Some(ReasonCode::UnsupportedProtocolVersion)
@@ -463,11 +467,7 @@ impl Broker {
                 _ => None,
             };
             if let Some(code) = code {
-                let v = if level == Some(5) {
-                    ProtocolVersion::V5
-                } else {
-                    ProtocolVersion::V3_1_1
-                };
+                let v = crate::admission::version_of_level(level.unwrap_or(4));
                 self.refuse_connect(conn, now, v, code);
             } else {
                 self.close(conn, now, None);
@@ -558,16 +558,4 @@ impl Broker {
     pub fn retained_messages(&self) -> Vec<crate::message::Message> {
         self.retained.iter().cloned().collect()
     }
-}
-
-/// The protocol level of a (possibly malformed) CONNECT, if its bytes get that far. Any
-/// other packet has none: its bytes at that offset say nothing about the client's version.
-fn connect_level(bytes: &[u8]) -> Option<u8> {
-    let header = match mqtt_proto::FixedHeader::parse(bytes, usize::MAX).ok()? {
-        Status::Complete(h) if h.packet_type == mqtt_proto::PacketType::Connect => h,
-        _ => return None,
-    };
-    let body = bytes.get(header.header_len..)?;
-    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-    body.get(2 + name_len).copied()
 }

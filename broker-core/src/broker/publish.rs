@@ -111,7 +111,8 @@ impl Broker {
         }
 
         let info = Self::client_info(s, Some(&c.peer));
-        let allowed = policy.authorizer.can_publish(&info, topic, p.qos, p.retain);
+        let allowed =
+            !server_reserved(topic) && policy.authorizer.can_publish(&info, topic, p.qos, p.retain);
         let parts = MessageParts {
             topic,
             props: &p.properties,
@@ -673,5 +674,20 @@ impl Broker {
                 code,
             },
         );
+    }
+}
+
+/// Topics no client may publish to, whatever the authorizer says (Mosquitto's rule, which
+/// clients expect): `$SYS` belongs to the broker, except a bridge's connection state
+/// (`$SYS/broker/connection/+/state`, then left to the authorizer); a topic starting with
+/// `$share` could never be received, since such filters are shared subscriptions (4.8.2).
+pub(crate) fn server_reserved(topic: &str) -> bool {
+    if !topic.starts_with('$') {
+        return false;
+    }
+    if topic.starts_with("$SYS") {
+        !mqtt_proto::topic::matches("$SYS/broker/connection/+/state", topic)
+    } else {
+        topic.starts_with("$share")
     }
 }

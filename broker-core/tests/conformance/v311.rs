@@ -1159,7 +1159,7 @@ fn mqtt_4_7_1_1_to_3_and_4_7_2_1_topic_wildcards() {
         "sport/+",
         "+",
         "#",
-        "$SYS/#",
+        "$dev/#",
         "sport/+/player1",
     ];
     let subs: Vec<Client> = filters
@@ -1172,16 +1172,16 @@ fn mqtt_4_7_1_1_to_3_and_4_7_2_1_topic_wildcards() {
             c
         })
         .collect();
-    for t in ["sport/tennis", "sport/tennis/player1", "sport", "$SYS/x"] {
+    for t in ["sport/tennis", "sport/tennis/player1", "sport", "$dev/x"] {
         publish(&mut s, p, t, t.as_bytes(), Q0, false, 0);
     }
     let got: Vec<Vec<String>> = subs.iter().map(|c| payloads(&recv(&mut s, *c))).collect();
     assert_eq!(got[0], ["sport/tennis", "sport/tennis/player1"]);
     assert_eq!(got[1], ["sport/tennis"]);
     assert_eq!(got[2], ["sport"]);
-    // [MQTT-4.7.2-1] "#" does not match "$SYS/x".
+    // [MQTT-4.7.2-1] "#" does not match "$dev/x".
     assert_eq!(got[3], ["sport/tennis", "sport/tennis/player1", "sport"]);
-    assert_eq!(got[4], ["$SYS/x"]);
+    assert_eq!(got[4], ["$dev/x"]);
     assert_eq!(got[5], ["sport/tennis/player1"]);
     // [MQTT-4.7.1-2] [MQTT-4.7.1-3] misplaced wildcards: refused (0x80).
     let c = connect(&mut s, "bad", true, V3);

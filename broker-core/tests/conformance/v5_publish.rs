@@ -1302,3 +1302,76 @@ fn qos_downgraded_to_the_granted_qos() {
         }
     }
 }
+
+// ---- topics reserved for the server, whatever the authorizer ----------------------
+
+#[test]
+fn publishing_into_sys_or_share_is_refused_with_the_default_policy() {
+    // `sim()` uses `Policy::default()`, which allows everything: the rule is the core's.
+    let mut s = sim();
+    let watcher = connect(&mut s, "watcher", true, V5);
+    subscribe(&mut s, watcher, "$SYS/#", Q1);
+    subscribe(&mut s, watcher, "$other/#", Q1);
+    let p = connect(&mut s, "pub", true, V5);
+    publish(&mut s, p, "$SYS/broker/uptime", b"x", Q1, false, 1);
+    publish(&mut s, p, "$share/g/t", b"x", Q1, false, 2);
+    publish(
+        &mut s,
+        p,
+        "$SYS/broker/connection/br1/state",
+        b"1",
+        Q1,
+        true,
+        3,
+    );
+    publish(&mut s, p, "$other/t", b"y", Q1, false, 4);
+    let acks = recv(&mut s, p);
+    let codes: Vec<_> = acks
+        .iter()
+        .map(|a| match a {
+            P::PubAck { code, .. } => *code,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::Success,
+            ReasonCode::Success
+        ]
+    );
+    let got = payloads(&recv_acking(&mut s, watcher));
+    assert_eq!(
+        got,
+        ["1", "y"],
+        "only the bridge state and $other reach subscribers"
+    );
+}
+
+#[test]
+fn max_sessions_refuses_a_new_session_but_not_a_resumed_one() {
+    let cfg = Config {
+        max_sessions: 2,
+        ..Config::default()
+    };
+    let mut s = sim_cfg(cfg);
+    let (a, _) = connect5(&mut s, "a", true, 3600);
+    let _b = connect(&mut s, "b", true, V5);
+    // A third session: 0x97 in v5, return code 3 in 3.1.1, Session Present 0.
+    let (_, refused) = try_connect(&mut s, 0, &conn("c", V5));
+    assert!(
+        matches!(refused, P::ConnAck(ref c) if c.code == ReasonCode::QuotaExceeded && !c.session_present),
+        "{refused:?}"
+    );
+    let (_, refused3) = try_connect(&mut s, 0, &connect_packet("c", true, V3));
+    assert!(
+        matches!(refused3, P::ConnAck(ref c) if c.code == ReasonCode::ServerUnavailable),
+        "{refused3:?}"
+    );
+    // "a" resumes its own session (taking over its connection): not a new session.
+    disconnect(&mut s, a, ReasonCode::Success);
+    let (_, again) = connect5(&mut s, "a", false, 3600);
+    assert!(again.session_present);
+}

@@ -772,31 +772,31 @@ fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
         &[
             "#",
             "+/monitor/Clients",
-            "$SYS/#",
-            "$SYS/monitor/+",
+            "$dev/#",
+            "$dev/monitor/+",
             "+/+/+",
             "$other/x",
         ],
-        &["$SYS/monitor/Clients", "$other", "x/monitor/Clients"],
+        &["$dev/monitor/Clients", "$other", "x/monitor/Clients"],
     );
     // [MQTT-4.7.2-1]
     assert_eq!(got[0], ["x/monitor/Clients"]);
     assert_eq!(got[1], ["x/monitor/Clients"]);
-    assert_eq!(got[2], ["$SYS/monitor/Clients"]);
-    assert_eq!(got[3], ["$SYS/monitor/Clients"]);
+    assert_eq!(got[2], ["$dev/monitor/Clients"]);
+    assert_eq!(got[3], ["$dev/monitor/Clients"]);
     assert_eq!(got[4], ["x/monitor/Clients"]);
     assert!(got[5].is_empty());
     // Retained messages follow the same rule.
     let mut s = sim();
     let p = connect(&mut s, "p", true, V5);
-    publish(&mut s, p, "$SYS/x", b"sys", Q0, true, 0);
+    publish(&mut s, p, "$dev/x", b"sys", Q0, true, 0);
     publish(&mut s, p, "x", b"x", Q0, true, 0);
     let c = connect(&mut s, "c", true, V5);
     subscribe(&mut s, c, "#", Q0);
     assert_eq!(payloads(&recv(&mut s, c)), ["x"]);
     subscribe(&mut s, c, "+/x", Q0);
     assert!(recv(&mut s, c).is_empty());
-    subscribe(&mut s, c, "$SYS/+", Q0);
+    subscribe(&mut s, c, "$dev/+", Q0);
     assert_eq!(payloads(&recv(&mut s, c)), ["sys"]);
 }
 

@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use mqtt_proto::topic::{Filter, TopicError};
+use mqtt_proto::topic::{self, Filter, FilterLevel, TopicError};
 
 use super::AuthFileError;
 
@@ -60,24 +60,18 @@ enum Piece {
     Username,
 }
 
-/// One level of a rule.
+/// A level of a rule that must equal the topic's: text, or a pattern level with `%c` /
+/// `%u` in it. (`+` and `#` are the codec's `FilterLevel`s.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Level {
+enum Exact {
     Literal(Box<str>),
-    /// `+`
-    Plus,
-    /// `#` (always the last level)
-    Hash,
-    /// A pattern level with `%c` / `%u` in it.
     Template(Box<[Piece]>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     access: u8,
-    /// The rule's text starts with `$`.
-    dollar: bool,
-    levels: Box<[Level]>,
+    levels: Box<[FilterLevel<Exact>]>,
 }
 
 /// The rules of one user (or of anonymous clients, or the patterns): denies and grants
@@ -320,18 +314,16 @@ fn parse_rule(access: u8, topic: &str, pattern: bool) -> Result<Rule, String> {
     }
     let levels = topic
         .split('/')
-        .map(|level| match level {
-            "+" => Level::Plus,
-            "#" => Level::Hash,
-            l if pattern && (l.contains("%c") || l.contains("%u")) => Level::Template(template(l)),
-            l => Level::Literal(l.into()),
+        .map(|level| match FilterLevel::parse(level) {
+            FilterLevel::MultiLevel => FilterLevel::MultiLevel,
+            FilterLevel::SingleLevel => FilterLevel::SingleLevel,
+            FilterLevel::Exact(l) if pattern && (l.contains("%c") || l.contains("%u")) => {
+                FilterLevel::Exact(Exact::Template(template(l)))
+            }
+            FilterLevel::Exact(l) => FilterLevel::Exact(Exact::Literal(l.into())),
         })
         .collect();
-    Ok(Rule {
-        access,
-        dollar: topic.starts_with('$'),
-        levels,
-    })
+    Ok(Rule { access, levels })
 }
 
 /// Splits a pattern level into text, `%c` and `%u`.
@@ -394,66 +386,20 @@ fn template_matches(pieces: &[Piece], who: Who<'_>, level: &str) -> bool {
     rest.is_empty()
 }
 
+/// Matching is the codec's (`$` topics are not matched by a rule starting with a
+/// wildcard, [MQTT-4.7.2-1] v3.1.1 and v5); a template level matches with the client's
+/// values substituted.
 fn applies(rule: &Rule, who: Who<'_>, topic: &str, op: Op) -> bool {
-    // [MQTT-4.7.2-1] spirit, as Mosquitto applies it to ACLs: `$` topics only match rules
-    // written for them.
-    if topic.starts_with('$') != rule.dollar {
-        return false;
-    }
+    let levels = rule.levels.iter().map(FilterLevel::as_ref);
+    let eq = |l: &Exact, text: &str| match l {
+        Exact::Literal(l) => **l == *text,
+        Exact::Template(p) => template_matches(p, who, text),
+    };
     match op {
-        Op::Publish | Op::Receive => matches_topic(&rule.levels, who, topic),
-        Op::Subscribe => covers_filter(&rule.levels, who, topic),
+        Op::Publish | Op::Receive => topic::matches_levels(levels, topic, eq),
+        // A subscription is allowed when the rule covers every topic the filter can match.
+        Op::Subscribe => topic::covers_levels(levels, topic, eq),
     }
-}
-
-/// Does the rule match the topic name (as a subscription filter would)?
-fn matches_topic(levels: &[Level], who: Who<'_>, topic: &str) -> bool {
-    let mut t = topic.split('/');
-    for level in levels {
-        match (level, t.next()) {
-            // `#` also matches the parent level: `a/#` matches `a`.
-            (Level::Hash, _) => return true,
-            (_, None) => return false,
-            (Level::Plus, Some(_)) => {}
-            (Level::Literal(l), Some(tl)) => {
-                if **l != *tl {
-                    return false;
-                }
-            }
-            (Level::Template(p), Some(tl)) => {
-                if !template_matches(p, who, tl) {
-                    return false;
-                }
-            }
-        }
-    }
-    t.next().is_none()
-}
-
-/// Does the rule cover every topic the filter can match? Level by level: `#` in the rule
-/// covers the rest; `+` covers anything but `#`; text covers only the same text.
-fn covers_filter(levels: &[Level], who: Who<'_>, filter: &str) -> bool {
-    let mut f = filter.split('/');
-    for level in levels {
-        match (level, f.next()) {
-            (Level::Hash, _) => return true,
-            (_, None) => return false,
-            (_, Some("#")) => return false,
-            (Level::Plus, Some(_)) => {}
-            (_, Some("+")) => return false,
-            (Level::Literal(l), Some(fl)) => {
-                if **l != *fl {
-                    return false;
-                }
-            }
-            (Level::Template(p), Some(fl)) => {
-                if !template_matches(p, who, fl) {
-                    return false;
-                }
-            }
-        }
-    }
-    f.next().is_none()
 }
 
 #[cfg(test)]

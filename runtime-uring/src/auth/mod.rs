@@ -288,17 +288,6 @@ impl FileAcl {
     }
 }
 
-/// Mosquitto's `acl__check_dollar` for writes, applied with or without an ACL file:
-/// clients never publish into `$SYS` (except a bridge's connection state, which then goes
-/// through the ACL) nor to topics starting with `$share`.
-fn dollar_write_refused(topic: &str) -> bool {
-    if topic.starts_with("$SYS") {
-        !mqtt_proto::topic::matches("$SYS/broker/connection/+/state", topic)
-    } else {
-        topic.starts_with("$share")
-    }
-}
-
 impl Authorizer for FileAcl {
     fn can_publish(
         &mut self,
@@ -307,9 +296,6 @@ impl Authorizer for FileAcl {
         _qos: QoS,
         _retain: bool,
     ) -> bool {
-        if dollar_write_refused(topic) {
-            return false;
-        }
         match &self.view.refresh().acl {
             None => true,
             Some(acl) => acl.check_publish(client.client_id, client.username, topic),
@@ -498,21 +484,6 @@ mod tests {
         assert!(acl.can_subscribe(&c, "#", QoS::AtMostOnce));
         assert!(acl.can_receive(&c, "a/b"));
         assert!(!acl.checks_receive());
-    }
-
-    #[test]
-    fn publishing_to_sys_or_share_is_refused_even_without_acl() {
-        let mut acl = FileAcl::new(&config(None, None, true)).expect("loads");
-        let c = client("c", None);
-        assert!(!acl.can_publish(&c, "$SYS/broker/uptime", QoS::AtMostOnce, false));
-        assert!(!acl.can_publish(&c, "$share/g/t", QoS::AtMostOnce, false));
-        assert!(acl.can_publish(
-            &c,
-            "$SYS/broker/connection/br1/state",
-            QoS::AtMostOnce,
-            true
-        ));
-        assert!(acl.can_publish(&c, "$other/t", QoS::AtMostOnce, false));
     }
 
     #[test]

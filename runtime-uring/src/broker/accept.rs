@@ -9,11 +9,10 @@ use crate::net::sock;
 use crate::net::tls::{peer_identity, TlsLayer};
 use crate::net::transport::Transport;
 use crate::net::ws::{self, WsLayer};
-use broker_core::shard::owner_of_client;
+use broker_core::admission::{self, FirstPacket};
 use broker_core::PeerInfo;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use mqtt_proto::{FixedHeader, Packet, ProtocolVersion, Status};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
@@ -112,11 +111,9 @@ async fn prelude(
     }
     // The first packet, bounded by the maximum packet size.
     loop {
-        match FixedHeader::parse(&plain, shard.max_packet_size) {
-            Ok(Status::Complete(h)) if plain.len() >= h.packet_len() => break,
-            // Oversized or malformed: the core answers it.
-            Err(_) => break,
-            _ => {}
+        // Anything but an incomplete first packet goes to the core, which answers it.
+        if admission::first_packet(&plain, shard.max_packet_size) != FirstPacket::Incomplete {
+            break;
         }
         let mut raw = Vec::new();
         read_more(stream, &mut raw).await?;
@@ -249,12 +246,7 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
             return;
         }
     };
-    let owner = match Packet::parse(&initial, ProtocolVersion::V5, shard.max_packet_size) {
-        Ok(Status::Complete((Packet::Connect(c), _))) if !c.client_id.is_empty() => {
-            owner_of_client(c.client_id, shard.shards)
-        }
-        _ => shard.id,
-    };
+    let owner = admission::owner_shard(&initial, shard.max_packet_size, shard.id, shard.shards);
     if owner == shard.id {
         // A task of its own: this one's frame (handshake state) is freed now, which
         // matters with thousands of idle connections.

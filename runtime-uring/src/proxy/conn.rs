@@ -10,12 +10,10 @@ use super::table::{Route, RouteTable};
 use super::Shared;
 use crate::net::proxy_protocol;
 use crate::net::tls::TlsLayer;
+use broker_core::admission::{self, FirstPacket, Peek};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use mqtt_proto::{
-    ConnAck, DecodeError, FixedHeader, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
-    Status,
-};
+use mqtt_proto::ReasonCode;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -167,18 +165,14 @@ async fn read_connect(
     *client = Some(Client { stream, tls, sni });
     let max = shared.limits.max_connect_size;
     loop {
-        match FixedHeader::parse(&plain, max) {
-            Ok(Status::Complete(h)) => {
-                if h.packet_type != PacketType::Connect {
-                    return Err(Early::NotConnect("first packet is not CONNECT"));
-                }
-                if plain.len() >= h.packet_len() {
-                    return Ok(plain);
-                }
+        match admission::first_packet(&plain, max) {
+            FirstPacket::Connect(_) => return Ok(plain),
+            FirstPacket::Incomplete => {}
+            FirstPacket::NotConnect => {
+                return Err(Early::NotConnect("first packet is not CONNECT"))
             }
-            Ok(Status::Incomplete { .. }) => {}
-            Err(DecodeError::PacketTooLarge { size, .. }) => return Err(Early::TooLarge(size)),
-            Err(_) => return Err(Early::NotConnect("malformed fixed header")),
+            FirstPacket::TooLarge(size) => return Err(Early::TooLarge(size)),
+            FirstPacket::Malformed => return Err(Early::NotConnect("malformed fixed header")),
         }
         let Some(c) = client.as_mut() else {
             return Err(Early::Closed);
@@ -191,20 +185,6 @@ async fn read_connect(
                 .map_err(|e| Early::Tls(e.to_string()))?,
             None => plain.extend_from_slice(&more),
         }
-    }
-}
-
-/// A CONNACK refusing the connection, in the client's version.
-fn connack(version: ProtocolVersion, code: ReasonCode) -> Vec<u8> {
-    let p = Packet::ConnAck(ConnAck {
-        session_present: false,
-        reason_code: code,
-        properties: Properties::default(),
-    });
-    let mut buf = [0u8; 16];
-    match p.emit(version, &mut buf) {
-        Ok(n) => buf.get(..n).unwrap_or_default().to_vec(),
-        Err(_) => Vec::new(),
     }
 }
 
@@ -401,16 +381,15 @@ async fn establish(
     };
     let mut client = client?;
     let max = shared.limits.max_connect_size;
-    let (version, client_id) = match Packet::parse(&initial, ProtocolVersion::V5, max) {
-        Ok(Status::Complete((Packet::Connect(c), _))) => (c.protocol, c.client_id.to_owned()),
-        Err(DecodeError::UnsupportedProtocolLevel(l)) => {
-            // [MQTT-3.1.2-2] answered with return code 1 (in the 3.1.1 format).
-            tracing::info!("{peer}: unsupported protocol level {l}");
-            refuse(client, vec![0x20, 0x02, 0x00, 0x01]).await;
+    let (version, client_id) = match admission::peek_connect(&initial, max) {
+        Peek::Connect { version, client_id } => (version, client_id.to_owned()),
+        Peek::Refuse(version, code) => {
+            tracing::info!("{peer}: refused: {code}");
+            refuse(client, admission::refusal(version, code)).await;
             return None;
         }
-        other => {
-            tracing::info!("{peer}: malformed CONNECT ({:?})", other.err());
+        Peek::Malformed => {
+            tracing::info!("{peer}: malformed CONNECT");
             return None;
         }
     };
@@ -423,7 +402,7 @@ async fn establish(
     };
     let refused = |why: &'static str| {
         tracing::info!("{peer} (client id {client_id:?}): refused: {why}");
-        connack(version, ReasonCode::ServerUnavailable)
+        admission::refusal(version, ReasonCode::ServerUnavailable)
     };
     let Some(route) = table.select(&facts) else {
         let bytes = refused("no route matches");
@@ -454,7 +433,7 @@ async fn establish(
         None => first = initial,
     }
     if write_raw(&mut upstream.stream, first).await.is_err() {
-        let bytes = connack(version, ReasonCode::ServerUnavailable);
+        let bytes = admission::refusal(version, ReasonCode::ServerUnavailable);
         refuse(client, bytes).await;
         return None;
     }
@@ -463,25 +442,4 @@ async fn establish(
         tls: client.tls.take(),
     };
     Some((client_side, upstream))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_in_the_clients_version() {
-        assert_eq!(
-            connack(ProtocolVersion::V3_1_1, ReasonCode::ServerUnavailable),
-            [0x20, 2, 0, 3]
-        );
-        assert_eq!(
-            connack(ProtocolVersion::V3_1, ReasonCode::ServerUnavailable),
-            [0x20, 2, 0, 3]
-        );
-        assert_eq!(
-            connack(ProtocolVersion::V5, ReasonCode::ServerUnavailable),
-            [0x20, 3, 0, 0x88, 0]
-        );
-    }
 }
