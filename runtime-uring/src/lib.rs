@@ -12,9 +12,7 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
-pub mod cli_client;
 pub mod client;
 pub mod config;
 pub mod net;
-pub mod passwd_cli;
 pub mod proxy;

@@ -19,9 +19,9 @@ enum Cmd {
     /// Run the MQTT broker (with no options: the embedded local-only configuration).
     Broker(runtime_uring::cli::BrokerArgs),
     /// Publish messages (like mosquitto_pub).
-    Pub(runtime_uring::cli_client::PubArgs),
+    Pub(runtime_uring::cli::client::PubArgs),
     /// Subscribe and print messages (like mosquitto_sub).
-    Sub(runtime_uring::cli_client::SubArgs),
+    Sub(runtime_uring::cli::client::SubArgs),
     /// MQTT-aware load balancer: routes each client by its CONNECT (APISIX-compatible admin API).
     Proxy(runtime_uring::proxy::ProxyArgs),
     /// Manage a password file (like mosquitto_passwd): [-c | -D] [-b] passwordfile username [password]
@@ -36,11 +36,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Broker(a) => runtime_uring::cli::broker(a),
-        Cmd::Pub(a) => runtime_uring::cli_client::publish(a),
-        Cmd::Sub(a) => runtime_uring::cli_client::subscribe(a),
+        Cmd::Pub(a) => runtime_uring::cli::client::publish(a),
+        Cmd::Sub(a) => runtime_uring::cli::client::subscribe(a),
         Cmd::Proxy(a) => runtime_uring::proxy::run(a),
         Cmd::Passwd { args } => {
-            if let Err(e) = runtime_uring::passwd_cli::run(&args) {
+            if let Err(e) = runtime_uring::cli::passwd::run(&args) {
                 eprintln!("Error: {e}");
                 return ExitCode::FAILURE;
             }

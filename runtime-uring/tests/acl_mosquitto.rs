@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use runtime_uring::auth::acl::AclFile;
-use runtime_uring::passwd_cli;
+use runtime_uring::cli::passwd as passwd_cli;
 
 const ACL: &str = "\
 # anonymous clients

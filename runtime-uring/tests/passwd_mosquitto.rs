@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime_uring::auth::passwd::{HashKind, PasswordFile};
-use runtime_uring::passwd_cli;
+use runtime_uring::cli::passwd as passwd_cli;
 
 fn have(tool: &str) -> bool {
     let found = Command::new(tool)

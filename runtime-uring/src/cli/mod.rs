@@ -1,4 +1,8 @@
-//! Command-line front ends of the subcommands.
+//! Command-line front ends of the subcommands: `petrel broker` here, `pub` / `sub` in
+//! [`client`], `passwd` in [`passwd`].
+
+pub mod client;
+pub mod passwd;
 
 use crate::auth::SharedAuth;
 use crate::broker::{self, Driver, ListenerSpec, Placement, RunSettings};
