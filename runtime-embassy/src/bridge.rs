@@ -30,13 +30,15 @@ use crate::shell::{now, to_embassy, Shell, BRIDGE_SLOT};
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
-use broker_core::client::{Client, ClientEvent, ClientOptions, Received};
+use broker_core::client::{
+    refusal_is_final, Backoff, Client, ClientEvent, ClientOptions, Received,
+};
 use broker_core::{ConnId, PeerInfo};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpEndpoint, Ipv4Address, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
-use mqtt_proto::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
+use mqtt_proto::{ProtocolVersion, QoS, SubscriptionOptions};
 
 /// How long a TCP connect to the upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -366,7 +368,7 @@ impl Bridge {
     }
 
     /// Acts on the upstream client's events; returns false when the connection must close.
-    fn drain_up_events(&mut self, backoff: &mut u64) -> bool {
+    fn drain_up_events(&mut self, backoff: &mut Backoff) -> bool {
         let mut open = true;
         while let Some(ev) = self.up.poll_event() {
             match ev {
@@ -374,7 +376,7 @@ impl Bridge {
                     session_present, ..
                 } => {
                     bump(&COUNTERS.uplink_connects);
-                    *backoff = BACKOFF_MIN_MS;
+                    backoff.reset();
                     log!(
                         "bridge: uplink connected (session present: {})",
                         session_present
@@ -382,13 +384,17 @@ impl Bridge {
                 }
                 ClientEvent::ConnectRefused(code) => {
                     log!("bridge: uplink refused: 0x{:02x}", code as u8);
+                    // Unattended, it goes on trying, but slowly: retrying cannot fix this.
+                    if refusal_is_final(code) {
+                        backoff.give_up_hurrying();
+                    }
                 }
                 ClientEvent::Published { token, reason } => {
                     if let Some(i) = self.up_acks.iter().position(|(t, _)| *t == token) {
                         let (_, pid) = self.up_acks.swap_remove(i);
                         self.local.ack(pid);
                     }
-                    if reason.is_error() && reason != ReasonCode::NoMatchingSubscribers {
+                    if reason.is_error() {
                         bump(&COUNTERS.up_rejected);
                     } else {
                         bump(&COUNTERS.up_forwarded);
@@ -456,7 +462,8 @@ pub async fn bridge_task(
     bridge.pump_local();
     let [a, b, c, d] = UPLINK_ADDRESS;
     let remote = IpEndpoint::new(Ipv4Address::new(a, b, c, d).into(), UPLINK_PORT);
-    let mut backoff = BACKOFF_MIN_MS;
+    // Constants from gateway.toml (u64 there); delays of over 49 days are not meant.
+    let mut backoff = Backoff::new(BACKOFF_MIN_MS as u32, BACKOFF_MAX_MS as u32);
     loop {
         {
             let mut sock = TcpSocket::new(stack, &mut rx[..], &mut tx[..]);
@@ -475,10 +482,9 @@ pub async fn bridge_task(
             sock.abort();
             let _ = with_timeout(Duration::from_secs(1), sock.flush()).await;
         }
-        // u32: formatting a u64 costs flash on a 32-bit core (BACKOFF_MAX_MS is small).
-        log!("bridge: uplink down, retrying in {} ms", backoff as u32);
-        bridge.pumping(Timer::after_millis(backoff)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+        let delay = backoff.next_delay();
+        log!("bridge: uplink down, retrying in {} ms", delay);
+        bridge.pumping(Timer::after_millis(u64::from(delay))).await;
     }
 }
 
@@ -497,7 +503,7 @@ impl Bridge {
     }
 
     /// One upstream MQTT connection, until it fails.
-    async fn session(&mut self, sock: &mut TcpSocket<'_>, packet: &mut [u8], backoff: &mut u64) {
+    async fn session(&mut self, sock: &mut TcpSocket<'_>, packet: &mut [u8], backoff: &mut Backoff) {
         self.up.handle_connected(now());
         let mut fill = 0usize;
         loop {

@@ -9,7 +9,9 @@
 use super::ClientConfig;
 use crate::net::tls::{client_config, TlsLayer};
 use crate::net::ws::{self, WsLayer};
-use broker_core::client::{describe_refusal, Client, ClientError, ClientEvent, ClientOptions};
+use broker_core::client::{
+    describe_refusal, refusal_is_final, Backoff, Client, ClientError, ClientEvent, ClientOptions,
+};
 use broker_core::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -179,7 +181,7 @@ pub struct MqttClient {
     link: Option<Link>,
     out: Vec<u8>,
     events: VecDeque<ClientEvent>,
-    attempt: u32,
+    backoff: Backoff,
 }
 
 impl MqttClient {
@@ -224,7 +226,7 @@ impl MqttClient {
             link: None,
             out: Vec::new(),
             events: VecDeque::new(),
-            attempt: 0,
+            backoff: Backoff::new(100, 30_000),
         };
         c.open().await?;
         Ok(c)
@@ -485,26 +487,18 @@ impl MqttClient {
     /// Waits out the back-off, then reconnects until it works (or fails for good).
     async fn reconnect(&mut self) -> Result<(), ClientFailure> {
         loop {
-            let base = 100u64.saturating_mul(1 << self.attempt.min(9));
-            let max = base.min(30_000);
-            // Full jitter between half and all of the delay.
-            let delay = max / 2 + fastrand::u64(0..=max / 2);
-            self.attempt += 1;
-            tracing::info!("reconnecting in {delay} ms (attempt {})", self.attempt);
-            monoio::time::sleep(Duration::from_millis(delay)).await;
+            let delay = Backoff::jittered(self.backoff.next_delay(), fastrand::u32(..));
+            tracing::info!(
+                "reconnecting in {delay} ms (attempt {})",
+                self.backoff.attempts()
+            );
+            monoio::time::sleep(Duration::from_millis(u64::from(delay))).await;
             match self.open().await {
                 Ok(()) => {
-                    self.attempt = 0;
+                    self.backoff.reset();
                     return Ok(());
                 }
-                Err(ClientFailure::Refused(c))
-                    if matches!(
-                        c,
-                        ReasonCode::BadUserNameOrPassword
-                            | ReasonCode::NotAuthorized
-                            | ReasonCode::Banned
-                    ) =>
-                {
+                Err(ClientFailure::Refused(c)) if refusal_is_final(c) => {
                     return Err(ClientFailure::Refused(c))
                 }
                 Err(e) => {
