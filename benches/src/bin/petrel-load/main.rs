@@ -1,0 +1,148 @@
+//! `petrel-load`: the end-to-end load tool. Starts Mosquitto and Petrel on loopback (same
+//! cores, same run), drives the same workloads against each, and prints a ratio table.
+//!
+//! Scenarios (64 B payloads, QoS 0 and 1): `pairs` (100 publisher/subscriber pairs),
+//! `fanin` (8 publishers to 1 wildcard subscriber), `fanout` (1 publisher to 100
+//! subscribers), `latency` (1 to 1 at a fixed rate: p50/p99/p99.9), `conns` (idle
+//! connections: connect rate and broker RSS per connection), `proxy` (the same workload
+//! direct and through `petrel proxy`). Publishers write as fast as the broker accepts,
+//! in batches; every loop is bounded in time and count; undelivered messages are counted.
+
+mod brokers;
+mod cli;
+mod client;
+mod proxy;
+mod report;
+mod scenarios;
+
+use brokers::start_broker;
+use clap::Parser;
+use cli::Args;
+use mqtt_proto::QoS;
+use proxy::run_proxy_scenario;
+use report::Row;
+use scenarios::{run_conns, run_workload, workload};
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    // Many idle connections need file descriptors.
+    // SAFETY: setrlimit with a valid, fully initialised struct.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let brokers: Vec<String> = a.brokers.split(',').map(str::to_owned).collect();
+    let qos_list: Vec<QoS> = a
+        .qos
+        .split(',')
+        .filter_map(|q| match q {
+            "0" => Some(QoS::AtMostOnce),
+            "1" => Some(QoS::AtLeastOnce),
+            "2" => Some(QoS::ExactlyOnce),
+            _ => None,
+        })
+        .collect();
+    // (scenario, QoS, per broker: (name, headline value, details))
+    let mut rows: Vec<Row> = Vec::new();
+    let mut proxy_md = None;
+    for sc in a.scenarios.split(',') {
+        if sc == "proxy" {
+            proxy_md = Some(run_proxy_scenario(&a)?);
+            continue;
+        }
+        let qs: Vec<QoS> = match sc {
+            "latency" | "conns" => vec![QoS::AtMostOnce],
+            _ => qos_list.clone(),
+        };
+        let windows: Vec<u64> = a
+            .window
+            .split(',')
+            .map(|w| w.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+        let runs: Vec<(QoS, u64)> = qs
+            .iter()
+            .flat_map(|&q| {
+                // The window matters only to QoS 1/2 throughput.
+                let ws = if q == QoS::AtMostOnce || sc == "latency" || sc == "conns" {
+                    &windows[..windows.len().min(1)]
+                } else {
+                    &windows[..]
+                };
+                ws.iter().map(move |&w| (q, w))
+            })
+            .collect();
+        for (q, window) in runs {
+            let label = if q != QoS::AtMostOnce && windows.len() > 1 {
+                format!("{} (window {window})", q as u8)
+            } else {
+                format!("{}", q as u8)
+            };
+            let mut cells = Vec::new();
+            for b in &brokers {
+                let proc_ = match a.target {
+                    Some(_) => None,
+                    None => Some(start_broker(b, &a)?),
+                };
+                let addr = a
+                    .target
+                    .or(proc_.as_ref().map(|p| p.addr))
+                    .ok_or_else(|| anyhow::anyhow!("no broker"))?;
+                let pid = proc_.as_ref().map(|p| p.child.id()).or(a.target_pid);
+                let (value, detail) = match sc {
+                    "conns" => {
+                        let o = run_conns(addr, pid, a.conns, a.conns_in_flight)?;
+                        (
+                            o.per_sec,
+                            format!(
+                                "{:.0} conn/s, {} B RSS/conn, {} µs broker CPU/conn, {} µs client CPU/conn, batch of {} p50 {:.0} µs max {:.0} µs",
+                                o.per_sec,
+                                o.rss_per_conn.map_or("?".into(), |r| format!("{r:.0}")),
+                                o.cpu_per_conn.map_or("?".into(), |c| format!("{c:.1}")),
+                                o.client_cpu_per_conn
+                                    .map_or("?".into(), |c| format!("{c:.1}")),
+                                a.conns_in_flight,
+                                o.batch_p50,
+                                o.batch_max
+                            ),
+                        )
+                    }
+                    "latency" => {
+                        let w = workload(sc).ok_or_else(|| anyhow::anyhow!("?"))?;
+                        let o = run_workload(addr, &w, q, &a, Some(a.rate), window)?;
+                        let (p50, p99, p999) = o.latency.unwrap_or_default();
+                        (
+                            p99,
+                            format!("p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs"),
+                        )
+                    }
+                    _ => {
+                        let w =
+                            workload(sc).ok_or_else(|| anyhow::anyhow!("unknown scenario {sc}"))?;
+                        let o = run_workload(addr, &w, q, &a, None, window)?;
+                        (
+                            o.delivered_per_sec,
+                            format!(
+                                "{:.0} msg/s delivered; published {}, acknowledged {}, delivered {}, lost {}",
+                                o.delivered_per_sec, o.published, o.acked, o.delivered, o.lost
+                            ),
+                        )
+                    }
+                };
+                eprintln!("{sc} qos{label} {b}: {detail}");
+                cells.push((b.clone(), value, detail));
+                drop(proc_);
+            }
+            rows.push((sc.to_owned(), label, cells));
+        }
+    }
+    let md = report::markdown(&brokers, &rows, proxy_md);
+    println!("{md}");
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, &md)?;
+    }
+    Ok(())
+}
