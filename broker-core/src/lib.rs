@@ -35,7 +35,7 @@ mod slab;
 mod time;
 mod tx;
 
-pub use broker::{AcceptError, Broker, Event, Metrics, Transmit};
+pub use broker::{AcceptError, Broker, Event, Intake, Metrics, Transmit};
 #[cfg(feature = "backpressure")]
 pub use config::QueueFull;
 pub use config::{Config, SharedStrategy};

@@ -117,6 +117,12 @@ impl Message {
         self.data.slice(self.payload_start()..)
     }
 
+    /// QoS 1 or 2: its publisher was (or will be) sent an acknowledgement for it, so
+    /// losing it breaks a promise.
+    pub fn acknowledged(&self) -> bool {
+        self.qos != QoS::AtMostOnce
+    }
+
     /// Bytes this message accounts for in queue limits.
     pub fn size(&self) -> usize {
         self.data.len()

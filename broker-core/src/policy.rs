@@ -224,6 +224,9 @@ pub trait Hooks {
     fn on_will_published(&mut self, client_id: &str, msg: &Message) {}
     /// A connection closed; `reason` is the DISCONNECT reason when one was exchanged.
     fn on_closed(&mut self, client_id: Option<&str>, reason: Option<ReasonCode>) {}
+    /// A subscriber made no progress for `stall_timeout` while publishers waited for room
+    /// in its queue: it is being disconnected (0x97) and its session is offline from now on.
+    fn on_stalled(&mut self, client_id: &str) {}
 }
 
 /// Hooks that do nothing.

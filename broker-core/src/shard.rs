@@ -137,3 +137,20 @@ pub enum ShardMsg {
         msg: Message,
     },
 }
+
+impl ShardMsg {
+    /// Whether this message must reach its peer before the sending shard writes its next
+    /// output: changes of subscriptions, retained messages and shared-group membership,
+    /// which a client may act on as soon as it has the answer (a SUBACK, then a PUBLISH it
+    /// expects to be routed). Not the per-message traffic, which may lag.
+    pub fn orders_output(&self) -> bool {
+        matches!(
+            self,
+            Self::Interest { .. }
+                | Self::RetainRequest { .. }
+                | Self::RetainApply { .. }
+                | Self::SharedJoin { .. }
+                | Self::SharedLeave { .. }
+        )
+    }
+}

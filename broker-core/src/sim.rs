@@ -332,7 +332,7 @@ impl Sim {
                                 b.handle_closed(conn, now);
                             }
                         }
-                        Event::Forward { to, msg } => {
+                        Event::ToShard { to, msg } => {
                             self.pending.push_back((usize::from(to), msg))
                         }
                         Event::ResumeInput(conn) => {

@@ -150,7 +150,7 @@ impl Shell {
             Event::Output(c) | Event::ResumeInput(c) => (c, false),
             Event::Close(c) => (c, true),
             // One shard: nothing is ever forwarded.
-            Event::Forward { .. } => return,
+            Event::ToShard { .. } => return,
         };
         if let Some(slot) = self.slots.iter().find(|s| s.conn.get() == Some(conn)) {
             slot.output.set(true);

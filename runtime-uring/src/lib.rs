@@ -14,5 +14,6 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod logging;
 pub mod net;
 pub mod proxy;

@@ -153,7 +153,7 @@ impl Broker {
         if r.shard == self.cfg.shard {
             self.release_ack(r.key);
         } else {
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: r.shard,
                 msg: ShardMsg::AckRelease { key: r.key },
             });

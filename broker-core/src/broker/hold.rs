@@ -207,7 +207,7 @@ impl Broker {
                 }
             }
             AckTarget::Remote(r) if r.shard == self.cfg.shard => self.mark_parked(r.key),
-            AckTarget::Remote(r) => self.events.push_back(Event::Forward {
+            AckTarget::Remote(r) => self.events.push_back(Event::ToShard {
                 to: r.shard,
                 msg: ShardMsg::AckParked { key: r.key },
             }),
@@ -230,9 +230,13 @@ impl Broker {
     /// 0x97 Quota exceeded) and its session treated as offline from then on, which releases
     /// the publishers waiting for it.
     pub(crate) fn disconnect_stalled(&mut self, now: Instant, sk: Key) {
-        let Some(conn) = self.sessions.get(sk).and_then(|s| s.conn) else {
+        let Some(s) = self.sessions.get(sk) else {
             return;
         };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        self.policy.hooks.on_stalled(&s.client_id);
         self.metrics.subscribers_stalled += 1;
         self.close(conn, now, Some(mqtt_proto::ReasonCode::QuotaExceeded));
     }

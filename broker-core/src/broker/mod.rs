@@ -50,7 +50,7 @@ pub enum Event {
     /// and call `handle_closed`.
     Close(ConnId),
     /// Deliver `msg` to shard `to` (`handle_shard_msg` there).
-    Forward {
+    ToShard {
         /// Destination shard.
         to: ShardId,
         /// The message.
@@ -155,6 +155,15 @@ pub struct Broker {
     /// The acknowledgement of the message being routed, if it may be held.
     pub(crate) current_ack: Option<flow::CurrentAck>,
     pub(crate) released: Vec<Key>,
+}
+
+/// What [`Broker::handle_input`] did with a connection's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intake {
+    /// Bytes consumed from the start of the input.
+    pub consumed: usize,
+    /// Nothing was consumed although a complete packet is there: input is paused.
+    pub paused: bool,
 }
 
 impl Broker {
@@ -268,6 +277,21 @@ impl Broker {
             return 0;
         }
         self.process_input(conn, now, input, &mut packets, true)
+    }
+
+    /// [`Broker::handle_bytes`], also saying whether the core paused: a complete packet is
+    /// left that it would not take now (too many acknowledgements wait to be written, or a
+    /// held publisher's set-aside input is full). The shell then waits for its writer to
+    /// make progress or for `Event::ResumeInput` before offering the rest again.
+    pub fn handle_input(&mut self, conn: ConnId, now: Instant, input: &[u8]) -> Intake {
+        let consumed = self.handle_bytes(conn, now, input).min(input.len());
+        let rest = input.get(consumed..).unwrap_or_default();
+        let paused = consumed == 0
+            && matches!(
+                FixedHeader::parse(rest, usize::MAX),
+                Ok(Status::Complete(h)) if rest.len() >= h.packet_len()
+            );
+        Intake { consumed, paused }
     }
 
     /// Processes complete packets at the start of `input` (see `handle_bytes`); `set_aside`

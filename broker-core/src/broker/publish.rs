@@ -234,7 +234,7 @@ impl Broker {
             self.apply_retained(msg);
             self.broadcast(|| ShardMsg::RetainApply { msg: msg.clone() });
         } else {
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: owner,
                 msg: ShardMsg::RetainRequest { msg: msg.clone() },
             });
@@ -258,7 +258,7 @@ impl Broker {
     pub(crate) fn broadcast(&mut self, mut make: impl FnMut() -> ShardMsg) {
         for to in 0..self.cfg.shards {
             if to != self.cfg.shard {
-                self.events.push_back(Event::Forward { to, msg: make() });
+                self.events.push_back(Event::ToShard { to, msg: make() });
             }
         }
     }
@@ -287,7 +287,7 @@ impl Broker {
                     let shard = self.cfg.shard;
                     self.hold_current().map(|key| super::AckRef { shard, key })
                 };
-                self.events.push_back(Event::Forward {
+                self.events.push_back(Event::ToShard {
                     to: sh,
                     msg: ShardMsg::Publish {
                         msg: msg.clone(),
@@ -533,7 +533,7 @@ impl Broker {
                 self.hold_current()
                     .map(|key| super::AckRef { shard: me, key })
             };
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: m.shard,
                 msg: ShardMsg::SharedDeliver {
                     session: m.session,
@@ -554,7 +554,7 @@ impl Broker {
         if owner == self.cfg.shard {
             self.deliver_group(now, g, &msg, 0);
         } else {
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: owner,
                 msg: ShardMsg::SharedReturn { group: g, msg },
             });

@@ -7,7 +7,7 @@ use crate::shard::ShardMsg;
 use crate::time::Instant;
 
 impl Broker {
-    /// A message another shard sent to this one (`Event::Forward`).
+    /// A message another shard sent to this one (`Event::ToShard`).
     pub fn handle_shard_msg(&mut self, now: Instant, msg: ShardMsg) {
         match msg {
             ShardMsg::Interest { from, filter, add } => self.apply_interest(from, &filter, add),

@@ -286,7 +286,7 @@ impl Broker {
         if owner == self.cfg.shard {
             self.apply_join(g, member);
         } else {
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: owner,
                 msg: ShardMsg::SharedJoin { group: g, member },
             });
@@ -299,7 +299,7 @@ impl Broker {
         if owner == shard {
             self.apply_leave(&g, shard, sk);
         } else {
-            self.events.push_back(Event::Forward {
+            self.events.push_back(Event::ToShard {
                 to: owner,
                 msg: ShardMsg::SharedLeave {
                     group: g,

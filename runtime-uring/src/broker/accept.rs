@@ -2,7 +2,7 @@
 //! find the client identifier, and the connection goes to the shard that owns it (the
 //! socket and the bytes already read are handed over; the session never moves).
 
-use super::shard::{Inbox, Shard};
+use super::shard::{Inbox, Phase, Shard};
 use crate::net::listen::Acceptor;
 use crate::net::proxy_protocol;
 use crate::net::sock;
@@ -30,7 +30,7 @@ pub async fn accept_loop(shard: Rc<Shard>, mut listener: Acceptor, index: usize)
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                if shard.shutting_down.get() {
+                if shard.phase.get() == Phase::Closing {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -253,8 +253,8 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         super::conn::serve(shard, stream, peer, transport, initial);
         return;
     }
-    if shard.placement == super::Placement::Forward {
-        super::forward::start(&shard, stream, peer, transport, initial, owner);
+    if shard.placement == super::Placement::Relay {
+        super::relay::start(&shard, stream, peer, transport, initial, owner);
         return;
     }
     let fd = stream.into_raw_fd();

@@ -1,12 +1,12 @@
 //! A connection served by its owner shard: a reader task feeding the core and a writer
 //! task, started when the core has output, draining it with vectored writes. The socket is
-//! either ours or kept by the shard that accepted it (placement "forward", see `forward`).
+//! either ours or kept by the shard that accepted it (placement "forward", see `relay`).
 //!
 //! Our own socket is read and written without waiting (`net::sock`) and waited on for
 //! readiness through the runtime (an io_uring poll, or epoll), so an idle connection holds
 //! no read buffer and no read in flight: reads go into the shard's one buffer.
 
-use super::shard::Shard;
+use super::shard::{Phase, Shard};
 use crate::net::iovec::TxIoVecs;
 use crate::net::notify::LocalNotify;
 use crate::net::sock;
@@ -63,7 +63,7 @@ impl ConnIo {
         let Sink::Socket(stream) = &self.sink else {
             return self.close_output();
         };
-        if shard.shutting_down.get() {
+        if shard.phase.get() == Phase::Closing {
             return self.close_output();
         }
         // SAFETY: shutdown(2) on the descriptor this connection owns (open: its stream
@@ -229,7 +229,7 @@ async fn write_remote(
 ) -> bool {
     loop {
         shard.wait_released().await;
-        if !transmit(shard, io, v, super::forward::RELAY_BUDGET) {
+        if !transmit(shard, io, v, super::relay::RELAY_BUDGET) {
             return false;
         }
         if v.tx.is_empty() {
@@ -338,8 +338,8 @@ pub fn serve(
 
 /// Starts serving a connection whose socket another shard keeps (placement "forward"):
 /// MQTT bytes arrive on `from_client`, output goes to `to_client`.
-pub fn serve_remote(shard: Rc<Shard>, remote: super::forward::Remote) {
-    let super::forward::Remote {
+pub fn serve_remote(shard: Rc<Shard>, remote: super::relay::Remote) {
+    let super::relay::Remote {
         peer,
         initial,
         from_client,
@@ -513,21 +513,17 @@ async fn feed(shard: &Rc<Shard>, io: &Rc<ConnIo>, pending: &mut Vec<u8>) {
         shard.wait_unblocked().await;
         shard.take_from_peers();
         let now = shard.now();
-        let n = shard.broker.borrow_mut().handle_bytes(io.id, now, pending);
+        let taken = shard.broker.borrow_mut().handle_input(io.id, now, pending);
         shard.pump();
-        pending.drain(..n.min(pending.len()));
-        if n > 0 {
+        pending.drain(..taken.consumed);
+        if taken.consumed > 0 {
             if !pending.is_empty() {
                 // A full batch: let writers (ours and other connections') run first.
                 crate::net::notify::yield_now().await;
             }
             continue;
         }
-        let complete = matches!(
-            mqtt_proto::FixedHeader::parse(pending, usize::MAX),
-            Ok(mqtt_proto::Status::Complete(h)) if pending.len() >= h.packet_len()
-        );
-        if !complete || io.closing.get() {
+        if !taken.paused || io.closing.get() {
             return;
         }
         io.drained.notified().await;

@@ -3,31 +3,21 @@
 
 pub mod accept;
 pub mod conn;
-pub mod forward;
 pub mod persist;
+pub mod relay;
 pub mod report;
 pub mod shard;
 pub mod wake;
 
 use anyhow::bail;
 use broker_core::{Broker, Policy};
-use shard::{Inbox, ListenerState, Shard};
+use shard::{Inbox, ListenerState, Phase, Shard};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which monoio driver the shards run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum Driver {
-    /// io_uring when the kernel allows it, else epoll.
-    #[default]
-    Auto,
-    /// io_uring only (fails where unavailable).
-    Uring,
-    /// epoll only.
-    Epoll,
-}
+pub use crate::net::runtime::Driver;
 
 /// Where a connection is served once its CONNECT names a client another shard owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -35,8 +25,10 @@ pub enum Placement {
     /// The socket moves to the owner shard.
     #[default]
     Handoff,
-    /// The accepting shard keeps the socket and relays bytes to and from the owner.
-    Forward,
+    /// The accepting shard keeps the socket and relays bytes to and from the owner
+    /// (`relay`). Named "forward" on the command line, as it always was.
+    #[value(name = "forward")]
+    Relay,
 }
 
 /// A listener to open.
@@ -99,13 +91,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     for a in &bound {
         tracing::info!("listening on {a}");
     }
-    let uring = monoio::utils::detect_uring();
-    let use_uring = match settings.driver {
-        Driver::Auto => uring,
-        Driver::Uring if !uring => bail!("io_uring is not available on this system"),
-        Driver::Uring => true,
-        Driver::Epoll => false,
-    };
+    let use_uring = settings.driver.use_uring()?;
     if use_uring {
         tracing::info!("{threads} shard(s) on io_uring");
     } else if settings.driver == Driver::Auto {
@@ -319,7 +305,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         monoio::spawn(accept::accept_loop(shard.clone(), l, i));
     }
     monoio::spawn(shard.clone().run_timer());
-    while !shard.stopping.get() {
+    while shard.phase.get() == Phase::Serving {
         monoio::select! {
             msg = rx.recv() => match msg {
                 Ok(m) => {
@@ -334,19 +320,19 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
                 // Let the writers drain what this batch queued before taking the next.
                 crate::net::notify::yield_now().await;
             },
-            _ = shard.stop.notified() => {},
+            _ = shard.stop_signal.notified() => {},
         }
     }
     // Graceful stop: DISCONNECT 0x8B to MQTT 5 clients, wills as for any server close,
     // then give writers a moment to flush.
-    shard.shutting_down.set(true);
+    shard.phase.set(Phase::Closing);
     // A peer that stopped reading must not hold the final DISCONNECTs back.
     shard.release_outputs();
     let now = shard.now();
     shard.broker.borrow_mut().shutdown(now);
     shard.pump();
     for _ in 0..100 {
-        if shard.conns.borrow().is_empty() && shard.forwarded.get() == 0 {
+        if shard.conns.borrow().is_empty() && shard.relayed.get() == 0 {
             break;
         }
         monoio::time::sleep(Duration::from_millis(20)).await;

@@ -70,7 +70,7 @@ impl Hooks for LogHooks {
                 *n += 1;
             }
         }
-        if msg.qos != broker_core::mqtt_proto::QoS::AtMostOnce {
+        if msg.acknowledged() {
             self.acknowledged += 1;
         }
         if self.example.is_none() {
@@ -92,16 +92,16 @@ impl Hooks for LogHooks {
         }
     }
 
-    fn on_closed(&mut self, client_id: Option<&str>, reason: Option<ReasonCode>) {
+    fn on_closed(&mut self, _client_id: Option<&str>, _reason: Option<ReasonCode>) {
         if self.example.is_some() {
             self.maybe_flush();
         }
-        if reason == Some(ReasonCode::QuotaExceeded) {
-            tracing::warn!(
-                "client {:?} disconnected: it made no progress for stall_timeout while \
-                 publishers waited for room in its queue; its session is offline from now on",
-                client_id.unwrap_or("?")
-            );
-        }
+    }
+
+    fn on_stalled(&mut self, client_id: &str) {
+        tracing::warn!(
+            "client {client_id:?} disconnected: it made no progress for stall_timeout while \
+             publishers waited for room in its queue; its session is offline from now on"
+        );
     }
 }

@@ -35,7 +35,7 @@ pub enum Inbox {
     /// A connection whose CONNECT names a client this shard owns.
     Handoff(Box<super::accept::Handoff>),
     /// The same, its socket kept by the accepting shard (placement "forward").
-    Remote(Box<super::forward::Remote>),
+    Remote(Box<super::relay::Remote>),
     /// Stop: disconnect everyone (0x8B), flush, exit.
     Shutdown,
     /// New TLS configurations (one per listener, `None` for plain ones) after SIGHUP.
@@ -67,18 +67,15 @@ pub struct ListenerState {
     pub websockets: bool,
 }
 
-/// Whether a shard message must reach its peer before this shard writes its next output:
-/// changes of subscriptions, retained messages and shared-group membership, which the
-/// client may act on once it has the answer. Not the per-message traffic.
-fn ordering_matters(msg: &ShardMsg) -> bool {
-    matches!(
-        msg,
-        ShardMsg::Interest { .. }
-            | ShardMsg::RetainRequest { .. }
-            | ShardMsg::RetainApply { .. }
-            | ShardMsg::SharedJoin { .. }
-            | ShardMsg::SharedLeave { .. }
-    )
+/// A shard's life, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving connections.
+    Serving,
+    /// Shutdown was requested (possibly seen by `pump`, not yet by the inbox loop).
+    StopRequested,
+    /// Closing every connection (MQTT 5: DISCONNECT 0x8B): no accepts, no lingering.
+    Closing,
 }
 
 /// Size of a shard's read buffer: one read takes at most this much from a socket.
@@ -103,12 +100,13 @@ pub struct Shard {
     pub unblocked: crate::net::notify::LocalEvent,
     flusher: Cell<bool>,
     draining: Cell<bool>,
-    /// Shutdown was requested (possibly seen by `pump`, not by the inbox loop).
-    pub stopping: Cell<bool>,
-    pub stop: LocalNotify,
+    /// Where the shard is in its life (see [`Phase`]).
+    pub phase: Cell<Phase>,
+    /// Wakes the inbox loop when shutdown is requested.
+    pub stop_signal: LocalNotify,
     outbox: RefCell<Vec<Vec<ShardMsg>>>,
     /// The outbox holds a message that must reach its peer before the next output is
-    /// written (see [`ordering_matters`]).
+    /// written (see `ShardMsg::orders_output`).
     urgent: Cell<bool>,
     /// Such a message waits for room in a full peer channel: no output is written until
     /// it is sent (the connections that had some wait in `held`; writers in
@@ -121,13 +119,12 @@ pub struct Shard {
     armed: Cell<Option<Instant>>,
     epoch: std::time::Instant,
     pub listeners: Vec<ListenerState>,
-    pub shutting_down: Cell<bool>,
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
     pub write_budget: usize,
     pub placement: super::Placement,
     /// Connections whose sockets we keep for another shard (placement "forward").
-    pub forwarded: Cell<usize>,
+    pub relayed: Cell<usize>,
     last_stats: Cell<u64>,
     /// The one read buffer of the shard's connections (each reads, then hands the bytes on
     /// before the next read starts).
@@ -176,19 +173,18 @@ impl Shard {
             unblocked: crate::net::notify::LocalEvent::default(),
             flusher: Cell::new(false),
             draining: Cell::new(false),
-            stopping: Cell::new(false),
-            stop: LocalNotify::default(),
+            phase: Cell::new(Phase::Serving),
+            stop_signal: LocalNotify::default(),
             peers,
             timer: LocalNotify::default(),
             armed: Cell::new(None),
             epoch,
             listeners,
-            shutting_down: Cell::new(false),
             max_packet_size,
             connect_timeout,
             write_budget: 256 * 1024,
             placement,
-            forwarded: Cell::new(0),
+            relayed: Cell::new(0),
             last_stats: Cell::new(0),
             rx_buf: Cell::new(Vec::new()),
             tx: Cell::new(TxIoVecs::default()),
@@ -246,8 +242,8 @@ impl Shard {
             }
             Inbox::Wake(w) => w.wake(),
             Inbox::Shutdown => {
-                self.stopping.set(true);
-                self.stop.notify();
+                self.phase.set(Phase::StopRequested);
+                self.stop_signal.notify();
             }
         }
     }
@@ -316,8 +312,8 @@ impl Shard {
                 let ev = self.broker.borrow_mut().poll_event();
                 let Some(ev) = ev else { break };
                 match ev {
-                    Event::Forward { to, msg } => {
-                        if ordering_matters(&msg) {
+                    Event::ToShard { to, msg } => {
+                        if msg.orders_output() {
                             self.urgent.set(true);
                         }
                         if let Some(q) = self.outbox.borrow_mut().get_mut(usize::from(to)) {
@@ -333,7 +329,7 @@ impl Shard {
                 self.flush_outbox();
                 // At shutdown nothing waits for peers (they may have stopped reading):
                 // the final DISCONNECTs go out.
-                if self.flusher.get() && !self.shutting_down.get() {
+                if self.flusher.get() && self.phase.get() != Phase::Closing {
                     self.holding.set(true);
                 }
             }
@@ -366,7 +362,7 @@ impl Shard {
                         }
                     }
                     // Already queued in the outbox above.
-                    Event::Forward { .. } => {}
+                    Event::ToShard { .. } => {}
                 }
             }
         }

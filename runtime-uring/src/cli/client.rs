@@ -144,7 +144,7 @@ fn runtime() -> anyhow::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::
 
 /// `petrel pub`.
 pub fn publish(a: PubArgs) -> anyhow::Result<()> {
-    crate::cli::init_logging(&a.common.log_level);
+    crate::logging::init(&a.common.log_level);
     let mut cfg = a.common.config()?;
     cfg.reconnect = false;
     let payloads: Box<dyn Iterator<Item = anyhow::Result<Vec<u8>>>> = if let Some(m) = &a.message {
@@ -206,7 +206,7 @@ async fn wait_published(c: &mut MqttClient) -> anyhow::Result<usize> {
 
 /// `petrel sub`.
 pub fn subscribe(a: SubArgs) -> anyhow::Result<()> {
-    crate::cli::init_logging(&a.common.log_level);
+    crate::logging::init(&a.common.log_level);
     let mut cfg = a.common.config()?;
     cfg.clean_session = a.clean_session;
     cfg.back_off_max_retries = a.back_off_max_retries;

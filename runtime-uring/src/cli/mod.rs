@@ -43,17 +43,6 @@ pub struct BrokerArgs {
     pub print_default_config: bool,
 }
 
-/// Installs the `tracing` subscriber at `level`.
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 fn tls_configs(cfg: &BrokerConfig) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
     cfg.listeners
         .iter()
@@ -120,7 +109,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| cfg.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    init_logging(&level);
+    crate::logging::init(&level);
     if !a.bind.is_empty() {
         cfg.listeners = a.bind.iter().map(|b| ListenerConfig::plain(*b)).collect();
     }

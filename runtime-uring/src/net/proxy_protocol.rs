@@ -170,7 +170,7 @@ mod tests {
                 assert_eq!(parse(&h[..cut]), Ok(Parsed::Incomplete), "cut {cut}");
             }
             let mut with_payload = h.clone();
-            with_payload.extend_from_slice(b"\x10\x00");
+            with_payload.extend_from_slice(&mqtt_connect());
             assert_eq!(
                 parse(&with_payload),
                 Ok(Parsed::Header {
@@ -202,8 +202,30 @@ mod tests {
         assert!(parse(b"PROXY TCP4 x y z w\r\n").is_err());
     }
 
+    /// A CONNECT as a client without a PROXY header would start its connection.
+    fn mqtt_connect() -> Vec<u8> {
+        let c = mqtt_proto::Connect {
+            protocol: mqtt_proto::ProtocolVersion::V3_1_1,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Default::default(),
+            client_id: "c",
+            will: None,
+            username: None,
+            password: None,
+        };
+        let mut out = Vec::new();
+        mqtt_proto::Packet::Connect(c)
+            .emit_buf(mqtt_proto::ProtocolVersion::V3_1_1, &mut out)
+            .expect("encodes");
+        out
+    }
+
     #[test]
     fn refuses_plain_mqtt() {
-        assert!(parse(&[0x10, 0x0c, 0, 4]).is_err());
+        let c = mqtt_connect();
+        for cut in 1..=c.len() {
+            assert!(parse(&c[..cut]).is_err(), "cut {cut}");
+        }
     }
 }

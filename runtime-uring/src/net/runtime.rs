@@ -1,7 +1,33 @@
 //! Building a thread's monoio runtime: io_uring where the kernel allows it, else epoll.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use std::future::Future;
+
+/// Which monoio driver a thread runs on (`--driver` of the broker and the proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only (fails where unavailable).
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+impl Driver {
+    /// Whether to run on io_uring here; an error when io_uring was asked for and the
+    /// kernel does not allow it.
+    pub fn use_uring(self) -> anyhow::Result<bool> {
+        let uring = monoio::utils::detect_uring();
+        Ok(match self {
+            Driver::Auto => uring,
+            Driver::Uring if !uring => bail!("io_uring is not available on this system"),
+            Driver::Uring => true,
+            Driver::Epoll => false,
+        })
+    }
+}
 
 /// Runs `body` to completion on this thread, on an io_uring runtime when `use_uring`, else
 /// on epoll.

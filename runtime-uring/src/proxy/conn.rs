@@ -1,10 +1,10 @@
 //! One client connection, from accept to forwarding: TLS termination (server certificate
 //! chosen by SNI), the CONNECT read within a time and size limit, the route and node
 //! choice, the connection to the node (PROXY v2 header, TLS), the CONNECT handed over,
-//! then [`super::forward`]. Refusals are a CONNACK "server unavailable" in the client's
+//! then [`super::relay`]. Refusals are a CONNACK "server unavailable" in the client's
 //! own protocol version.
 
-use super::forward::{self, Side};
+use super::relay::{self, Side};
 use super::routes::ConnFacts;
 use super::table::{Route, RouteTable};
 use super::Shared;
@@ -53,7 +53,7 @@ struct Client {
 /// the first bytes are in (TCP_DEFER_ACCEPT).
 async fn read_more(stream: &mut TcpStream, into: &mut Vec<u8>) -> Result<(), Early> {
     loop {
-        match forward::recv_into(stream.as_raw_fd(), into) {
+        match relay::recv_into(stream.as_raw_fd(), into) {
             Ok(0) => return Err(Early::Closed),
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -336,7 +336,7 @@ pub async fn serve(
     let Some((client, upstream)) = sides else {
         return;
     };
-    forward::run(
+    relay::run(
         client,
         upstream,
         shared.limits.idle_timeout,

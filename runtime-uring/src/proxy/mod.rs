@@ -18,22 +18,22 @@
 //! | [`store`] | admin objects, state file, publishing new tables |
 //! | [`admin`] | the admin HTTP API |
 //! | [`conn`] | one client: TLS, CONNECT, route, node, refusal |
-//! | [`forward`] | byte forwarding, half-close, idle timeout |
+//! | [`relay`] | byte forwarding, half-close, idle timeout |
 //!
 //! What it deliberately does not do: look at any packet after the CONNECT, or keep
 //! sessions; the broker behind it does that.
 
 pub mod admin;
 pub mod conn;
-pub mod forward;
 pub mod health;
+pub mod relay;
 pub mod ring;
 pub mod routes;
 pub mod ssl;
 pub mod store;
 pub mod table;
 
-use crate::broker::Driver;
+use crate::net::runtime::Driver;
 use anyhow::{bail, Context as _};
 use arc_swap::ArcSwap;
 use routes::{Balance, HashKey, Matcher, RouteSpec, UpstreamSpec, UpstreamTls};
@@ -136,7 +136,7 @@ pub struct ProxyArgs {
     pub tls_client_ca: Option<PathBuf>,
     /// How plain connections are copied: user-space buffers or splice(2).
     #[arg(long, value_enum)]
-    pub forward: Option<forward::CopyMode>,
+    pub forward: Option<relay::CopyMode>,
 }
 
 /// A certificate from the configuration file.
@@ -175,7 +175,7 @@ struct FileConfig {
     proxy_protocol: Option<bool>,
     upstream_tls: Option<bool>,
     upstream_ca: Option<PathBuf>,
-    forward: Option<forward::CopyMode>,
+    forward: Option<relay::CopyMode>,
     #[serde(default)]
     ssl: Vec<FileSsl>,
 }
@@ -187,7 +187,7 @@ pub struct Limits {
     pub max_connect_size: usize,
     pub idle_timeout: Duration,
     pub down_time: Duration,
-    pub copy: forward::CopyMode,
+    pub copy: relay::CopyMode,
 }
 
 /// What every proxy thread shares.
@@ -244,7 +244,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         .clone()
         .or(file.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    crate::cli::init_logging(&level);
+    crate::logging::init(&level);
 
     let pick = |cli: Vec<SocketAddr>, f: Vec<SocketAddr>| if cli.is_empty() { f } else { cli };
     let binds = pick(a.bind.clone(), file.bind.clone());
@@ -413,13 +413,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
     }
 
     let driver = a.driver.unwrap_or_default();
-    let uring = monoio::utils::detect_uring();
-    let use_uring = match driver {
-        Driver::Auto => uring,
-        Driver::Uring if !uring => bail!("io_uring is not available on this system"),
-        Driver::Uring => true,
-        Driver::Epoll => false,
-    };
+    let use_uring = driver.use_uring()?;
     tracing::info!(
         "{threads} proxy thread(s) on {}",
         if use_uring { "io_uring" } else { "epoll" }
@@ -507,7 +501,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.balance, Some(BalanceArg::Roundrobin));
-        assert_eq!(f.forward, Some(forward::CopyMode::Splice));
+        assert_eq!(f.forward, Some(relay::CopyMode::Splice));
         assert_eq!(f.ssl.len(), 1);
         assert_eq!(f.upstreams.len(), 2);
         assert!(toml::from_str::<FileConfig>("bnid = []").is_err());

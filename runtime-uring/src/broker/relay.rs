@@ -67,7 +67,7 @@ pub fn start(
     if owner_tx.try_send(Inbox::Remote(Box::new(remote))).is_err() {
         return;
     }
-    shard.forwarded.set(shard.forwarded.get() + 1);
+    shard.relayed.set(shard.relayed.get() + 1);
     tracing::debug!(
         "{:?}: relayed from shard {} to shard {owner}",
         stream.peer_addr().ok(),
@@ -182,5 +182,5 @@ async fn relay_down(
     }
     down.close();
     super::conn::shutdown(fd);
-    shard.forwarded.set(shard.forwarded.get().saturating_sub(1));
+    shard.relayed.set(shard.relayed.get().saturating_sub(1));
 }

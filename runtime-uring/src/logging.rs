@@ -1,0 +1,13 @@
+//! Logging for every subcommand (broker, proxy, pub/sub): `tracing` to stderr.
+
+/// Installs the `tracing` subscriber at `level` (an `EnvFilter` directive; "info" if it
+/// does not parse). A second call does nothing.
+pub fn init(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
