@@ -1,11 +1,14 @@
 //! TLS with rustls as a byte transform between the socket and the MQTT core: ciphertext
-//! in, plaintext out, and back. Certificates are loaded from PEM files; a new
-//! configuration replaces the old one for new handshakes only (SIGHUP reload).
+//! in, plaintext out, and back. This module is the one place rustls configurations are
+//! built (broker listeners, the CLI client, the proxy's `ssl` objects and upstream TLS):
+//! PEM is parsed from bytes, and callers that start from files go through thin loaders
+//! that name the file in their errors. A new configuration replaces the old one for new
+//! handshakes only (SIGHUP reload).
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{Connection, RootCertStore};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,28 +26,136 @@ pub struct TlsFiles<'a> {
     pub require_certificate: bool,
 }
 
+/// Why PEM text was refused. Kept structured so that each caller words it in its own
+/// terms (a file name for the broker, a JSON field for the proxy's admin API).
+#[derive(Debug)]
+pub enum PemError {
+    /// Not parsable as PEM.
+    Invalid(std::io::Error),
+    /// Parsable, but without an item of the wanted kind.
+    Missing,
+    /// A CA certificate the root store refused.
+    Rejected(rustls::Error),
+}
+
+impl std::fmt::Display for PemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "invalid PEM: {e}"),
+            Self::Missing => f.write_str("nothing found in the PEM text"),
+            Self::Rejected(e) => write!(f, "CA certificate rejected: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {}
+
+/// Why a configuration could not be built (structured for the same reason as [`PemError`]).
+#[derive(Debug)]
+pub enum BuildError {
+    /// The provider supports none of the default protocol versions.
+    Versions(rustls::Error),
+    /// The client-certificate verifier refused the CA roots.
+    Verifier(VerifierBuilderError),
+    /// A client certificate is required but no CA to check it against was given.
+    CaRequired,
+    /// The private key does not fit the certificate (or is unusable).
+    CertKey(rustls::Error),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Versions(e) => write!(f, "TLS protocol versions: {e}"),
+            Self::Verifier(e) => write!(f, "client certificate verifier: {e}"),
+            Self::CaRequired => f.write_str("a required client certificate needs a CA"),
+            Self::CertKey(e) => write!(f, "certificate or key rejected: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// The one crypto provider of every configuration (ring, rustls' default cipher suites).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads every certificate in a PEM file (or inline PEM text).
-pub fn load_certs(pem: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let data = read_pem(pem)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &data[..])
+/// Every certificate of a PEM text; none at all is an error.
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: invalid PEM certificate", pem.display()))?;
+        .map_err(PemError::Invalid)?;
     if certs.is_empty() {
-        bail!("{}: no certificate found", pem.display());
+        return Err(PemError::Missing);
     }
     Ok(certs)
 }
 
-/// Reads the first private key of a PEM file (or inline PEM text).
-pub fn load_key(pem: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let data = read_pem(pem)?;
-    rustls_pemfile::private_key(&mut &data[..])
-        .with_context(|| format!("{}: invalid PEM private key", pem.display()))?
-        .ok_or_else(|| anyhow!("{}: no private key found", pem.display()))
+/// The first private key of a PEM text.
+pub fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(PemError::Invalid)?
+        .ok_or(PemError::Missing)
+}
+
+/// A root store of every certificate of a PEM text.
+pub fn pem_roots(pem: &[u8]) -> Result<RootCertStore, PemError> {
+    let mut roots = RootCertStore::empty();
+    for c in pem_certs(pem)? {
+        roots.add(c).map_err(PemError::Rejected)?;
+    }
+    Ok(roots)
+}
+
+/// Builds a server configuration. With `client_ca`, clients may present a certificate
+/// signed by it, and must when `require_client_cert`; requiring one without a CA is an
+/// error rather than a silently open listener.
+pub fn build_server(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<RootCertStore>,
+    require_client_cert: bool,
+) -> Result<Arc<ServerConfig>, BuildError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError::Versions)?;
+    let builder = match client_ca {
+        Some(roots) => {
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let v = if require_client_cert {
+                v.build()
+            } else {
+                v.allow_unauthenticated().build()
+            };
+            builder.with_client_cert_verifier(v.map_err(BuildError::Verifier)?)
+        }
+        None if require_client_cert => return Err(BuildError::CaRequired),
+        None => builder.with_no_client_auth(),
+    };
+    let cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(BuildError::CertKey)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Builds a client configuration that trusts `roots` only (never the system store), with
+/// an optional client certificate and key.
+pub fn build_client(
+    roots: RootCertStore,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, BuildError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError::Versions)?
+        .with_root_certificates(roots);
+    let cfg = match client_cert {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(BuildError::CertKey)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
 }
 
 /// A file's bytes, or the text itself when it already is PEM (inline PEM in configs).
@@ -56,68 +167,79 @@ fn read_pem(pem: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(pem).with_context(|| format!("cannot read {}", pem.display()))
 }
 
-/// Root store from a CA file.
-pub fn load_roots(cafile: &Path) -> anyhow::Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certs(cafile)? {
-        roots
-            .add(c)
-            .with_context(|| format!("{}: CA certificate rejected", cafile.display()))?;
-    }
-    Ok(roots)
+/// Reads a PEM file into text (for the proxy, whose `ssl` objects hold PEM text).
+pub fn read_pem_file(p: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
-/// Builds a server configuration; every problem is an error naming the file.
-pub fn server_config(f: &TlsFiles<'_>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// A [`PemError`] worded with the file it came from; `what` is the item sought.
+fn file_error(p: &Path, what: &str, e: PemError) -> anyhow::Error {
+    let p = p.display();
+    match e {
+        PemError::Invalid(e) => anyhow::Error::new(e).context(format!("{p}: invalid PEM {what}")),
+        PemError::Missing => anyhow!("{p}: no {what} found"),
+        PemError::Rejected(e) => {
+            anyhow::Error::new(e).context(format!("{p}: CA certificate rejected"))
+        }
+    }
+}
+
+/// Reads every certificate in a PEM file (or inline PEM text).
+pub fn load_certs(pem: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    pem_certs(&read_pem(pem)?).map_err(|e| file_error(pem, "certificate", e))
+}
+
+/// Reads the first private key of a PEM file (or inline PEM text).
+pub fn load_key(pem: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    pem_key(&read_pem(pem)?).map_err(|e| file_error(pem, "private key", e))
+}
+
+/// Root store from a CA file.
+pub fn load_roots(cafile: &Path) -> anyhow::Result<RootCertStore> {
+    pem_roots(&read_pem(cafile)?).map_err(|e| file_error(cafile, "certificate", e))
+}
+
+/// [`BuildError`] worded for the files' user; `cert_key` says what a key mismatch means.
+fn build_error(e: BuildError, cert_key: impl FnOnce() -> String) -> anyhow::Error {
+    match e {
+        BuildError::Versions(e) => anyhow::Error::new(e).context("TLS protocol versions"),
+        BuildError::Verifier(e) => anyhow::Error::new(e).context("client certificate verifier"),
+        BuildError::CaRequired => anyhow!("require_certificate needs a cafile"),
+        BuildError::CertKey(e) => anyhow::Error::new(e).context(cert_key()),
+    }
+}
+
+/// Builds a listener's server configuration; every problem is an error naming the file.
+pub fn server_config(f: &TlsFiles<'_>) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = load_certs(f.certfile)?;
     let key = load_key(f.keyfile)?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let builder = match f.cafile {
-        Some(ca) => {
-            let roots = Arc::new(load_roots(ca)?);
-            let v = WebPkiClientVerifier::builder_with_provider(roots, provider());
-            let v = if f.require_certificate {
-                v.build()
-            } else {
-                v.allow_unauthenticated().build()
-            };
-            builder.with_client_cert_verifier(v.context("client certificate verifier")?)
-        }
-        None if f.require_certificate => bail!("require_certificate needs a cafile"),
-        None => builder.with_no_client_auth(),
-    };
-    let cfg = builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "{} does not match {}",
-            f.certfile.display(),
-            f.keyfile.display()
-        )
-    })?;
-    Ok(Arc::new(cfg))
+    let roots = f.cafile.map(load_roots).transpose()?;
+    build_server(certs, key, roots, f.require_certificate).map_err(|e| {
+        build_error(e, || {
+            format!(
+                "{} does not match {}",
+                f.certfile.display(),
+                f.keyfile.display()
+            )
+        })
+    })
 }
 
 /// Builds a client configuration: trust `cafile` (or nothing else), optional client cert.
 pub fn client_config(
     cafile: Option<&Path>,
     cert_key: Option<(&Path, &Path)>,
-) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+) -> anyhow::Result<Arc<ClientConfig>> {
     let roots = match cafile {
         Some(ca) => load_roots(ca)?,
         None => RootCertStore::empty(),
     };
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
-    let cfg = match cert_key {
-        Some((c, k)) => builder
-            .with_client_auth_cert(load_certs(c)?, load_key(k)?)
-            .context("client certificate or key rejected")?,
-        None => builder.with_no_client_auth(),
+    let pair = match cert_key {
+        Some((c, k)) => Some((load_certs(c)?, load_key(k)?)),
+        None => None,
     };
-    Ok(Arc::new(cfg))
+    build_client(roots, pair)
+        .map_err(|e| build_error(e, || "client certificate or key rejected".to_owned()))
 }
 
 /// The subject Common Name of the peer's certificate (after verification).
@@ -210,5 +332,67 @@ impl TlsLayer {
     /// Still handshaking.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> (String, String) {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+        (params.self_signed(&kp).unwrap().pem(), kp.serialize_pem())
+    }
+
+    #[test]
+    fn pem_problems_are_told_apart() {
+        assert!(matches!(pem_certs(b"not pem"), Err(PemError::Missing)));
+        assert!(matches!(pem_key(b"not pem"), Err(PemError::Missing)));
+        let (cert, key) = self_signed();
+        assert_eq!(pem_certs(cert.as_bytes()).unwrap().len(), 1);
+        assert!(pem_key(key.as_bytes()).is_ok());
+        assert!(pem_roots(cert.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn builders() {
+        let (cert, key) = self_signed();
+        let certs = || pem_certs(cert.as_bytes()).unwrap();
+        let key = || pem_key(key.as_bytes()).unwrap();
+        let roots = || Some(pem_roots(cert.as_bytes()).unwrap());
+        assert!(build_server(certs(), key(), None, false).is_ok());
+        assert!(build_server(certs(), key(), roots(), false).is_ok());
+        assert!(build_server(certs(), key(), roots(), true).is_ok());
+        assert!(matches!(
+            build_server(certs(), key(), None, true),
+            Err(BuildError::CaRequired)
+        ));
+        let (_, other_key) = self_signed();
+        let other = pem_key(other_key.as_bytes()).unwrap();
+        assert!(matches!(
+            build_server(certs(), other, None, false),
+            Err(BuildError::CertKey(_))
+        ));
+        assert!(build_client(RootCertStore::empty(), None).is_ok());
+        assert!(build_client(RootCertStore::empty(), Some((certs(), key()))).is_ok());
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let e = load_certs(Path::new("/nonexistent/c.pem")).unwrap_err();
+        assert_eq!(e.to_string(), "cannot read /nonexistent/c.pem");
+        let (cert, key) = self_signed();
+        // Inline PEM without a key: worded as before the builders moved here.
+        let e = load_key(Path::new(&cert)).unwrap_err();
+        assert!(e.to_string().ends_with(": no private key found"), "{e}");
+        let e = server_config(&TlsFiles {
+            certfile: Path::new(&cert),
+            keyfile: Path::new(&key),
+            cafile: None,
+            require_certificate: true,
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "require_certificate needs a cafile");
     }
 }

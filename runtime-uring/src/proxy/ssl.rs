@@ -9,13 +9,14 @@
 //! object, and clients that send none (connecting by IP address).
 
 use super::routes::{object, only, path, string, FieldError};
-use anyhow::Context as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use crate::net::tls::{self, BuildError, PemError};
+use rustls::ServerConfig;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// File reading lives with the other TLS loading; re-exported for the proxy's callers.
+pub use crate::net::tls::read_pem_file;
 
 type Res<T> = Result<T, FieldError>;
 
@@ -138,60 +139,35 @@ pub fn parse_ssl(v: &Value) -> Res<SslSpec> {
     })
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Certificates of a PEM text.
-pub fn pem_certs(pem: &str, field: &str) -> Res<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| FieldError::new(field, format!("invalid PEM certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(FieldError::new(field, "no PEM certificate found"));
+/// A PEM problem worded for the admin API: the field, then what is wrong with it.
+fn pem_error(field: &str, what: &str, e: PemError) -> FieldError {
+    match e {
+        PemError::Invalid(e) => FieldError::new(field, format!("invalid PEM {what}: {e}")),
+        PemError::Missing => FieldError::new(field, format!("no PEM {what} found")),
+        PemError::Rejected(e) => FieldError::new(field, format!("CA certificate rejected: {e}")),
     }
-    Ok(certs)
 }
 
-/// The first private key of a PEM text.
-pub fn pem_key(pem: &str, field: &str) -> Res<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| FieldError::new(field, format!("invalid PEM private key: {e}")))?
-        .ok_or_else(|| FieldError::new(field, "no PEM private key found"))
-}
-
-/// A root store of the certificates of a PEM text.
-pub fn pem_roots(pem: &str, field: &str) -> Res<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for c in pem_certs(pem, field)? {
-        roots
-            .add(c)
-            .map_err(|e| FieldError::new(field, format!("CA certificate rejected: {e}")))?;
-    }
-    Ok(roots)
-}
-
-/// Builds the server configuration of an `ssl` object.
+/// Builds the server configuration of an `ssl` object; a `client.ca` makes a client
+/// certificate mandatory (APISIX's mutual TLS has no optional mode).
 pub fn compile(s: &SslSpec) -> Res<Arc<ServerConfig>> {
-    let certs = pem_certs(&s.cert, "cert")?;
-    let key = pem_key(&s.key, "key")?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FieldError::new("cert", e.to_string()))?;
-    let builder = match &s.client_ca {
-        Some(ca) => {
-            let roots = Arc::new(pem_roots(ca, "client.ca")?);
-            let v = WebPkiClientVerifier::builder_with_provider(roots, provider())
-                .build()
-                .map_err(|e| FieldError::new("client.ca", e.to_string()))?;
-            builder.with_client_cert_verifier(v)
-        }
-        None => builder.with_no_client_auth(),
+    let certs =
+        tls::pem_certs(s.cert.as_bytes()).map_err(|e| pem_error("cert", "certificate", e))?;
+    let key = tls::pem_key(s.key.as_bytes()).map_err(|e| pem_error("key", "private key", e))?;
+    let roots = match &s.client_ca {
+        Some(ca) => Some(
+            tls::pem_roots(ca.as_bytes()).map_err(|e| pem_error("client.ca", "certificate", e))?,
+        ),
+        None => None,
     };
-    let cfg = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| FieldError::new("key", format!("does not match cert: {e}")))?;
-    Ok(Arc::new(cfg))
+    let require = roots.is_some();
+    tls::build_server(certs, key, roots, require).map_err(|e| match e {
+        BuildError::Versions(e) => FieldError::new("cert", e.to_string()),
+        BuildError::CertKey(e) => FieldError::new("key", format!("does not match cert: {e}")),
+        BuildError::Verifier(e) => FieldError::new("client.ca", e.to_string()),
+        // Cannot happen: a certificate is required only when there are roots.
+        e @ BuildError::CaRequired => FieldError::new("client.ca", e.to_string()),
+    })
 }
 
 /// A client configuration for TLS towards the nodes: trust `ca_pem`, optional client
@@ -200,26 +176,23 @@ pub fn client_config(
     ca_pem: &str,
     client_cert: Option<&(String, String)>,
 ) -> Res<Arc<rustls::ClientConfig>> {
-    let roots = pem_roots(ca_pem, "upstream CA")?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FieldError::new("upstream.tls", e.to_string()))?
-        .with_root_certificates(roots);
-    let cfg = match client_cert {
-        Some((c, k)) => builder
-            .with_client_auth_cert(
-                pem_certs(c, "upstream.tls.client_cert")?,
-                pem_key(k, "upstream.tls.client_key")?,
-            )
-            .map_err(|e| FieldError::new("upstream.tls.client_key", e.to_string()))?,
-        None => builder.with_no_client_auth(),
+    let roots = tls::pem_roots(ca_pem.as_bytes())
+        .map_err(|e| pem_error("upstream CA", "certificate", e))?;
+    let pair = match client_cert {
+        Some((c, k)) => Some((
+            tls::pem_certs(c.as_bytes())
+                .map_err(|e| pem_error("upstream.tls.client_cert", "certificate", e))?,
+            tls::pem_key(k.as_bytes())
+                .map_err(|e| pem_error("upstream.tls.client_key", "private key", e))?,
+        )),
+        None => None,
     };
-    Ok(Arc::new(cfg))
-}
-
-/// Reads a PEM file into text (for configuration files that name files).
-pub fn read_pem_file(p: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    tls::build_client(roots, pair).map_err(|e| match e {
+        BuildError::Versions(e) => FieldError::new("upstream.tls", e.to_string()),
+        BuildError::CertKey(e) => FieldError::new("upstream.tls.client_key", e.to_string()),
+        // Only server configurations check client certificates.
+        e => FieldError::new("upstream.tls", e.to_string()),
+    })
 }
 
 /// Server configurations by server name.
