@@ -5,7 +5,7 @@ use crate::time::Instant;
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::{Properties, PropertyContext, QoS};
 
-/// Who published a message, for No Local ([MQTT-3.8.3-3]). Zero means the broker itself
+/// Who published a message, for No Local ([MQTT-3.8.3-3] v5). Zero means the broker itself
 /// (wills, $SYS) and never equals a session.
 pub type Origin = u64;
 

@@ -94,7 +94,8 @@ pub enum DecodeError {
     InvalidSubscriptionOptions,
     /// Retain Handling of 3 ([MQTT-3.8.3-6]... Protocol Error).
     InvalidRetainHandling,
-    /// SUBSCRIBE or UNSUBSCRIBE without any topic filter ([MQTT-3.8.3-3], [MQTT-3.10.3-2]).
+    /// SUBSCRIBE or UNSUBSCRIBE without any topic filter ([MQTT-3.8.3-2] v5 and
+    /// [MQTT-3.8.3-3] v3.1.1; [MQTT-3.10.3-2] in both).
     NoTopicFilters,
     /// SUBACK or UNSUBACK without any reason code.
     NoReasonCodes,

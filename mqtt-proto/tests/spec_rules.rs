@@ -704,8 +704,8 @@ fn mqtt_3_8_3_1_retain_handling_3_rejected() {
     );
 }
 
-/// [MQTT-3.8.3-3] (5.0 and 3.1.1): a SUBSCRIBE has at least one topic filter / option pair;
-/// [MQTT-3.10.3-2]: an UNSUBSCRIBE at least one topic filter.
+/// [MQTT-3.8.3-2] v5 and [MQTT-3.8.3-3] v3.1.1: a SUBSCRIBE has at least one topic filter /
+/// option pair; [MQTT-3.10.3-2] (both): an UNSUBSCRIBE at least one topic filter.
 #[test]
 fn mqtt_3_8_3_3_and_3_10_3_2_empty_subscribe_unsubscribe() {
     for v in ALL {

@@ -216,7 +216,7 @@ impl Broker {
             .and_then(|p| p.auth_method.clone())
             .or_else(|| c.rare.as_ref().and_then(|r| r.auth_method.clone()));
         let method = a.properties.authentication_method;
-        // [MQTT-4.12.0-...]: AUTH must carry the method of the exchange in progress, and
+        // [MQTT-4.12.0-5] v5: AUTH must carry the method of the exchange in progress, and
         // only a client that used enhanced authentication may send AUTH at all.
         let Some(expected) = expected.filter(|m| Some(&**m) == method) else {
             return self.protocol_error(conn, now, ReasonCode::ProtocolError);

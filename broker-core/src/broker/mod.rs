@@ -550,7 +550,8 @@ impl Broker {
     }
 
     /// Closes every connection for shutdown: MQTT 5 clients get DISCONNECT 0x8B
-    /// ([MQTT-3.14.4-...] server shutting down), wills are published as for any
+    /// (0x8B "Server shutting down", then nothing more and the connection closed:
+    /// [MQTT-3.14.4-1], [MQTT-3.14.4-2] v5), wills are published as for any
     /// server-initiated close, and further accepts are refused.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;

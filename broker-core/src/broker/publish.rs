@@ -81,7 +81,7 @@ impl Broker {
         if fail.is_none() && p.qos == QoS::ExactlyOnce {
             if let Some(id) = pid {
                 if s.rx_qos2.contains(&id.get()) {
-                    // [MQTT-4.3.3-...] a duplicate before PUBREL: acknowledge, do not deliver
+                    // [MQTT-4.3.3-10] v5 ([MQTT-4.3.3-2] v3.1.1) a duplicate before PUBREL: acknowledge, do not deliver
                     // again (exactly once).
                     let ack = Ctrl::Ack {
                         kind: PacketType::PubRec,
@@ -323,7 +323,7 @@ impl Broker {
                     let Some(s) = sessions.get_mut(*session) else {
                         return;
                     };
-                    // [MQTT-3.8.3-3] No Local: not to the publishing session.
+                    // [MQTT-3.8.3-3] v5 No Local: not to the publishing session.
                     if options.no_local && s.origin == msg.origin {
                         return;
                     }
@@ -618,7 +618,7 @@ impl Broker {
                     return;
                 }
                 if let Some(f) = s.inflight.get_mut(pos) {
-                    // [MQTT-4.3.3-...] after PUBREC only PUBREL is sent for this id.
+                    // [MQTT-4.3.3-6] v5 ([MQTT-4.3.3-1] v3.1.1) after PUBREC only PUBREL is sent for this id.
                     f.state = InflightState::AwaitComp;
                     f.needs_send = false;
                 }

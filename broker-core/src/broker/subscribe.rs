@@ -90,7 +90,8 @@ impl Broker {
         sub_id: Option<u32>,
         retained: &mut Vec<Queued>,
     ) -> Result<ReasonCode, Fatal> {
-        // [MQTT-3.8.3-...] an invalid filter is refused alone (0x8F; 0x80 in 3.1.1).
+        // An invalid filter is refused alone, as if sent in a SUBSCRIBE of its own (0x8F;
+        // 0x80 in 3.1.1): [MQTT-3.8.4-5] v5, [MQTT-3.8.4-4] v3.1.1.
         let Ok(filter) = Filter::parse(text) else {
             return Ok(ReasonCode::TopicFilterInvalid);
         };

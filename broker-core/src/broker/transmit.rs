@@ -30,7 +30,7 @@ enum Skip {
 }
 
 /// Encodes one PUBLISH for `c` into `tx`, choosing a topic alias when the client allows
-/// them ([MQTT-3.3.2-...] aliases are per connection).
+/// them (aliases are per connection, [MQTT-3.3.2-7] v5).
 fn encode_publish(
     c: &mut Conn,
     item: &Queued,

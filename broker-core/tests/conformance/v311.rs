@@ -857,7 +857,7 @@ fn mqtt_3_8_1_1_3_8_3_1_3_8_3_3_and_3_8_3_4_malformed_subscribe() {
         },
         // [MQTT-3.8.3-1] UTF-8.
         sub3(&[0xFF], 0),
-        // [MQTT-3.8.3-3] no Topic Filter.
+        // [MQTT-3.8.3-3] v3.1.1: no Topic Filter.
         frame(0x82, &[0, 1]),
         // [MQTT-3-8.3-4] reserved bits in the options byte, QoS 3.
         sub3(b"a", 0x04),

@@ -82,7 +82,7 @@ fn mqtt_3_8_3_3_no_local() {
     subscribe(&mut s, other, "chat/#", Q1);
     publish(&mut s, me, "chat/room", b"from me", Q1, false, 1);
     publish(&mut s, other, "chat/room", b"from other", Q1, false, 1);
-    // [MQTT-3.8.3-3] not forwarded to the publishing ClientID.
+    // [MQTT-3.8.3-3] v5: not forwarded to the publishing ClientID.
     assert_eq!(payloads(&recv(&mut s, me)), ["from other"]);
     assert_eq!(payloads(&recv(&mut s, other)), ["from me", "from other"]);
     // Still true across a reconnection of the same session.

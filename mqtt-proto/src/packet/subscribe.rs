@@ -238,7 +238,7 @@ pub struct Subscribe<'a> {
     pub packet_id: PacketId,
     /// Properties (MQTT 5): a Subscription Identifier and user properties.
     pub properties: Properties<'a>,
-    /// At least one entry ([MQTT-3.8.3-3]).
+    /// At least one entry ([MQTT-3.8.3-2] v5, [MQTT-3.8.3-3] v3.1.1).
     pub subscriptions: Subscriptions<'a>,
 }
 
@@ -254,7 +254,7 @@ impl<'a> Subscribe<'a> {
             parse_options(p.u8()?, v)?;
             count += 1;
         }
-        // [MQTT-3.8.3-3] at least one topic filter.
+        // [MQTT-3.8.3-2] v5, [MQTT-3.8.3-3] v3.1.1: at least one topic filter.
         if count == 0 {
             return Err(DecodeError::NoTopicFilters);
         }
