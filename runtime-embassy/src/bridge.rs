@@ -503,7 +503,12 @@ impl Bridge {
     }
 
     /// One upstream MQTT connection, until it fails.
-    async fn session(&mut self, sock: &mut TcpSocket<'_>, packet: &mut [u8], backoff: &mut Backoff) {
+    async fn session(
+        &mut self,
+        sock: &mut TcpSocket<'_>,
+        packet: &mut [u8],
+        backoff: &mut Backoff,
+    ) {
         self.up.handle_connected(now());
         let mut fill = 0usize;
         loop {

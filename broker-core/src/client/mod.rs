@@ -10,7 +10,9 @@
 mod reconnect;
 mod types;
 
-pub use reconnect::{describe_refusal, refusal_is_final, Backoff};
+pub use reconnect::{
+    describe_refusal, describe_subscribe_refusal, refusal_hint, refusal_is_final, Backoff,
+};
 pub use types::{ClientError, ClientEvent, ClientOptions, ClientWill, Received};
 
 use crate::time::Instant;

@@ -89,6 +89,23 @@ pub fn describe_refusal(code: ReasonCode) -> &'static str {
     }
 }
 
+/// What else a refusal with `code` may mean, for a person reading it: Mosquitto 2.0
+/// answers a wrong password with "not authorized" (3.1.1 return code 5, MQTT 5 0x87), not
+/// "bad user name or password".
+pub fn refusal_hint(code: ReasonCode) -> Option<&'static str> {
+    (code == ReasonCode::NotAuthorized)
+        .then_some("a wrong user name or password, or a client the broker does not admit")
+}
+
+/// A SUBACK failure in words. A 3.1.1 broker can only say 0x80 (read as "unspecified
+/// error"), which is most often an ACL refusal.
+pub fn describe_subscribe_refusal(code: ReasonCode) -> &'static str {
+    match code {
+        ReasonCode::NotAuthorized | ReasonCode::UnspecifiedError => "not authorized (or refused)",
+        _ => code.description(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

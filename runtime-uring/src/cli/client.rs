@@ -3,8 +3,8 @@
 
 use crate::client::{expand_client_id, parse_url, ClientConfig, MqttClient};
 use anyhow::{anyhow, bail, Context as _};
-use broker_core::client::ClientEvent;
-use mqtt_proto::{ProtocolVersion, QoS, ReasonCode};
+use broker_core::client::{describe_subscribe_refusal, ClientEvent};
+use mqtt_proto::{ProtocolVersion, QoS};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -223,13 +223,7 @@ pub fn subscribe(a: SubArgs) -> anyhow::Result<()> {
                 ClientEvent::Subscribed { token: t, codes } if t == token => {
                     for (f, code) in a.topic.iter().zip(&codes) {
                         if code.is_error() {
-                            let why = if *code == ReasonCode::NotAuthorized
-                                || *code == ReasonCode::UnspecifiedError
-                            {
-                                "not authorized (or refused)"
-                            } else {
-                                code.description()
-                            };
+                            let why = describe_subscribe_refusal(*code);
                             bail!(
                                 "subscription to {f:?} refused by the broker: {why} (0x{:02X})",
                                 *code as u8

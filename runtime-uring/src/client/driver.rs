@@ -10,7 +10,8 @@ use super::ClientConfig;
 use crate::net::tls::{client_config, TlsLayer};
 use crate::net::ws::{self, WsLayer};
 use broker_core::client::{
-    describe_refusal, refusal_is_final, Backoff, Client, ClientError, ClientEvent, ClientOptions,
+    describe_refusal, refusal_hint, refusal_is_final, Backoff, Client, ClientError, ClientEvent,
+    ClientOptions,
 };
 use broker_core::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
@@ -54,12 +55,8 @@ impl fmt::Display for ClientFailure {
                     describe_refusal(*c),
                     *c as u8
                 )?;
-                // Mosquitto 2.0 answers a wrong password with "not authorized" (3.1.1
-                // return code 5, MQTT 5 0x87), not "bad user name or password".
-                if *c == ReasonCode::NotAuthorized {
-                    f.write_str(
-                        "; a wrong user name or password, or a client the broker does not admit",
-                    )?;
+                if let Some(hint) = refusal_hint(*c) {
+                    write!(f, "; {hint}")?;
                 }
                 Ok(())
             }
