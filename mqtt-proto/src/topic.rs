@@ -155,6 +155,13 @@ pub fn has_wildcards(filter: &str) -> bool {
     filter.bytes().any(|b| b == b'+' || b == b'#')
 }
 
+/// The part of `topic` below `root`: `Some("")` for the root itself, `Some("/...")` for a
+/// topic under it, `None` otherwise. Whole levels only: `a/bc` is not under `a/b`.
+pub fn below<'t>(topic: &'t str, root: &str) -> Option<&'t str> {
+    let rest = topic.strip_prefix(root)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
 /// One level of a topic filter as the matchers below read it. `T` is however the caller
 /// holds a level that must equal the topic's: text, or (in an ACL) a pattern that depends
 /// on the client.

@@ -75,10 +75,7 @@ impl Default for BridgeBuffers {
 
 /// `topic` under `from` (the root itself or `from/...`) rewritten under `to`.
 pub fn map_topic(topic: &str, from: &str, to: &str) -> Option<String> {
-    let rest = topic.strip_prefix(from)?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
-    }
+    let rest = mqtt_proto::topic::below(topic, from)?;
     let mut out = String::with_capacity(to.len() + rest.len());
     out.push_str(to);
     out.push_str(rest);
