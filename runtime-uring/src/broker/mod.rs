@@ -26,7 +26,7 @@ pub enum Placement {
     #[default]
     Handoff,
     /// The accepting shard keeps the socket and relays bytes to and from the owner
-    /// (`relay`). Named "forward" on the command line, as it always was.
+    // (`relay.rs`; still "forward" on the command line, hence the explicit name).
     #[value(name = "forward")]
     Relay,
 }
