@@ -202,15 +202,18 @@ impl<'a> FilterLevel<&'a str> {
     }
 }
 
+/// The levels of a validated filter.
+pub fn filter_levels(filter: &str) -> impl Iterator<Item = FilterLevel<&str>> {
+    filter.split('/').map(FilterLevel::parse)
+}
+
 /// Does `filter` (validated, not shared) match `topic` (a validated name)?
 ///
 /// `+` matches one level, `#` the parent level and any number of child levels
 /// ([MQTT-4.7.1-2] v3.1.1 and v5); a topic starting with `$` is not matched by a filter
 /// starting with a wildcard ([MQTT-4.7.2-1] v3.1.1 and v5).
 pub fn matches(filter: &str, topic: &str) -> bool {
-    matches_levels(filter.split('/').map(FilterLevel::parse), topic, |f, t| {
-        f == t
-    })
+    matches_levels(filter_levels(filter), topic, |f, t| f == t)
 }
 
 /// [`matches`] over filter levels the caller holds its own way: `eq(level, topic_level)`
@@ -248,7 +251,7 @@ pub fn covers_levels<T>(
     mut eq: impl FnMut(T, &str) -> bool,
 ) -> bool {
     let dollar = filter.starts_with('$');
-    let mut f = filter.split('/').map(FilterLevel::parse);
+    let mut f = filter_levels(filter);
     for (i, level) in rule.into_iter().enumerate() {
         match (level, f.next()) {
             (l, _) if i == 0 && dollar && l.is_wildcard() => return false,

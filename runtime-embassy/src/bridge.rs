@@ -128,6 +128,9 @@ impl Bridge {
             version: ProtocolVersion::V5,
             keep_alive: 0,
             clean_start: true,
+            // Kept when its connection closes, so that the reconnect (Clean Start, which
+            // discards it) replaces it instead of needing a new place under `max_sessions`.
+            session_expiry: u32::MAX,
             // The broker sends at most `window` unacknowledged messages; the rest wait in
             // the bridge's session queue.
             receive_maximum: window,
@@ -460,6 +463,10 @@ pub async fn bridge_task(
     let [a, b, c, d] = UPLINK_ADDRESS;
     let remote = IpEndpoint::new(Ipv4Address::new(a, b, c, d).into(), UPLINK_PORT);
     // Constants from gateway.toml (u64 there); delays of over 49 days are not meant.
+    const _: () = assert!(
+        BACKOFF_MAX_MS <= u32::MAX as u64,
+        "uplink.backoff_max_ms too large"
+    );
     let mut backoff = Backoff::new(BACKOFF_MIN_MS as u32, BACKOFF_MAX_MS as u32);
     loop {
         {

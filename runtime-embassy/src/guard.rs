@@ -9,7 +9,8 @@
 //! |---|---|---|
 //! | accept | `Hooks::on_accept` | TCP connection closed before CONNECT |
 //! | connect | `Authenticator::authenticate` | CONNACK 0x88 server unavailable (3.1.1: 3) |
-//! //! | subscribe | `Hooks::on_subscribe` | SUBACK 0x97 (3.1.1: 0x80) |
+//! | sessions | the core's `Config::max_sessions` | CONNACK 0x97 quota exceeded (3.1.1: 3) |
+//! | subscribe | `Hooks::on_subscribe` | SUBACK 0x97 (3.1.1: 0x80) |
 //! | publish | `Hooks::on_message_arrived` | PUBACK/PUBREC 0x97 (3.1.1: dropped, counted) |
 //!
 //! The reserves are ordered so that new connections are refused first and existing clients
@@ -217,7 +218,9 @@ impl Hooks for Gate {
     }
 
     fn on_session_terminated(&mut self, _client_id: &str, _why: SessionEnd) {
-        SESSIONS.fetch_sub(1, Ordering::Relaxed);
+        // Saturating: a session restored without `on_session_created` may end too.
+        // (One executor: a load and a store cannot interleave with another update.)
+        SESSIONS.store(get(&SESSIONS).saturating_sub(1), Ordering::Relaxed);
     }
 
     fn on_subscribe(

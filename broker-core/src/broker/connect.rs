@@ -85,6 +85,9 @@ impl Broker {
             c.client_id.into()
         };
 
+        // Checked before authentication (cheap to refuse). A session created by a pending
+        // enhanced-authentication exchange can take the place meanwhile and exceed the
+        // limit by the number of such exchanges; no shell sets both today.
         if self.sessions.len() >= self.cfg.max_sessions
             && !self.by_id.contains(&self.sessions, &client_id)
         {

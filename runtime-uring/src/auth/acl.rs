@@ -71,6 +71,8 @@ enum Exact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     access: u8,
+    /// The rule's text starts with `$` (see `applies`).
+    dollar: bool,
     levels: Box<[FilterLevel<Exact>]>,
 }
 
@@ -258,7 +260,7 @@ impl AclFile {
         }
         // Mosquitto: "ACL denying access to client with dangerous client id / username".
         // Substituted into a level, such a value would pass for a wildcard.
-        let dangerous = |s: &str| s.bytes().any(|b| b == b'+' || b == b'#');
+        let dangerous = |s: &str| topic::has_wildcards(s);
         if dangerous(who.client_id) || who.username.is_some_and(dangerous) {
             return false;
         }
@@ -312,9 +314,8 @@ fn parse_rule(access: u8, topic: &str, pattern: bool) -> Result<Rule, String> {
             "invalid topic \"{topic}\": ACL rules match the filter without $share/{{group}}/"
         ));
     }
-    let levels = topic
-        .split('/')
-        .map(|level| match FilterLevel::parse(level) {
+    let levels = topic::filter_levels(topic)
+        .map(|level| match level {
             FilterLevel::MultiLevel => FilterLevel::MultiLevel,
             FilterLevel::SingleLevel => FilterLevel::SingleLevel,
             FilterLevel::Exact(l) if pattern && (l.contains("%c") || l.contains("%u")) => {
@@ -323,7 +324,11 @@ fn parse_rule(access: u8, topic: &str, pattern: bool) -> Result<Rule, String> {
             FilterLevel::Exact(l) => FilterLevel::Exact(Exact::Literal(l.into())),
         })
         .collect();
-    Ok(Rule { access, levels })
+    Ok(Rule {
+        access,
+        dollar: topic.starts_with('$'),
+        levels,
+    })
 }
 
 /// Splits a pattern level into text, `%c` and `%u`.
@@ -390,6 +395,12 @@ fn template_matches(pieces: &[Piece], who: Who<'_>, level: &str) -> bool {
 /// wildcard, [MQTT-4.7.2-1] v3.1.1 and v5); a template level matches with the client's
 /// values substituted.
 fn applies(rule: &Rule, who: Who<'_>, topic: &str, op: Op) -> bool {
+    // Mosquitto's ACL rule, stricter than [MQTT-4.7.2-1]: a `$` topic is only reached by
+    // a rule written with a leading `$`, so that no `%c` or `%u` template (a client named
+    // `$SYS`) opens one.
+    if topic.starts_with('$') != rule.dollar {
+        return false;
+    }
     let levels = rule.levels.iter().map(FilterLevel::as_ref);
     let eq = |l: &Exact, text: &str| match l {
         Exact::Literal(l) => **l == *text,
@@ -570,6 +581,15 @@ mod tests {
         assert!(a.check_receive("ok", None, "public/x"));
         // The user's own topic rules still apply (as in Mosquitto).
         assert!(a.check_publish("a+b", Some("u"), "mine/1"));
+    }
+
+    #[test]
+    fn a_template_rule_never_opens_a_dollar_topic() {
+        let a = acl("pattern readwrite %c/#\npattern readwrite %u/#\n");
+        assert!(a.check_receive("dev", None, "dev/x"));
+        assert!(!a.check_receive("$SYS", None, "$SYS/broker/uptime"));
+        assert!(!a.check_subscribe("$SYS", None, "$SYS/#"));
+        assert!(!a.check_publish("$aws", Some("$aws"), "$aws/things"));
     }
 
     #[test]

@@ -242,7 +242,9 @@ impl Shard {
             }
             Inbox::Wake(w) => w.wake(),
             Inbox::Shutdown => {
-                self.phase.set(Phase::StopRequested);
+                if self.phase.get() == Phase::Serving {
+                    self.phase.set(Phase::StopRequested);
+                }
                 self.stop_signal.notify();
             }
         }
