@@ -29,6 +29,8 @@ pub mod policy;
 mod retained;
 mod session;
 pub mod shard;
+#[cfg(feature = "store")]
+pub mod store;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod slab;

@@ -118,7 +118,7 @@ pub fn encode_session(now: Instant, s: &SessionSnapshot, out: &mut Vec<u8>) {
     }
 }
 
-fn options(b: u8) -> Option<SubscriptionOptions> {
+pub(crate) fn options(b: u8) -> Option<SubscriptionOptions> {
     Some(SubscriptionOptions {
         qos: QoS::from_u8(b & 3)?,
         no_local: b & 4 != 0,

@@ -264,24 +264,6 @@ pub struct SessionSnapshot {
     pub messages: Vec<(Message, QoS, bool)>,
 }
 
-/// Where sessions are kept across restarts. The broker keeps every session in memory and
-/// tells the store what changed; a durable store writes it down and hands it back at start.
-pub trait SessionStore {
-    /// A persistent session went offline or its subscriptions changed.
-    fn session_saved(&mut self, snapshot: &SessionSnapshot) {
-        let _ = snapshot;
-    }
-    /// A session ended.
-    fn session_removed(&mut self, client_id: &str) {
-        let _ = client_id;
-    }
-}
-
-/// Keeps sessions in memory only (they end with the process).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemoryStore;
-impl SessionStore for MemoryStore {}
-
 /// The pluggable parts a broker shard is built with.
 pub struct Policy {
     /// Authentication.
@@ -290,8 +272,6 @@ pub struct Policy {
     pub authorizer: Box<dyn Authorizer + Send>,
     /// Hooks.
     pub hooks: Box<dyn Hooks + Send>,
-    /// Session storage.
-    pub store: Box<dyn SessionStore + Send>,
 }
 
 impl Default for Policy {
@@ -300,7 +280,6 @@ impl Default for Policy {
             authenticator: Box::new(AllowAll),
             authorizer: Box::new(AllowAllTopics),
             hooks: Box::new(NoHooks),
-            store: Box::new(MemoryStore),
         }
     }
 }

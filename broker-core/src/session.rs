@@ -2,7 +2,7 @@
 
 use crate::index::Hasher64;
 use crate::message::Message;
-use crate::policy::{ConnId, StoredSubscription};
+use crate::policy::ConnId;
 use crate::time::Instant;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -231,6 +231,10 @@ impl Subs {
             .insert(filter, rec)
     }
 
+    pub(crate) fn get(&self, filter: &str) -> Option<&SubRecord> {
+        self.0.as_ref()?.get(filter)
+    }
+
     pub(crate) fn remove_entry(&mut self, filter: &str) -> Option<(Box<str>, SubRecord)> {
         self.0.as_mut()?.remove_entry(filter)
     }
@@ -240,9 +244,6 @@ impl Subs {
         self.0.take().into_iter().flat_map(|m| m.into_iter())
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Box<str>, &SubRecord)> {
-        self.0.iter().flat_map(|m| m.iter())
-    }
 }
 
 /// A message waiting for, or in, delivery to one session.
@@ -256,6 +257,29 @@ pub(crate) struct Queued {
     pub ids: SubIds,
     /// Set when delivered through a shared subscription.
     pub group: Option<Arc<GroupName>>,
+    /// Its record's number in a durable store (0: not stored).
+    #[cfg(feature = "store")]
+    pub seq: u64,
+}
+
+impl Queued {
+    pub(crate) fn new(
+        msg: Message,
+        qos: QoS,
+        retain: bool,
+        ids: SubIds,
+        group: Option<Arc<GroupName>>,
+    ) -> Self {
+        Self {
+            msg,
+            qos,
+            retain,
+            ids,
+            group,
+            #[cfg(feature = "store")]
+            seq: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +305,8 @@ pub(crate) struct Inflight {
 }
 
 #[derive(Debug, Clone)]
+// The options and identifier are what a durable store records.
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 pub(crate) struct SubRecord {
     pub options: SubscriptionOptions,
     pub id: Option<u32>,
@@ -330,6 +356,9 @@ pub(crate) struct Session {
     pub overflow_since: Option<Instant>,
     /// No progress for the stall timeout: dropped for instead of parked.
     pub stalled: bool,
+    /// Its records are in the durable store (a persistent session, store enabled).
+    #[cfg(feature = "store")]
+    pub stored: bool,
 }
 
 impl Session {
@@ -358,6 +387,8 @@ impl Session {
             overflow: LazyDeque::new(),
             overflow_since: None,
             stalled: false,
+            #[cfg(feature = "store")]
+            stored: false,
         }
     }
 
@@ -399,31 +430,5 @@ impl Session {
         // Acknowledgements usually come in order: the front is the likely hit.
         self.inflight.iter().position(|f| f.pid == pid)
     }
-
-    pub(crate) fn snapshot(&self) -> crate::policy::SessionSnapshot {
-        let subscriptions = self
-            .subs
-            .iter()
-            .map(|(f, r)| StoredSubscription {
-                filter: f.clone(),
-                options: r.options,
-                id: r.id,
-            })
-            .collect();
-        let messages = self
-            .inflight
-            .iter()
-            .filter(|f| f.state != InflightState::AwaitComp)
-            .map(|f| (f.item.msg.clone(), f.item.qos, f.sent_once))
-            .chain(self.queue.iter().map(|q| (q.msg.clone(), q.qos, false)))
-            .collect();
-        crate::policy::SessionSnapshot {
-            client_id: self.client_id.clone(),
-            username: self.username.clone(),
-            protocol: self.protocol,
-            expiry_interval: self.expiry_interval,
-            subscriptions,
-            messages,
-        }
-    }
 }
+

@@ -17,3 +17,4 @@ pub mod config;
 pub mod logging;
 pub mod net;
 pub mod proxy;
+pub mod store;

@@ -446,10 +446,10 @@ impl Broker {
                 self.policy.hooks.on_session_created(&info);
             }
             self.policy.hooks.on_connected(&info);
-            if s.expiry_interval > 0 {
-                self.policy.store.session_saved(&s.snapshot());
-            }
         }
+        // The CONNACK (and everything after it) waits for the session's record.
+        self.store_session(sk, Some(conn));
+        self.store_will(sk, params.will.as_ref());
         self.wake(conn);
     }
 
@@ -518,7 +518,8 @@ impl Broker {
             self.metrics.sessions_expired += 1;
             self.policy.hooks.on_session_expired(&s.client_id);
         }
-        self.policy.store.session_removed(&s.client_id);
+        #[cfg(feature = "store")]
+        self.store_session_end(&s.client_id, s.stored);
     }
 
     /// Publishes a will now (Message Expiry starts at publication, 3.1.3.2.4).
@@ -553,6 +554,13 @@ impl Broker {
             s.conn = None;
         }
         self.policy.hooks.on_closed(Some(&s.client_id), reason);
+        if will.as_ref().is_none_or(|w| w.delay.min(s.expiry_interval) == 0) {
+            // Published now or never: a restart must not publish it again.
+            self.store_will(sk, None);
+        }
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
         if let Some(w) = will {
             let delay = w.delay.min(s.expiry_interval);
             if delay == 0 {
@@ -584,8 +592,6 @@ impl Broker {
                 }
                 let at = (secs != u32::MAX).then(|| now.plus_secs(u64::from(secs)));
                 s.expire_at = at;
-                let snap = s.snapshot();
-                self.policy.store.session_saved(&snap);
                 if let Some(at) = at {
                     self.schedule(at, Timer::SessionExpiry(sk));
                 }
@@ -660,6 +666,9 @@ impl Broker {
                 }
                 if let Some(s) = sk.and_then(|k| self.sessions.get_mut(k)) {
                     s.expiry_interval = exp.min(self.cfg.max_session_expiry);
+                }
+                if let Some(sk) = sk {
+                    self.store_session(sk, None);
                 }
             }
         }

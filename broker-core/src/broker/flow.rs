@@ -72,11 +72,14 @@ impl Broker {
     /// Routing of a message whose acknowledgement may be held starts.
     pub(crate) fn begin_ack(&mut self, target: AckTarget) {
         self.current_ack = Some(CurrentAck { target, key: None });
+        self.store_route_begin();
     }
 
     /// Routing ends: the key of the acknowledgement if something held it (the routing hold
-    /// is still on it); `None` tells the caller to acknowledge at once.
+    /// is still on it; records written meanwhile hold it too); `None` tells the caller to
+    /// acknowledge at once.
     pub(crate) fn end_ack(&mut self) -> Option<Key> {
+        self.store_route_end();
         self.current_ack.take()?.key
     }
 
@@ -210,22 +213,33 @@ impl Broker {
         let max_bytes = self.cfg.max_queued_bytes;
         let mut released = core::mem::take(&mut self.released);
         let mut moved = false;
-        if let Some(s) = self.sessions.get_mut(sk) {
-            while let Some(p) = s.overflow.front() {
-                let size = p.item.msg.size();
-                let room =
-                    s.queue.len() < max && (max_bytes == 0 || s.queued_bytes + size <= max_bytes);
-                if !room {
-                    break;
-                }
-                let Some(p) = s.overflow.pop_front() else {
-                    break;
-                };
-                s.queued_bytes += size;
-                s.queue.push_back(p.item);
-                released.extend(p.ack);
-                moved = true;
+        let stored = self.session_stored(sk);
+        while let Some(s) = self.sessions.get_mut(sk) {
+            let Some(p) = s.overflow.front() else {
+                break;
+            };
+            let size = p.item.msg.size();
+            let room =
+                s.queue.len() < max && (max_bytes == 0 || s.queued_bytes + size <= max_bytes);
+            if !room {
+                break;
             }
+            let Some(mut p) = s.overflow.pop_front() else {
+                break;
+            };
+            s.queued_bytes += size;
+            // Written now that it is queued: its publisher's hold waits for the record.
+            if stored {
+                self.store_queued(sk, &mut p.item);
+            }
+            let Some(s) = self.sessions.get_mut(sk) else {
+                break;
+            };
+            s.queue.push_back(p.item);
+            released.extend(p.ack);
+            moved = true;
+        }
+        if let Some(s) = self.sessions.get_mut(sk) {
             if s.overflow.is_empty() {
                 s.overflow_since = None;
             } else if moved {
@@ -237,7 +251,7 @@ impl Broker {
             }
         }
         for k in released.drain(..) {
-            self.release_ack(k);
+            self.release_after_store(k, stored);
         }
         self.released = released;
         moved

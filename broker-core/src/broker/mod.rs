@@ -6,6 +6,7 @@
 //! timer deadline.
 
 mod connect;
+mod durable;
 pub(crate) mod flow;
 #[cfg(feature = "backpressure")]
 mod hold;
@@ -155,6 +156,12 @@ pub struct Broker {
     /// The acknowledgement of the message being routed, if it may be held.
     pub(crate) current_ack: Option<flow::CurrentAck>,
     pub(crate) released: Vec<Key>,
+    /// Write-ahead records for a durable store, when enabled.
+    #[cfg(feature = "store")]
+    pub(crate) store: Option<alloc::boxed::Box<durable::StoreLog>>,
+    /// The highest record number among restored messages.
+    #[cfg(feature = "store")]
+    pub(crate) restored_seq: u64,
 }
 
 /// What [`Broker::handle_input`] did with a connection's input.
@@ -193,6 +200,10 @@ impl Broker {
             acks: Slab::default(),
             current_ack: None,
             released: Vec::new(),
+            #[cfg(feature = "store")]
+            store: None,
+            #[cfg(feature = "store")]
+            restored_seq: 0,
             policy,
             cfg,
         }
@@ -568,15 +579,6 @@ impl Broker {
             peer,
             protocol: s.protocol,
         }
-    }
-
-    /// Every persistent session's state, for a durable store at shutdown.
-    pub fn snapshot_sessions(&self) -> Vec<crate::policy::SessionSnapshot> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| s.expiry_interval > 0)
-            .map(|(_, s)| s.snapshot())
-            .collect()
     }
 
     /// Every retained message, for a durable store.

@@ -83,12 +83,17 @@ impl Broker {
                 if s.rx_qos2.contains(&id.get()) {
                     // [MQTT-4.3.3-10] v5 ([MQTT-4.3.3-2] v3.1.1) a duplicate before PUBREL: acknowledge, do not deliver
                     // again (exactly once).
-                    let ack = Ctrl::Ack {
-                        kind: PacketType::PubRec,
-                        pid: id,
-                        code: ReasonCode::Success,
-                    };
-                    self.push_ctrl(conn, ack);
+                    if self.session_stored(sk) {
+                        // Its record may still be on its way to the store.
+                        self.ack_after_store(conn, PacketType::PubRec, id, ReasonCode::Success);
+                    } else {
+                        let ack = Ctrl::Ack {
+                            kind: PacketType::PubRec,
+                            pid: id,
+                            code: ReasonCode::Success,
+                        };
+                        self.push_ctrl(conn, ack);
+                    }
                     return;
                 }
                 // [MQTT-3.3.4-7] more unacknowledged QoS 2 than Receive Maximum.
@@ -169,6 +174,10 @@ impl Broker {
                 });
             }
             let matched = self.publish_message(now, &msg, publisher_hash);
+            if let (Some(id), PacketType::PubRec) = (pid, kind) {
+                // Exactly once across a restart: PUBREC waits for the identifier's record.
+                self.store_qos2_in(sk, id.get(), true);
+            }
             // A key only when something held the acknowledgement.
             held = self.end_ack();
             // 3.4.2.1: 0x10 tells a v5 publisher nobody received it.
@@ -229,6 +238,7 @@ impl Broker {
     }
 
     fn retain(&mut self, msg: &Message) {
+        self.store_retained(msg);
         let owner = owner_of_topic(msg.topic(), self.cfg.shards);
         if owner == self.cfg.shard {
             self.apply_retained(msg);
@@ -354,13 +364,7 @@ impl Broker {
         }
         let any = !hits.is_empty() || !groups.is_empty();
         for h in hits.drain(..) {
-            let item = Queued {
-                msg: msg.clone(),
-                qos: h.qos,
-                retain: h.retain,
-                ids: h.ids,
-                group: None,
-            };
+            let item = Queued::new(msg.clone(), h.qos, h.retain, h.ids, None);
             self.enqueue(now, h.session, item);
         }
         for g in groups.drain(..) {
@@ -461,16 +465,18 @@ impl Broker {
             self.park(now, sk, item);
             return true;
         }
+        let mut item = item;
+        if !online {
+            // Offline: own allocation, so the arena chunk can be reused.
+            item.msg = item.msg.detached();
+        }
+        self.store_queued(sk, &mut item);
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return false;
+        };
         s.queued_bytes += size;
         let conn = s.conn;
-        if online {
-            s.queue.push_back(item);
-        } else {
-            // Offline: own allocation, so the arena chunk can be reused.
-            let mut item = item;
-            item.msg = item.msg.detached();
-            s.queue.push_back(item);
-        }
+        s.queue.push_back(item);
         if let Some(c) = conn {
             self.wake(c);
         }
@@ -517,13 +523,7 @@ impl Broker {
         let qos = m.options.qos.min(msg.qos);
         let retain = m.options.retain_as_published && msg.retain;
         if m.shard == me {
-            let item = Queued {
-                msg: msg.clone(),
-                qos,
-                retain,
-                ids: SubIds::from_opt(m.id),
-                group: Some(g),
-            };
+            let item = Queued::new(msg.clone(), qos, retain, SubIds::from_opt(m.id), Some(g));
             self.enqueue(now, m.session, item);
         } else {
             // The member's shard holds the acknowledgement too while its queue is full.
@@ -589,6 +589,7 @@ impl Broker {
         }
         if let Some(f) = s.inflight.remove(pos) {
             self.policy.hooks.on_acked(&s.client_id, &f.item.msg);
+            self.store_msg_done(sk, super::durable::seq_of(&f.item));
         }
         self.wake(conn);
     }
@@ -613,15 +614,21 @@ impl Broker {
                     // 4.3.3: a PUBREC with an error ends the flow; the slot is free.
                     if let Some(f) = s.inflight.remove(pos) {
                         self.policy.hooks.on_acked(&s.client_id, &f.item.msg);
+                        self.store_msg_done(sk, super::durable::seq_of(&f.item));
                     }
                     self.wake(conn);
                     return;
                 }
+                let mut seq = 0;
                 if let Some(f) = s.inflight.get_mut(pos) {
                     // [MQTT-4.3.3-6] v5 ([MQTT-4.3.3-1] v3.1.1) after PUBREC only PUBREL is sent for this id.
                     f.state = InflightState::AwaitComp;
                     f.needs_send = false;
+                    seq = super::durable::seq_of(&f.item);
                 }
+                // After a restart PUBREL is resent, not the message.
+                let state = super::durable::state_code(InflightState::AwaitComp);
+                self.store_inflight(sk, seq, pid.get(), state);
                 ReasonCode::Success
             }
             None if v.is_some_and(|v| v.is_v5()) => ReasonCode::PacketIdentifierNotFound,
@@ -666,6 +673,13 @@ impl Broker {
         } else {
             ReasonCode::PacketIdentifierNotFound
         };
+        if found && self.session_stored(sk) {
+            // The identifier may be reused once PUBCOMP is out: its record goes first, or a
+            // restart would take the next message with it for a duplicate.
+            self.store_qos2_in(sk, pid.get(), false);
+            self.ack_after_store(conn, PacketType::PubComp, pid, code);
+            return;
+        }
         self.push_ctrl(
             conn,
             Ctrl::Ack {

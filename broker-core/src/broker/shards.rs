@@ -59,13 +59,7 @@ impl Broker {
                 if self.sessions.get(session).is_none() {
                     self.return_to_group(now, group, msg);
                 } else {
-                    let item = Queued {
-                        msg,
-                        qos,
-                        retain,
-                        ids: SubIds::from_opt(id),
-                        group: Some(group),
-                    };
+                    let item = Queued::new(msg, qos, retain, SubIds::from_opt(id), Some(group));
                     self.enqueue(now, session, item);
                 }
                 if let Some(r) = ack {

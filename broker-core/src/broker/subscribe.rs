@@ -48,6 +48,19 @@ impl Broker {
                 Err(Fatal(code)) => return self.protocol_error(conn, now, code),
             }
         }
+        if self.session_stored(sk) {
+            // The SUBACK waits for the records of what it grants.
+            for (entry, code) in sub.subscriptions.iter().zip(&codes) {
+                let rec = self
+                    .sessions
+                    .get(sk)
+                    .and_then(|s| s.subs.get(entry.filter))
+                    .cloned();
+                if let (false, Some(rec)) = (code.is_error(), rec) {
+                    self.store_sub(sk, Some(conn), entry.filter, Some(&rec));
+                }
+            }
+        }
         // [MQTT-3.8.4-1] SUBACK with [MQTT-3.8.4-6] one code per filter, in order.
         let frame = super::connect::encode(
             &Packet::SubAck(SubAck {
@@ -71,9 +84,6 @@ impl Broker {
                         .hooks
                         .on_dropped(&s.client_id, &old.msg, DropReason::QueueFull);
                 }
-            }
-            if s.expiry_interval > 0 {
-                self.policy.store.session_saved(&s.snapshot());
             }
         }
         self.wake(conn);
@@ -197,14 +207,14 @@ impl Broker {
                 if send && self.cfg.retain_available {
                     let _ = origin;
                     self.retained.for_each_match(filter.filter, now, |m| {
-                        retained.push(Queued {
-                            msg: m.clone(),
-                            qos: opts.qos.min(m.qos),
-                            // [MQTT-3.3.1-8] sent because of a new subscription: RETAIN 1.
-                            retain: true,
-                            ids: SubIds::from_opt(sub_id),
-                            group: None,
-                        })
+                        // [MQTT-3.3.1-8] sent because of a new subscription: RETAIN 1.
+                        retained.push(Queued::new(
+                            m.clone(),
+                            opts.qos.min(m.qos),
+                            true,
+                            SubIds::from_opt(sub_id),
+                            None,
+                        ))
                     });
                 }
             }
@@ -374,6 +384,7 @@ impl Broker {
             codes.push(match removed {
                 Some((text, rec)) => {
                     self.remove_subscription(sk, &text, &rec);
+                    self.store_sub(sk, Some(conn), &text, None);
                     ReasonCode::Success
                 }
                 // 3.11.3: 0x11 No subscription existed.
@@ -390,10 +401,5 @@ impl Broker {
             v,
         );
         self.push_ctrl(conn, Ctrl::Raw(frame));
-        if let Some(s) = self.sessions.get(sk) {
-            if s.expiry_interval > 0 {
-                self.policy.store.session_saved(&s.snapshot());
-            }
-        }
     }
 }

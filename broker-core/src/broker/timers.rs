@@ -109,6 +109,7 @@ impl Broker {
                 }
                 if let Some(pw) = s.pending_will.take() {
                     let id = s.client_id.clone();
+                    self.store_will(sk, None);
                     self.publish_will(now, &id, pw.will);
                 }
             }

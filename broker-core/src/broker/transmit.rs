@@ -170,6 +170,8 @@ impl Broker {
             metrics,
             #[cfg(feature = "backpressure")]
             events,
+            #[cfg(feature = "store")]
+            store,
             ..
         } = self;
         let Some(c) = conns.get_mut(conn) else {
@@ -179,6 +181,15 @@ impl Broker {
             };
         };
         let room = |tx: &TxBuf| tx.len() - start < budget;
+        #[cfg(feature = "store")]
+        if store.as_deref().is_some_and(|st| st.blocks(conn)) {
+            // CONNACK, SUBACK or UNSUBACK waits for its records: the commit wakes it.
+            c.output_flagged = false;
+            return Transmit {
+                frames: 0,
+                more: false,
+            };
+        }
         let mut rare = false;
         while room(tx) {
             let Some(ctrl) = c.ctrl.pop_front() else {
@@ -270,6 +281,10 @@ impl Broker {
             } else if let Some(f) = s.inflight.remove(i) {
                 // Too large for this connection's Maximum Packet Size: discarded as if
                 // its delivery had completed ([MQTT-3.1.2-25]).
+                #[cfg(feature = "store")]
+                if let Some(st) = store.as_deref_mut() {
+                    st.msg_done(&s.client_id, f.item.seq);
+                }
                 metrics.dropped_too_large += 1;
                 policy
                     .hooks
@@ -311,6 +326,10 @@ impl Broker {
                 }
                 // [MQTT-3.3.2-5] an expired message is not sent.
                 if item.msg.is_expired(now) {
+                    #[cfg(feature = "store")]
+                    if let Some(st) = store.as_deref_mut() {
+                        st.msg_done(&s.client_id, item.seq);
+                    }
                     metrics.dropped_expired += 1;
                     policy
                         .hooks
@@ -319,6 +338,10 @@ impl Broker {
                 }
                 let pid = needs_slot.then(|| s.alloc_pid());
                 if encode_publish(c, &item, pid, false, now, tx, inline).is_err() {
+                    #[cfg(feature = "store")]
+                    if let Some(st) = store.as_deref_mut() {
+                        st.msg_done(&s.client_id, item.seq);
+                    }
                     metrics.dropped_too_large += 1;
                     policy
                         .hooks
@@ -334,6 +357,12 @@ impl Broker {
                     } else {
                         InflightState::AwaitRec
                     };
+                    // Resent with the same identifier after a restart.
+                    #[cfg(feature = "store")]
+                    if let Some(st) = store.as_deref_mut() {
+                        let code = super::durable::state_code(state);
+                        st.msg_inflight(&s.client_id, item.seq, pid, code, true);
+                    }
                     s.inflight.push_back(Inflight {
                         pid,
                         item,

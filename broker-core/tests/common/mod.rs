@@ -790,7 +790,6 @@ pub fn sim_policy(cfg: Config, shards: usize) -> (Sim, Log) {
         authenticator: Box::new(ToyAuth::default()),
         authorizer: Box::new(Refuser),
         hooks: Box::new(Recorder(l.clone())),
-        ..Policy::default()
     });
     (s, log)
 }

@@ -3,7 +3,6 @@
 
 pub mod accept;
 pub mod conn;
-pub mod persist;
 pub mod relay;
 pub mod report;
 pub mod shard;
@@ -62,8 +61,8 @@ pub struct RunSettings {
     pub reload: Arc<ReloadFn>,
     /// Called with the bound addresses once every listener is open.
     pub on_ready: Option<Box<ReadyFn>>,
-    /// Durable sessions and retained messages.
-    pub persistence: Option<persist::PersistSettings>,
+    /// The durable store of sessions and retained messages.
+    pub persistence: Option<crate::store::StoreSettings>,
 }
 
 fn pin_to_core(core: usize) {
@@ -110,9 +109,27 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let epoch = std::time::Instant::now();
     let pin = settings.pin_cores && threads > 1;
     let placement = settings.placement;
+    // The store is read back before any shard serves, and its thread tells each shard
+    // (on its control channel) which of its record batches are written.
+    let clock = crate::store::clock_at(epoch);
+    let mut writer = None;
     let restored = match &settings.persistence {
-        Some(p) => Arc::new(persist::load(&p.db, broker_core::Instant::ZERO)?),
-        None => Arc::new(persist::Restored::default()),
+        Some(p) => {
+            let mut opened = crate::store::open(p, clock)?;
+            let restored = std::mem::take(&mut opened.restored);
+            let notify = senders
+                .iter()
+                .map(|tx| {
+                    let tx = tx.clone();
+                    Box::new(move |batch: u64, buf: Vec<u8>| {
+                        let _ = tx.try_send(Inbox::StoreCommitted(batch, buf));
+                    }) as crate::store::Notify
+                })
+                .collect();
+            writer = Some(crate::store::Writer::spawn(opened, p.durability, notify)?);
+            Arc::new(restored)
+        }
+        None => Arc::new(crate::store::Restored::default()),
     };
     let mut handles = Vec::new();
     for (i, (rx, listeners)) in receivers.into_iter().zip(per_thread).enumerate() {
@@ -126,7 +143,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             .next()
             .ok_or_else(|| anyhow::anyhow!("data channel"))?;
         let restored = restored.clone();
-        let persistence = settings.persistence.clone();
+        let store = writer.as_ref().map(|w| (w.sender(), clock));
         let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)> = settings
             .listeners
             .iter()
@@ -150,7 +167,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     specs,
                     epoch,
                     restored,
-                    persistence,
+                    store,
                     placement,
                     uring: use_uring,
                 });
@@ -204,6 +221,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     }
     sig_handle.close();
     let _ = sig_thread.join();
+    // Every shard has stopped: what they sent is written before the process exits.
+    if let Some(w) = writer {
+        w.finish();
+    }
     result
 }
 
@@ -218,8 +239,9 @@ struct ShardSetup {
     listeners: Vec<std::net::TcpListener>,
     specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)>,
     epoch: std::time::Instant,
-    restored: Arc<persist::Restored>,
-    persistence: Option<persist::PersistSettings>,
+    restored: Arc<crate::store::Restored>,
+    /// The store thread's channel and the wall clock at `epoch`.
+    store: Option<(async_channel::Sender<crate::store::Job>, u64)>,
     placement: Placement,
     uring: bool,
 }
@@ -237,7 +259,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         specs,
         epoch,
         restored,
-        persistence,
+        store,
         placement,
         uring,
     } = setup;
@@ -249,56 +271,35 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
             websockets,
         })
         .collect();
-    let shards = core.shards;
     let channels = shard::Channels {
         peers,
         inbox: rx.clone(),
         data_out,
         data_in: data_in.clone(),
     };
+    let mut broker = Broker::new(core, policy);
+    if let Some((_, clock)) = &store {
+        // Sessions go to their owner shard (restore_stored skips the others).
+        let now = broker_core::Instant::from_millis(epoch.elapsed().as_millis() as u64);
+        for s in &restored.sessions {
+            broker.restore_stored(now, s.clone());
+        }
+        for m in &restored.retained {
+            broker.restore_retained(m.clone());
+        }
+        broker.enable_store(*clock);
+    }
+    drop(restored);
     let shard = Rc::new(Shard::new(
         id,
-        Broker::new(core, policy),
+        broker,
         channels,
         states,
         epoch,
         placement,
+        store.map(|(tx, _)| tx),
     ));
-    {
-        // Sessions go to their owner shard (restore_session skips the others).
-        let now = shard.now();
-        let mut b = shard.broker.borrow_mut();
-        for s in &restored.sessions {
-            b.restore_session(now, s.clone());
-        }
-        for m in &restored.retained {
-            b.restore_retained(m.clone());
-        }
-    }
-    drop(restored);
     shard.pump();
-    let save = {
-        let shard = shard.clone();
-        let persistence = persistence.clone();
-        move || {
-            if let Some(p) = &persistence {
-                let now = shard.now();
-                if let Err(e) = persist::save(&p.db, id, shards, &shard.broker.borrow(), now) {
-                    tracing::error!("cannot save sessions to {}: {e}", p.db.display());
-                }
-            }
-        }
-    };
-    if let Some(p) = persistence.as_ref().filter(|p| !p.autosave.is_zero()) {
-        let every = p.autosave;
-        let save = save.clone();
-        monoio::spawn(async move {
-            loop {
-                monoio::time::sleep(every).await;
-                save();
-            }
-        });
-    }
 
     for (i, l) in listeners.into_iter().enumerate() {
         let l = crate::net::listen::Acceptor::new(l, uring)?;
@@ -342,6 +343,5 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         }
         shard.pump();
     }
-    save();
     Ok(())
 }

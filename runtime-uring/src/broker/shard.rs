@@ -42,6 +42,8 @@ pub enum Inbox {
     ReloadTls(Vec<Option<Arc<rustls::ServerConfig>>>),
     /// Wake this shard's task (see `wake`).
     Wake(std::task::Waker),
+    /// The store wrote this shard's record batches up to this one; the buffer is for reuse.
+    StoreCommitted(u64, Vec<u8>),
 }
 
 /// A shard's ends of the channels between threads.
@@ -131,6 +133,10 @@ pub struct Shard {
     rx_buf: Cell<Vec<u8>>,
     /// The transmit buffer of immediate writes (see `conn::output`), reused.
     tx: Cell<TxIoVecs>,
+    /// The store thread's channel (`persistence = true`).
+    store: Option<async_channel::Sender<crate::store::Job>>,
+    /// Emptied record buffers the store thread handed back.
+    store_bufs: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Shard {
@@ -141,6 +147,7 @@ impl Shard {
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
         placement: super::Placement,
+        store: Option<async_channel::Sender<crate::store::Job>>,
     ) -> Self {
         let Channels {
             peers,
@@ -188,6 +195,8 @@ impl Shard {
             last_stats: Cell::new(0),
             rx_buf: Cell::new(Vec::new()),
             tx: Cell::new(TxIoVecs::default()),
+            store,
+            store_bufs: RefCell::new(Vec::new()),
         }
     }
 
@@ -241,6 +250,13 @@ impl Shard {
                 }
             }
             Inbox::Wake(w) => w.wake(),
+            Inbox::StoreCommitted(batch, buf) => {
+                self.broker.borrow_mut().handle_store_committed(batch);
+                let mut bufs = self.store_bufs.borrow_mut();
+                if bufs.len() < 4 {
+                    bufs.push(buf);
+                }
+            }
             Inbox::Shutdown => {
                 if self.phase.get() == Phase::Serving {
                     self.phase.set(Phase::StopRequested);
@@ -374,10 +390,33 @@ impl Shard {
         }
         self.events.set(events);
         self.flush_outbox();
+        self.submit_store_batch();
         let next = self.broker.borrow().poll_timeout();
         let armed = self.armed.get();
         if next.is_some() && (armed.is_none() || next < armed) {
             self.timer.notify();
+        }
+    }
+
+    /// Hands this turn's store records to the store thread (one batch per turn: the group
+    /// commit); what waits for them is released when it reports them written.
+    fn submit_store_batch(&self) {
+        let Some(tx) = &self.store else {
+            return;
+        };
+        let mut buf = self.store_bufs.borrow_mut().pop().unwrap_or_default();
+        match self.broker.borrow_mut().take_store_batch(&mut buf) {
+            Some(batch) => {
+                let job = crate::store::Job {
+                    shard: self.id,
+                    batch,
+                    records: buf,
+                };
+                if tx.try_send(job).is_err() {
+                    tracing::error!("the store thread is gone: acknowledgements stay held");
+                }
+            }
+            None => self.store_bufs.borrow_mut().push(buf),
         }
     }
 

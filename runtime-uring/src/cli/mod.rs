@@ -66,9 +66,14 @@ fn tls_configs(cfg: &BrokerConfig) -> anyhow::Result<Vec<Option<Arc<rustls::Serv
 fn persistence(
     cfg: &BrokerConfig,
     file: Option<&std::path::Path>,
-) -> Option<broker::persist::PersistSettings> {
+) -> Option<crate::store::StoreSettings> {
     if !cfg.persistence {
         return None;
+    }
+    if cfg.autosave_interval != crate::config::DEFAULT_AUTOSAVE_INTERVAL {
+        tracing::warn!(
+            "autosave_interval is ignored: every change is written to the store before it is acknowledged"
+        );
     }
     // Mosquitto's defaults: the location is the config file's directory (or the working
     // directory), the file name petrel.db.
@@ -84,9 +89,9 @@ fn persistence(
         .persistence_file
         .clone()
         .unwrap_or_else(|| "petrel.db".into());
-    Some(broker::persist::PersistSettings {
-        db: dir.join(name),
-        autosave: std::time::Duration::from_secs(u64::from(cfg.autosave_interval)),
+    Some(crate::store::StoreSettings {
+        path: dir.join(name),
+        durability: cfg.durability,
     })
 }
 

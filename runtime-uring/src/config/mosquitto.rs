@@ -29,10 +29,6 @@ pub(super) const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("sys_interval", ""),
     ("include_dir", "put everything in one file"),
-    (
-        "memory_limit",
-        "memory is bounded by the queue and packet limits",
-    ),
     ("message_size_limit", "use max_packet_size"),
     ("max_inflight_bytes", "use max_inflight_messages"),
     ("upgrade_outgoing_qos", ""),

@@ -177,6 +177,8 @@ impl<'a> Parser<'a> {
             persistence_location: None,
             persistence_file: None,
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
+            durability: crate::store::Durability::Process,
+            memory_limit: 0,
             allow_zero_length_clientid: true,
             queue_qos0_messages: false,
             max_connections: None,
@@ -286,9 +288,24 @@ impl<'a> Parser<'a> {
                     }
                 }
                 "autosave_interval" => {
-                    let why = "seconds; 0 saves only at exit";
+                    let why = "seconds (ignored: the store is written ahead)";
                     if let Some(n) = self.integer(key, v, 0, i64::from(u32::MAX), why) {
                         cfg.autosave_interval = u32::try_from(n).unwrap_or(u32::MAX);
+                    }
+                }
+                "durability" => match v.get_ref() {
+                    DeValue::String(s) if &**s == "process" => {
+                        cfg.durability = crate::store::Durability::Process
+                    }
+                    DeValue::String(s) if &**s == "power" => {
+                        cfg.durability = crate::store::Durability::Power
+                    }
+                    _ => self.wrong_type(key, v, "\"process\" or \"power\""),
+                },
+                "memory_limit" => {
+                    let why = "bytes; 0 means no limit";
+                    if let Some(n) = self.integer(key, v, 0, i64::MAX, why) {
+                        cfg.memory_limit = u64::try_from(n).unwrap_or(u64::MAX);
                     }
                 }
                 "max_connections" => {

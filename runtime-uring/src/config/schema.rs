@@ -40,6 +40,8 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "persistence_location",
     "persistence_file",
     "autosave_interval",
+    "durability",
+    "memory_limit",
     "allow_zero_length_clientid",
     "queue_qos0_messages",
     "max_connections",
@@ -162,8 +164,13 @@ pub struct BrokerConfig {
     /// The persistence database (`persistence_location` joined with `persistence_file`,
     /// default `petrel.db`); `Some` exactly when `persistence` is on.
     pub persistence_file: Option<PathBuf>,
-    /// Seconds between saves of the persistence database; 0: only at exit (default 1800).
+    /// Accepted for Mosquitto files and ignored: the store is written ahead, not saved
+    /// (a warning says so when it is set).
     pub autosave_interval: u32,
+    /// What an acknowledgement survives with persistence on (default `Process`).
+    pub durability: crate::store::Durability,
+    /// Broker-wide cap on message memory, bytes; 0: none (Mosquitto's `memory_limit`).
+    pub memory_limit: u64,
     /// Accept an empty client identifier and assign one (default true).
     pub allow_zero_length_clientid: bool,
     /// Queue QoS 0 messages for disconnected persistent sessions (default false).

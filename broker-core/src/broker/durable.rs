@@ -1,0 +1,418 @@
+//! The write-ahead records of persistent sessions and retained messages (feature `store`,
+//! see `crate::store`), and the acknowledgements that wait for them.
+//!
+//! What waits for which batch: the acknowledgement of a routed message that wrote records
+//! (PUBACK or PUBREC: a hold on it, released at commit), PUBCOMP after a QoS 2 identifier
+//! is released, and every output of a connection whose CONNECT, SUBSCRIBE or UNSUBSCRIBE
+//! wrote records (so CONNACK, SUBACK and UNSUBACK follow their records, and nothing goes
+//! before a CONNACK).
+//!
+//! Without the feature every hook here is an empty inline function.
+
+use super::Broker;
+#[cfg(feature = "store")]
+use crate::conn::WillSpec;
+use crate::policy::ConnId;
+use crate::session::{Queued, SubRecord};
+use crate::slab::Key;
+#[cfg(feature = "store")]
+use crate::store::{BatchWriter, Space};
+#[cfg(feature = "store")]
+use alloc::collections::VecDeque;
+#[cfg(feature = "store")]
+use alloc::vec::Vec;
+use mqtt_proto::{PacketId, PacketType, ReasonCode};
+
+/// A batch handed to the shell and not yet reported written.
+#[cfg(feature = "store")]
+#[derive(Debug)]
+struct Waiting {
+    id: u64,
+    acks: Vec<Key>,
+    conns: Vec<ConnId>,
+}
+
+/// The batch being filled and the batches being written.
+#[cfg(feature = "store")]
+#[derive(Debug, Default)]
+pub(crate) struct StoreLog {
+    w: BatchWriter,
+    /// Acknowledgements (keys in `acks`) released when this batch is written.
+    acks: Vec<Key>,
+    /// Connections whose output waits for this batch.
+    conns: Vec<ConnId>,
+    /// Identifier of the batch being filled.
+    next: u64,
+    waiting: VecDeque<Waiting>,
+    /// Emptied vectors of written batches, for reuse.
+    spare: Vec<(Vec<Key>, Vec<ConnId>)>,
+    /// Length of the batch when the message being routed started.
+    route_mark: usize,
+    /// The last record number given to a queued message (one counter per shard: numbers
+    /// only have to grow within each session).
+    pub(crate) seq: u64,
+}
+
+#[cfg(feature = "store")]
+impl StoreLog {
+    pub(crate) fn blocks(&self, conn: ConnId) -> bool {
+        self.conns.contains(&conn) || self.waiting.iter().any(|w| w.conns.contains(&conn))
+    }
+
+    pub(crate) fn msg_done(&mut self, client: &str, seq: u64) {
+        if seq != 0 {
+            self.w.delete(Space::Msg, client, &seq.to_be_bytes());
+            self.w.delete(Space::Inflight, client, &seq.to_be_bytes());
+        }
+    }
+
+    pub(crate) fn msg_inflight(&mut self, client: &str, seq: u64, pid: u16, state: u8, first: bool) {
+        if seq != 0 {
+            self.w.inflight(client, seq, pid, state, first);
+        }
+    }
+}
+
+/// The in-flight state as stored (1 PUBACK, 2 PUBREC, 3 PUBCOMP awaited).
+pub(crate) fn state_code(s: crate::session::InflightState) -> u8 {
+    match s {
+        crate::session::InflightState::AwaitAck => 1,
+        crate::session::InflightState::AwaitRec => 2,
+        crate::session::InflightState::AwaitComp => 3,
+    }
+}
+
+/// The record sequence of a queued message (0: not stored).
+#[inline]
+pub(crate) fn seq_of(q: &Queued) -> u64 {
+    #[cfg(feature = "store")]
+    return q.seq;
+    #[cfg(not(feature = "store"))]
+    {
+        let _ = q;
+        0
+    }
+}
+
+impl Broker {
+    /// Turns on the write-ahead records (call before serving; restore first). `clock`:
+    /// the wall clock in Unix milliseconds at this process's `Instant` 0 (expiry times are
+    /// stored on it).
+    #[cfg(feature = "store")]
+    pub fn enable_store(&mut self, clock: u64) {
+        let mut log = StoreLog {
+            next: 1,
+            ..StoreLog::default()
+        };
+        log.w.clock = clock;
+        log.seq = self.restored_seq;
+        self.store = Some(alloc::boxed::Box::new(log));
+    }
+
+    /// Moves the records written since the last call into `out` (which should be empty; its
+    /// allocation is kept for the next batch) and returns the batch's identifier, or `None`
+    /// when nothing waits. Write the records, in order, then call
+    /// [`Broker::handle_store_committed`] with the identifier. Batches must be written in
+    /// the order they were taken.
+    #[cfg(feature = "store")]
+    pub fn take_store_batch(&mut self, out: &mut Vec<u8>) -> Option<u64> {
+        let st = self.store.as_deref_mut()?;
+        if st.w.buf.is_empty() && st.acks.is_empty() && st.conns.is_empty() {
+            return None;
+        }
+        out.clear();
+        core::mem::swap(out, &mut st.w.buf);
+        let (acks, conns) = st.spare.pop().unwrap_or_default();
+        let acks = core::mem::replace(&mut st.acks, acks);
+        let conns = core::mem::replace(&mut st.conns, conns);
+        let id = st.next;
+        st.next += 1;
+        st.route_mark = 0;
+        st.waiting.push_back(Waiting { id, acks, conns });
+        Some(id)
+    }
+
+    /// Every batch up to `id` is written: what waited for it goes out.
+    #[cfg(feature = "store")]
+    pub fn handle_store_committed(&mut self, id: u64) {
+        loop {
+            let Some(st) = self.store.as_deref_mut() else {
+                return;
+            };
+            if st.waiting.front().is_none_or(|w| w.id > id) {
+                return;
+            }
+            let Some(mut w) = st.waiting.pop_front() else {
+                return;
+            };
+            for k in w.acks.drain(..) {
+                self.release_ack(k);
+            }
+            for c in w.conns.drain(..) {
+                self.wake(c);
+            }
+            if let Some(st) = self.store.as_deref_mut() {
+                st.spare.push((w.acks, w.conns));
+            }
+        }
+    }
+
+    /// The output of `conn` waits for the batch being filled.
+    #[cfg(feature = "store")]
+    fn gate(&mut self, conn: Option<ConnId>) {
+        if let (Some(st), Some(c)) = (self.store.as_deref_mut(), conn) {
+            if !st.conns.contains(&c) {
+                st.conns.push(c);
+            }
+        }
+    }
+
+    /// Routing of a message with an acknowledgement starts (see `end_ack`).
+    #[inline]
+    pub(crate) fn store_route_begin(&mut self) {
+        #[cfg(feature = "store")]
+        if let Some(st) = self.store.as_deref_mut() {
+            st.route_mark = st.w.buf.len();
+        }
+    }
+
+    /// Routing ends: if it wrote records, the acknowledgement waits for their batch.
+    #[inline]
+    pub(crate) fn store_route_end(&mut self) {
+        #[cfg(feature = "store")]
+        if self
+            .store
+            .as_deref()
+            .is_some_and(|st| st.w.buf.len() > st.route_mark)
+        {
+            if let Some(k) = self.hold_current() {
+                if let Some(st) = self.store.as_deref_mut() {
+                    st.acks.push(k);
+                }
+            }
+        }
+    }
+
+    /// An acknowledgement goes out once the batch being filled is written (at once
+    /// without a store).
+    pub(crate) fn ack_after_store(
+        &mut self,
+        conn: ConnId,
+        kind: PacketType,
+        pid: PacketId,
+        code: ReasonCode,
+    ) {
+        #[cfg(feature = "store")]
+        if self.store.is_some() {
+            let k = self.acks.insert_with(|_| super::flow::PendingAck {
+                target: super::flow::AckTarget::Conn {
+                    conn,
+                    pid,
+                    kind,
+                    code,
+                },
+                holds: 1,
+                #[cfg(feature = "backpressure")]
+                parked: false,
+            });
+            if let Some(st) = self.store.as_deref_mut() {
+                st.acks.push(k);
+            }
+            return;
+        }
+        self.push_ctrl(conn, crate::conn::Ctrl::Ack { kind, pid, code });
+    }
+
+    /// A released hold that must wait for the batch being filled (a parked message just
+    /// written to its queue).
+    #[inline]
+    pub(crate) fn release_after_store(&mut self, key: Key, stored: bool) {
+        #[cfg(feature = "store")]
+        if stored {
+            if let Some(st) = self.store.as_deref_mut() {
+                st.acks.push(key);
+                return;
+            }
+        }
+        let _ = stored;
+        self.release_ack(key);
+    }
+
+    /// The session's existence (created, resumed, its expiry changed) is recorded if it is
+    /// persistent, or its records removed if it no longer is; `conn` (CONNECT, DISCONNECT)
+    /// waits for the batch.
+    #[inline]
+    pub(crate) fn store_session(&mut self, sk: Key, conn: Option<ConnId>) {
+        #[cfg(feature = "store")]
+        {
+            let Some(st) = self.store.as_deref_mut() else {
+                return;
+            };
+            let Some(s) = self.sessions.get_mut(sk) else {
+                return;
+            };
+            if s.expiry_interval == 0 {
+                if s.stored {
+                    st.w.delete_client(&s.client_id);
+                    s.stored = false;
+                    self.gate(conn);
+                }
+                return;
+            }
+            st.w
+                .session(&s.client_id, s.username.as_deref(), s.protocol, s.expiry_interval);
+            s.stored = true;
+            self.gate(conn);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, conn);
+    }
+
+    /// A session ends: every record of it goes.
+    #[cfg(feature = "store")]
+    pub(crate) fn store_session_end(&mut self, client_id: &str, stored: bool) {
+        if let (Some(st), true) = (self.store.as_deref_mut(), stored) {
+            st.w.delete_client(client_id);
+        }
+    }
+
+    /// A subscription of a persistent session was added (`rec`) or removed; `conn`'s
+    /// SUBACK or UNSUBACK waits for the batch.
+    #[inline]
+    pub(crate) fn store_sub(
+        &mut self,
+        sk: Key,
+        conn: Option<ConnId>,
+        filter: &str,
+        rec: Option<&SubRecord>,
+    ) {
+        #[cfg(feature = "store")]
+        {
+            let Some(st) = self.store.as_deref_mut() else {
+                return;
+            };
+            let Some(s) = self.sessions.get(sk).filter(|s| s.stored) else {
+                return;
+            };
+            match rec {
+                Some(r) => st.w.sub(&s.client_id, filter, r.options, r.id),
+                None => st.w.delete(Space::Sub, &s.client_id, filter.as_bytes()),
+            }
+            self.gate(conn);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, conn, filter, rec);
+    }
+
+    /// A QoS 1/2 message enters a persistent session's queue: it gets a record (and a
+    /// sequence number naming it). Returns whether it was written.
+    #[inline]
+    pub(crate) fn store_queued(&mut self, sk: Key, item: &mut Queued) -> bool {
+        #[cfg(feature = "store")]
+        {
+            let Some(st) = self.store.as_deref_mut() else {
+                return false;
+            };
+            let Some(s) = self.sessions.get(sk).filter(|s| s.stored) else {
+                return false;
+            };
+            if item.qos == mqtt_proto::QoS::AtMostOnce {
+                return false;
+            }
+            st.seq += 1;
+            item.seq = st.seq;
+            st.w
+                .msg(&s.client_id, item.seq, item.qos, item.retain, &item.msg);
+            true
+        }
+        #[cfg(not(feature = "store"))]
+        {
+            let _ = (sk, item);
+            false
+        }
+    }
+
+    /// A stored message left its session without completing (dropped, expired).
+    #[inline]
+    pub(crate) fn store_msg_done(&mut self, sk: Key, seq: u64) {
+        #[cfg(feature = "store")]
+        if let (Some(st), Some(s)) = (self.store.as_deref_mut(), self.sessions.get(sk)) {
+            st.msg_done(&s.client_id, seq);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, seq);
+    }
+
+    /// The state of a stored message in flight changed (PUBREC received).
+    #[inline]
+    pub(crate) fn store_inflight(&mut self, sk: Key, seq: u64, pid: u16, state: u8) {
+        #[cfg(feature = "store")]
+        if let (Some(st), Some(s)) = (self.store.as_deref_mut(), self.sessions.get(sk)) {
+            st.msg_inflight(&s.client_id, seq, pid, state, false);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, seq, pid, state);
+    }
+
+    /// A QoS 2 packet identifier of a persistent session was received (`add`) or released.
+    #[inline]
+    pub(crate) fn store_qos2_in(&mut self, sk: Key, pid: u16, add: bool) {
+        #[cfg(feature = "store")]
+        {
+            let Some(st) = self.store.as_deref_mut() else {
+                return;
+            };
+            let Some(s) = self.sessions.get(sk).filter(|s| s.stored) else {
+                return;
+            };
+            st.w.qos2_in(&s.client_id, pid, add);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, pid, add);
+    }
+
+    /// Whether the session's records are kept.
+    #[inline]
+    pub(crate) fn session_stored(&self, sk: Key) -> bool {
+        #[cfg(feature = "store")]
+        return self.store.is_some() && self.sessions.get(sk).is_some_and(|s| s.stored);
+        #[cfg(not(feature = "store"))]
+        {
+            let _ = sk;
+            false
+        }
+    }
+
+    /// A retained message was set (or cleared by an empty payload) by a publisher here.
+    #[inline]
+    pub(crate) fn store_retained(&mut self, msg: &crate::message::Message) {
+        #[cfg(feature = "store")]
+        if let Some(st) = self.store.as_deref_mut() {
+            st.w.retained(msg);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = msg;
+    }
+
+    /// The will of a persistent session's connection is recorded (`Some`) or gone.
+    #[cfg(feature = "store")]
+    pub(crate) fn store_will(&mut self, sk: Key, will: Option<&WillSpec>) {
+        let Some(st) = self.store.as_deref_mut() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(sk).filter(|s| s.stored) else {
+            return;
+        };
+        match will {
+            Some(w) => st.w.will(&s.client_id, &w.msg, w.delay, w.expiry),
+            None => st.w.delete(Space::Will, &s.client_id, &[]),
+        }
+    }
+
+    /// [`Broker::store_will`] without the feature: nothing.
+    #[cfg(not(feature = "store"))]
+    #[inline]
+    pub(crate) fn store_will(&mut self, sk: Key, will: Option<&crate::conn::WillSpec>) {
+        let _ = (sk, will);
+    }
+}

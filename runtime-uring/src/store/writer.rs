@@ -1,0 +1,220 @@
+//! The store thread: applies the shards' record batches to fjall, one commit for whatever
+//! has arrived (group commit), fsync under `durability = "power"`, then tells each shard
+//! which of its batches are written. Nothing here runs on a shard thread.
+
+use super::Durability;
+use broker_core::store::{records, Op, Space};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One shard's records of one event-loop turn.
+pub struct Job {
+    pub shard: u16,
+    pub batch: u64,
+    pub records: Vec<u8>,
+}
+
+/// Tells a shard that its batches up to `batch` are written, handing back an emptied
+/// record buffer for reuse.
+pub type Notify = Box<dyn Fn(u64, Vec<u8>) + Send>;
+
+enum Pending {
+    /// `fresh`: the key did not exist before this commit.
+    Put { value: Vec<u8>, fresh: bool },
+    Delete,
+}
+
+/// Collects records into one commit. Within a commit the last record of a key wins, and a
+/// key inserted and deleted again is never written at all (a message acknowledged within
+/// the same few milliseconds costs nothing on disk).
+pub struct Applier<'a> {
+    db: &'a fjall::Database,
+    spaces: &'a [fjall::Keyspace],
+    pending: HashMap<(u8, Vec<u8>), Pending>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(db: &'a fjall::Database, spaces: &'a [fjall::Keyspace]) -> Self {
+        Self {
+            db,
+            spaces,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Adds a batch's records.
+    pub fn apply(&mut self, batch: &[u8]) -> Result<(), fjall::Error> {
+        for r in records(batch) {
+            let key = (r.space as u8, r.key.to_vec());
+            match r.op {
+                Op::Put => {
+                    let fresh = matches!(
+                        self.pending.get(&key),
+                        Some(Pending::Put { fresh: true, .. })
+                    );
+                    self.pending.insert(
+                        key,
+                        Pending::Put {
+                            value: r.value.to_vec(),
+                            fresh,
+                        },
+                    );
+                }
+                Op::Insert => {
+                    self.pending.insert(
+                        key,
+                        Pending::Put {
+                            value: r.value.to_vec(),
+                            fresh: true,
+                        },
+                    );
+                }
+                Op::Delete => {
+                    if let Some(Pending::Put { fresh: true, .. }) = self.pending.get(&key) {
+                        self.pending.remove(&key);
+                    } else {
+                        self.pending.insert(key, Pending::Delete);
+                    }
+                }
+                Op::DeleteClient => {
+                    // What came before is committed first, so the scan below sees it.
+                    self.commit(false)?;
+                    for (space, ks) in Space::ALL.iter().zip(self.spaces) {
+                        if *space == Space::Retained {
+                            continue;
+                        }
+                        for item in ks.prefix(r.key) {
+                            let k = item.key()?;
+                            self.pending
+                                .insert((*space as u8, k.to_vec()), Pending::Delete);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what was collected as one batch (reaching the kernel); `sync`: and fsyncs it.
+    pub fn commit(&mut self, sync: bool) -> Result<(), fjall::Error> {
+        if !self.pending.is_empty() {
+            let mut b = self.db.batch();
+            for ((space, key), p) in self.pending.drain() {
+                let Some(ks) = self.spaces.get(usize::from(space)) else {
+                    continue;
+                };
+                match p {
+                    Pending::Put { value, .. } => b.insert(ks, key, value),
+                    Pending::Delete => b.remove(ks, key),
+                }
+            }
+            b.commit()?;
+        }
+        if sync {
+            self.db.persist(fjall::PersistMode::SyncData)?;
+        }
+        Ok(())
+    }
+}
+
+/// The store thread and the channel that feeds it.
+pub struct Writer {
+    tx: async_channel::Sender<Job>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Store commits and fsyncs so far (for metrics and the benchmark).
+pub static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static FSYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Writer {
+    /// Starts the thread; `notify[i]` reaches shard `i`.
+    pub fn spawn(
+        opened: super::Opened,
+        durability: Durability,
+        notify: Vec<Notify>,
+    ) -> anyhow::Result<Writer> {
+        let (tx, rx) = async_channel::unbounded::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("petrel-store".into())
+            .spawn(move || run(opened, durability, notify, rx))?;
+        Ok(Writer { tx, handle })
+    }
+
+    /// The channel shards send their batches on.
+    pub fn sender(&self) -> async_channel::Sender<Job> {
+        self.tx.clone()
+    }
+
+    /// Waits for everything sent to be written (call once every shard has stopped).
+    pub fn finish(self) {
+        drop(self.tx);
+        if self.handle.join().is_err() {
+            tracing::error!("the store thread panicked");
+        }
+    }
+}
+
+fn run(
+    opened: super::Opened,
+    durability: Durability,
+    notify: Vec<Notify>,
+    rx: async_channel::Receiver<Job>,
+) {
+    let super::Opened { db, spaces, .. } = opened;
+    let mut a = Applier::new(&db, &spaces);
+    let sync = durability == Durability::Power;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut done: Vec<Option<(u64, Vec<u8>)>> = (0..notify.len()).map(|_| None).collect();
+    while let Ok(first) = rx.recv_blocking() {
+        jobs.push(first);
+        // Everything that arrived meanwhile joins this commit.
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut failures = 0u32;
+        loop {
+            let r = jobs
+                .iter()
+                .try_for_each(|j| a.apply(&j.records))
+                .and_then(|()| a.commit(sync));
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    // Nothing is acknowledged until it is written: the shards' publishers
+                    // wait (their acknowledgements are held) while this retries.
+                    if failures % 50 == 0 {
+                        tracing::error!(
+                            "cannot write the store (acknowledgements are held until it can): {e}"
+                        );
+                    }
+                    failures += 1;
+                    a.pending.clear();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if sync {
+            FSYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for mut j in jobs.drain(..) {
+            if let Some(slot) = done.get_mut(usize::from(j.shard)) {
+                j.records.clear();
+                *slot = Some((j.batch, j.records));
+            }
+        }
+        for (slot, tell) in done.iter_mut().zip(&notify) {
+            if let Some((batch, buf)) = slot.take() {
+                tell(batch, buf);
+            }
+        }
+    }
+    // Shutdown: everything is on disk before the process exits.
+    if let Err(e) = a.commit(false).and_then(|()| db.persist(fjall::PersistMode::SyncAll)) {
+        tracing::error!("cannot flush the store at exit: {e}");
+    }
+}
