@@ -29,11 +29,11 @@ pub mod policy;
 mod retained;
 mod session;
 pub mod shard;
-#[cfg(feature = "store")]
-pub mod store;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod slab;
+#[cfg(feature = "store")]
+pub mod store;
 mod time;
 mod tx;
 

@@ -243,7 +243,6 @@ impl Subs {
     pub(crate) fn take_all(&mut self) -> impl Iterator<Item = (Box<str>, SubRecord)> {
         self.0.take().into_iter().flat_map(|m| m.into_iter())
     }
-
 }
 
 /// A message waiting for, or in, delivery to one session.
@@ -431,4 +430,3 @@ impl Session {
         self.inflight.iter().position(|f| f.pid == pid)
     }
 }
-

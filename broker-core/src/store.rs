@@ -148,7 +148,10 @@ pub(crate) struct BatchWriter {
 
 impl BatchWriter {
     fn put_str16(&mut self, s: &str) {
-        let b = s.as_bytes().get(..usize::from(u16::MAX)).unwrap_or_default();
+        let b = s
+            .as_bytes()
+            .get(..usize::from(u16::MAX))
+            .unwrap_or_default();
         self.buf.extend_from_slice(&(b.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(b);
     }
@@ -160,7 +163,9 @@ impl BatchWriter {
         let flags =
             (m.qos as u8) | (u8::from(m.retain) << 2) | (u8::from(m.expires_at.is_some()) << 3);
         out.push(flags);
-        let at = m.expires_at.map_or(0, |t| t.as_millis().saturating_add(self.clock));
+        let at = m
+            .expires_at
+            .map_or(0, |t| t.as_millis().saturating_add(self.clock));
         out.extend_from_slice(&at.to_be_bytes());
         out.extend_from_slice(&(m.topic_bytes().len() as u16).to_be_bytes());
         out.extend_from_slice(m.topic_bytes());
@@ -174,7 +179,13 @@ impl BatchWriter {
         self.end(at);
     }
 
-    pub fn session(&mut self, client: &str, username: Option<&str>, p: ProtocolVersion, expiry: u32) {
+    pub fn session(
+        &mut self,
+        client: &str,
+        username: Option<&str>,
+        p: ProtocolVersion,
+        expiry: u32,
+    ) {
         let at = self.begin(Op::Put, Space::Session, client, &[]);
         match username {
             Some(u) => {
@@ -193,7 +204,13 @@ impl BatchWriter {
         self.end(at);
     }
 
-    pub fn sub(&mut self, client: &str, filter: &str, options: mqtt_proto::SubscriptionOptions, id: Option<u32>) {
+    pub fn sub(
+        &mut self,
+        client: &str,
+        filter: &str,
+        options: mqtt_proto::SubscriptionOptions,
+        id: Option<u32>,
+    ) {
         let at = self.begin(Op::Put, Space::Sub, client, filter.as_bytes());
         self.buf.push(options.to_byte(ProtocolVersion::V5));
         match id {
@@ -258,7 +275,9 @@ impl BatchWriter {
     /// follows through `value` and `end`.
     pub fn begin(&mut self, op: Op, space: Space, client: &str, suffix: &[u8]) -> usize {
         let id = client.as_bytes();
-        let id = id.get(..usize::from(u16::MAX) - 2 - suffix.len()).unwrap_or(id);
+        let id = id
+            .get(..usize::from(u16::MAX) - 2 - suffix.len())
+            .unwrap_or(id);
         self.buf.push(op as u8);
         self.buf.push(space as u8);
         let klen = (2 + id.len() + suffix.len()) as u16;
@@ -526,13 +545,22 @@ impl Loader {
 
 /// The records that recreate `sessions` and `retained` in an empty store (migrating from
 /// the snapshot format): one batch. `clock` as for [`Loader::new`].
-pub fn migration_records(sessions: &[RestoredSession], retained: &[Message], clock: u64) -> Vec<u8> {
+pub fn migration_records(
+    sessions: &[RestoredSession],
+    retained: &[Message],
+    clock: u64,
+) -> Vec<u8> {
     let mut w = BatchWriter {
         buf: Vec::new(),
         clock,
     };
     for s in sessions {
-        w.session(&s.client_id, s.username.as_deref(), s.protocol, s.expiry_interval);
+        w.session(
+            &s.client_id,
+            s.username.as_deref(),
+            s.protocol,
+            s.expiry_interval,
+        );
         for sub in &s.subscriptions {
             w.sub(&s.client_id, &sub.filter, sub.options, sub.id);
         }

@@ -554,7 +554,10 @@ impl Broker {
             s.conn = None;
         }
         self.policy.hooks.on_closed(Some(&s.client_id), reason);
-        if will.as_ref().is_none_or(|w| w.delay.min(s.expiry_interval) == 0) {
+        if will
+            .as_ref()
+            .is_none_or(|w| w.delay.min(s.expiry_interval) == 0)
+        {
             // Published now or never: a restart must not publish it again.
             self.store_will(sk, None);
         }

@@ -59,6 +59,13 @@ impl StoreLog {
         self.conns.contains(&conn) || self.waiting.iter().any(|w| w.conns.contains(&conn))
     }
 
+    /// `conn`'s output waits for the batch being filled.
+    pub(crate) fn gate(&mut self, conn: ConnId) {
+        if !self.conns.contains(&conn) {
+            self.conns.push(conn);
+        }
+    }
+
     pub(crate) fn msg_done(&mut self, client: &str, seq: u64) {
         if seq != 0 {
             self.w.delete(Space::Msg, client, &seq.to_be_bytes());
@@ -66,7 +73,14 @@ impl StoreLog {
         }
     }
 
-    pub(crate) fn msg_inflight(&mut self, client: &str, seq: u64, pid: u16, state: u8, first: bool) {
+    pub(crate) fn msg_inflight(
+        &mut self,
+        client: &str,
+        seq: u64,
+        pid: u16,
+        state: u8,
+        first: bool,
+    ) {
         if seq != 0 {
             self.w.inflight(client, seq, pid, state, first);
         }
@@ -161,9 +175,7 @@ impl Broker {
     #[cfg(feature = "store")]
     fn gate(&mut self, conn: Option<ConnId>) {
         if let (Some(st), Some(c)) = (self.store.as_deref_mut(), conn) {
-            if !st.conns.contains(&c) {
-                st.conns.push(c);
-            }
+            st.gate(c);
         }
     }
 
@@ -259,8 +271,12 @@ impl Broker {
                 }
                 return;
             }
-            st.w
-                .session(&s.client_id, s.username.as_deref(), s.protocol, s.expiry_interval);
+            st.w.session(
+                &s.client_id,
+                s.username.as_deref(),
+                s.protocol,
+                s.expiry_interval,
+            );
             s.stored = true;
             self.gate(conn);
         }
@@ -321,8 +337,7 @@ impl Broker {
             }
             st.seq += 1;
             item.seq = st.seq;
-            st.w
-                .msg(&s.client_id, item.seq, item.qos, item.retain, &item.msg);
+            st.w.msg(&s.client_id, item.seq, item.qos, item.retain, &item.msg);
             true
         }
         #[cfg(not(feature = "store"))]

@@ -626,9 +626,15 @@ impl Broker {
                     f.needs_send = false;
                     seq = super::durable::seq_of(&f.item);
                 }
-                // After a restart PUBREL is resent, not the message.
-                let state = super::durable::state_code(InflightState::AwaitComp);
-                self.store_inflight(sk, seq, pid.get(), state);
+                if seq != 0 {
+                    // After a restart PUBREL is resent, not the message: PUBREL goes once
+                    // that is in the store (else the client could complete the flow and
+                    // then get the message again under the same, freed, identifier).
+                    let state = super::durable::state_code(InflightState::AwaitComp);
+                    self.store_inflight(sk, seq, pid.get(), state);
+                    let code = ReasonCode::Success;
+                    return self.ack_after_store(conn, PacketType::PubRel, pid, code);
+                }
                 ReasonCode::Success
             }
             None if v.is_some_and(|v| v.is_v5()) => ReasonCode::PacketIdentifierNotFound,

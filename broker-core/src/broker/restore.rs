@@ -76,11 +76,7 @@ impl Broker {
     /// messages to the session at once; a will of the connection the restart ended is
     /// published after its delay unless the client is back by then.
     #[cfg(feature = "store")]
-    pub fn restore_stored(
-        &mut self,
-        now: Instant,
-        r: crate::store::RestoredSession,
-    ) {
+    pub fn restore_stored(&mut self, now: Instant, r: crate::store::RestoredSession) {
         use crate::session::{Inflight, InflightState};
         let owner = crate::shard::owner_of_client(&r.client_id, self.cfg.shards);
         if owner != self.cfg.shard
@@ -139,7 +135,11 @@ impl Broker {
         s.resend_pending = !s.inflight.is_empty();
         // Restored identifiers may be in any order: allocation walks the window.
         s.pid_lapped = true;
-        s.next_pid = if last_pid == u16::MAX { 1 } else { last_pid + 1 };
+        s.next_pid = if last_pid == u16::MAX {
+            1
+        } else {
+            last_pid + 1
+        };
         for pid in r.qos2_in {
             if !s.rx_qos2.contains(&pid) {
                 s.rx_qos2.push(pid);

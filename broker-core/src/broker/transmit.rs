@@ -337,6 +337,27 @@ impl Broker {
                     continue;
                 }
                 let pid = needs_slot.then(|| s.alloc_pid());
+                // A stored QoS 2 message goes out only once its packet identifier is in the
+                // store: sent under an identifier a restart forgot, it could be delivered
+                // twice (the client would take the resend, under a new identifier, for a
+                // new message). It waits in flight, unsent, for the batch.
+                #[cfg(feature = "store")]
+                if let (Some(st), Some(pid), QoS::ExactlyOnce, true) =
+                    (store.as_deref_mut(), pid, item.qos, item.seq != 0)
+                {
+                    let code = super::durable::state_code(InflightState::AwaitRec);
+                    st.msg_inflight(&s.client_id, item.seq, pid, code, true);
+                    st.gate(conn);
+                    s.inflight.push_back(Inflight {
+                        pid,
+                        item,
+                        state: InflightState::AwaitRec,
+                        needs_send: true,
+                        sent_once: false,
+                    });
+                    s.resend_pending = true;
+                    continue;
+                }
                 if encode_publish(c, &item, pid, false, now, tx, inline).is_err() {
                     #[cfg(feature = "store")]
                     if let Some(st) = store.as_deref_mut() {

@@ -150,7 +150,6 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
             authenticator: Box::new(policy_auth.authenticator()),
             authorizer: Box::new(policy_auth.authorizer()),
             hooks: Box::new(crate::broker::report::LogHooks::default()),
-            ..broker_core::Policy::default()
         }),
         // SIGHUP: re-read the configuration, the password and ACL files and the
         // certificates; live connections keep going.

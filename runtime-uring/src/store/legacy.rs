@@ -31,8 +31,9 @@ pub fn find(db: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter(|e| {
             e.file_name().to_str().is_some_and(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+                n.strip_prefix(&prefix).is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+                })
             })
         })
         .map(|e| e.path())

@@ -169,10 +169,7 @@ pub fn open(settings: &StoreSettings, clock: u64) -> anyhow::Result<Opened> {
             }
         },
         Err(fjall::Error::Locked) => {
-            anyhow::bail!(
-                "the store {} is in use by another process",
-                path.display()
-            )
+            anyhow::bail!("the store {} is in use by another process", path.display())
         }
         Err(e) => {
             move_aside(path, &format!("{e}"))?;
@@ -192,7 +189,8 @@ pub fn open(settings: &StoreSettings, clock: u64) -> anyhow::Result<Opened> {
     let snap = legacy::find(path);
     if !snap.is_empty() {
         let old = legacy::load(&snap)?;
-        let migrated: Vec<RestoredSession> = old.sessions.into_iter().map(legacy::convert).collect();
+        let migrated: Vec<RestoredSession> =
+            old.sessions.into_iter().map(legacy::convert).collect();
         let batch = broker_core::store::migration_records(&migrated, &old.retained, clock);
         w.apply(&batch)
             .and_then(|()| w.commit(true))

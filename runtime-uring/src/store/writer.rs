@@ -20,7 +20,10 @@ pub type Notify = Box<dyn Fn(u64, Vec<u8>) + Send>;
 
 enum Pending {
     /// `fresh`: the key did not exist before this commit.
-    Put { value: Vec<u8>, fresh: bool },
+    Put {
+        value: Vec<u8>,
+        fresh: bool,
+    },
     Delete,
 }
 
@@ -186,7 +189,7 @@ fn run(
                 Err(e) => {
                     // Nothing is acknowledged until it is written: the shards' publishers
                     // wait (their acknowledgements are held) while this retries.
-                    if failures % 50 == 0 {
+                    if failures.is_multiple_of(50) {
                         tracing::error!(
                             "cannot write the store (acknowledgements are held until it can): {e}"
                         );
@@ -214,7 +217,10 @@ fn run(
         }
     }
     // Shutdown: everything is on disk before the process exits.
-    if let Err(e) = a.commit(false).and_then(|()| db.persist(fjall::PersistMode::SyncAll)) {
+    if let Err(e) = a
+        .commit(false)
+        .and_then(|()| db.persist(fjall::PersistMode::SyncAll))
+    {
         tracing::error!("cannot flush the store at exit: {e}");
     }
 }
