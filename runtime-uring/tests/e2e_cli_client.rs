@@ -431,7 +431,7 @@ fn restart(kind: Kind, persistence: bool) {
         if let Broker::Petrel(p) = &b {
             assert!(
                 p.proc
-                    .wait_err(T, |l| l.contains("restored 1 session"))
+                    .wait_err(T, |l| l.contains(": 1 session(s)"))
                     .is_some(),
                 "{}",
                 p.proc.dump()

@@ -81,6 +81,13 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if threads > usize::from(u16::MAX) {
         bail!("too many threads");
     }
+    // The store is read back first: "listening on" means ready to serve.
+    let epoch = std::time::Instant::now();
+    let clock = crate::store::clock_at(epoch);
+    let mut opened = match &settings.persistence {
+        Some(p) => Some(crate::store::open(p, clock)?),
+        None => None,
+    };
     // Bind every listener for every thread before starting, so errors stop the start-up.
     let addrs: Vec<SocketAddr> = settings.listeners.iter().map(|l| l.addr).collect();
     let (per_thread, bound) = crate::net::listen::bind_all(&addrs, threads, false)?;
@@ -106,16 +113,13 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         .map(|_| async_channel::bounded::<shard::DataBatch>(shard::data_channel_batches()))
         .unzip();
     let mut data_receivers = data_receivers.into_iter();
-    let epoch = std::time::Instant::now();
     let pin = settings.pin_cores && threads > 1;
     let placement = settings.placement;
-    // The store is read back before any shard serves, and its thread tells each shard
-    // (on its control channel) which of its record batches are written.
-    let clock = crate::store::clock_at(epoch);
+    // The store thread tells each shard (on its control channel) which of its record
+    // batches are written.
     let mut writer = None;
-    let restored = match &settings.persistence {
-        Some(p) => {
-            let mut opened = crate::store::open(p, clock)?;
+    let restored = match (&settings.persistence, opened.take()) {
+        (Some(p), Some(mut opened)) => {
             let restored = std::mem::take(&mut opened.restored);
             let notify = senders
                 .iter()
@@ -129,7 +133,7 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             writer = Some(crate::store::Writer::spawn(opened, p.durability, notify)?);
             Arc::new(restored)
         }
-        None => Arc::new(crate::store::Restored::default()),
+        _ => Arc::new(crate::store::Restored::default()),
     };
     let mut handles = Vec::new();
     for (i, (rx, listeners)) in receivers.into_iter().zip(per_thread).enumerate() {

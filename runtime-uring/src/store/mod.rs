@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn utc_stamps_are_civil_dates() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_601_600 + 3_723);
-        assert_eq!(utc_stamp(t), "20261206T010203Z");
+        assert_eq!(utc_stamp(t), "20261207T010203Z");
         assert_eq!(utc_stamp(std::time::UNIX_EPOCH), "19700101T000000Z");
     }
 }

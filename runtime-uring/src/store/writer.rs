@@ -151,7 +151,9 @@ impl Writer {
 
     /// Waits for everything sent to be written (call once every shard has stopped).
     pub fn finish(self) {
-        drop(self.tx);
+        // Closed for every sender (a stopped shard's handle may outlive its thread); what
+        // was sent before is still received.
+        self.tx.close();
         if self.handle.join().is_err() {
             tracing::error!("the store thread panicked");
         }

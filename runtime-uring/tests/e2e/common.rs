@@ -482,6 +482,21 @@ impl Petrel {
         }
     }
 
+    /// SIGKILL (no chance to flush anything), wait, start again with the same
+    /// configuration.
+    pub fn kill9_restart(&mut self) {
+        self.proc.signal(libc::SIGKILL);
+        if self.proc.wait_exit(T).is_none() {
+            panic!("petrel survived SIGKILL\n{}", self.proc.dump());
+        }
+        let owned = self.extra_args.clone();
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        self.proc = spawn_petrel(&self.config, &args, &self.env);
+        if let Err(e) = self.wait_ready() {
+            panic!("petrel broker did not restart:\n{e}");
+        }
+    }
+
     /// SIGTERM and wait; panics unless it exits 0 within 10 s.
     pub fn stop_gracefully(&mut self) -> ExitStatus {
         self.proc.signal(libc::SIGTERM);
