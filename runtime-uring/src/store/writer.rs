@@ -166,6 +166,7 @@ fn run(
     notify: Vec<Notify>,
     rx: async_channel::Receiver<Job>,
 ) {
+    let started = std::time::Instant::now();
     let super::Opened { db, spaces, .. } = opened;
     let mut a = Applier::new(&db, &spaces);
     let sync = durability == Durability::Power;
@@ -225,4 +226,12 @@ fn run(
     {
         tracing::error!("cannot flush the store at exit: {e}");
     }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let commits = COMMITS.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = FSYNCS.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        "store: {commits} commits ({:.0}/s), {fsyncs} fsyncs ({:.0}/s) in {secs:.1} s",
+        commits as f64 / secs,
+        fsyncs as f64 / secs
+    );
 }

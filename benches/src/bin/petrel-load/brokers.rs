@@ -14,7 +14,21 @@ pub(crate) struct BrokerProc {
 }
 
 impl Drop for BrokerProc {
+    /// SIGTERM first (a broker may report what it did at exit), SIGKILL after 5 s.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child, not yet reaped (we hold the Child).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -38,7 +52,9 @@ pub(crate) fn wait_listening(addr: SocketAddr) -> bool {
     false
 }
 
-pub(crate) fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
+/// Starts `kind`; `durable`: with persistence on (Mosquitto's snapshot store, Petrel's
+/// write-ahead store with `--durability`).
+pub(crate) fn start_broker(kind: &str, a: &Args, durable: bool) -> anyhow::Result<BrokerProc> {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let dir = std::env::temp_dir().join(format!("petrel-load-{}-{port}", std::process::id()));
@@ -48,10 +64,15 @@ pub(crate) fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
     match kind {
         "mosquitto" => {
             let conf = dir.join("mosquitto.conf");
+            let persistence = if durable {
+                format!("persistence true\npersistence_location {}/\n", dir.display())
+            } else {
+                "persistence false\n".to_owned()
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 100\nmax_connections -1\npersistence false\nlog_dest none\n"
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 100\nmax_connections -1\n{persistence}log_dest none\n"
                 ),
             )?;
             cmd.arg("mosquitto").arg("-c").arg(&conf);
@@ -64,12 +85,29 @@ pub(crate) fn start_broker(kind: &str, a: &Args) -> anyhow::Result<BrokerProc> {
                 .arg("--threads")
                 .arg(a.threads.to_string())
                 .arg("--log-level")
-                .arg("warn");
+                // The store's figures (commits, fsyncs per second) are printed at exit.
+                .arg(if durable {
+                    "warn,runtime_uring::store=info"
+                } else {
+                    "warn"
+                });
             if kind == "petrel-epoll" {
                 cmd.arg("--driver").arg("epoll");
             }
             if kind == "petrel-forward" {
                 cmd.arg("--placement").arg("forward");
+            }
+            if durable {
+                let conf = dir.join("petrel.toml");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "allow_anonymous = true\npersistence = true\npersistence_location = \"{}\"\ndurability = \"{}\"\n",
+                        dir.display(),
+                        a.durability
+                    ),
+                )?;
+                cmd.arg("-c").arg(&conf);
             }
         }
         other => anyhow::bail!("unknown broker {other}"),

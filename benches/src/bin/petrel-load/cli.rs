@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "End-to-end MQTT load generator: Petrel versus Mosquitto in the same run")]
 pub(crate) struct Args {
-    /// Scenarios to run (comma separated): pairs,fanin,fanout,latency,conns,proxy.
+    /// Scenarios to run (comma separated): pairs,fanin,fanout,latency,conns,proxy,durable
+    /// (pairs with persistent subscribers, brokers with persistence on).
     #[arg(long, default_value = "pairs,fanin,fanout,latency,conns")]
     pub(crate) scenarios: String,
     /// QoS levels (comma separated) for throughput scenarios.
@@ -65,6 +66,9 @@ pub(crate) struct Args {
     /// Rounds of the `proxy` scenario (its figures are the medians).
     #[arg(long, default_value_t = 3)]
     pub(crate) proxy_rounds: usize,
+    /// Petrel's `durability` in the `durable` scenario: process or power.
+    #[arg(long, default_value = "process")]
+    pub(crate) durability: String,
     /// Write the results as Markdown to this file too.
     #[arg(long)]
     pub(crate) markdown: Option<PathBuf>,

@@ -23,10 +23,10 @@ pub(crate) fn encode(p: &Packet<'_>) -> Vec<u8> {
     v
 }
 
-pub(crate) fn connect_bytes(id: &str) -> Vec<u8> {
+pub(crate) fn connect_bytes(id: &str, clean: bool) -> Vec<u8> {
     encode(&Packet::Connect(Connect {
         protocol: ProtocolVersion::V3_1_1,
-        clean_start: true,
+        clean_start: clean,
         keep_alive: 600,
         properties: Properties::default(),
         client_id: id,
@@ -80,9 +80,18 @@ pub(crate) fn for_each_packet(buf: &[u8], mut f: impl FnMut(u8, &[u8])) -> usize
 }
 
 pub(crate) async fn open(addr: SocketAddr, id: &str) -> anyhow::Result<TcpStream> {
+    open_session(addr, id, true).await
+}
+
+/// [`open`] with Clean Session `clean` (false: a persistent session).
+pub(crate) async fn open_session(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect_addr(addr).await?;
     s.set_nodelay(true)?;
-    let (r, _) = s.write_all(connect_bytes(id)).await;
+    let (r, _) = s.write_all(connect_bytes(id, clean)).await;
     r?;
     // CONNACK is 4 bytes.
     let mut got = Vec::new();

@@ -5,7 +5,8 @@
 //! `fanin` (8 publishers to 1 wildcard subscriber), `fanout` (1 publisher to 100
 //! subscribers), `latency` (1 to 1 at a fixed rate: p50/p99/p99.9), `conns` (idle
 //! connections: connect rate and broker RSS per connection), `proxy` (the same workload
-//! direct and through `petrel proxy`). Publishers write as fast as the broker accepts,
+//! direct and through `petrel proxy`), `durable` (pairs with persistent subscribers and
+//! persistence on). Publishers write as fast as the broker accepts,
 //! in batches; every loop is bounded in time and count; undelivered messages are counted.
 
 mod brokers;
@@ -85,7 +86,7 @@ fn main() -> anyhow::Result<()> {
             for b in &brokers {
                 let proc_ = match a.target {
                     Some(_) => None,
-                    None => Some(start_broker(b, &a)?),
+                    None => Some(start_broker(b, &a, sc == "durable")?),
                 };
                 let addr = a
                     .target

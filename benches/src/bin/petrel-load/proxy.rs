@@ -31,7 +31,7 @@ pub(crate) struct ProxyRow {
 /// The `proxy` scenario: the same workloads direct to one Petrel broker, through
 /// `petrel proxy`, and through nginx's stream proxy when installed; returns Markdown.
 pub(crate) fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
-    let broker = start_broker("petrel", a)?;
+    let broker = start_broker("petrel", a, false)?;
     let proxy = start_petrel_proxy(a, broker.addr)?;
     let nginx = start_nginx(a, broker.addr)?;
     if nginx.is_none() {

@@ -15,6 +15,8 @@ pub(crate) struct Workload {
     pub(crate) subscribers: Vec<String>, // filter each subscriber uses
     /// Deliveries each publish should cause (to count losses).
     pub(crate) fan: u64,
+    /// Subscribers with persistent sessions (Clean Session 0), brokers with persistence.
+    pub(crate) durable: bool,
 }
 
 pub(crate) struct Outcome {
@@ -56,7 +58,8 @@ pub(crate) fn run_workload(
     let (start_count, elapsed) = rt.block_on(async {
         let mut subs = Vec::new();
         for (i, f) in w.subscribers.iter().enumerate() {
-            let mut s = open(addr, &format!("{}-sub-{i}", a.client_prefix)).await?;
+            let id = format!("{}-sub-{i}", a.client_prefix);
+            let mut s = crate::client::open_session(addr, &id, !w.durable).await?;
             subscribe(&mut s, f, qos).await?;
             subs.push(s);
         }
@@ -137,25 +140,29 @@ pub(crate) fn run_workload(
 
 pub(crate) fn workload(name: &str) -> Option<Workload> {
     Some(match name {
-        "pairs" => Workload {
+        "pairs" | "durable" => Workload {
             publishers: (0..100).map(|i| format!("load/pair/{i}")).collect(),
             subscribers: (0..100).map(|i| format!("load/pair/{i}")).collect(),
             fan: 1,
+            durable: name == "durable",
         },
         "fanin" => Workload {
             publishers: (0..8).map(|i| format!("load/fanin/{i}")).collect(),
             subscribers: vec!["load/fanin/#".into()],
             fan: 1,
+            durable: false,
         },
         "fanout" => Workload {
             publishers: vec!["load/fanout".into()],
             subscribers: (0..100).map(|_| "load/fanout".to_owned()).collect(),
             fan: 100,
+            durable: false,
         },
         "latency" => Workload {
             publishers: vec!["load/latency".into()],
             subscribers: vec!["load/latency".into()],
             fan: 1,
+            durable: false,
         },
         _ => return None,
     })
