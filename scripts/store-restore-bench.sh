@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # By hand (not in CI): time to restore N queued messages (default 1,000,000) after kill -9.
 # An offline persistent subscriber, N QoS 1 messages of 64 B published to it with
-# mosquitto_pub -l (all acknowledged), kill -9, restart: the broker logs how many records
+# petrel pub -l (which exits once all are acknowledged), kill -9, restart: the broker logs how many records
 # it read and how long that took; the subscriber then drains and counts them.
 # Usage: bash scripts/store-restore-bench.sh [N]
 set -euo pipefail
@@ -29,7 +29,7 @@ p = 'x' * 56
 for i in range($N): sys.stdout.write(f'{i:07d}{p}\n')
 " > "$dir/lines"
 t0=$(date +%s.%N)
-mosquitto_pub -p "$port" -q 1 -t r/x -l < "$dir/lines"
+"$PETREL" pub -L "tcp://127.0.0.1:$port" -q 1 -t r/x -l < "$dir/lines"
 t1=$(date +%s.%N)
 echo "published $N QoS 1 messages (all acknowledged) in $(echo "$t1 - $t0" | bc) s"
 du -sh "$dir/petrel.db"

@@ -51,6 +51,7 @@ pub struct Restored {
 
 /// An open store and what it held.
 pub struct Opened {
+    pub path: PathBuf,
     pub db: fjall::Database,
     pub spaces: Vec<fjall::Keyspace>,
     pub restored: Restored,
@@ -225,6 +226,7 @@ pub fn open(settings: &StoreSettings, clock: u64) -> anyhow::Result<Opened> {
         restored.elapsed.as_secs_f64()
     );
     Ok(Opened {
+        path: path.clone(),
         db,
         spaces,
         restored,

@@ -167,7 +167,11 @@ fn run(
     rx: async_channel::Receiver<Job>,
 ) {
     let started = std::time::Instant::now();
-    let super::Opened { db, spaces, .. } = opened;
+    let super::Opened {
+        db, spaces, path, ..
+    } = opened;
+    // Test hook of the power-loss test: the store as of each fsync.
+    let snapshots = std::env::var_os("PETREL_TEST_POWER_SNAPSHOT").map(std::path::PathBuf::from);
     let mut a = Applier::new(&db, &spaces);
     let sync = durability == Durability::Power;
     let mut jobs: Vec<Job> = Vec::new();
@@ -206,6 +210,11 @@ fn run(
         COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if sync {
             FSYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(to) = &snapshots {
+                if let Err(e) = power_snapshot(&path, to) {
+                    tracing::error!("test snapshot: {e}");
+                }
+            }
         }
         for mut j in jobs.drain(..) {
             if let Some(slot) = done.get_mut(usize::from(j.shard)) {
@@ -234,4 +243,40 @@ fn run(
         commits as f64 / secs,
         fsyncs as f64 / secs
     );
+}
+
+/// Copies the store (as it is on disk right after an fsync, before anything that waited
+/// for it is released) to `to`, replacing the previous copy: what a power cut at any later
+/// moment, before the next fsync, leaves at best. Used only by the power-loss test.
+fn power_snapshot(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let target = to.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                copy_dir(&e.path(), &target)?;
+            } else {
+                std::fs::copy(e.path(), target)?;
+            }
+        }
+        Ok(())
+    }
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy_dir(from, &tmp)?;
+    // Renames only, so that a kill at any point leaves a whole copy: `to`, or else
+    // `<to>.old` (between the two renames).
+    let mut old = to.as_os_str().to_owned();
+    old.push(".old");
+    let old = std::path::PathBuf::from(old);
+    let _ = std::fs::remove_dir_all(&old);
+    if to.exists() {
+        std::fs::rename(to, &old)?;
+    }
+    std::fs::rename(&tmp, to)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
 }

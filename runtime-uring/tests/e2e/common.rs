@@ -485,10 +485,16 @@ impl Petrel {
     /// SIGKILL (no chance to flush anything), wait, start again with the same
     /// configuration.
     pub fn kill9_restart(&mut self) {
+        self.kill9_restart_after(|| {});
+    }
+
+    /// [`Petrel::kill9_restart`], running `between` while the broker is down.
+    pub fn kill9_restart_after(&mut self, between: impl FnOnce()) {
         self.proc.signal(libc::SIGKILL);
         if self.proc.wait_exit(T).is_none() {
             panic!("petrel survived SIGKILL\n{}", self.proc.dump());
         }
+        between();
         let owned = self.extra_args.clone();
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         self.proc = spawn_petrel(&self.config, &args, &self.env);

@@ -65,7 +65,10 @@ pub(crate) fn start_broker(kind: &str, a: &Args, durable: bool) -> anyhow::Resul
         "mosquitto" => {
             let conf = dir.join("mosquitto.conf");
             let persistence = if durable {
-                format!("persistence true\npersistence_location {}/\n", dir.display())
+                format!(
+                    "persistence true\npersistence_location {}/\n",
+                    dir.display()
+                )
             } else {
                 "persistence false\n".to_owned()
             };
