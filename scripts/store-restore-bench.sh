@@ -20,7 +20,12 @@ max_queued_bytes = 0
 [[listener]]
 bind = "127.0.0.1:$port"
 CONF
-start() { "$PETREL" broker -c "$dir/petrel.toml" 2>"$dir/log$1" & sleep 1; }
+# Ready once it logs "listening on" (after the store is read back).
+start() {
+  "$PETREL" broker -c "$dir/petrel.toml" 2>"$dir/log$1" &
+  for _ in $(seq 1 600); do grep -q "listening on" "$dir/log$1" 2>/dev/null && return; sleep 0.2; done
+  echo "the broker did not start"; cat "$dir/log$1"; exit 1
+}
 start 1
 mosquitto_sub -p "$port" -c -i restore-sub -q 1 -t 'r/#' -W 1 >/dev/null || true
 python3 -c "
@@ -36,6 +41,6 @@ du -sh "$dir/petrel.db"
 pkill -9 -f "petrel broker -c $dir/petrel.toml"
 sleep 0.5
 start 2
-grep -E "restored from" "$dir/log2" | sed 's/.*store /store /'
-got=$(timeout 300 mosquitto_sub -p "$port" -c -i restore-sub -q 1 -t 'r/#' -W 20 2>/dev/null | wc -l || true)
+grep -E "restored from" "$dir/log2" | sed 's/.*store /store /' || true
+got=$(timeout 300 mosquitto_sub -p "$port" -c -i restore-sub -q 1 -t 'r/#' -W 60 2>/dev/null | wc -l || true)
 echo "the subscriber received $got of $N after the restart"

@@ -438,3 +438,31 @@ fn an_offline_session_never_holds_publishers() {
     assert_eq!(log.drops().len(), 7);
     assert_eq!(s.brokers[0].metrics().dropped_queue_full, 7);
 }
+
+/// At the broker's memory limit (reported by the shell), QoS 0 is dropped and a QoS 1
+/// publisher is not read until the limit is no longer reached; then it resumes, in order.
+#[test]
+fn memory_limit_drops_qos0_and_holds_qos1_publishers() {
+    let mut s = common::sim();
+    let sub = common::connect(&mut s, "sub", true, common::V3);
+    common::subscribe(&mut s, sub, "m/#", common::Q1);
+    let p = common::connect(&mut s, "pub", true, common::V3);
+    s.brokers[0].set_memory_pressure(true);
+    common::publish(&mut s, p, "m/a", b"zero", common::Q0, false, 0);
+    common::publish(&mut s, p, "m/a", b"one", common::Q1, false, 1);
+    common::publish(&mut s, p, "m/a", b"two", common::Q1, false, 2);
+    assert!(
+        common::recv(&mut s, sub).is_empty(),
+        "delivered at the limit"
+    );
+    assert_eq!(
+        common::pubacks(&common::recv(&mut s, p)),
+        0,
+        "read at the limit"
+    );
+    assert_eq!(s.brokers[0].metrics().dropped_memory, 1);
+    s.brokers[0].set_memory_pressure(false);
+    s.pump();
+    assert_eq!(common::pubacks(&common::recv(&mut s, p)), 2);
+    assert_eq!(common::payloads(&common::recv(&mut s, sub)), ["one", "two"]);
+}

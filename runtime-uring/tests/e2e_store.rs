@@ -623,3 +623,117 @@ fn power_durability_survives_losing_everything_after_the_last_fsync() {
     assert!(total > 0, "nothing was acknowledged");
     b.assert_healthy();
 }
+
+fn rss_of(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `memory_limit`: 20 offline sessions queue every 32 KiB QoS 1 message of a publisher
+/// that never waits (each session keeps its own copy). The broker's RSS must stay under
+/// the cap + 32 MiB while the publisher is held; QoS 0 is dropped meanwhile; once the
+/// sessions are gone the publisher is served again.
+#[test]
+fn memory_limit_holds_publishers_and_bounds_rss() {
+    const LIMIT: u64 = 96 << 20;
+    let d = tempdir();
+    let conf = format!(
+        "allow_anonymous = true\nmax_queued_messages = 0\nmax_queued_bytes = 0\n\
+         memory_limit = {LIMIT}\n[[listener]]\nbind = \"127.0.0.1:{{port}}\"\n"
+    );
+    let b = Petrel::start(d.path(), &conf);
+    let port = b.port();
+    for i in 0..20 {
+        let (mut s, _) = session(port, &format!("slow{i}"), false);
+        subscribe(&mut s, "big/#", 1);
+        s.send(&[0xe0, 0]);
+    }
+    let (mut q0, _) = session(port, "q0", true);
+    subscribe(&mut q0, "q0/#", 0);
+    let acked = Arc::new(Mutex::new(0u64));
+    let a2 = acked.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let (mut r, _) = session(port, "bigpub", true);
+        let payload = vec![b'x'; 32 * 1024];
+        let mut pid = 0u16;
+        let mut inflight = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            while inflight < 100 {
+                pid = if pid == u16::MAX { 1 } else { pid + 1 };
+                r.send(&publish_packet(false, "big/x", &payload, 1, pid));
+                inflight += 1;
+            }
+            if let Ok(p) = r.read(Duration::from_millis(20)) {
+                if p.kind() == 4 {
+                    inflight -= 1;
+                    *a2.lock().unwrap() += 1;
+                }
+            }
+        }
+    });
+    let pid = b.proc.pid();
+    let mut max_rss = 0;
+    let start = Instant::now();
+    let mut held_since_acks = 0;
+    let mut last = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        max_rss = max_rss.max(rss_of(pid));
+        std::thread::sleep(Duration::from_millis(20));
+        let now = *acked.lock().unwrap();
+        held_since_acks = if now == last { held_since_acks + 1 } else { 0 };
+        last = now;
+    }
+    assert!(
+        max_rss <= LIMIT + (32 << 20),
+        "RSS reached {} MiB (limit {} MiB)\n{}",
+        max_rss >> 20,
+        LIMIT >> 20,
+        b.proc.dump()
+    );
+    assert!(
+        held_since_acks > 25,
+        "the publisher was not held (acks kept coming)"
+    );
+    assert!(
+        b.proc
+            .wait_err(T, |l| l.contains("memory_limit reached"))
+            .is_some(),
+        "{}",
+        b.proc.dump()
+    );
+    // QoS 0 is dropped at the limit.
+    mosq_pub(port, &["-q", "0", "-t", "q0/x", "-m", "dropped"]).assert_ok("qos0");
+    assert!(
+        q0.read(Duration::from_millis(500)).is_err(),
+        "QoS 0 delivered at the limit"
+    );
+    // The queues go (clean sessions replace them): the publisher is served again.
+    for i in 0..20 {
+        let _ = session(port, &format!("slow{i}"), true);
+    }
+    let before = *acked.lock().unwrap();
+    let t = Instant::now();
+    while *acked.lock().unwrap() == before && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.join().unwrap();
+    assert!(
+        *acked.lock().unwrap() > before,
+        "the publisher was not released\n{}",
+        b.proc.dump()
+    );
+    eprintln!(
+        "memory_limit {} MiB: max RSS {} MiB, {} messages acknowledged",
+        LIMIT >> 20,
+        max_rss >> 20,
+        before
+    );
+}

@@ -35,6 +35,16 @@ pub(crate) enum Aside {
     TooMany,
 }
 
+/// What the memory limit does with the next packet.
+pub(crate) enum MemGate {
+    /// Not a PUBLISH (or incomplete): as usual.
+    Pass,
+    /// A QoS 0 PUBLISH of this many bytes, dropped.
+    Dropped(usize),
+    /// A QoS 1/2 PUBLISH: not read until the memory limit is no longer reached.
+    Wait,
+}
+
 /// The QoS of a PUBLISH from its fixed header flags.
 fn publish_qos(h: &FixedHeader) -> u8 {
     (h.flags >> 1) & 3
@@ -53,6 +63,39 @@ fn count_qos_publishes(mut input: &[u8]) -> u16 {
 }
 
 impl Broker {
+    /// The shell's view of the broker's memory: at its limit (`on`), QoS 0 messages are
+    /// dropped and QoS 1/2 publishers are no longer read (their other packets neither,
+    /// behind their PUBLISH); below it again, they resume (`Event::ResumeInput`).
+    pub fn set_memory_pressure(&mut self, on: bool) {
+        if self.mem_pressure == on {
+            return;
+        }
+        self.mem_pressure = on;
+        if !on {
+            for c in core::mem::take(&mut self.mem_paused) {
+                self.events.push_back(Event::ResumeInput(c));
+            }
+        }
+    }
+
+    /// Sorts the next packet of a connection while the memory limit is reached.
+    pub(crate) fn memory_gate(&mut self, conn: ConnId, rest: &[u8]) -> MemGate {
+        let Ok(Status::Complete(h)) = FixedHeader::parse(rest, usize::MAX) else {
+            return MemGate::Pass;
+        };
+        if h.packet_type != PacketType::Publish || rest.len() < h.packet_len() {
+            return MemGate::Pass;
+        }
+        if publish_qos(&h) == 0 {
+            self.metrics.dropped_memory += 1;
+            return MemGate::Dropped(h.packet_len());
+        }
+        if !self.mem_paused.contains(&conn) {
+            self.mem_paused.push(conn);
+        }
+        MemGate::Wait
+    }
+
     /// Whether the connection's input is held back: a held publisher, or input set aside
     /// and not yet processed (its SUBSCRIBE, say, is not answered yet).
     pub fn input_held(&self, conn: ConnId) -> bool {

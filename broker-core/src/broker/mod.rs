@@ -96,6 +96,9 @@ pub struct Metrics {
     /// Subscribers disconnected for making no progress while publishers waited for them.
     #[cfg(feature = "backpressure")]
     pub subscribers_stalled: u64,
+    /// QoS 0 messages dropped because the broker's memory limit was reached.
+    #[cfg(feature = "backpressure")]
+    pub dropped_memory: u64,
 }
 
 /// An entry of the local subscription index.
@@ -156,6 +159,12 @@ pub struct Broker {
     /// The acknowledgement of the message being routed, if it may be held.
     pub(crate) current_ack: Option<flow::CurrentAck>,
     pub(crate) released: Vec<Key>,
+    /// The shell reported the broker's memory limit reached: QoS 0 PUBLISH packets are
+    /// dropped, QoS 1/2 ones are not read (their connections wait in `mem_paused`).
+    #[cfg(feature = "backpressure")]
+    pub(crate) mem_pressure: bool,
+    #[cfg(feature = "backpressure")]
+    pub(crate) mem_paused: Vec<ConnId>,
     /// Write-ahead records for a durable store, when enabled.
     #[cfg(feature = "store")]
     pub(crate) store: Option<alloc::boxed::Box<durable::StoreLog>>,
@@ -200,6 +209,10 @@ impl Broker {
             acks: Slab::default(),
             current_ack: None,
             released: Vec::new(),
+            #[cfg(feature = "backpressure")]
+            mem_pressure: false,
+            #[cfg(feature = "backpressure")]
+            mem_paused: Vec::new(),
             #[cfg(feature = "store")]
             store: None,
             #[cfg(feature = "store")]
@@ -389,6 +402,18 @@ impl Broker {
                         _ => self.complete(conn, pid, InflightState::AwaitComp),
                     }
                     continue;
+                }
+            }
+            #[cfg(feature = "backpressure")]
+            if self.mem_pressure && state == ConnState::Connected {
+                match self.memory_gate(conn, rest) {
+                    hold::MemGate::Pass => {}
+                    hold::MemGate::Dropped(n) => {
+                        pos += n;
+                        *packets += 1;
+                        continue;
+                    }
+                    hold::MemGate::Wait => break,
                 }
             }
             // PUBLISH: decoded without building a `Packet`, keeping its property block as

@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod memory;
 pub mod relay;
 pub mod report;
 pub mod shard;
@@ -63,6 +64,8 @@ pub struct RunSettings {
     pub on_ready: Option<Box<ReadyFn>>,
     /// The durable store of sessions and retained messages.
     pub persistence: Option<crate::store::StoreSettings>,
+    /// Broker-wide memory cap (RSS), bytes; 0: none.
+    pub memory_limit: u64,
 }
 
 fn pin_to_core(core: usize) {
@@ -179,6 +182,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             })?;
         handles.push(h);
     }
+    let memory = (settings.memory_limit > 0)
+        .then(|| memory::Watch::spawn(settings.memory_limit, senders.clone()))
+        .transpose()?;
     if let Some(f) = settings.on_ready.take() {
         f(&bound);
     }
@@ -225,6 +231,9 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     }
     sig_handle.close();
     let _ = sig_thread.join();
+    if let Some(m) = memory {
+        m.stop();
+    }
     // Every shard has stopped: what they sent is written before the process exits.
     if let Some(w) = writer {
         w.finish();

@@ -44,6 +44,8 @@ pub enum Inbox {
     Wake(std::task::Waker),
     /// The store wrote this shard's record batches up to this one; the buffer is for reuse.
     StoreCommitted(u64, Vec<u8>),
+    /// The broker's memory limit is reached (true) or no longer (false).
+    MemoryPressure(bool),
 }
 
 /// A shard's ends of the channels between threads.
@@ -250,6 +252,7 @@ impl Shard {
                 }
             }
             Inbox::Wake(w) => w.wake(),
+            Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
             Inbox::StoreCommitted(batch, buf) => {
                 self.broker.borrow_mut().handle_store_committed(batch);
                 let mut bufs = self.store_bufs.borrow_mut();

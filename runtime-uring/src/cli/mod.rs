@@ -166,6 +166,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         }),
         on_ready: None,
         persistence: persistence(&cfg, a.config.as_deref()),
+        memory_limit: cfg.memory_limit,
     };
     broker::run(settings)
 }
