@@ -71,6 +71,8 @@ pub struct Sim {
     /// Whether a connection whose CONNECT names a client identifier owned by another
     /// shard is handed to that shard (as the shell does, see `architecture.md`).
     pub handoff: bool,
+    /// `Event::StoreLoad` requests (shard, client, after, max) for a test to serve.
+    pub store_loads: Vec<(usize, alloc::boxed::Box<str>, u64, usize)>,
 }
 
 impl Sim {
@@ -102,6 +104,7 @@ impl Sim {
             budget: 64 * 1024,
             pending: VecDeque::new(),
             handoff: true,
+            store_loads: Vec::new(),
         }
     }
 
@@ -334,6 +337,9 @@ impl Sim {
                         }
                         Event::ToShard { to, msg } => {
                             self.pending.push_back((usize::from(to), msg))
+                        }
+                        Event::StoreLoad { client, after, max } => {
+                            self.store_loads.push((shard, client, after, max))
                         }
                         Event::ResumeInput(conn) => {
                             if let Some(sc) = self

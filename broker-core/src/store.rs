@@ -369,6 +369,23 @@ pub struct StoredMessage {
     pub inflight: Option<(u16, u8)>,
 }
 
+/// A queued message's record read back (`Space::Msg`): `suffix` is its key after the
+/// client prefix, `clock` as for [`Loader::new`]. `None` if it is not one.
+pub fn decode_message_record(suffix: &[u8], value: &[u8], clock: u64) -> Option<StoredMessage> {
+    let seq = u64::from_be_bytes(suffix.try_into().ok()?);
+    let mut c = Cursor(value);
+    let f = c.u8()?;
+    let qos = QoS::from_u8(f & 3)?;
+    let msg = get_message(&mut c, clock)?;
+    Some(StoredMessage {
+        seq,
+        msg,
+        qos,
+        retain: f & 4 != 0,
+        inflight: None,
+    })
+}
+
 /// A will read back: the message, its delay and its expiry interval (seconds).
 #[derive(Debug, Clone)]
 pub struct StoredWill {
@@ -498,17 +515,8 @@ impl Loader {
                 });
             }
             Space::Msg => {
-                let seq = seq_of(rest).ok_or(bad.clone())?;
-                let f = c.u8().ok_or(bad.clone())?;
-                let qos = QoS::from_u8(f & 3).ok_or(bad.clone())?;
-                let msg = get_message(&mut c, self.clock).ok_or(bad)?;
-                s.messages.push(StoredMessage {
-                    seq,
-                    msg,
-                    qos,
-                    retain: f & 4 != 0,
-                    inflight: None,
-                });
+                let m = decode_message_record(rest, value, self.clock).ok_or(bad)?;
+                s.messages.push(m);
             }
             Space::Qos2In => {
                 let b: [u8; 2] = rest.try_into().map_err(|_| bad)?;

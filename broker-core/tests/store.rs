@@ -89,7 +89,7 @@ impl Disk {
             for m in &retained {
                 b.restore_retained(m.clone());
             }
-            b.enable_store(0);
+            b.enable_store(0, 1000);
         }
         s.pump();
         s
@@ -99,7 +99,7 @@ impl Disk {
 fn store_sim(shards: usize) -> Sim {
     let mut s = Sim::new(Config::default(), shards);
     for b in &mut s.brokers {
-        b.enable_store(0);
+        b.enable_store(0, 1000);
     }
     s
 }
@@ -339,4 +339,61 @@ fn a_session_that_ends_leaves_no_record() {
         let n = d.spaces.get(&(space as u8)).map_or(0, |m| m.len());
         assert_eq!(n, 0, "{} left records", space.name());
     }
+}
+
+/// Serves the shards' `Event::StoreLoad` requests from what was written.
+fn serve_loads(s: &mut Sim, d: &Disk) -> usize {
+    let loads = std::mem::take(&mut s.store_loads);
+    let n = loads.len();
+    for (shard, client, after, max) in loads {
+        let mut prefix = Vec::new();
+        broker_core::store::client_prefix(&client, &mut prefix);
+        let msgs: Vec<_> = d
+            .spaces
+            .get(&(Space::Msg as u8))
+            .into_iter()
+            .flat_map(|m| m.range(prefix.clone()..))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, v)| {
+                broker_core::store::decode_message_record(&k[prefix.len()..], v, 0)
+            })
+            .filter(|m| m.seq > after)
+            .take(max)
+            .collect();
+        s.brokers[shard].handle_store_loaded(&client, msgs);
+    }
+    s.pump();
+    n
+}
+
+#[test]
+fn a_queue_beyond_its_memory_share_continues_on_disk_in_order() {
+    let mut d = Disk::default();
+    let mut s = Sim::new(Config::default(), 1);
+    s.brokers[0].enable_store(0, 3);
+    let (sub, _) = connect_stored(&mut s, &mut d, "sub", false);
+    subscribe_committed(&mut s, &mut d, sub, "d/#", Q1);
+    disconnect(&mut s, sub, ReasonCode::Success);
+    let (p, _) = connect_stored(&mut s, &mut d, "pub", true);
+    for i in 1..=10u16 {
+        publish(&mut s, p, "d/x", format!("m{i}").as_bytes(), Q1, false, i);
+    }
+    d.settle(&mut s);
+    assert_eq!(pubacks(&recv(&mut s, p)), 10);
+    assert_eq!(s.brokers[0].session_memory_len("sub"), Some(3), "in memory");
+    assert_eq!(s.brokers[0].session_queue_len("sub"), Some(10), "in all");
+    let (sub, _) = connect_stored(&mut s, &mut d, "sub", false);
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(payloads(&recv_acking(&mut s, sub)));
+        d.settle(&mut s);
+        if serve_loads(&mut s, &d) == 0 && got.len() >= 10 {
+            break;
+        }
+    }
+    let want: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    d.settle(&mut s);
+    let left = d.spaces.get(&(Space::Msg as u8)).map_or(0, |m| m.len());
+    assert_eq!(left, 0, "delivered messages left records");
 }

@@ -149,8 +149,8 @@ impl Shell {
             // after the output it comes with.
             Event::Output(c) | Event::ResumeInput(c) => (c, false),
             Event::Close(c) => (c, true),
-            // One shard: nothing is ever forwarded.
-            Event::ToShard { .. } => return,
+            // One shard: nothing is ever forwarded; no store.
+            Event::ToShard { .. } | Event::StoreLoad { .. } => return,
         };
         if let Some(slot) = self.slots.iter().find(|s| s.conn.get() == Some(conn)) {
             slot.output.set(true);

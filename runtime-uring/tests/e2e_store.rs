@@ -737,3 +737,52 @@ fn memory_limit_holds_publishers_and_bounds_rss() {
         before
     );
 }
+
+/// A persistent session keeps 50 queued messages in memory; 5,000 arrive while it is
+/// offline. They are all delivered, in order, read back from disk as the queue drains,
+/// before and after a kill -9.
+#[test]
+fn queue_beyond_memory_continues_on_disk_in_order() {
+    let d = tempdir();
+    let conf = CONF.replace(
+        "persistence = true\n",
+        "persistence = true\nqueued_messages_in_memory = 50\n",
+    );
+    let mut b = Petrel::start_with(
+        d.path(),
+        &conf,
+        &["--log-level", "info,runtime_uring::store=debug"],
+    );
+    let port = b.port();
+    for id in ["disk1", "disk2"] {
+        let (mut s, _) = session(port, id, false);
+        subscribe(&mut s, "q/#", 1);
+        s.send(&[0xe0, 0]);
+    }
+    let acked = flood(port, 1, "q/x", "disk", 5000);
+    assert_eq!(acked.len(), 5000);
+    let want: Vec<String> = (1..=5000).map(|i| format!("disk-{i}")).collect();
+    // disk1 drains now; disk2 after a kill -9.
+    let mut rx = Receiver::default();
+    let (mut s, _) = session(port, "disk1", false);
+    rx.drain(&mut s, Duration::from_millis(1500));
+    assert_eq!(rx.delivered, want, "disk1: not everything, or out of order");
+    let reads = b
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("read back") && l.contains("disk1"))
+        .count();
+    assert!(
+        reads >= 5000 / 50 / 2,
+        "the queue was not read back from disk ({reads} reads)"
+    );
+    b.kill9_restart();
+    let mut rx = Receiver::default();
+    let (mut s, present) = session(port, "disk2", false);
+    assert!(present);
+    rx.drain(&mut s, Duration::from_millis(1500));
+    assert_eq!(rx.delivered.len(), 5000, "disk2 after kill -9");
+    assert_eq!(rx.delivered, want, "disk2: out of order after kill -9");
+    b.assert_healthy();
+}

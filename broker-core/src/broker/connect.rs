@@ -520,6 +520,7 @@ impl Broker {
         }
         #[cfg(feature = "store")]
         self.store_session_end(&s.client_id, s.stored);
+        self.forget_spill(sk);
     }
 
     /// Publishes a will now (Message Expiry starts at publication, 3.1.3.2.4).

@@ -51,6 +51,20 @@ pub(crate) struct StoreLog {
     /// The last record number given to a queued message (one counter per shard: numbers
     /// only have to grow within each session).
     pub(crate) seq: u64,
+    /// Queued messages a stored session keeps in memory; the rest stay on disk only.
+    pub(crate) in_memory: usize,
+    /// Sessions whose queue continues on disk.
+    spills: hashbrown::HashMap<Key, Spill, crate::index::Hasher64>,
+}
+
+/// The part of a session's queue that is on disk only: messages with record numbers above
+/// `after`, `count` of them.
+#[cfg(feature = "store")]
+#[derive(Debug, Default)]
+struct Spill {
+    count: usize,
+    after: u64,
+    loading: bool,
 }
 
 #[cfg(feature = "store")]
@@ -112,10 +126,13 @@ impl Broker {
     /// Turns on the write-ahead records (call before serving; restore first). `clock`:
     /// the wall clock in Unix milliseconds at this process's `Instant` 0 (expiry times are
     /// stored on it).
+    /// `in_memory`: queued messages a persistent session keeps in memory; beyond them its
+    /// queue continues on disk (read back with `Event::StoreLoad`).
     #[cfg(feature = "store")]
-    pub fn enable_store(&mut self, clock: u64) {
+    pub fn enable_store(&mut self, clock: u64, in_memory: usize) {
         let mut log = StoreLog {
             next: 1,
+            in_memory: in_memory.max(1),
             ..StoreLog::default()
         };
         log.w.clock = clock;
@@ -407,6 +424,143 @@ impl Broker {
         }
         #[cfg(not(feature = "store"))]
         let _ = msg;
+    }
+
+    /// Messages of the session on disk only.
+    #[inline]
+    pub(crate) fn spilled(&self, sk: Key) -> usize {
+        #[cfg(feature = "store")]
+        return self
+            .store
+            .as_deref()
+            .and_then(|st| st.spills.get(&sk))
+            .map_or(0, |sp| sp.count);
+        #[cfg(not(feature = "store"))]
+        {
+            let _ = sk;
+            0
+        }
+    }
+
+    /// Whether a message just recorded for `sk` stays on disk only: the session's memory
+    /// share is full, or earlier messages are on disk (order is kept).
+    #[inline]
+    pub(crate) fn spill(&mut self, sk: Key, item: &Queued, memory_len: usize) -> bool {
+        #[cfg(feature = "store")]
+        {
+            let seq = seq_of(item);
+            let Some(st) = self.store.as_deref_mut() else {
+                return false;
+            };
+            if seq == 0 {
+                return false;
+            }
+            let sp = st.spills.get(&sk).map_or(0, |sp| sp.count);
+            if sp == 0 && memory_len < st.in_memory {
+                return false;
+            }
+            let sp = st.spills.entry(sk).or_default();
+            if sp.count == 0 {
+                sp.after = seq - 1;
+            }
+            sp.count += 1;
+            true
+        }
+        #[cfg(not(feature = "store"))]
+        {
+            let _ = (sk, item, memory_len);
+            false
+        }
+    }
+
+    /// The session's queue ran low: ask for what is on disk (once at a time).
+    #[inline]
+    pub(crate) fn load_spilled(&mut self, sk: Key) {
+        #[cfg(feature = "store")]
+        {
+            let Some(s) = self.sessions.get(sk) else {
+                return;
+            };
+            let Some(st) = self.store.as_deref_mut() else {
+                return;
+            };
+            let Some(sp) = st.spills.get_mut(&sk) else {
+                return;
+            };
+            let room = st.in_memory.saturating_sub(s.queue.len());
+            if sp.loading || sp.count == 0 || s.queue.len() > st.in_memory / 2 || room == 0 {
+                return;
+            }
+            sp.loading = true;
+            let (after, client) = (sp.after, s.client_id.clone());
+            self.events.push_back(super::Event::StoreLoad {
+                client,
+                after,
+                max: room,
+            });
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = sk;
+    }
+
+    /// Messages of `client`'s queue read back from the store (`Event::StoreLoad`), in order.
+    #[cfg(feature = "store")]
+    pub fn handle_store_loaded(&mut self, client: &str, msgs: Vec<crate::store::StoredMessage>) {
+        let Some(sk) = self.by_id.get(&self.sessions, client) else {
+            return;
+        };
+        let Some(sp) = self
+            .store
+            .as_deref_mut()
+            .and_then(|st| st.spills.get_mut(&sk))
+        else {
+            return;
+        };
+        sp.loading = false;
+        let from = sp.after;
+        let mut n = 0;
+        for m in msgs.iter().filter(|m| m.seq > from) {
+            sp.after = sp.after.max(m.seq);
+            n += 1;
+        }
+        // Nothing more there (records gone): the count was stale.
+        sp.count = if n == 0 {
+            0
+        } else {
+            sp.count.saturating_sub(n)
+        };
+        if sp.count == 0 {
+            if let Some(st) = self.store.as_deref_mut() {
+                st.spills.remove(&sk);
+            }
+        }
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        let after = s.queue.iter().last().map_or(0, |q| q.seq);
+        for m in msgs {
+            if m.seq <= after {
+                continue;
+            }
+            let mut item = Queued::new(m.msg, m.qos, m.retain, crate::session::SubIds::None, None);
+            item.seq = m.seq;
+            // Its bytes were counted when it was queued.
+            s.queue.push_back(item);
+        }
+        if let Some(c) = s.conn {
+            self.wake(c);
+        }
+    }
+
+    /// The session ends: nothing of it is on disk any more.
+    #[inline]
+    pub(crate) fn forget_spill(&mut self, sk: Key) {
+        #[cfg(feature = "store")]
+        if let Some(st) = self.store.as_deref_mut() {
+            st.spills.remove(&sk);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = sk;
     }
 
     /// The will of a persistent session's connection is recorded (`Some`) or gone.

@@ -232,12 +232,17 @@ impl Broker {
             if stored {
                 self.store_queued(sk, &mut p.item);
             }
+            released.extend(p.ack);
+            moved = true;
+            // Behind messages on disk, it joins them there.
+            let memory_len = self.sessions.get(sk).map_or(0, |s| s.queue.len());
+            if self.spill(sk, &p.item, memory_len) {
+                continue;
+            }
             let Some(s) = self.sessions.get_mut(sk) else {
                 break;
             };
             s.queue.push_back(p.item);
-            released.extend(p.ack);
-            moved = true;
         }
         if let Some(s) = self.sessions.get_mut(sk) {
             if s.overflow.is_empty() {

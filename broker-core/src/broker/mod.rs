@@ -62,6 +62,18 @@ pub enum Event {
     /// it set aside and the shell may read the socket again. Raised only with the
     /// `backpressure` feature.
     ResumeInput(ConnId),
+    /// Read back up to `max` of `client`'s queued messages with record numbers above
+    /// `after` from the store (in order) and hand them to `handle_store_loaded`: the
+    /// session's queue continues on disk beyond what is kept in memory. Raised only with
+    /// the `store` feature, after every batch sent before it (read it after those).
+    StoreLoad {
+        /// The session's client identifier.
+        client: alloc::boxed::Box<str>,
+        /// Records above this number.
+        after: u64,
+        /// At most this many.
+        max: usize,
+    },
 }
 
 /// Why `handle_accept` refused a connection.
@@ -254,6 +266,13 @@ impl Broker {
 
     /// Messages waiting in a client's session (queued, backlog and in flight).
     pub fn session_queue_len(&self, client_id: &str) -> Option<usize> {
+        let sk = self.by_id.get(&self.sessions, client_id)?;
+        let s = self.sessions.get(sk)?;
+        Some(s.queue.len() + s.backlog.len() + s.inflight.len() + self.spilled(sk))
+    }
+
+    /// Messages of a client's session held in memory (queued, backlog and in flight).
+    pub fn session_memory_len(&self, client_id: &str) -> Option<usize> {
         let s = self
             .sessions
             .get(self.by_id.get(&self.sessions, client_id)?)?;

@@ -382,6 +382,9 @@ impl Broker {
         // Flow control: a connected subscriber without room may hold this QoS 1/2 message
         // (and its publisher's acknowledgement) instead of losing it.
         let parkable = self.may_park(sk, item.qos);
+        // Messages on disk only (a stored session's queue beyond its memory share) count
+        // towards the limits too.
+        let spilled = self.spilled(sk);
         let mut park_now = false;
         let Self {
             sessions,
@@ -423,7 +426,7 @@ impl Broker {
         }
         let size = item.msg.size();
         let full = |s: &crate::session::Session| {
-            s.queue.len() >= cfg.max_queued_messages
+            s.queue.len() + spilled >= cfg.max_queued_messages
                 || (cfg.max_queued_bytes > 0 && s.queued_bytes + size > cfg.max_queued_bytes)
         };
         if parkable && !s.overflow.is_empty() {
@@ -442,7 +445,7 @@ impl Broker {
                 .iter()
                 .filter(|q| q.qos == QoS::AtMostOnce)
                 .fold((0, 0), |(n, b), q| (n + 1, b + q.msg.size()));
-            let fits = s.queue.len() - n0 < cfg.max_queued_messages
+            let fits = s.queue.len() + spilled - n0 < cfg.max_queued_messages
                 && (cfg.max_queued_bytes == 0
                     || s.queued_bytes - b0 + size <= cfg.max_queued_bytes);
             if !fits && parkable {
@@ -475,6 +478,14 @@ impl Broker {
             return false;
         };
         s.queued_bytes += size;
+        let memory_len = s.queue.len();
+        if self.spill(sk, &item, memory_len) {
+            // On disk only: read back when the queue runs low.
+            return true;
+        }
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return false;
+        };
         let conn = s.conn;
         s.queue.push_back(item);
         if let Some(c) = conn {

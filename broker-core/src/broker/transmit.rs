@@ -396,6 +396,7 @@ impl Broker {
         }
         c.output_flagged = more;
         let parked = (!s.overflow.is_empty()).then_some(c.session).flatten();
+        let session = c.session;
         // Room was made: messages held by flow control move into the queue (and their
         // publishers get their acknowledgements).
         // Another round only if something moved (it may be sendable now); otherwise a full
@@ -407,6 +408,9 @@ impl Broker {
                     c.output_flagged = true;
                 }
             }
+        }
+        if let Some(sk) = session {
+            self.load_spilled(sk);
         }
         Transmit { frames, more }
     }

@@ -128,12 +128,17 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 .iter()
                 .map(|tx| {
                     let tx = tx.clone();
-                    Box::new(move |batch: u64, buf: Vec<u8>| {
-                        let _ = tx.try_send(Inbox::StoreCommitted(batch, buf));
+                    Box::new(move |r: crate::store::Reply| {
+                        let _ = tx.try_send(Inbox::Store(r));
                     }) as crate::store::Notify
                 })
                 .collect();
-            writer = Some(crate::store::Writer::spawn(opened, p.durability, notify)?);
+            writer = Some(crate::store::Writer::spawn(
+                opened,
+                p.durability,
+                clock,
+                notify,
+            )?);
             Arc::new(restored)
         }
         _ => Arc::new(crate::store::Restored::default()),
@@ -150,7 +155,10 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             .next()
             .ok_or_else(|| anyhow::anyhow!("data channel"))?;
         let restored = restored.clone();
-        let store = writer.as_ref().map(|w| (w.sender(), clock));
+        let store = writer
+            .as_ref()
+            .zip(settings.persistence.as_ref())
+            .map(|(w, p)| (w.sender(), clock, p.queued_in_memory));
         let specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)> = settings
             .listeners
             .iter()
@@ -253,8 +261,9 @@ struct ShardSetup {
     specs: Vec<(Option<Arc<rustls::ServerConfig>>, bool, bool)>,
     epoch: std::time::Instant,
     restored: Arc<crate::store::Restored>,
-    /// The store thread's channel and the wall clock at `epoch`.
-    store: Option<(async_channel::Sender<crate::store::Job>, u64)>,
+    /// The store thread's channel, the wall clock at `epoch`, and how many queued messages
+    /// a stored session keeps in memory.
+    store: Option<(async_channel::Sender<crate::store::Request>, u64, usize)>,
     placement: Placement,
     uring: bool,
 }
@@ -291,7 +300,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         data_in: data_in.clone(),
     };
     let mut broker = Broker::new(core, policy);
-    if let Some((_, clock)) = &store {
+    if let Some((_, clock, in_memory)) = &store {
         // Sessions go to their owner shard (restore_stored skips the others).
         let now = broker_core::Instant::from_millis(epoch.elapsed().as_millis() as u64);
         for s in &restored.sessions {
@@ -300,7 +309,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         for m in &restored.retained {
             broker.restore_retained(m.clone());
         }
-        broker.enable_store(*clock);
+        broker.enable_store(*clock, *in_memory);
     }
     drop(restored);
     let shard = Rc::new(Shard::new(
@@ -310,7 +319,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         states,
         epoch,
         placement,
-        store.map(|(tx, _)| tx),
+        store.map(|(tx, _, _)| tx),
     ));
     shard.pump();
 

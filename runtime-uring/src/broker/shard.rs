@@ -42,8 +42,8 @@ pub enum Inbox {
     ReloadTls(Vec<Option<Arc<rustls::ServerConfig>>>),
     /// Wake this shard's task (see `wake`).
     Wake(std::task::Waker),
-    /// The store wrote this shard's record batches up to this one; the buffer is for reuse.
-    StoreCommitted(u64, Vec<u8>),
+    /// The store thread's answer: batches written, or messages read back.
+    Store(crate::store::Reply),
     /// The broker's memory limit is reached (true) or no longer (false).
     MemoryPressure(bool),
 }
@@ -136,7 +136,7 @@ pub struct Shard {
     /// The transmit buffer of immediate writes (see `conn::output`), reused.
     tx: Cell<TxIoVecs>,
     /// The store thread's channel (`persistence = true`).
-    store: Option<async_channel::Sender<crate::store::Job>>,
+    store: Option<async_channel::Sender<crate::store::Request>>,
     /// Emptied record buffers the store thread handed back.
     store_bufs: RefCell<Vec<Vec<u8>>>,
 }
@@ -149,7 +149,7 @@ impl Shard {
         listeners: Vec<ListenerState>,
         epoch: std::time::Instant,
         placement: super::Placement,
-        store: Option<async_channel::Sender<crate::store::Job>>,
+        store: Option<async_channel::Sender<crate::store::Request>>,
     ) -> Self {
         let Channels {
             peers,
@@ -253,12 +253,15 @@ impl Shard {
             }
             Inbox::Wake(w) => w.wake(),
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
-            Inbox::StoreCommitted(batch, buf) => {
+            Inbox::Store(crate::store::Reply::Committed(batch, buf)) => {
                 self.broker.borrow_mut().handle_store_committed(batch);
                 let mut bufs = self.store_bufs.borrow_mut();
                 if bufs.len() < 4 {
                     bufs.push(buf);
                 }
+            }
+            Inbox::Store(crate::store::Reply::Loaded(client, msgs)) => {
+                self.broker.borrow_mut().handle_store_loaded(&client, msgs);
             }
             Inbox::Shutdown => {
                 if self.phase.get() == Phase::Serving {
@@ -384,6 +387,19 @@ impl Shard {
                     }
                     // Already queued in the outbox above.
                     Event::ToShard { .. } => {}
+                    Event::StoreLoad { client, after, max } => {
+                        // After this turn's records, so the read sees them.
+                        self.submit_store_batch();
+                        if let Some(tx) = &self.store {
+                            let load = crate::store::Load {
+                                shard: self.id,
+                                client,
+                                after,
+                                max,
+                            };
+                            let _ = tx.try_send(crate::store::Request::Load(load));
+                        }
+                    }
                 }
             }
         }
@@ -415,7 +431,7 @@ impl Shard {
                     batch,
                     records: buf,
                 };
-                if tx.try_send(job).is_err() {
+                if tx.try_send(crate::store::Request::Write(job)).is_err() {
                     tracing::error!("the store thread is gone: acknowledgements stay held");
                 }
             }

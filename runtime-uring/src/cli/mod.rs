@@ -92,6 +92,7 @@ fn persistence(
     Some(crate::store::StoreSettings {
         path: dir.join(name),
         durability: cfg.durability,
+        queued_in_memory: cfg.queued_messages_in_memory,
     })
 }
 

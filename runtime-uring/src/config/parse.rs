@@ -179,6 +179,7 @@ impl<'a> Parser<'a> {
             autosave_interval: DEFAULT_AUTOSAVE_INTERVAL,
             durability: crate::store::Durability::Process,
             memory_limit: 0,
+            queued_messages_in_memory: 1000,
             allow_zero_length_clientid: true,
             queue_qos0_messages: false,
             max_connections: None,
@@ -302,6 +303,12 @@ impl<'a> Parser<'a> {
                     }
                     _ => self.wrong_type(key, v, "\"process\" or \"power\""),
                 },
+                "queued_messages_in_memory" => {
+                    let why = "at least 1";
+                    if let Some(n) = self.integer(key, v, 1, i64::MAX, why) {
+                        cfg.queued_messages_in_memory = usize::try_from(n).unwrap_or(usize::MAX);
+                    }
+                }
                 "memory_limit" => {
                     let why = "bytes; 0 means no limit";
                     if let Some(n) = self.integer(key, v, 0, i64::MAX, why) {

@@ -42,6 +42,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "autosave_interval",
     "durability",
     "memory_limit",
+    "queued_messages_in_memory",
     "allow_zero_length_clientid",
     "queue_qos0_messages",
     "max_connections",
@@ -171,6 +172,9 @@ pub struct BrokerConfig {
     pub durability: crate::store::Durability,
     /// Broker-wide cap on message memory, bytes; 0: none (Mosquitto's `memory_limit`).
     pub memory_limit: u64,
+    /// With persistence: queued messages a persistent session keeps in memory, the rest of
+    /// its queue (within `max_queued_messages`) on disk (default 1000).
+    pub queued_messages_in_memory: usize,
     /// Accept an empty client identifier and assign one (default true).
     pub allow_zero_length_clientid: bool,
     /// Queue QoS 0 messages for disconnected persistent sessions (default false).

@@ -16,7 +16,7 @@ use broker_core::Message;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use writer::{Job, Notify, Writer};
+pub use writer::{Job, Load, Notify, Reply, Request, Writer};
 
 /// What an acknowledgement survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +34,8 @@ pub struct StoreSettings {
     /// `<persistence_location>/<persistence_file>`, a directory.
     pub path: PathBuf,
     pub durability: Durability,
+    /// Queued messages a persistent session keeps in memory; its queue continues on disk.
+    pub queued_in_memory: usize,
 }
 
 /// Stores found corrupt and moved aside since the process started.

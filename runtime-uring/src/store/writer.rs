@@ -14,9 +14,30 @@ pub struct Job {
     pub records: Vec<u8>,
 }
 
-/// Tells a shard that its batches up to `batch` are written, handing back an emptied
-/// record buffer for reuse.
-pub type Notify = Box<dyn Fn(u64, Vec<u8>) + Send>;
+/// A shard's request to read back part of a session's queue (`Event::StoreLoad`).
+pub struct Load {
+    pub shard: u16,
+    pub client: Box<str>,
+    pub after: u64,
+    pub max: usize,
+}
+
+/// What shards send the store thread, in order.
+pub enum Request {
+    Write(Job),
+    Load(Load),
+}
+
+/// What the store thread tells a shard.
+pub enum Reply {
+    /// Its batches up to this one are written; an emptied record buffer for reuse.
+    Committed(u64, Vec<u8>),
+    /// Messages read back for `Load`.
+    Loaded(Box<str>, Vec<broker_core::store::StoredMessage>),
+}
+
+/// Reaches one shard.
+pub type Notify = Box<dyn Fn(Reply) + Send>;
 
 enum Pending {
     /// `fresh`: the key did not exist before this commit.
@@ -122,7 +143,7 @@ impl<'a> Applier<'a> {
 
 /// The store thread and the channel that feeds it.
 pub struct Writer {
-    tx: async_channel::Sender<Job>,
+    tx: async_channel::Sender<Request>,
     handle: std::thread::JoinHandle<()>,
 }
 
@@ -135,17 +156,18 @@ impl Writer {
     pub fn spawn(
         opened: super::Opened,
         durability: Durability,
+        clock: u64,
         notify: Vec<Notify>,
     ) -> anyhow::Result<Writer> {
-        let (tx, rx) = async_channel::unbounded::<Job>();
+        let (tx, rx) = async_channel::unbounded::<Request>();
         let handle = std::thread::Builder::new()
             .name("petrel-store".into())
-            .spawn(move || run(opened, durability, notify, rx))?;
+            .spawn(move || run(opened, durability, clock, notify, rx))?;
         Ok(Writer { tx, handle })
     }
 
     /// The channel shards send their batches on.
-    pub fn sender(&self) -> async_channel::Sender<Job> {
+    pub fn sender(&self) -> async_channel::Sender<Request> {
         self.tx.clone()
     }
 
@@ -163,8 +185,9 @@ impl Writer {
 fn run(
     opened: super::Opened,
     durability: Durability,
+    clock: u64,
     notify: Vec<Notify>,
-    rx: async_channel::Receiver<Job>,
+    rx: async_channel::Receiver<Request>,
 ) {
     let started = std::time::Instant::now();
     let super::Opened {
@@ -176,57 +199,47 @@ fn run(
     let sync = durability == Durability::Power;
     let mut jobs: Vec<Job> = Vec::new();
     let mut done: Vec<Option<(u64, Vec<u8>)>> = (0..notify.len()).map(|_| None).collect();
-    while let Ok(first) = rx.recv_blocking() {
-        jobs.push(first);
-        // Everything that arrived meanwhile joins this commit.
-        while jobs.len() < 4096 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut failures = 0u32;
-        loop {
-            let r = jobs
-                .iter()
-                .try_for_each(|j| a.apply(&j.records))
-                .and_then(|()| a.commit(sync));
+    let mut next = rx.recv_blocking().ok();
+    while let Some(first) = next.take() {
+        // Everything that arrived meanwhile joins this commit, up to a read request,
+        // which is answered after it (it must see what was sent before it).
+        let mut load = None;
+        let mut req = Some(first);
+        while let Some(r) = req.take() {
             match r {
-                Ok(()) => break,
-                Err(e) => {
-                    // Nothing is acknowledged until it is written: the shards' publishers
-                    // wait (their acknowledgements are held) while this retries.
-                    if failures.is_multiple_of(50) {
-                        tracing::error!(
-                            "cannot write the store (acknowledgements are held until it can): {e}"
-                        );
+                Request::Write(j) => jobs.push(j),
+                Request::Load(l) => {
+                    load = Some(l);
+                    break;
+                }
+            }
+            if jobs.len() < 4096 {
+                req = rx.try_recv().ok();
+            }
+        }
+        if !jobs.is_empty() {
+            commit_jobs(&mut a, &mut jobs, sync, &mut done);
+            if sync {
+                if let Some(to) = &snapshots {
+                    if let Err(e) = power_snapshot(&path, to) {
+                        tracing::error!("test snapshot: {e}");
                     }
-                    failures += 1;
-                    a.pending.clear();
-                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            for (slot, tell) in done.iter_mut().zip(&notify) {
+                if let Some((batch, buf)) = slot.take() {
+                    tell(Reply::Committed(batch, buf));
                 }
             }
         }
-        COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if sync {
-            FSYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(to) = &snapshots {
-                if let Err(e) = power_snapshot(&path, to) {
-                    tracing::error!("test snapshot: {e}");
-                }
+        if let Some(l) = load {
+            let msgs = read_queue(&spaces, &l, clock);
+            tracing::debug!("read back {} queued message(s) of {}", msgs.len(), l.client);
+            if let Some(tell) = notify.get(usize::from(l.shard)) {
+                tell(Reply::Loaded(l.client, msgs));
             }
         }
-        for mut j in jobs.drain(..) {
-            if let Some(slot) = done.get_mut(usize::from(j.shard)) {
-                j.records.clear();
-                *slot = Some((j.batch, j.records));
-            }
-        }
-        for (slot, tell) in done.iter_mut().zip(&notify) {
-            if let Some((batch, buf)) = slot.take() {
-                tell(batch, buf);
-            }
-        }
+        next = rx.recv_blocking().ok();
     }
     // Shutdown: everything is on disk before the process exits.
     if let Err(e) = a
@@ -279,4 +292,81 @@ fn power_snapshot(from: &std::path::Path, to: &std::path::Path) -> std::io::Resu
     std::fs::rename(&tmp, to)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// Applies and commits `jobs` (retrying while the disk refuses: nothing is released
+/// meanwhile), noting each shard's last batch in `done`.
+fn commit_jobs(
+    a: &mut Applier<'_>,
+    jobs: &mut Vec<Job>,
+    sync: bool,
+    done: &mut [Option<(u64, Vec<u8>)>],
+) {
+    let mut failures = 0u32;
+    loop {
+        let r = jobs
+            .iter()
+            .try_for_each(|j| a.apply(&j.records))
+            .and_then(|()| a.commit(sync));
+        match r {
+            Ok(()) => break,
+            Err(e) => {
+                // Nothing is acknowledged until it is written: the shards' publishers
+                // wait (their acknowledgements are held) while this retries.
+                if failures.is_multiple_of(50) {
+                    tracing::error!(
+                        "cannot write the store (acknowledgements are held until it can): {e}"
+                    );
+                }
+                failures += 1;
+                a.pending.clear();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if sync {
+        FSYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    for mut j in jobs.drain(..) {
+        if let Some(slot) = done.get_mut(usize::from(j.shard)) {
+            j.records.clear();
+            *slot = Some((j.batch, j.records));
+        }
+    }
+}
+
+/// Up to `l.max` of a session's queued messages above `l.after`, in order.
+fn read_queue(
+    spaces: &[fjall::Keyspace],
+    l: &Load,
+    clock: u64,
+) -> Vec<broker_core::store::StoredMessage> {
+    let mut prefix = Vec::new();
+    broker_core::store::client_prefix(&l.client, &mut prefix);
+    let mut from = prefix.clone();
+    from.extend_from_slice(&l.after.saturating_add(1).to_be_bytes());
+    let mut to = prefix.clone();
+    to.extend_from_slice(&u64::MAX.to_be_bytes());
+    let Some(ks) = spaces.get(Space::Msg as usize) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in ks.range(from..=to) {
+        let Ok((k, v)) = item.into_inner() else {
+            tracing::error!("cannot read {}'s queue from the store", l.client);
+            break;
+        };
+        let Some(m) = k
+            .get(prefix.len()..)
+            .and_then(|suffix| broker_core::store::decode_message_record(suffix, &v, clock))
+        else {
+            continue;
+        };
+        out.push(m);
+        if out.len() >= l.max {
+            break;
+        }
+    }
+    out
 }
