@@ -397,3 +397,50 @@ fn a_queue_beyond_its_memory_share_continues_on_disk_in_order() {
     let left = d.spaces.get(&(Space::Msg as u8)).map_or(0, |m| m.len());
     assert_eq!(left, 0, "delivered messages left records");
 }
+
+#[test]
+fn a_will_of_a_connection_the_crash_ended_is_published_after_restart() {
+    let mut d = Disk::default();
+    let mut s = store_sim(1);
+    let mut c = connect_packet("dying", false, V3);
+    c.will = Some(Will {
+        qos: Q1,
+        retain: false,
+        properties: Properties::default(),
+        topic: "will/x",
+        payload: b"bye",
+    });
+    let cl = s.open(0, V3).expect("accepted");
+    s.send(cl, &Packet::Connect(c));
+    d.settle(&mut s);
+    assert!(matches!(recv(&mut s, cl).first(), Some(P::ConnAck(_))));
+    // A clean DISCONNECT elsewhere removes a will: here the broker just dies.
+    let mut s = d.restart(1);
+    let w = connect(&mut s, "watcher", true, V3);
+    subscribe(&mut s, w, "will/#", Q1);
+    s.advance(1);
+    assert_eq!(payloads(&recv(&mut s, w)), ["bye"]);
+    // Published once: not again after another restart.
+    d.settle(&mut s);
+    let mut s = d.restart(1);
+    let w = connect(&mut s, "watcher", true, V3);
+    subscribe(&mut s, w, "will/#", Q1);
+    s.advance(1);
+    assert!(recv(&mut s, w).is_empty(), "the will was published twice");
+}
+
+#[test]
+fn a_cleared_retained_message_stays_cleared_after_restart() {
+    let mut d = Disk::default();
+    let mut s = store_sim(2);
+    let p = connect(&mut s, "pub", true, V3);
+    publish(&mut s, p, "r/t", b"keep", Q1, true, 1);
+    publish(&mut s, p, "r/u", b"also", Q1, true, 2);
+    d.settle(&mut s);
+    publish(&mut s, p, "r/t", b"", Q1, true, 3);
+    d.settle(&mut s);
+    let mut s = d.restart(2);
+    let c = connect(&mut s, "c", true, V3);
+    subscribe(&mut s, c, "r/#", Q1);
+    assert_eq!(payloads(&recv(&mut s, c)), ["also"]);
+}
