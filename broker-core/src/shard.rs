@@ -135,6 +135,8 @@ pub enum ShardMsg {
         group: Arc<GroupName>,
         /// The message.
         msg: Message,
+        /// The publisher's held acknowledgement, while it is still being routed.
+        ack: Option<crate::broker::AckRef>,
     },
 }
 

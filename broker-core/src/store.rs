@@ -124,6 +124,15 @@ pub fn records(mut buf: &[u8]) -> impl Iterator<Item = Record<'_>> {
     })
 }
 
+/// The longest client identifier a stored session may have (a key is at most 65,535
+/// bytes: the prefix, then up to a topic filter's worth).
+pub const MAX_STORED_CLIENT_ID: usize = 16 * 1024;
+
+/// Whether a subscription of a stored session with this filter fits a key.
+pub fn filter_fits(client_id: &str, filter: &str) -> bool {
+    2 + client_id.len() + filter.len() <= usize::from(u16::MAX)
+}
+
 /// A client's key prefix: u16 length ‖ identifier (so no identifier's prefix is another's).
 pub fn client_prefix(client_id: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&(client_id.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
@@ -274,10 +283,12 @@ impl BatchWriter {
     /// Starts a record whose key is `client`'s prefix followed by `suffix`; the value
     /// follows through `value` and `end`.
     pub fn begin(&mut self, op: Op, space: Space, client: &str, suffix: &[u8]) -> usize {
+        // Refused before they get here (`MAX_STORED_CLIENT_ID`, `filter_fits`); cut, never
+        // wrapped, should one arrive anyway.
+        let max = usize::from(u16::MAX) - 2;
+        let suffix = suffix.get(..max).unwrap_or(suffix);
         let id = client.as_bytes();
-        let id = id
-            .get(..usize::from(u16::MAX) - 2 - suffix.len())
-            .unwrap_or(id);
+        let id = id.get(..max - suffix.len()).unwrap_or(id);
         self.buf.push(op as u8);
         self.buf.push(space as u8);
         let klen = (2 + id.len() + suffix.len()) as u16;

@@ -83,13 +83,13 @@ impl Disk {
         let (sessions, retained) = loader.finish();
         let mut s = Sim::new(Config::default(), shards);
         for b in &mut s.brokers {
+            b.enable_store(0, 1000);
             for r in &sessions {
                 b.restore_stored(s.now, r.clone());
             }
             for m in &retained {
                 b.restore_retained(m.clone());
             }
-            b.enable_store(0, 1000);
         }
         s.pump();
         s
@@ -360,7 +360,7 @@ fn serve_loads(s: &mut Sim, d: &Disk) -> usize {
             .filter(|m| m.seq > after)
             .take(max)
             .collect();
-        s.brokers[shard].handle_store_loaded(&client, msgs);
+        s.brokers[shard].handle_store_loaded(&client, after, msgs);
     }
     s.pump();
     n
@@ -443,4 +443,52 @@ fn a_cleared_retained_message_stays_cleared_after_restart() {
     let c = connect(&mut s, "c", true, V3);
     subscribe(&mut s, c, "r/#", Q1);
     assert_eq!(payloads(&recv(&mut s, c)), ["also"]);
+}
+
+/// A QoS 2 message whose records are on another shard: the received identifier is only
+/// recorded once they are written. A restart between the two shards' commits must not
+/// turn the client's resend into a "duplicate" nobody delivers.
+#[test]
+fn qos2_received_id_is_not_written_before_the_message_records_on_other_shards() {
+    let mut d = Disk::default();
+    let mut s = store_sim(2);
+    let sub_id = id_on("sub", 1, 2);
+    let pub_id = id_on("pub", 0, 2);
+    let (sub, _) = connect_stored(&mut s, &mut d, &sub_id, false);
+    subscribe_committed(&mut s, &mut d, sub, "d/#", Q2);
+    disconnect(&mut s, sub, ReasonCode::Success);
+    let (p, _) = connect_stored(&mut s, &mut d, &pub_id, false);
+    publish(&mut s, p, "d/x", b"precious", Q2, false, 9);
+    // Only the publisher's shard writes its batch before the crash.
+    let mut buf = Vec::new();
+    if let Some(id) = s.brokers[0].take_store_batch(&mut buf) {
+        d.apply(&buf);
+        s.brokers[0].handle_store_committed(id);
+    }
+    s.pump();
+    assert!(
+        recv(&mut s, p).is_empty(),
+        "PUBREC before the message was written"
+    );
+    let mut s = d.restart(2);
+    let (p, _) = connect_stored(&mut s, &mut d, &pub_id, false);
+    s.send(
+        p,
+        &Packet::Publish(Publish {
+            dup: true,
+            qos: Q2,
+            retain: false,
+            topic: "d/x",
+            packet_id: Some(pid(9)),
+            properties: Properties::default(),
+            payload: b"precious",
+        }),
+    );
+    d.settle(&mut s);
+    assert!(matches!(
+        recv(&mut s, p).as_slice(),
+        [P::PubRec { pid: 9, .. }]
+    ));
+    let (sub, _) = connect_stored(&mut s, &mut d, &sub_id, false);
+    assert_eq!(payloads(&recv_acking(&mut s, sub)), ["precious"]);
 }

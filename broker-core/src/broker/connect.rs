@@ -146,6 +146,15 @@ impl Broker {
             self.cfg.persistent_client_expiration.unwrap_or(u32::MAX)
         };
         let session_expiry = requested_expiry.min(self.cfg.max_session_expiry);
+        // A stored session's records are keyed by its identifier, with room for a topic
+        // filter behind it (see `store`): a longer one cannot be kept.
+        #[cfg(feature = "store")]
+        if self.store.is_some()
+            && session_expiry > 0
+            && client_id.len() > crate::store::MAX_STORED_CLIENT_ID
+        {
+            return refuse(self, ReasonCode::ClientIdentifierNotValid);
+        }
         let mut params = ConnectParams {
             client_id,
             assigned,
@@ -333,6 +342,7 @@ impl Broker {
         let Some(v) = self.conns.get(conn).map(|c| c.version) else {
             return;
         };
+        let mark = self.store_mark();
         // Takeover ([MQTT-3.1.4-3]): the existing connection is closed with 0x8E.
         if let Some(sk) = self.by_id.get(&self.sessions, &params.client_id) {
             if let Some(old) = self.sessions.get(sk).and_then(|s| s.conn) {
@@ -450,6 +460,7 @@ impl Broker {
         // The CONNACK (and everything after it) waits for the session's record.
         self.store_session(sk, Some(conn));
         self.store_will(sk, params.will.as_ref());
+        self.store_gate_since(mark, conn);
         self.wake(conn);
     }
 

@@ -36,7 +36,7 @@ struct Waiting {
 #[cfg(feature = "store")]
 #[derive(Debug, Default)]
 pub(crate) struct StoreLog {
-    w: BatchWriter,
+    pub(crate) w: BatchWriter,
     /// Acknowledgements (keys in `acks`) released when this batch is written.
     acks: Vec<Key>,
     /// Connections whose output waits for this batch.
@@ -69,6 +69,11 @@ struct Spill {
 
 #[cfg(feature = "store")]
 impl StoreLog {
+    /// Records, acknowledgements or gated connections wait for the next batch.
+    pub(crate) fn pending(&self) -> bool {
+        !self.w.buf.is_empty() || !self.acks.is_empty() || !self.conns.is_empty()
+    }
+
     pub(crate) fn blocks(&self, conn: ConnId) -> bool {
         self.conns.contains(&conn) || self.waiting.iter().any(|w| w.conns.contains(&conn))
     }
@@ -123,7 +128,7 @@ pub(crate) fn seq_of(q: &Queued) -> u64 {
 }
 
 impl Broker {
-    /// Turns on the write-ahead records (call before serving; restore first). `clock`:
+    /// Turns on the write-ahead records (call before restoring and serving). `clock`:
     /// the wall clock in Unix milliseconds at this process's `Instant` 0 (expiry times are
     /// stored on it).
     /// `in_memory`: queued messages a persistent session keeps in memory; beyond them its
@@ -136,7 +141,6 @@ impl Broker {
             ..StoreLog::default()
         };
         log.w.clock = clock;
-        log.seq = self.restored_seq;
         self.store = Some(alloc::boxed::Box::new(log));
     }
 
@@ -186,6 +190,27 @@ impl Broker {
                 st.spare.push((w.acks, w.conns));
             }
         }
+    }
+
+    /// How much the batch being filled holds (for [`Broker::store_gate_since`]).
+    #[inline]
+    pub(crate) fn store_mark(&self) -> usize {
+        #[cfg(feature = "store")]
+        return self.store.as_deref().map_or(0, |st| st.w.buf.len());
+        #[cfg(not(feature = "store"))]
+        0
+    }
+
+    /// `conn`'s output waits for the batch if records were written since `mark` (a
+    /// CONNECT that ended a stored session: its CONNACK says the session is gone).
+    #[inline]
+    pub(crate) fn store_gate_since(&mut self, mark: usize, conn: ConnId) {
+        #[cfg(feature = "store")]
+        if self.store_mark() > mark {
+            self.gate(Some(conn));
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (mark, conn);
     }
 
     /// The output of `conn` waits for the batch being filled.
@@ -243,6 +268,7 @@ impl Broker {
                 holds: 1,
                 #[cfg(feature = "backpressure")]
                 parked: false,
+                rx_record: false,
             });
             if let Some(st) = self.store.as_deref_mut() {
                 st.acks.push(k);
@@ -250,6 +276,46 @@ impl Broker {
             return;
         }
         self.push_ctrl(conn, crate::conn::Ctrl::Ack { kind, pid, code });
+    }
+
+    /// A QoS 2 message from `sk` was routed (before `end_ack`): its received identifier
+    /// is recorded in the same batch as the message's records when they are all here, so
+    /// that a restart finds both or neither. When other shards (or a full queue) hold
+    /// records of it, the identifier is recorded once they are all written, and PUBREC
+    /// waits for that: a restart in between may deliver it twice if the client sends it
+    /// again, but never loses it.
+    pub(crate) fn store_qos2_received(&mut self, sk: Key, pid: u16) {
+        #[cfg(feature = "store")]
+        {
+            if !self.session_stored(sk) {
+                return;
+            }
+            let key = self.current_ack.as_ref().and_then(|c| c.key);
+            match key.and_then(|k| self.acks.get_mut(k)) {
+                // Holds beyond the routing one: other shards or a full queue.
+                Some(a) if a.holds > 1 => a.rx_record = true,
+                _ => self.store_qos2_in(sk, pid, true),
+            }
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = (sk, pid);
+    }
+
+    /// Every record of a QoS 2 message is written: its received identifier now, and
+    /// PUBREC once that is.
+    #[cfg(feature = "store")]
+    pub(crate) fn qos2_received_late(&mut self, conn: ConnId, pid: PacketId, code: ReasonCode) {
+        let Some(sk) = self.conns.get(conn).and_then(|c| c.session) else {
+            return;
+        };
+        self.store_qos2_in(sk, pid.get(), true);
+        if self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.state != crate::conn::ConnState::Closing)
+        {
+            self.ack_after_store(conn, PacketType::PubRec, pid, code);
+        }
     }
 
     /// A released hold that must wait for the batch being filled (a parked message just
@@ -280,14 +346,11 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(sk) else {
                 return;
             };
-            if s.expiry_interval == 0 {
-                if s.stored {
-                    st.w.delete_client(&s.client_id);
-                    s.stored = false;
-                    self.gate(conn);
-                }
+            if s.expiry_interval == 0 && !s.stored {
                 return;
             }
+            // A stored session whose expiry became 0 keeps its records (its queue may be
+            // partly on disk) until it ends; a restart finds expiry 0 and drops it.
             st.w.session(
                 &s.client_id,
                 s.username.as_deref(),
@@ -505,7 +568,14 @@ impl Broker {
 
     /// Messages of `client`'s queue read back from the store (`Event::StoreLoad`), in order.
     #[cfg(feature = "store")]
-    pub fn handle_store_loaded(&mut self, client: &str, msgs: Vec<crate::store::StoredMessage>) {
+    /// `after`: as the request said (a reply to an earlier session of the same client, or
+    /// to an earlier request, is ignored).
+    pub fn handle_store_loaded(
+        &mut self,
+        client: &str,
+        after: u64,
+        msgs: Vec<crate::store::StoredMessage>,
+    ) {
         let Some(sk) = self.by_id.get(&self.sessions, client) else {
             return;
         };
@@ -516,6 +586,9 @@ impl Broker {
         else {
             return;
         };
+        if !sp.loading || sp.after != after {
+            return;
+        }
         sp.loading = false;
         let from = sp.after;
         let mut n = 0;
@@ -537,9 +610,8 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sk) else {
             return;
         };
-        let after = s.queue.iter().last().map_or(0, |q| q.seq);
         for m in msgs {
-            if m.seq <= after {
+            if m.seq <= from {
                 continue;
             }
             let mut item = Queued::new(m.msg, m.qos, m.retain, crate::session::SubIds::None, None);
@@ -561,6 +633,19 @@ impl Broker {
         }
         #[cfg(not(feature = "store"))]
         let _ = sk;
+    }
+
+    /// A retained message expired: its record goes.
+    #[inline]
+    pub(crate) fn store_retained_gone(&mut self, topic: &str) {
+        #[cfg(feature = "store")]
+        if let Some(st) = self.store.as_deref_mut() {
+            let at =
+                st.w.begin_plain(crate::store::Op::Delete, Space::Retained, topic.as_bytes());
+            st.w.end(at);
+        }
+        #[cfg(not(feature = "store"))]
+        let _ = topic;
     }
 
     /// The will of a persistent session's connection is recorded (`Some`) or gone.

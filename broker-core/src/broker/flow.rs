@@ -50,6 +50,11 @@ pub(crate) struct PendingAck {
     /// A full queue holds it (its publisher is held until it goes).
     #[cfg(feature = "backpressure")]
     pub parked: bool,
+    /// A QoS 2 PUBREC whose received-identifier record is written only once every record
+    /// of the message is (they were written on other shards, or later): PUBREC then waits
+    /// for that record too.
+    #[cfg(feature = "store")]
+    pub rx_record: bool,
 }
 
 /// The acknowledgement of the message being routed. It enters the `acks` slab (with the
@@ -97,6 +102,8 @@ impl Broker {
             holds: 2,
             #[cfg(feature = "backpressure")]
             parked: false,
+            #[cfg(feature = "store")]
+            rx_record: false,
         });
         c.key = Some(k);
         Some(k)
@@ -134,6 +141,10 @@ impl Broker {
                 #[cfg(feature = "backpressure")]
                 if a.parked {
                     self.unhold(conn);
+                }
+                #[cfg(feature = "store")]
+                if a.rx_record {
+                    return self.qos2_received_late(conn, pid, code);
                 }
                 let Some(c) = self.conns.get_mut(conn) else {
                     return;
@@ -214,13 +225,18 @@ impl Broker {
         let mut released = core::mem::take(&mut self.released);
         let mut moved = false;
         let stored = self.session_stored(sk);
-        while let Some(s) = self.sessions.get_mut(sk) {
+        loop {
+            // Messages on disk only count towards the limit too.
+            let on_disk = self.spilled(sk);
+            let Some(s) = self.sessions.get_mut(sk) else {
+                break;
+            };
             let Some(p) = s.overflow.front() else {
                 break;
             };
             let size = p.item.msg.size();
-            let room =
-                s.queue.len() < max && (max_bytes == 0 || s.queued_bytes + size <= max_bytes);
+            let room = s.queue.len() + on_disk < max
+                && (max_bytes == 0 || s.queued_bytes + size <= max_bytes);
             if !room {
                 break;
             }

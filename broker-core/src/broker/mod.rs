@@ -180,9 +180,6 @@ pub struct Broker {
     /// Write-ahead records for a durable store, when enabled.
     #[cfg(feature = "store")]
     pub(crate) store: Option<alloc::boxed::Box<durable::StoreLog>>,
-    /// The highest record number among restored messages.
-    #[cfg(feature = "store")]
-    pub(crate) restored_seq: u64,
 }
 
 /// What [`Broker::handle_input`] did with a connection's input.
@@ -227,8 +224,6 @@ impl Broker {
             mem_paused: Vec::new(),
             #[cfg(feature = "store")]
             store: None,
-            #[cfg(feature = "store")]
-            restored_seq: 0,
             policy,
             cfg,
         }
@@ -596,6 +591,17 @@ impl Broker {
                 self.policy.authenticator.auth_abort(conn);
             }
         }
+    }
+
+    /// Whether events or store records wait to be taken (`poll_event`,
+    /// `take_store_batch`): a shell that calls `poll_transmit` outside its event loop
+    /// checks this afterwards.
+    pub fn has_pending_work(&self) -> bool {
+        #[cfg(feature = "store")]
+        if self.store.as_deref().is_some_and(|st| st.pending()) {
+            return true;
+        }
+        !self.events.is_empty()
     }
 
     /// The next event, if any. Changes after any `handle_*` call.

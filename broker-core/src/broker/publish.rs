@@ -176,7 +176,7 @@ impl Broker {
             let matched = self.publish_message(now, &msg, publisher_hash);
             if let (Some(id), PacketType::PubRec) = (pid, kind) {
                 // Exactly once across a restart: PUBREC waits for the identifier's record.
-                self.store_qos2_in(sk, id.get(), true);
+                self.store_qos2_received(sk, id.get());
             }
             // A key only when something held the acknowledgement.
             held = self.end_ack();
@@ -565,9 +565,17 @@ impl Broker {
         if owner == self.cfg.shard {
             self.deliver_group(now, g, &msg, 0);
         } else {
+            // Returned while its publisher's acknowledgement is routed: the other shard
+            // holds it too (until the message is queued, and written).
+            let ack = if msg.qos == QoS::AtMostOnce {
+                None
+            } else {
+                let shard = self.cfg.shard;
+                self.hold_current().map(|key| super::AckRef { shard, key })
+            };
             self.events.push_back(Event::ToShard {
                 to: owner,
-                msg: ShardMsg::SharedReturn { group: g, msg },
+                msg: ShardMsg::SharedReturn { group: g, msg, ack },
             });
         }
     }

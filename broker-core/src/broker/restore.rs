@@ -79,10 +79,12 @@ impl Broker {
     pub fn restore_stored(&mut self, now: Instant, r: crate::store::RestoredSession) {
         use crate::session::{Inflight, InflightState};
         let owner = crate::shard::owner_of_client(&r.client_id, self.cfg.shards);
-        if owner != self.cfg.shard
-            || self.by_id.contains(&self.sessions, &r.client_id)
-            || r.expiry_interval == 0
-        {
+        if owner != self.cfg.shard || self.by_id.contains(&self.sessions, &r.client_id) {
+            return;
+        }
+        if r.expiry_interval == 0 {
+            // Its client made it non-persistent before the restart.
+            self.store_session_end(&r.client_id, true);
             return;
         }
         let sk = self.new_session(&r.client_id);
@@ -94,7 +96,9 @@ impl Broker {
         s.expiry_interval = r.expiry_interval;
         s.stored = true;
         let top = r.messages.iter().map(|m| m.seq).max().unwrap_or(0);
-        self.restored_seq = self.restored_seq.max(top);
+        if let Some(st) = self.store.as_deref_mut() {
+            st.seq = st.seq.max(top);
+        }
         let mut last_pid = 0;
         for m in r.messages {
             let Some(s) = self.sessions.get_mut(sk) else {
@@ -108,7 +112,9 @@ impl Broker {
                 Some((_, 3)) => Some(InflightState::AwaitComp),
                 _ => None,
             };
-            if item.msg.is_expired(now) && state != Some(InflightState::AwaitComp) {
+            // In flight, it finishes its flow whatever its expiry (the client may hold its
+            // packet identifier); queued and expired, it goes.
+            if state.is_none() && item.msg.is_expired(now) {
                 self.store_msg_done(sk, item.seq);
                 continue;
             }
@@ -125,7 +131,13 @@ impl Broker {
                 }
                 _ => {
                     s.queued_bytes += item.msg.size();
-                    s.queue.push_back(item);
+                    // Beyond the session's memory share the queue stays on disk.
+                    let memory_len = s.queue.len();
+                    if !self.spill(sk, &item, memory_len) {
+                        if let Some(s) = self.sessions.get_mut(sk) {
+                            s.queue.push_back(item);
+                        }
+                    }
                 }
             }
         }

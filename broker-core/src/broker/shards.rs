@@ -69,7 +69,17 @@ impl Broker {
                     }
                 }
             }
-            ShardMsg::SharedReturn { group, msg } => self.deliver_group(now, group, &msg, 0),
+            ShardMsg::SharedReturn { group, msg, ack } => match ack {
+                Some(r) => {
+                    self.begin_ack(super::flow::AckTarget::Remote(r));
+                    self.deliver_group(now, group, &msg, 0);
+                    match self.end_ack() {
+                        Some(key) => self.release_ack(key),
+                        None => self.release_remote(r),
+                    }
+                }
+                None => self.deliver_group(now, group, &msg, 0),
+            },
         }
     }
 }

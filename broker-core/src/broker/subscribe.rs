@@ -117,6 +117,16 @@ impl Broker {
         if has_wildcards(filter.filter) && !self.cfg.wildcard_subscriptions {
             return Ok(ReasonCode::WildcardSubscriptionsNotSupported);
         }
+        // Too long to be a key of the session's store records.
+        #[cfg(feature = "store")]
+        if self.session_stored(sk)
+            && self
+                .sessions
+                .get(sk)
+                .is_some_and(|s| !crate::store::filter_fits(&s.client_id, text))
+        {
+            return Ok(ReasonCode::TopicFilterInvalid);
+        }
         let Self {
             sessions,
             conns,

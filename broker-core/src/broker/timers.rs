@@ -117,6 +117,10 @@ impl Broker {
             Timer::RetainedExpiry(topic) => {
                 if self.retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
                     self.retained.remove(&topic);
+                    // Every shard expires its copy; the topic's owner removes the record.
+                    if crate::shard::owner_of_topic(&topic, self.cfg.shards) == self.cfg.shard {
+                        self.store_retained_gone(&topic);
+                    }
                 }
             }
         }

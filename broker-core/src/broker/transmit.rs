@@ -343,8 +343,16 @@ impl Broker {
                 // new message). It waits in flight, unsent, for the batch.
                 #[cfg(feature = "store")]
                 if let (Some(st), Some(pid), QoS::ExactlyOnce, true) =
-                    (store.as_deref_mut(), pid, item.qos, item.seq != 0)
+                    (store.as_deref_mut(), pid, item.qos, s.stored)
                 {
+                    let mut item = item;
+                    if item.seq == 0 {
+                        // Not recorded yet (a retained message sent at SUBSCRIBE): it is
+                        // now, so that its identifier is not reused after a restart.
+                        st.seq += 1;
+                        item.seq = st.seq;
+                        st.w.msg(&s.client_id, item.seq, item.qos, item.retain, &item.msg);
+                    }
                     let code = super::durable::state_code(InflightState::AwaitRec);
                     st.msg_inflight(&s.client_id, item.seq, pid, code, true);
                     st.gate(conn);

@@ -174,10 +174,13 @@ fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -
 /// `more`, or bytes taken): call again once they are written.
 fn transmit(shard: &Shard, io: &ConnIo, v: &mut TxIoVecs, budget: usize) -> bool {
     let now = shard.now();
-    let t = shard
-        .broker
-        .borrow_mut()
-        .poll_transmit(io.id, now, &mut v.tx, budget);
+    let mut b = shard.broker.borrow_mut();
+    let t = b.poll_transmit(io.id, now, &mut v.tx, budget);
+    // Store records or events of this call (a stored QoS 2 delivery's packet identifier,
+    // a queue to read back from disk) wait for the next `pump`.
+    if b.has_pending_work() {
+        shard.request_pump();
+    }
     t.more || !v.tx.is_empty()
 }
 

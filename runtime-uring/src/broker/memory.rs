@@ -58,13 +58,16 @@ impl Watch {
                 while !flag.load(Ordering::Relaxed) {
                     if let Some(rss) = rss_bytes() {
                         let next = if on {
-                            heap_in_use().is_none_or(|used| used > low)
+                            // Released once the heap in use is under 90% and what the
+                            // allocator held free is back with the kernel: RSS under the
+                            // cap too (else it would switch on again at once).
+                            heap_in_use().is_none_or(|used| used > low) || {
+                                trim();
+                                rss_bytes().is_none_or(|r| r > limit)
+                            }
                         } else {
                             rss > limit
                         };
-                        if on && !next {
-                            trim();
-                        }
                         if next != on {
                             on = next;
                             if on {

@@ -301,7 +301,9 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     };
     let mut broker = Broker::new(core, policy);
     if let Some((_, clock, in_memory)) = &store {
-        // Sessions go to their owner shard (restore_stored skips the others).
+        // Enabled first: restoring writes what it drops (expired messages, sessions made
+        // non-persistent). Sessions go to their owner shard (restore_stored skips others).
+        broker.enable_store(*clock, *in_memory);
         let now = broker_core::Instant::from_millis(epoch.elapsed().as_millis() as u64);
         for s in &restored.sessions {
             broker.restore_stored(now, s.clone());
@@ -309,7 +311,6 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         for m in &restored.retained {
             broker.restore_retained(m.clone());
         }
-        broker.enable_store(*clock, *in_memory);
     }
     drop(restored);
     let shard = Rc::new(Shard::new(

@@ -46,6 +46,8 @@ pub enum Inbox {
     Store(crate::store::Reply),
     /// The broker's memory limit is reached (true) or no longer (false).
     MemoryPressure(bool),
+    /// Run `pump` (sent to itself by a shard whose writer task left work for it).
+    Pump,
 }
 
 /// A shard's ends of the channels between threads.
@@ -139,6 +141,8 @@ pub struct Shard {
     store: Option<async_channel::Sender<crate::store::Request>>,
     /// Emptied record buffers the store thread handed back.
     store_bufs: RefCell<Vec<Vec<u8>>>,
+    /// An `Inbox::Pump` is on its way, or `pump` is running (and acts on it anyway).
+    pump_requested: Cell<bool>,
 }
 
 impl Shard {
@@ -199,6 +203,7 @@ impl Shard {
             tx: Cell::new(TxIoVecs::default()),
             store,
             store_bufs: RefCell::new(Vec::new()),
+            pump_requested: Cell::new(false),
         }
     }
 
@@ -253,6 +258,8 @@ impl Shard {
             }
             Inbox::Wake(w) => w.wake(),
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
+            // The caller pumps after every control message.
+            Inbox::Pump => {}
             Inbox::Store(crate::store::Reply::Committed(batch, buf)) => {
                 self.broker.borrow_mut().handle_store_committed(batch);
                 let mut bufs = self.store_bufs.borrow_mut();
@@ -260,8 +267,10 @@ impl Shard {
                     bufs.push(buf);
                 }
             }
-            Inbox::Store(crate::store::Reply::Loaded(client, msgs)) => {
-                self.broker.borrow_mut().handle_store_loaded(&client, msgs);
+            Inbox::Store(crate::store::Reply::Loaded(client, after, msgs)) => {
+                self.broker
+                    .borrow_mut()
+                    .handle_store_loaded(&client, after, msgs);
             }
             Inbox::Shutdown => {
                 if self.phase.get() == Phase::Serving {
@@ -295,6 +304,8 @@ impl Shard {
     /// at wake-ups from other threads and at its timers only when it parks, and a busy
     /// shard (always some task ready) never parks.
     pub fn pump(self: &Rc<Self>) {
+        // Until the end of this call, writers need not ask for another.
+        self.pump_requested.set(true);
         if !self.draining.replace(true) {
             self.take_from_peers();
             let now = self.now();
@@ -410,10 +421,19 @@ impl Shard {
         self.events.set(events);
         self.flush_outbox();
         self.submit_store_batch();
+        self.pump_requested.set(false);
         let next = self.broker.borrow().poll_timeout();
         let armed = self.armed.get();
         if next.is_some() && (armed.is_none() || next < armed) {
             self.timer.notify();
+        }
+    }
+
+    /// A writer task's `poll_transmit` left events or store records (which only `pump`
+    /// acts on): the shard's loop pumps soon.
+    pub fn request_pump(&self) {
+        if !self.pump_requested.replace(true) {
+            let _ = self.own_inbox.try_send(Inbox::Pump);
         }
     }
 

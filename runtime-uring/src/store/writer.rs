@@ -32,8 +32,8 @@ pub enum Request {
 pub enum Reply {
     /// Its batches up to this one are written; an emptied record buffer for reuse.
     Committed(u64, Vec<u8>),
-    /// Messages read back for `Load`.
-    Loaded(Box<str>, Vec<broker_core::store::StoredMessage>),
+    /// Messages read back for `Load`: the client, the request's `after`, the messages.
+    Loaded(Box<str>, u64, Vec<broker_core::store::StoredMessage>),
 }
 
 /// Reaches one shard.
@@ -236,7 +236,7 @@ fn run(
             let msgs = read_queue(&spaces, &l, clock);
             tracing::debug!("read back {} queued message(s) of {}", msgs.len(), l.client);
             if let Some(tell) = notify.get(usize::from(l.shard)) {
-                tell(Reply::Loaded(l.client, msgs));
+                tell(Reply::Loaded(l.client, l.after, msgs));
             }
         }
         next = rx.recv_blocking().ok();
