@@ -541,13 +541,14 @@ impl Broker {
     pub(crate) fn load_spilled(&mut self, sk: Key) {
         #[cfg(feature = "store")]
         {
-            let Some(s) = self.sessions.get(sk) else {
-                return;
-            };
-            let Some(st) = self.store.as_deref_mut() else {
+            // Called after every poll_transmit: nothing to look up without spills.
+            let Some(st) = self.store.as_deref_mut().filter(|st| !st.spills.is_empty()) else {
                 return;
             };
             let Some(sp) = st.spills.get_mut(&sk) else {
+                return;
+            };
+            let Some(s) = self.sessions.get(sk) else {
                 return;
             };
             let room = st.in_memory.saturating_sub(s.queue.len());
