@@ -22,25 +22,34 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Cursor<'a>(&'a [u8]);
+/// Reads big-endian fields off a record; every read is length-checked (`None` past the end).
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (a, b) = self.0.split_at_checked(n)?;
         self.0 = b;
         Some(a)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take(1)?.first().copied()
     }
-    fn u32(&mut self) -> Option<u32> {
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+    /// A string with a u16 length.
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
+    pub(crate) fn str16(&mut self) -> Option<&'a str> {
+        let n = usize::from(self.u16()?);
+        core::str::from_utf8(self.take(n)?).ok()
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         let b = self.take(4)?;
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         let hi = u64::from(self.u32()?);
         let lo = u64::from(self.u32()?);
         Some(hi << 32 | lo)

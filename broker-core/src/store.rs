@@ -10,6 +10,7 @@
 //! length + client identifier), so one session's records are a key range.
 
 use crate::message::Message;
+use crate::persist::Cursor;
 use crate::policy::StoredSubscription;
 use crate::time::Instant;
 use alloc::boxed::Box;
@@ -320,34 +321,6 @@ impl BatchWriter {
         if let Some(slot) = self.buf.get_mut(at..at + 4) {
             slot.copy_from_slice(&n.to_be_bytes());
         }
-    }
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (a, b) = self.0.split_at_checked(n)?;
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-    fn u16(&mut self) -> Option<u16> {
-        let b = self.take(2)?;
-        Some(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from(self.u32()?) << 32 | u64::from(self.u32()?))
-    }
-    fn str16(&mut self) -> Option<&'a str> {
-        let n = usize::from(self.u16()?);
-        core::str::from_utf8(self.take(n)?).ok()
     }
 }
 

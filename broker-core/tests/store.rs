@@ -181,6 +181,22 @@ fn a_batch_never_written_was_never_acknowledged() {
     assert!(recv(&mut s, sub).is_empty());
 }
 
+/// The client sends a QoS 2 PUBLISH to `d/x` again (DUP), as after a reconnection.
+fn resend_qos2(s: &mut Sim, c: Client, payload: &[u8], id: u16) {
+    s.send(
+        c,
+        &Packet::Publish(Publish {
+            dup: true,
+            qos: Q2,
+            retain: false,
+            topic: "d/x",
+            packet_id: Some(pid(id)),
+            properties: Properties::default(),
+            payload,
+        }),
+    );
+}
+
 fn send_subscribe(s: &mut Sim, c: Client, filter: &str, q: QoS) {
     let subs = [Subscription {
         filter,
@@ -273,18 +289,7 @@ fn qos2_is_exactly_once_across_a_restart() {
         matches!(rel.as_slice(), [P::PubRel { pid, .. }] if *pid == spid),
         "{rel:?}"
     );
-    s.send(
-        p,
-        &Packet::Publish(Publish {
-            dup: true,
-            qos: Q2,
-            retain: false,
-            topic: "d/x",
-            packet_id: Some(pid(7)),
-            properties: Properties::default(),
-            payload: b"once",
-        }),
-    );
+    resend_qos2(&mut s, p, b"once", 7);
     d.settle(&mut s);
     assert!(matches!(
         recv(&mut s, p).as_slice(),
@@ -472,18 +477,7 @@ fn qos2_received_id_is_not_written_before_the_message_records_on_other_shards() 
     );
     let mut s = d.restart(2);
     let (p, _) = connect_stored(&mut s, &mut d, &pub_id, false);
-    s.send(
-        p,
-        &Packet::Publish(Publish {
-            dup: true,
-            qos: Q2,
-            retain: false,
-            topic: "d/x",
-            packet_id: Some(pid(9)),
-            properties: Properties::default(),
-            payload: b"precious",
-        }),
-    );
+    resend_qos2(&mut s, p, b"precious", 9);
     d.settle(&mut s);
     assert!(matches!(
         recv(&mut s, p).as_slice(),

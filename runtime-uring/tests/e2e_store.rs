@@ -24,37 +24,14 @@ const CONF: &str = "allow_anonymous = true\npersistence = true\npersistence_loca
                     max_queued_messages = 1000000\nmax_queued_bytes = 0\n\
                     [[listener]]\nbind = \"127.0.0.1:{port}\"\n";
 
-fn enc_str(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// MQTT 3.1.1 CONNECT; `clean`: Clean Session.
 fn connect(id: &str, clean: bool) -> Vec<u8> {
     let mut b = Vec::new();
-    enc_str(b"MQTT", &mut b);
+    string(b"MQTT", &mut b);
     b.push(4);
     b.push(if clean { 0x02 } else { 0x00 });
     b.extend_from_slice(&60u16.to_be_bytes());
-    enc_str(id.as_bytes(), &mut b);
+    string(id.as_bytes(), &mut b);
     frame(0x10, &b)
 }
 

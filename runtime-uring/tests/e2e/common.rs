@@ -784,12 +784,12 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn string(s: &[u8], out: &mut Vec<u8>) {
+pub fn string(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s);
 }
 
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     varint(body.len(), &mut out);
     out.extend_from_slice(body);
