@@ -56,6 +56,9 @@ pub(crate) struct ConnectParams {
     pub auth_method: Option<Box<str>>,
     pub server_keep_alive: Option<u16>,
     pub session_expiry_capped: bool,
+    /// MQTT 5 CONNECT user properties (for operators' hooks).
+    #[cfg(feature = "ops")]
+    pub user_properties: Vec<(Box<str>, Box<str>)>,
 }
 
 /// A will as CONNECT gave it: the message (with its own allocation), the Will Delay
@@ -99,6 +102,18 @@ pub(crate) struct Conn {
     pub held: u16,
     /// Set once DISCONNECT (either way) or a refusal decided the reason.
     pub close_reason: Option<ReasonCode>,
+    /// When it connected and what it asked for (the operator's listings).
+    #[cfg(feature = "ops")]
+    pub details: Option<Box<ConnDetails>>,
+}
+
+/// A connected client's CONNECT, as the operator's listings show it.
+#[cfg(feature = "ops")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnDetails {
+    pub connected_at: Instant,
+    pub keep_alive: u16,
+    pub clean_start: bool,
 }
 
 /// The rarely used parts of a [`Conn`], boxed together.
@@ -171,6 +186,8 @@ impl Conn {
             reauthenticating: false,
             problem_info: true,
             close_reason: None,
+            #[cfg(feature = "ops")]
+            details: None,
             delayed_acks: 0,
             #[cfg(feature = "backpressure")]
             held: 0,

@@ -38,6 +38,8 @@ mod time;
 mod tx;
 
 pub use broker::{AcceptError, Broker, Event, Intake, Metrics, Transmit};
+#[cfg(feature = "ops")]
+pub use broker::{ClientSummary, DisconnectReason, OpsCounters, SubscriptionSummary};
 #[cfg(feature = "backpressure")]
 pub use config::QueueFull;
 pub use config::{Config, SharedStrategy};

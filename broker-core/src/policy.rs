@@ -52,6 +52,22 @@ pub struct ClientInfo<'a> {
     pub protocol: ProtocolVersion,
 }
 
+/// What a successful CONNECT asked for, beyond [`ClientInfo`] (for operators' hooks).
+#[cfg(feature = "ops")]
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectDetails<'a> {
+    /// Clean Start (Clean Session in 3.1.1).
+    pub clean_start: bool,
+    /// Keep Alive, seconds, as the client asked.
+    pub keep_alive: u16,
+    /// Session Expiry Interval granted, seconds.
+    pub expiry_interval: u32,
+    /// Session Present in the CONNACK.
+    pub session_present: bool,
+    /// MQTT 5 CONNECT user properties, in order.
+    pub user_properties: &'a [(Box<str>, Box<str>)],
+}
+
 /// One step of MQTT 5 enhanced authentication (4.12).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthStep {
@@ -179,6 +195,9 @@ pub trait Hooks {
     fn on_reauth(&mut self, client: &ClientInfo<'_>, method: &str, step: &AuthStep) {}
     /// CONNACK with success was queued.
     fn on_connected(&mut self, client: &ClientInfo<'_>) {}
+    /// The same moment as `on_connected`, with what the CONNECT asked for.
+    #[cfg(feature = "ops")]
+    fn on_client_connected(&mut self, client: &ClientInfo<'_>, details: &ConnectDetails<'_>) {}
     /// A new session was created.
     fn on_session_created(&mut self, client: &ClientInfo<'_>) {}
     /// An existing session was resumed.

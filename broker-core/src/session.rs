@@ -239,6 +239,12 @@ impl Subs {
         self.0.as_mut()?.remove_entry(filter)
     }
 
+    /// Every subscription (the operator's listings).
+    #[cfg(feature = "ops")]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &SubRecord)> {
+        self.0.iter().flat_map(|m| m.iter().map(|(f, r)| (&**f, r)))
+    }
+
     /// Takes every subscription out.
     pub(crate) fn take_all(&mut self) -> impl Iterator<Item = (Box<str>, SubRecord)> {
         self.0.take().into_iter().flat_map(|m| m.into_iter())

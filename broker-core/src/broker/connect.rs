@@ -170,6 +170,12 @@ impl Broker {
             auth_method: p.authentication_method.map(Into::into),
             server_keep_alive,
             session_expiry_capped: v.is_v5() && session_expiry != requested_expiry,
+            #[cfg(feature = "ops")]
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (Box::from(k), Box::from(v)))
+                .collect(),
         };
 
         let Some(cn) = self.conns.get(conn) else {
@@ -347,6 +353,10 @@ impl Broker {
         if let Some(sk) = self.by_id.get(&self.sessions, &params.client_id) {
             if let Some(old) = self.sessions.get(sk).and_then(|s| s.conn) {
                 if old != conn {
+                    #[cfg(feature = "ops")]
+                    {
+                        self.metrics.ops.session_takenover += 1;
+                    }
                     self.close(old, now, Some(ReasonCode::SessionTakenOver));
                 }
             }
@@ -405,6 +415,14 @@ impl Broker {
             r.auth_method = params.auth_method.clone();
         }
         c.problem_info = params.request_problem_info;
+        #[cfg(feature = "ops")]
+        {
+            c.details = Some(Box::new(crate::conn::ConnDetails {
+                connected_at: now,
+                keep_alive: params.keep_alive,
+                clean_start: params.clean_start,
+            }));
+        }
 
         let cfg = &self.cfg;
         let props = if v.is_v5() {
@@ -456,6 +474,25 @@ impl Broker {
                 self.policy.hooks.on_session_created(&info);
             }
             self.policy.hooks.on_connected(&info);
+            #[cfg(feature = "ops")]
+            {
+                self.metrics.ops.client_connected += 1;
+                if present {
+                    self.metrics.ops.session_resumed += 1;
+                } else {
+                    self.metrics.ops.session_created += 1;
+                }
+                self.policy.hooks.on_client_connected(
+                    &info,
+                    &crate::policy::ConnectDetails {
+                        clean_start: params.clean_start,
+                        keep_alive: params.keep_alive,
+                        expiry_interval: s.expiry_interval,
+                        session_present: present,
+                        user_properties: &params.user_properties,
+                    },
+                );
+            }
         }
         // The CONNACK (and everything after it) waits for the session's record.
         self.store_session(sk, Some(conn));
@@ -525,6 +562,10 @@ impl Broker {
             }
         }
         self.policy.hooks.on_session_terminated(&s.client_id, why);
+        #[cfg(feature = "ops")]
+        {
+            self.metrics.ops.session_terminated += 1;
+        }
         if why == SessionEnd::Expired {
             self.metrics.sessions_expired += 1;
             self.policy.hooks.on_session_expired(&s.client_id);
@@ -566,6 +607,13 @@ impl Broker {
             s.conn = None;
         }
         self.policy.hooks.on_closed(Some(&s.client_id), reason);
+        #[cfg(feature = "ops")]
+        {
+            let i = crate::broker::ops::DisconnectReason::of(reason) as usize;
+            if let Some(n) = self.metrics.ops.client_disconnected.get_mut(i) {
+                *n += 1;
+            }
+        }
         if will
             .as_ref()
             .is_none_or(|w| w.delay.min(s.expiry_interval) == 0)

@@ -10,6 +10,8 @@ mod durable;
 pub(crate) mod flow;
 #[cfg(feature = "backpressure")]
 mod hold;
+#[cfg(feature = "ops")]
+pub(crate) mod ops;
 mod publish;
 mod restore;
 mod shards;
@@ -39,6 +41,8 @@ use mqtt_proto::{
 
 pub(crate) use connect::encode;
 pub use flow::AckRef;
+#[cfg(feature = "ops")]
+pub use ops::{ClientSummary, DisconnectReason, OpsCounters, SubscriptionSummary};
 pub(crate) use timers::Timer;
 pub use transmit::Transmit;
 
@@ -111,6 +115,9 @@ pub struct Metrics {
     /// QoS 0 messages dropped because the broker's memory limit was reached.
     #[cfg(feature = "backpressure")]
     pub dropped_memory: u64,
+    /// The operator's counters (feature `ops`).
+    #[cfg(feature = "ops")]
+    pub ops: ops::OpsCounters,
 }
 
 /// An entry of the local subscription index.
@@ -406,6 +413,8 @@ impl Broker {
                 ) {
                     pos += 4;
                     *packets += 1;
+                    #[cfg(feature = "ops")]
+                    self.metrics.ops.count_packet(first);
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.last_rx = now;
                     }
@@ -454,6 +463,10 @@ impl Broker {
                     Ok((p, forwarded)) => {
                         pos += h.packet_len();
                         *packets += 1;
+                        #[cfg(feature = "ops")]
+                        self.metrics
+                            .ops
+                            .count_packet((PacketType::Publish as u8) << 4);
                         if let Some(c) = self.conns.get_mut(conn) {
                             c.last_rx = now;
                         }
@@ -470,6 +483,10 @@ impl Broker {
                 Ok(Status::Complete((packet, len))) => {
                     pos += len;
                     *packets += 1;
+                    #[cfg(feature = "ops")]
+                    if let Some(&b) = rest.first() {
+                        self.metrics.ops.count_packet(b);
+                    }
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.last_rx = now;
                     }

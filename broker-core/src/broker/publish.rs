@@ -164,6 +164,10 @@ impl Broker {
         let mut held = None;
         if code == ReasonCode::Success {
             self.metrics.publish_received += 1;
+            #[cfg(feature = "ops")]
+            if let Some(n) = self.metrics.ops.messages_received.get_mut(p.qos as usize) {
+                *n += 1;
+            }
             // Flow control may hold the acknowledgement while subscribers lack room.
             if let Some(id) = pid {
                 self.begin_ack(super::flow::AckTarget::Conn {

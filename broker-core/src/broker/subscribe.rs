@@ -18,7 +18,7 @@ use mqtt_proto::{
 };
 
 /// A SUBSCRIBE entry that must close the connection instead of being refused alone.
-struct Fatal(ReasonCode);
+pub(super) struct Fatal(pub(super) ReasonCode);
 
 impl Broker {
     pub(crate) fn handle_subscribe(&mut self, conn: ConnId, now: Instant, sub: &Subscribe<'_>) {
@@ -38,7 +38,7 @@ impl Broker {
             match self.subscribe_one(
                 now,
                 sk,
-                conn,
+                Some(conn),
                 entry.filter,
                 entry.options,
                 sub_id,
@@ -71,30 +71,16 @@ impl Broker {
             v,
         );
         self.push_ctrl(conn, Ctrl::Raw(frame));
-        if let Some(s) = self.sessions.get_mut(sk) {
-            // Paced by the client's flow control, ahead of messages queued from now on.
-            s.backlog.extend(retained);
-            // Bounded by the retained store's size: a client repeating SUBSCRIBE without
-            // reading would otherwise grow it without limit. What goes first is the oldest:
-            // copies from earlier SUBSCRIBEs, which the newest ones repeat.
-            while s.backlog.len() > self.cfg.max_retained_messages {
-                if let Some(old) = s.backlog.pop_front() {
-                    self.metrics.dropped_queue_full += 1;
-                    self.policy
-                        .hooks
-                        .on_dropped(&s.client_id, &old.msg, DropReason::QueueFull);
-                }
-            }
-        }
+        self.take_backlog(sk, retained);
         self.wake(conn);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn subscribe_one(
+    pub(super) fn subscribe_one(
         &mut self,
         now: Instant,
         sk: Key,
-        conn: ConnId,
+        conn: Option<ConnId>,
         text: &str,
         options: SubscriptionOptions,
         sub_id: Option<u32>,
@@ -137,7 +123,7 @@ impl Broker {
         let Some(s) = sessions.get_mut(sk) else {
             return Ok(ReasonCode::UnspecifiedError);
         };
-        let peer = conns.get(conn).map(|c| &c.peer);
+        let peer = conn.and_then(|k| conns.get(k)).map(|c| &c.peer);
         let info = Self::client_info(s, peer);
         let mut opts = options;
         // [MQTT-3.2.2-9]-style downgrade: never grant more than the server's maximum QoS.
@@ -230,6 +216,26 @@ impl Broker {
             }
         }
         Ok(ReasonCode::granted(opts.qos))
+    }
+
+    /// Retained messages found at subscribe time join the session's backlog: paced by the
+    /// client's flow control, ahead of messages queued from now on. Bounded by the
+    /// retained store's size: a client repeating SUBSCRIBE without reading would otherwise
+    /// grow it without limit. What goes first is the oldest: copies from earlier
+    /// SUBSCRIBEs, which the newest ones repeat.
+    pub(super) fn take_backlog(&mut self, sk: crate::slab::Key, retained: Vec<Queued>) {
+        let Some(s) = self.sessions.get_mut(sk) else {
+            return;
+        };
+        s.backlog.extend(retained);
+        while s.backlog.len() > self.cfg.max_retained_messages {
+            if let Some(old) = s.backlog.pop_front() {
+                self.metrics.dropped_queue_full += 1;
+                self.policy
+                    .hooks
+                    .on_dropped(&s.client_id, &old.msg, DropReason::QueueFull);
+            }
+        }
     }
 
     fn local_session_subs(&self, filter: &str) -> usize {

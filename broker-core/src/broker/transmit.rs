@@ -379,6 +379,10 @@ impl Broker {
                 }
                 frames += 1;
                 metrics.publish_sent += 1;
+                #[cfg(feature = "ops")]
+                if let Some(n) = metrics.ops.messages_sent.get_mut(item.qos as usize) {
+                    *n += 1;
+                }
                 policy.hooks.on_deliver(&s.client_id, &item.msg);
                 if let Some(pid) = pid {
                     let state = if item.qos == QoS::AtLeastOnce {

@@ -175,7 +175,13 @@ fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -
 fn transmit(shard: &Shard, io: &ConnIo, v: &mut TxIoVecs, budget: usize) -> bool {
     let now = shard.now();
     let mut b = shard.broker.borrow_mut();
+    let before = v.tx.len();
     let t = b.poll_transmit(io.id, now, &mut v.tx, budget);
+    let added = v.tx.len().saturating_sub(before) as u64;
+    shard.bytes_sent.set(shard.bytes_sent.get() + added);
+    shard
+        .packets_sent
+        .set(shard.packets_sent.get() + t.frames as u64);
     // Store records or events of this call (a stored QoS 2 delivery's packet identifier,
     // a queue to read back from disk) wait for the next `pump`.
     if b.has_pending_work() {

@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod handle;
 pub mod memory;
 pub mod relay;
 pub mod report;
@@ -11,6 +12,7 @@ pub mod wake;
 
 use anyhow::bail;
 use broker_core::{Broker, Policy};
+pub use handle::{BrokerHandle, Running};
 use shard::{Inbox, ListenerState, Phase, Shard};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -78,8 +80,17 @@ fn pin_to_core(core: usize) {
     }
 }
 
-/// Runs the broker until SIGINT or SIGTERM; returns after every shard has flushed.
-pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
+/// Runs the broker until SIGINT or SIGTERM (SIGHUP calls `settings.reload`); returns
+/// after every shard has flushed.
+pub fn run(settings: RunSettings) -> anyhow::Result<()> {
+    let reload = settings.reload.clone();
+    let running = start(settings)?;
+    running.wait_for_signals(reload)
+}
+
+/// Starts the broker's threads and returns once every listener is open: the handle
+/// publishes, lists, kicks and stops (the embedding API; see `handle.rs`).
+pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
     let threads = settings.threads.max(1);
     if threads > usize::from(u16::MAX) {
         bail!("too many threads");
@@ -196,57 +207,13 @@ pub fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if let Some(f) = settings.on_ready.take() {
         f(&bound);
     }
-
-    // Signals: SIGINT/SIGTERM stop, SIGHUP reloads certificates and auth files.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])?;
-    let reload = settings.reload.clone();
-    let stop_senders = senders.clone();
-    let sig_handle = signals.handle();
-    let sig_thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if sig == signal_hook::consts::SIGHUP {
-                match reload() {
-                    Ok(tls) => {
-                        tracing::info!("SIGHUP: configuration reloaded");
-                        for s in &stop_senders {
-                            let _ = s.try_send(Inbox::ReloadTls(tls.clone()));
-                        }
-                    }
-                    Err(e) => tracing::error!(
-                        "SIGHUP: reload failed, keeping the old configuration: {e:#}"
-                    ),
-                }
-                continue;
-            }
-            tracing::info!("signal {sig}: shutting down");
-            for s in &stop_senders {
-                let _ = s.try_send(Inbox::Shutdown);
-            }
-            break;
-        }
-    });
-    let mut result = Ok(());
-    for h in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(anyhow::anyhow!("a shard thread panicked")),
-        }
-    }
-    sig_handle.close();
-    let _ = sig_thread.join();
-    if let Some(m) = memory {
-        m.stop();
-    }
-    // Every shard has stopped: what they sent is written before the process exits.
-    if let Some(w) = writer {
-        w.finish();
-    }
-    result
+    Ok(Running {
+        handle: BrokerHandle::new(senders, epoch),
+        addrs: bound,
+        threads: handles,
+        memory,
+        writer,
+    })
 }
 
 struct ShardSetup {

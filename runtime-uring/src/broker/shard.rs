@@ -48,6 +48,8 @@ pub enum Inbox {
     MemoryPressure(bool),
     /// Run `pump` (sent to itself by a shard whose writer task left work for it).
     Pump,
+    /// Run this for a `BrokerHandle` (the embedding and admin API).
+    Call(super::handle::Call),
 }
 
 /// A shard's ends of the channels between threads.
@@ -143,6 +145,9 @@ pub struct Shard {
     store_bufs: RefCell<Vec<Vec<u8>>>,
     /// An `Inbox::Pump` is on its way, or `pump` is running (and acts on it anyway).
     pump_requested: Cell<bool>,
+    /// Bytes and MQTT packets taken from the core for sockets (operators' counters).
+    pub bytes_sent: Cell<u64>,
+    pub packets_sent: Cell<u64>,
 }
 
 impl Shard {
@@ -204,6 +209,8 @@ impl Shard {
             store,
             store_bufs: RefCell::new(Vec::new()),
             pump_requested: Cell::new(false),
+            bytes_sent: Cell::new(0),
+            packets_sent: Cell::new(0),
         }
     }
 
@@ -260,6 +267,7 @@ impl Shard {
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
             // The caller pumps after every control message.
             Inbox::Pump => {}
+            Inbox::Call(f) => f(self),
             Inbox::Store(crate::store::Reply::Committed(batch, buf)) => {
                 self.broker.borrow_mut().handle_store_committed(batch);
                 let mut bufs = self.store_bufs.borrow_mut();

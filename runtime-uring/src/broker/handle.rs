@@ -1,0 +1,417 @@
+//! The embedding API (Gmqtt's `Server` interface): a running broker and a handle to it
+//! that publishes, subscribes on a client's behalf, lists clients and kicks. The admin
+//! API is a thin layer over the same handle.
+//!
+//! Each call sends a closure to the shards over their control channels and waits for the
+//! answers; the shards run it between two turns of their event loop. The handle never
+//! touches a shard's state from another thread.
+
+use super::shard::{Inbox, Shard};
+use super::ReloadFn;
+use broker_core::mqtt_proto::{Properties, QoS, ReasonCode, SubscriptionOptions};
+use broker_core::{ClientSummary, Metrics, SubscriptionSummary};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A closure a shard runs for a handle (between two turns of its event loop).
+pub type Call = Box<dyn FnOnce(&Shard) + Send>;
+
+/// How long a handle waits for a shard's answer (a shard stopping, or stopped, is late).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One shard's counters and gauges, as a handle reads them.
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    /// The shard's number.
+    pub shard: u16,
+    /// The core's counters.
+    pub metrics: Metrics,
+    /// Open network connections (MQTT or not yet).
+    pub connections: usize,
+    /// Sessions, connected or not.
+    pub sessions: usize,
+    /// Connected sessions.
+    pub live_connections: usize,
+    /// Subscriptions of its sessions: all, and shared ones.
+    pub subscriptions: usize,
+    pub shared_subscriptions: usize,
+    /// Distinct filters its index routes to.
+    pub topics: usize,
+    /// Retained messages (every shard holds the whole retained set).
+    pub retained: usize,
+    /// Bytes and MQTT packets handed to sockets.
+    pub bytes_sent: u64,
+    pub packets_sent: u64,
+}
+
+/// A message to publish as the broker.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 properties to send with it.
+    pub payload_format_indicator: Option<bool>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl PublishRequest {
+    /// A message with no properties.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: QoS) -> Self {
+        Self {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        }
+    }
+}
+
+/// Why a handle call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandleError {
+    /// A shard did not answer in time (stopping or stopped).
+    Unavailable,
+    /// The core refused the request with this reason code.
+    Refused(ReasonCode),
+}
+
+impl std::fmt::Display for HandleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unavailable => f.write_str("the broker is not running"),
+            Self::Refused(rc) => write!(f, "refused: {rc:?}"),
+        }
+    }
+}
+
+impl std::error::Error for HandleError {}
+
+/// A handle to a running broker: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    shards: Arc<Vec<async_channel::Sender<Inbox>>>,
+    /// The wall clock when the core's clock read 0.
+    started: SystemTime,
+    epoch: std::time::Instant,
+}
+
+impl BrokerHandle {
+    pub(crate) fn new(
+        shards: Vec<async_channel::Sender<Inbox>>,
+        epoch: std::time::Instant,
+    ) -> Self {
+        let started = SystemTime::now()
+            .checked_sub(epoch.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        Self {
+            shards: Arc::new(shards),
+            started,
+            epoch,
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Wall-clock time of a core instant.
+    pub fn wall_clock(&self, at: broker_core::Instant) -> SystemTime {
+        self.started + Duration::from_millis(at.as_millis())
+    }
+
+    /// How long the broker has run.
+    pub fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Runs `f` on every shard and collects the answers (in shard order).
+    fn on_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Shard) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, HandleError> {
+        let f = Arc::new(f);
+        let mut waits = Vec::with_capacity(self.shards.len());
+        for tx in self.shards.iter() {
+            let (reply, wait) = mpsc::sync_channel(1);
+            let f = f.clone();
+            let call: Call = Box::new(move |shard: &Shard| {
+                let _ = reply.send(f(shard));
+            });
+            tx.try_send(Inbox::Call(call))
+                .map_err(|_| HandleError::Unavailable)?;
+            waits.push(wait);
+        }
+        waits
+            .into_iter()
+            .map(|w| {
+                w.recv_timeout(ANSWER_TIMEOUT)
+                    .map_err(|_| HandleError::Unavailable)
+            })
+            .collect()
+    }
+
+    /// Runs `f` on one shard.
+    fn on_one<T: Send + 'static>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&Shard) -> T + Send + 'static,
+    ) -> Result<T, HandleError> {
+        let tx = self.shards.get(shard).ok_or(HandleError::Unavailable)?;
+        let (reply, wait) = mpsc::sync_channel(1);
+        let call: Call = Box::new(move |s: &Shard| {
+            let _ = reply.send(f(s));
+        });
+        tx.try_send(Inbox::Call(call))
+            .map_err(|_| HandleError::Unavailable)?;
+        wait.recv_timeout(ANSWER_TIMEOUT)
+            .map_err(|_| HandleError::Unavailable)
+    }
+
+    /// Every session (connected or not), sorted by client identifier.
+    pub fn clients(&self) -> Result<Vec<ClientSummary>, HandleError> {
+        let mut all: Vec<ClientSummary> = self
+            .on_all(|s| s.broker.borrow().clients())?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(all)
+    }
+
+    /// One client's session.
+    pub fn client(&self, client_id: &str) -> Result<Option<ClientSummary>, HandleError> {
+        let id: Box<str> = client_id.into();
+        Ok(self
+            .on_all(move |s| s.broker.borrow().client(&id))?
+            .into_iter()
+            .flatten()
+            .next())
+    }
+
+    /// Disconnects a client (MQTT 5: DISCONNECT 0x98) and discards its session; false if
+    /// there is no such session.
+    pub fn kick(&self, client_id: &str) -> Result<bool, HandleError> {
+        let id: Box<str> = client_id.into();
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker.borrow_mut().kick(now, &id)
+            })?
+            .into_iter()
+            .any(|k| k))
+    }
+
+    /// Subscribes a client's session as if it had sent SUBSCRIBE: the SUBACK reason
+    /// code (a granted QoS or a refusal), `None` if there is no such session.
+    pub fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> Result<Option<ReasonCode>, HandleError> {
+        let (id, f): (Box<str>, Box<str>) = (client_id.into(), filter.into());
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker
+                    .borrow_mut()
+                    .subscribe_client(now, &id, &f, options)
+            })?
+            .into_iter()
+            .flatten()
+            .next())
+    }
+
+    /// Removes a client's subscription: `Some(false)` if it had none with this filter,
+    /// `None` if there is no such session.
+    pub fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<Option<bool>, HandleError> {
+        let (id, f): (Box<str>, Box<str>) = (client_id.into(), filter.into());
+        Ok(self
+            .on_all(move |s| s.broker.borrow_mut().unsubscribe_client(&id, &f))?
+            .into_iter()
+            .flatten()
+            .next())
+    }
+
+    /// Subscriptions: one client's, or everyone's.
+    pub fn subscriptions(
+        &self,
+        client_id: Option<&str>,
+    ) -> Result<Vec<SubscriptionSummary>, HandleError> {
+        let id: Option<Box<str>> = client_id.map(Into::into);
+        let mut all: Vec<SubscriptionSummary> = self
+            .on_all(move |s| s.broker.borrow().subscriptions(id.as_deref()))?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
+        Ok(all)
+    }
+
+    /// The topic filters subscribed to anywhere, sorted, each once.
+    pub fn topics(&self) -> Result<Vec<Box<str>>, HandleError> {
+        let mut all: Vec<Box<str>> = self
+            .on_all(|s| s.broker.borrow().topic_filters())?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Publishes as the broker; `Ok(false)` when nobody was subscribed.
+    pub fn publish(&self, req: PublishRequest) -> Result<bool, HandleError> {
+        // Any shard can route it; the topic picks one, spreading the work.
+        let shard = (broker_core::index::stable_hash(&[req.topic.as_bytes()]) as usize)
+            % self.shards.len().max(1);
+        self.on_one(shard, move |s| {
+            let now = s.now();
+            let user: Vec<(&str, &str)> = req
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let props = Properties {
+                payload_format_indicator: req.payload_format_indicator,
+                message_expiry_interval: req.message_expiry_interval,
+                content_type: req.content_type.as_deref(),
+                response_topic: req.response_topic.as_deref(),
+                correlation_data: req.correlation_data.as_deref(),
+                user_properties: broker_core::mqtt_proto::UserProperties::List(&user),
+                ..Properties::default()
+            };
+            s.broker.borrow_mut().publish_as_broker(
+                now,
+                &req.topic,
+                &props,
+                &req.payload,
+                req.qos,
+                req.retain,
+            )
+        })?
+        .map_err(HandleError::Refused)
+    }
+
+    /// Every shard's counters and gauges.
+    pub fn stats(&self) -> Result<Vec<ShardStats>, HandleError> {
+        self.on_all(|s| {
+            let b = s.broker.borrow();
+            let (subscriptions, shared_subscriptions) = b.subscription_counts();
+            ShardStats {
+                shard: s.id,
+                metrics: b.metrics().clone(),
+                connections: b.connection_count(),
+                sessions: b.session_count(),
+                live_connections: b.connected_count(),
+                subscriptions,
+                shared_subscriptions,
+                topics: b.subscription_filter_count(),
+                retained: b.retained_count(),
+                bytes_sent: s.bytes_sent.get(),
+                packets_sent: s.packets_sent.get(),
+            }
+        })
+    }
+
+    /// Asks every shard to stop (MQTT 5 clients get DISCONNECT 0x8B).
+    pub fn shutdown(&self) {
+        for s in self.shards.iter() {
+            let _ = s.try_send(Inbox::Shutdown);
+        }
+    }
+
+    pub(crate) fn senders(&self) -> &[async_channel::Sender<Inbox>] {
+        &self.shards
+    }
+}
+
+/// A started broker: its handle, its listeners' addresses and its threads.
+pub struct Running {
+    pub handle: BrokerHandle,
+    /// The bound listener addresses (a port 0 resolved).
+    pub addrs: Vec<SocketAddr>,
+    pub(super) threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    pub(super) memory: Option<super::memory::Watch>,
+    pub(super) writer: Option<crate::store::Writer>,
+}
+
+impl Running {
+    /// Stops the broker and waits for it (every shard flushed, the store written).
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.handle.shutdown();
+        self.wait()
+    }
+
+    /// Waits until every shard has stopped (after `BrokerHandle::shutdown`).
+    pub fn wait(self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for h in self.threads {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(anyhow::anyhow!("a shard thread panicked")),
+            }
+        }
+        if let Some(m) = self.memory {
+            m.stop();
+        }
+        // Every shard has stopped: what they sent is written before the process exits.
+        if let Some(w) = self.writer {
+            w.finish();
+        }
+        result
+    }
+
+    /// Serves until SIGINT or SIGTERM; SIGHUP calls `reload` and hands the shards their
+    /// new TLS configurations.
+    pub fn wait_for_signals(self, reload: Arc<ReloadFn>) -> anyhow::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])?;
+        let handle = self.handle.clone();
+        let sig_handle = signals.handle();
+        let sig_thread = std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    match reload() {
+                        Ok(tls) => {
+                            tracing::info!("SIGHUP: configuration reloaded");
+                            for s in handle.senders() {
+                                let _ = s.try_send(Inbox::ReloadTls(tls.clone()));
+                            }
+                        }
+                        Err(e) => tracing::error!(
+                            "SIGHUP: reload failed, keeping the old configuration: {e:#}"
+                        ),
+                    }
+                    continue;
+                }
+                tracing::info!("signal {sig}: shutting down");
+                handle.shutdown();
+                break;
+            }
+        });
+        let result = self.wait();
+        sig_handle.close();
+        let _ = sig_thread.join();
+        result
+    }
+}
