@@ -39,9 +39,15 @@ if ! python3 -c 'import paho.mqtt.client as c; c.CallbackAPIVersion' 2>/dev/null
     || python3 -m pip install -q -U --break-system-packages 'paho-mqtt>=2,<3'
 fi
 
+# The reference Prometheus text parser for runtime-uring/tests/py/prom_parse.py.
+if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+  python3 -m pip install -q 'prometheus-client>=0.20,<1' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'prometheus-client>=0.20,<1'
+fi
+
 # MQTT.js (pinned in runtime-uring/tests/js/package-lock.json) for the browser test.
 js="$(cd "$(dirname "$0")/.." && pwd)/runtime-uring/tests/js"
-if [ ! -f "$js/node_modules/mqtt/dist/mqtt.min.js" ]; then
+if [ ! -f "$js/node_modules/mqtt/dist/mqtt.min.js" ] || [ ! -d "$js/node_modules/playwright-core" ]; then
   echo "setup: installing MQTT.js for the browser test"
   (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
 fi

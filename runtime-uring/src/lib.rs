@@ -9,6 +9,7 @@
 
 #![allow(missing_debug_implementations)] // runtime handles (sockets, tasks) print nothing useful
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod conn;
 pub mod handle;
+pub mod hooks;
 pub mod memory;
 pub mod relay;
 pub mod report;

@@ -140,6 +140,22 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
     let policy_auth = auth.clone();
     let reload_path = a.config.clone();
     let reload_binds = a.bind.clone();
+    let load = move || -> anyhow::Result<BrokerConfig> {
+        let mut cfg = load_config(reload_path.as_deref())?;
+        if !reload_binds.is_empty() {
+            cfg.listeners = reload_binds
+                .iter()
+                .map(|b| ListenerConfig::plain(*b))
+                .collect();
+        }
+        Ok(cfg)
+    };
+    let node = crate::admin::node_name(cfg.admin.as_ref().map(|a| a.bind));
+    let webhooks = crate::admin::webhook::Webhooks::start(&cfg.webhooks, &node)?;
+    let banned = crate::admin::banned::Banned::default();
+    let (policy_hooks, policy_banned) = (webhooks.clone(), banned.clone());
+    let reload_load = load.clone();
+    let reload_auth = auth.clone();
     let settings = RunSettings {
         core: cfg.core_config_for_shard(0, threads as u16),
         listeners,
@@ -147,27 +163,86 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         pin_cores: a.pin_cores,
         driver: a.driver,
         placement: a.placement,
-        policy: Arc::new(move |_| broker_core::Policy {
-            authenticator: Box::new(policy_auth.authenticator()),
-            authorizer: Box::new(policy_auth.authorizer()),
-            hooks: Box::new(crate::broker::report::LogHooks::default()),
+        policy: Arc::new(move |shard| {
+            let log = crate::broker::report::LogHooks::default();
+            let hooks: Box<dyn broker_core::policy::Hooks + Send> =
+                if policy_hooks.endpoints.is_empty() {
+                    Box::new(log)
+                } else {
+                    Box::new(crate::broker::hooks::Both(
+                        log,
+                        policy_hooks.hooks(shard as u16),
+                    ))
+                };
+            broker_core::Policy {
+                authenticator: Box::new(policy_banned.guard(policy_auth.authenticator())),
+                authorizer: Box::new(policy_auth.authorizer()),
+                hooks,
+            }
         }),
         // SIGHUP: re-read the configuration, the password and ACL files and the
         // certificates; live connections keep going.
         reload: Arc::new(move || {
-            let mut cfg = load_config(reload_path.as_deref())?;
-            if !reload_binds.is_empty() {
-                cfg.listeners = reload_binds
-                    .iter()
-                    .map(|b| ListenerConfig::plain(*b))
-                    .collect();
-            }
-            auth.reload(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = reload_load()?;
+            reload_auth
+                .reload(&cfg)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             tls_configs(&cfg)
         }),
         on_ready: None,
         persistence: persistence(&cfg, a.config.as_deref()),
         memory_limit: cfg.memory_limit,
     };
-    broker::run(settings)
+    let reload = settings.reload.clone();
+    // A bad key file stops the start-up before anything listens.
+    let keys = cfg
+        .admin
+        .as_ref()
+        .map(|ac| crate::admin::keys::ApiKeys::load(&ac.api_key_file))
+        .transpose()?;
+    let running = broker::start(settings)?;
+    let maxima = Arc::new(crate::admin::stats::Maxima::default());
+    let stop_sys = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if cfg.sys_interval > 0 {
+        crate::admin::sys::spawn(
+            running.handle.clone(),
+            std::time::Duration::from_secs(u64::from(cfg.sys_interval)),
+            maxima.clone(),
+            stop_sys.clone(),
+        )?;
+    }
+    if let (Some(ac), Some(keys)) = (&cfg.admin, keys) {
+        // Accounts rewrite the password file and reload only the authentication files.
+        let accounts = cfg.password_file.clone().map(|path| {
+            let (load, auth) = (load.clone(), auth.clone());
+            crate::admin::accounts::Accounts::new(
+                path,
+                Arc::new(move || {
+                    let cfg = load()?;
+                    auth.reload(&cfg).map_err(|e| anyhow::anyhow!("{e}"))
+                }),
+            )
+        });
+        let admin = crate::admin::Admin {
+            handle: running.handle.clone(),
+            keys,
+            prometheus_auth: ac.prometheus_auth,
+            accounts,
+            banned,
+            webhooks: webhooks.clone(),
+            maxima,
+            node,
+        };
+        match crate::admin::serve(ac.bind, Arc::new(admin)) {
+            Ok(addr) => tracing::info!("admin API and dashboard (http): listening on {addr}"),
+            Err(e) => {
+                let _ = running.stop();
+                return Err(e);
+            }
+        }
+    }
+    let result = running.wait_for_signals(reload);
+    stop_sys.store(true, std::sync::atomic::Ordering::Relaxed);
+    webhooks.stop();
+    result
 }

@@ -211,7 +211,7 @@ fn parse_args(args: &[OsString]) -> Result<Option<Command>, String> {
     }))
 }
 
-fn check_username(u: &str) -> Result<(), String> {
+pub(crate) fn check_username(u: &str) -> Result<(), String> {
     if u.is_empty() {
         return Err("the user name must not be empty".into());
     }
@@ -231,7 +231,7 @@ fn check_username(u: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_password(p: &[u8]) -> Result<(), String> {
+pub(crate) fn check_password(p: &[u8]) -> Result<(), String> {
     if p.is_empty() {
         return Err("empty password".into());
     }
@@ -321,7 +321,7 @@ impl Drop for EchoOff {
     }
 }
 
-fn read_existing(path: &Path) -> Result<String, String> {
+pub(crate) fn read_existing(path: &Path) -> Result<String, String> {
     fs::read_to_string(path)
         .map_err(|e| format!("unable to open password file {}: {e}", path.display()))
 }
@@ -345,7 +345,7 @@ fn push_line(out: &mut String, line: &str) {
 
 /// Replaces `user`'s line with `new_line` (dropping any further lines for the same user),
 /// or appends it; every other line stays as it was.
-fn set_user(text: &str, user: &str, new_line: &str) -> Result<String, String> {
+pub(crate) fn set_user(text: &str, user: &str, new_line: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len() + new_line.len());
     let mut done = false;
     for (_, raw, parsed) in entries(text) {
@@ -366,7 +366,7 @@ fn set_user(text: &str, user: &str, new_line: &str) -> Result<String, String> {
 }
 
 /// Removes `user`'s line(s).
-fn delete_user(text: &str, user: &str) -> Result<String, String> {
+pub(crate) fn delete_user(text: &str, user: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut found = false;
     for (_, raw, parsed) in entries(text) {
@@ -400,7 +400,7 @@ fn hash_plain_text(text: &str, kind: HashKind, iterations: u32) -> Result<String
 
 /// Replaces `path` atomically with `contents`, mode 0600, keeping the owner of an existing
 /// file (and writing through a symbolic link to its target).
-fn write_file(path: &Path, contents: &str) -> Result<(), String> {
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<(), String> {
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

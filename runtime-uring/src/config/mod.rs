@@ -23,12 +23,14 @@
 mod core_config;
 mod listener;
 mod mosquitto;
+mod ops;
 mod parse;
 mod schema;
 #[cfg(test)]
 mod tests;
 
 pub use mosquitto::parse_duration;
+pub use ops::{AdminConfig, WebhookConfig, DEFAULT_SYS_INTERVAL, WEBHOOK_EVENTS};
 pub use parse::{ConfigError, Diagnostic};
 pub use schema::{
     BrokerConfig, ListenerConfig, ListenerProtocol, DEFAULT_AUTOSAVE_INTERVAL,

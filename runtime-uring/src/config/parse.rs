@@ -185,6 +185,9 @@ impl<'a> Parser<'a> {
             max_connections: None,
             threads: None,
             log_level: None,
+            admin: None,
+            sys_interval: super::ops::DEFAULT_SYS_INTERVAL,
+            webhooks: Vec::new(),
         };
         let table = match DeTable::parse(self.text) {
             Ok(t) => t,
@@ -350,6 +353,14 @@ impl<'a> Parser<'a> {
                 }
                 "log_type" => log_type = self.log_type(key, v),
                 "listener" => listeners = Some((at.clone(), self.listeners(v))),
+                "admin" => cfg.admin = self.admin(v, &at),
+                "webhook" => cfg.webhooks = self.webhooks(v),
+                "sys_interval" => {
+                    let why = "seconds, 0 (no $SYS tree) to 86400";
+                    if let Some(n) = self.integer(key, v, 0, 86_400, why) {
+                        cfg.sys_interval = u32::try_from(n).unwrap_or(0);
+                    }
+                }
                 _ => {}
             }
             set.push((key, at));

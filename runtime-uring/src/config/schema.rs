@@ -50,6 +50,9 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "log_level",
     "log_type",
     "listener",
+    "admin",
+    "sys_interval",
+    "webhook",
 ];
 
 /// The keys of a `[[listener]]` table.
@@ -186,6 +189,11 @@ pub struct BrokerConfig {
     /// Log filter for `tracing` ("off", "error", "warn", "info", "debug", "trace", or
     /// directives like "info,runtime_uring=debug"); `None`: the shell's default.
     pub log_level: Option<String>,
+    /// `[admin]`: the HTTP API, Prometheus and the dashboard.
+    pub admin: Option<super::ops::AdminConfig>,
+    /// Seconds between `$SYS` updates (Mosquitto's key); 0: none.
+    pub sys_interval: u32,
+    pub webhooks: Vec<super::ops::WebhookConfig>,
 }
 
 impl Default for BrokerConfig {

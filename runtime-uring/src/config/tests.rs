@@ -1,6 +1,7 @@
 //! Unit tests of the configuration file: parsing, diagnostics, Mosquitto compatibility and
 //! the mapping onto `broker_core::Config`.
 
+use super::ops::{ADMIN_KEYS, WEBHOOK_KEYS};
 use super::parse::{levenshtein, suggest};
 use super::schema::{LISTENER_KEYS, TOP_KEYS};
 use super::*;
@@ -41,10 +42,12 @@ fn embedded_default_equals_an_empty_file() {
 
 #[test]
 fn embedded_default_documents_every_key() {
-    for key in TOP_KEYS.iter().chain(LISTENER_KEYS) {
+    let sections = ADMIN_KEYS.iter().chain(WEBHOOK_KEYS);
+    for key in TOP_KEYS.iter().chain(LISTENER_KEYS).chain(sections) {
         assert!(
             BrokerConfig::DEFAULT_TOML.contains(&format!("{key} ="))
-                || BrokerConfig::DEFAULT_TOML.contains(&format!("[[{key}]]")),
+                || BrokerConfig::DEFAULT_TOML.contains(&format!("[[{key}]]"))
+                || BrokerConfig::DEFAULT_TOML.contains(&format!("[{key}]")),
             "default.toml does not mention {key}"
         );
     }
@@ -440,4 +443,20 @@ fn suggestions_prefer_prefixes_then_small_edits() {
     assert_eq!(suggest("keepalive", TOP_KEYS), None);
     assert_eq!(suggest("cerfile", LISTENER_KEYS), Some("certfile"));
     assert_eq!(levenshtein("kitten", "sitting"), 3);
+}
+
+#[test]
+fn admin_webhook_and_sys_sections_are_read() {
+    let c = parse(
+        "allow_anonymous = true\nsys_interval = 0\n\
+         [admin]\nbind = \"127.0.0.1:18083\"\napi_key_file = \"/dev/null\"\nprometheus_auth = false\n\
+         [[webhook]]\nurl = \"http://127.0.0.1:9000/e\"\nevents = [\"client.connected\"]\nqueue_size = 7\n",
+    );
+    assert_eq!(c.sys_interval, 0);
+    let a = c.admin.expect("admin");
+    assert_eq!(a.bind.port(), 18083);
+    assert!(!a.prometheus_auth);
+    assert_eq!(c.webhooks.len(), 1);
+    assert_eq!(c.webhooks[0].topics, ["#"]);
+    assert_eq!(c.webhooks[0].queue_size, 7);
 }

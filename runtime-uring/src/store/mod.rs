@@ -16,7 +16,7 @@ use broker_core::Message;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use writer::{Job, Load, Notify, Reply, Request, Writer};
+pub use writer::{Job, Load, Notify, Reply, Request, Writer, COMMITS, FSYNCS};
 
 /// What an acknowledgement survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
