@@ -48,6 +48,9 @@ pub enum Op {
     Dashboard,
 }
 
+/// The path parameters routes use.
+const ROUTE_PARAMS: [&str; 5] = ["clientid", "as", "who", "user_id", "username"];
+
 const USERS: &str = "/api/v5/authentication/password_based:built_in_database/users";
 
 /// Every route: method, path (`{name}` is one segment) and what it does. Literal routes
@@ -154,12 +157,28 @@ fn unavailable(e: HandleError) -> Reply {
     error(503, "SERVICE_UNAVAILABLE", e)
 }
 
+/// A URL path's segments, as the URL parser cuts them (still percent-encoded).
+fn segments(path: &str) -> Vec<String> {
+    url::Url::parse(&format!("http://admin{path}"))
+        .ok()
+        .and_then(|u| u.path_segments().map(|s| s.map(String::from).collect()))
+        .unwrap_or_default()
+}
+
 /// The route for `path`: its op and path parameters, or whether some other method has it.
 fn route(method: &str, path: &str) -> Result<(Op, HashMap<&'static str, String>), bool> {
-    let segs: Vec<&str> = path.split('/').collect();
+    let segs = segments(path);
     let mut path_known = false;
     for (m, pattern, op) in ROUTES {
-        let pat: Vec<&'static str> = pattern.split('/').collect();
+        // The parser escapes the braces of `{name}`.
+        let pat: Vec<String> = segments(pattern)
+            .iter()
+            .map(|p| {
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
         if pat.len() != segs.len() {
             continue;
         }
@@ -168,6 +187,11 @@ fn route(method: &str, path: &str) -> Result<(Op, HashMap<&'static str, String>)
             match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 Some(name) => {
                     let v = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+                    let name = ROUTE_PARAMS
+                        .iter()
+                        .find(|n| **n == name)
+                        .copied()
+                        .unwrap_or("?");
                     params.insert(name, v.into_owned());
                     !s.is_empty()
                 }
