@@ -888,3 +888,54 @@ fn bad_admin_configuration_is_refused_clearly() {
         assert!(r.stderr.contains(needle), "{toml}: {}", r.stderr);
     }
 }
+
+/// The dashboard in Debian's headless Chromium (playwright-core from npm, pinned in
+/// tests/js): log in with an API key, see a client `mosquitto_sub` connected, kick it,
+/// save a screenshot. No browser is a failure, not a skip.
+#[test]
+fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/setup.sh (npm ci in runtime-uring/tests/js)"
+    );
+    let chromium = ["chromium", "chromium-browser"]
+        .iter()
+        .find_map(|c| {
+            let out = Command::new("which").arg(c).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .expect("no chromium: run scripts/setup.sh (apt chromium)");
+    let d = tempdir();
+    let (mut b, api) = setup(d.path(), "");
+    // MQTT 5: a kicked mosquitto_sub gets DISCONNECT 0x98 and does not reconnect.
+    let s = mosq_sub(b.port(), &["-i", "dash-client", "-V", "5", "-u", "carol", "-P", "cpw", "-t", "d/#"]);
+    // Some traffic for the chart.
+    for i in 0..3 {
+        mosq_pub(b.port(), &["-u", "carol", "-P", "cpw", "-t", "d/x", "-m", &format!("{i}")]).assert_ok("pub");
+    }
+    let shot = std::env::temp_dir().join("petrel-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut c = Command::new("node");
+    c.current_dir(&js)
+        .arg("dashboard.mjs")
+        .env("ADMIN_URL", &api.base)
+        .env("API_KEY", ADMIN.0)
+        .env("API_SECRET", ADMIN.1)
+        .env("CLIENT_ID", "dash-client")
+        .env("SCREENSHOT", &shot)
+        .env("CHROMIUM", &chromium);
+    let r = run("node dashboard.mjs", c, secs(90.0));
+    assert!(r.ok(), "dashboard test failed:\n{}\n{}", r.stdout, r.stderr);
+    for step in ["LOGIN_REFUSED", "LOGGED_IN", "CLIENT_SEEN", "STATS_SHOWN", "KICKED", "DONE"] {
+        assert!(r.stdout.lines().any(|l| l.starts_with(step)), "{step} missing:\n{}", r.stdout);
+    }
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot too small");
+    // The kick went through the API: the client saw 0x98 and is gone.
+    assert!(s.wait_out(T, |l| l.contains("DISCONNECT (152)")).is_some(), "{}", s.dump());
+    assert_eq!(api.call("GET", "/api/v5/clients/dash-client", Some(ADMIN), None).status, 404);
+    b.assert_healthy();
+}

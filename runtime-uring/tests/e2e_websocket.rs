@@ -192,6 +192,16 @@ fn mqtt_js_in_headless_chromium() {
             browser.dump(),
             s.dump()
         );
+        // QoS 0 both ways: delivered to the browser at QoS 0, echoed at QoS 0.
+        let msg0 = format!("qos0-from-tcp-v{v}");
+        mosq_pub(tcp, &["-t", "browser/in0", "-m", &msg0, "-q", "0"]).assert_ok("pub");
+        let echo0 = format!("browser/echo0 echo0:{msg0}:q0");
+        assert!(
+            s.wait_out(T, |l| l == echo0).is_some(),
+            "no QoS 0 echo from the browser\n{}{}",
+            browser.dump(),
+            s.dump()
+        );
         drop(browser);
     }
     b.assert_healthy();

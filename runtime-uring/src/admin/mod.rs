@@ -245,7 +245,10 @@ pub fn serve(bind: SocketAddr, admin: Arc<Admin>) -> anyhow::Result<SocketAddr> 
                     if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", r.content_type) {
                         resp.add_header(h);
                     }
-                    if r.status == 401 {
+                    // The challenge only to a request without credentials: a browser
+                    // answers it with a login prompt, which the dashboard's own form
+                    // replaces (a headless one would wait on it forever).
+                    if r.status == 401 && auth.is_none() {
                         if let Ok(h) = tiny_http::Header::from_bytes(
                             "WWW-Authenticate",
                             "Basic realm=\"petrel\"",
