@@ -911,10 +911,37 @@ fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
     let d = tempdir();
     let (mut b, api) = setup(d.path(), "");
     // MQTT 5: a kicked mosquitto_sub gets DISCONNECT 0x98 and does not reconnect.
-    let s = mosq_sub(b.port(), &["-i", "dash-client", "-V", "5", "-u", "carol", "-P", "cpw", "-t", "d/#"]);
+    let s = mosq_sub(
+        b.port(),
+        &[
+            "-i",
+            "dash-client",
+            "-V",
+            "5",
+            "-u",
+            "carol",
+            "-P",
+            "cpw",
+            "-t",
+            "d/#",
+        ],
+    );
     // Some traffic for the chart.
     for i in 0..3 {
-        mosq_pub(b.port(), &["-u", "carol", "-P", "cpw", "-t", "d/x", "-m", &format!("{i}")]).assert_ok("pub");
+        mosq_pub(
+            b.port(),
+            &[
+                "-u",
+                "carol",
+                "-P",
+                "cpw",
+                "-t",
+                "d/x",
+                "-m",
+                &format!("{i}"),
+            ],
+        )
+        .assert_ok("pub");
     }
     let shot = std::env::temp_dir().join("petrel-dashboard.png");
     let _ = std::fs::remove_file(&shot);
@@ -929,13 +956,35 @@ fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
         .env("CHROMIUM", &chromium);
     let r = run("node dashboard.mjs", c, secs(90.0));
     assert!(r.ok(), "dashboard test failed:\n{}\n{}", r.stdout, r.stderr);
-    for step in ["LOGIN_REFUSED", "LOGGED_IN", "CLIENT_SEEN", "STATS_SHOWN", "KICKED", "DONE"] {
-        assert!(r.stdout.lines().any(|l| l.starts_with(step)), "{step} missing:\n{}", r.stdout);
+    for step in [
+        "LOGIN_REFUSED",
+        "LOGGED_IN",
+        "CLIENT_SEEN",
+        "STATS_SHOWN",
+        "KICKED",
+        "DONE",
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l.starts_with(step)),
+            "{step} missing:\n{}",
+            r.stdout
+        );
     }
     let png = std::fs::read(&shot).expect("screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot too small");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot too small"
+    );
     // The kick went through the API: the client saw 0x98 and is gone.
-    assert!(s.wait_out(T, |l| l.contains("DISCONNECT (152)")).is_some(), "{}", s.dump());
-    assert_eq!(api.call("GET", "/api/v5/clients/dash-client", Some(ADMIN), None).status, 404);
+    assert!(
+        s.wait_out(T, |l| l.contains("DISCONNECT (152)")).is_some(),
+        "{}",
+        s.dump()
+    );
+    assert_eq!(
+        api.call("GET", "/api/v5/clients/dash-client", Some(ADMIN), None)
+            .status,
+        404
+    );
     b.assert_healthy();
 }

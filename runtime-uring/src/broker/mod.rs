@@ -71,6 +71,39 @@ pub struct RunSettings {
     pub memory_limit: u64,
 }
 
+impl RunSettings {
+    /// Settings for an embedded broker: plain TCP listeners at `binds` (port 0 picks a
+    /// free one, see `Running::addrs`), one shard per core, the core's default limits, no
+    /// persistence, and `policy(shard)` for each shard's authenticator, authorizer and
+    /// hooks. Change any field before `start`.
+    pub fn new(
+        binds: &[SocketAddr],
+        policy: impl Fn(usize) -> Policy + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            core: broker_core::Config::default(),
+            listeners: binds
+                .iter()
+                .map(|&addr| ListenerSpec {
+                    addr,
+                    tls: None,
+                    proxy_protocol: false,
+                    websockets: false,
+                })
+                .collect(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_cores: false,
+            driver: Driver::Auto,
+            placement: Placement::Handoff,
+            policy: Arc::new(policy),
+            reload: Arc::new(|| Ok(Vec::new())),
+            on_ready: None,
+            persistence: None,
+            memory_limit: 0,
+        }
+    }
+}
+
 fn pin_to_core(core: usize) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it. Failure (for
     // example fewer cores than threads) leaves the thread unpinned, which is harmless.
