@@ -102,18 +102,6 @@ pub(crate) struct Conn {
     pub held: u16,
     /// Set once DISCONNECT (either way) or a refusal decided the reason.
     pub close_reason: Option<ReasonCode>,
-    /// When it connected and what it asked for (the operator's listings).
-    #[cfg(feature = "ops")]
-    pub details: Option<Box<ConnDetails>>,
-}
-
-/// A connected client's CONNECT, as the operator's listings show it.
-#[cfg(feature = "ops")]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnDetails {
-    pub connected_at: Instant,
-    pub keep_alive: u16,
-    pub clean_start: bool,
 }
 
 /// The rarely used parts of a [`Conn`], boxed together.
@@ -186,8 +174,6 @@ impl Conn {
             reauthenticating: false,
             problem_info: true,
             close_reason: None,
-            #[cfg(feature = "ops")]
-            details: None,
             delayed_acks: 0,
             #[cfg(feature = "backpressure")]
             held: 0,

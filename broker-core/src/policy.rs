@@ -221,7 +221,8 @@ pub trait Hooks {
     fn on_unsubscribe(&mut self, client: &ClientInfo<'_>, filter: &str) {}
     /// A subscription was removed.
     fn on_unsubscribed(&mut self, client: &ClientInfo<'_>, filter: &str) {}
-    /// A PUBLISH arrived from a client; an error refuses it with that reason code.
+    /// A PUBLISH arrived from a client and authorization allowed it; an error refuses it
+    /// with that reason code.
     fn on_message_arrived(
         &mut self,
         client: &ClientInfo<'_>,

@@ -364,6 +364,12 @@ pub(crate) struct Session {
     /// Its records are in the durable store (a persistent session, store enabled).
     #[cfg(feature = "store")]
     pub stored: bool,
+    /// When its last connection's CONNECT succeeded, and whether with Clean Start (the
+    /// operator's listings).
+    #[cfg(feature = "ops")]
+    pub connected_at: Instant,
+    #[cfg(feature = "ops")]
+    pub clean_start: bool,
 }
 
 impl Session {
@@ -394,6 +400,10 @@ impl Session {
             stalled: false,
             #[cfg(feature = "store")]
             stored: false,
+            #[cfg(feature = "ops")]
+            connected_at: Instant::from_millis(0),
+            #[cfg(feature = "ops")]
+            clean_start: false,
         }
     }
 

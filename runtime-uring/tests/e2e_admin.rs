@@ -33,7 +33,7 @@ fn setup(dir: &std::path::Path, extra: &str) -> (Petrel, Api) {
     let b = Petrel::start(
         dir,
         &format!(
-            "allow_anonymous = false\npassword_file = \"{{dir}}/pw\"\nsys_interval = 1\n{extra}\n\
+            "allow_anonymous = false\npassword_file = \"{{dir}}/pw\"\nsys_interval = 1\nthreads = 2\n{extra}\n\
              [admin]\nbind = \"127.0.0.1:{{port2}}\"\napi_key_file = \"{{dir}}/keys\"\n\
              [[listener]]\nbind = \"127.0.0.1:{{port}}\"\n"
         ),
@@ -95,7 +95,7 @@ fn every_route_needs_a_key_and_viewers_only_read() {
     let (mut b, api) = setup(d.path(), "");
     for (method, pattern, _) in ROUTES {
         let path = path_with_params(pattern);
-        let public = matches!(*pattern, "/" | "/api-docs/swagger.json");
+        let public = matches!(*pattern, "/" | "/api-docs/swagger.json" | "/api/v5/status");
         let body = (*method != "GET").then_some("{}");
         let r = api.call(method, &path, None, body);
         if public {
@@ -119,6 +119,15 @@ fn every_route_needs_a_key_and_viewers_only_read() {
             assert_eq!(r.json()["code"], "FORBIDDEN");
         }
     }
+    // A write whose body is not declared JSON (a cross-site form) is refused.
+    let r = api.call_raw(
+        "POST",
+        "/api/v5/publish",
+        Some(ADMIN),
+        "text/plain",
+        r#"{"topic":"t"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
     // The OpenAPI document is served and names the routes.
     let doc = api.call("GET", "/api-docs/swagger.json", None, None).json();
     assert!(doc["paths"]["/api/v5/clients/{clientid}"]["delete"].is_object());
@@ -546,7 +555,17 @@ fn prometheus_and_sys_count_traffic() {
         .assert_ok("pub");
     }
     payloads(&s, 5, T);
-    let after = prometheus(&api);
+    // The publishers' DISCONNECTs may still be on their way.
+    let end = std::time::Instant::now() + T;
+    let after = loop {
+        let m = prometheus(&api);
+        let settled = m.get("petrel_connections{}") == Some(&1.0)
+            && sum(&m, "petrel_client_disconnected_total", "reason=normal") >= 5.0;
+        if settled || std::time::Instant::now() > end {
+            break m;
+        }
+        std::thread::sleep(secs(0.2));
+    };
     let rx = |m: &HashMap<String, f64>| sum(m, "petrel_messages_received_total", "qos=1");
     assert_eq!(rx(&after) - rx(&before), 5.0, "{after:?}");
     let tx = |m: &HashMap<String, f64>| sum(m, "petrel_messages_delivered_total", "qos=1");
@@ -943,8 +962,7 @@ fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
         )
         .assert_ok("pub");
     }
-    let shot = std::env::temp_dir().join("petrel-dashboard.png");
-    let _ = std::fs::remove_file(&shot);
+    let shot = d.path().join("dashboard.png");
     let mut c = Command::new("node");
     c.current_dir(&js)
         .arg("dashboard.mjs")
@@ -954,7 +972,17 @@ fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
         .env("CLIENT_ID", "dash-client")
         .env("SCREENSHOT", &shot)
         .env("CHROMIUM", &chromium);
-    let r = run("node dashboard.mjs", c, secs(90.0));
+    // Its own process group: a timeout kills Chromium too.
+    let mut p = Proc::spawn_group("node dashboard.mjs", c);
+    let Some(status) = p.wait_exit(secs(90.0)) else {
+        p.kill();
+        panic!("the dashboard test did not finish\n{}", p.dump());
+    };
+    let r = Run {
+        status,
+        stdout: p.stdout().join("\n"),
+        stderr: p.stderr().join("\n"),
+    };
     assert!(r.ok(), "dashboard test failed:\n{}\n{}", r.stdout, r.stderr);
     for step in [
         "LOGIN_REFUSED",

@@ -382,6 +382,11 @@ impl Broker {
             return;
         };
         s.conn = Some(conn);
+        #[cfg(feature = "ops")]
+        {
+            s.connected_at = now;
+            s.clean_start = params.clean_start;
+        }
         s.username = params.username.clone();
         s.protocol = v;
         s.expiry_interval = params.session_expiry;
@@ -415,14 +420,6 @@ impl Broker {
             r.auth_method = params.auth_method.clone();
         }
         c.problem_info = params.request_problem_info;
-        #[cfg(feature = "ops")]
-        {
-            c.details = Some(Box::new(crate::conn::ConnDetails {
-                connected_at: now,
-                keep_alive: params.keep_alive,
-                clean_start: params.clean_start,
-            }));
-        }
 
         let cfg = &self.cfg;
         let props = if v.is_v5() {

@@ -123,13 +123,13 @@ pub struct ClientSummary {
     pub listener: u16,
     /// Protocol version of the current or last connection.
     pub protocol: ProtocolVersion,
-    /// Keep Alive the client asked for, seconds (connected only).
+    /// Keep Alive in force, seconds (connected only; the server's when it set one).
     pub keep_alive: u16,
-    /// Clean Start of the current connection.
+    /// Clean Start of the current or last connection.
     pub clean_start: bool,
     /// Session Expiry Interval, seconds.
     pub expiry_interval: u32,
-    /// When the current connection's CONNECT succeeded.
+    /// When the current or last connection's CONNECT succeeded.
     pub connected_at: Option<Instant>,
     /// Subscriptions.
     pub subscriptions: usize,
@@ -177,7 +177,6 @@ impl Broker {
     fn summary(&self, sk: crate::slab::Key) -> Option<ClientSummary> {
         let s = self.sessions.get(sk)?;
         let c = s.conn.and_then(|k| self.conns.get(k));
-        let details = c.and_then(|c| c.details.as_deref());
         Some(ClientSummary {
             client_id: s.client_id.clone(),
             username: s.username.clone(),
@@ -185,10 +184,14 @@ impl Broker {
             peer: c.and_then(|c| c.peer.addr),
             listener: c.map_or(0, |c| c.peer.listener),
             protocol: s.protocol,
-            keep_alive: details.map_or(0, |d| d.keep_alive),
-            clean_start: details.is_some_and(|d| d.clean_start),
+            // Conn keeps 1.5 times the keep alive, in milliseconds.
+            keep_alive: c.map_or(0, |c| {
+                u16::try_from(c.keep_alive_ms / 1500).unwrap_or(u16::MAX)
+            }),
+            clean_start: s.clean_start,
             expiry_interval: s.expiry_interval,
-            connected_at: details.map(|d| d.connected_at),
+            // Zero: restored from the store, not connected since the start.
+            connected_at: (c.is_some() || s.connected_at.as_millis() > 0).then_some(s.connected_at),
             subscriptions: s.subs.len(),
             queued: s.queue.len() + s.backlog.len() + s.overflow.len() + self.spilled(sk),
             inflight: s.inflight.len(),

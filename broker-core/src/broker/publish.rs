@@ -149,12 +149,16 @@ impl Broker {
         let Some(msg) = msg else {
             return self.protocol_error(conn, now, ReasonCode::TopicNameInvalid);
         };
-        let hook = policy.hooks.on_message_arrived(&info, &msg);
+        // A refused message never arrived: hooks (webhooks among them) see only what
+        // authorization let through.
         let publisher_hash = s.client_hash;
-        let mut code = match (allowed, hook) {
-            (false, _) => ReasonCode::NotAuthorized,
-            (true, Err(rc)) => rc,
-            (true, Ok(())) => ReasonCode::Success,
+        let mut code = if !allowed {
+            ReasonCode::NotAuthorized
+        } else {
+            match policy.hooks.on_message_arrived(&info, &msg) {
+                Err(rc) => rc,
+                Ok(()) => ReasonCode::Success,
+            }
         };
         let kind = if p.qos == QoS::AtLeastOnce {
             PacketType::PubAck

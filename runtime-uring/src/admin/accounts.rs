@@ -20,6 +20,8 @@ pub enum AccountError {
     Invalid(String),
     /// No such user (404).
     NotFound,
+    /// The user exists already (409).
+    Exists,
     /// The file could not be read, written or reloaded (500).
     Io(String),
 }
@@ -57,8 +59,15 @@ impl Accounts {
         Ok(self.list()?.iter().any(|u| u == user))
     }
 
-    /// Sets `user`'s password (adding the user if new); true if it was new.
-    pub fn set(&self, user: &str, password: &str) -> Result<bool, AccountError> {
+    /// Sets `user`'s password. `must_exist`: `Some(true)` only changes an existing user
+    /// (else `NotFound`), `Some(false)` only adds a new one (else `Exists`), `None` does
+    /// either. The check and the write happen under one lock.
+    pub fn set(
+        &self,
+        user: &str,
+        password: &str,
+        must_exist: Option<bool>,
+    ) -> Result<(), AccountError> {
         check_username(user).map_err(AccountError::Invalid)?;
         check_password(password.as_bytes()).map_err(AccountError::Invalid)?;
         let hash = PasswordHash::generate(
@@ -68,11 +77,14 @@ impl Accounts {
         )
         .map_err(AccountError::Io)?;
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let existed = self.exists(user)?;
+        match (must_exist, self.exists(user)?) {
+            (Some(true), false) => return Err(AccountError::NotFound),
+            (Some(false), true) => return Err(AccountError::Exists),
+            _ => {}
+        }
         let text = read_existing(&self.path).map_err(AccountError::Io)?;
         let new = set_user(&text, user, &format!("{user}:{hash}\n")).map_err(AccountError::Io)?;
-        self.commit(&new)?;
-        Ok(!existed)
+        self.commit(&new)
     }
 
     /// Removes `user`.

@@ -208,40 +208,76 @@ fn route(method: &str, path: &str) -> Result<(Op, HashMap<&'static str, String>)
     Err(path_known)
 }
 
-/// Handles one request. `auth` is the `Authorization` header.
-pub fn handle(admin: &Admin, method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> Reply {
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let (op, params) = match route(method, path) {
-        Ok(r) => r,
+/// What is refused before the body is read: an unknown path or method, missing or wrong
+/// credentials (401), a viewer's write (403), and a POST or PUT whose body is not declared
+/// JSON (415: a cross-site form cannot send `application/json` without a CORS preflight,
+/// which this server never grants). `auth` and `content_type` are the request's headers.
+pub fn refuse_early(
+    admin: &Admin,
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+) -> Option<Reply> {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    let op = match route(method, path) {
+        Ok((op, _)) => op,
         Err(true) => {
-            return error(
+            return Some(error(
                 405,
                 "METHOD_NOT_ALLOWED",
                 format!("{method} is not allowed on {path}"),
-            )
+            ))
         }
-        Err(false) => return error(404, "NOT_FOUND", format!("no such path: {path}")),
+        Err(false) => return Some(error(404, "NOT_FOUND", format!("no such path: {path}"))),
     };
-    let public = matches!(op, Op::Swagger | Op::Dashboard)
+    // Health checks (EMQX's /status), the OpenAPI document and the dashboard page are
+    // open; the page asks for a key before it calls anything else.
+    let public = matches!(op, Op::Status | Op::Swagger | Op::Dashboard)
         || (op == Op::Prometheus && !admin.prometheus_auth);
     if !public {
         match admin.keys.check_basic(auth) {
             None => {
-                return error(
+                return Some(error(
                     401,
                     "BAD_API_KEY_OR_SECRET",
                     "an API key and secret are needed (HTTP Basic)",
-                )
+                ))
             }
             Some(Role::Viewer) if method != "GET" => {
-                return error(403, "FORBIDDEN", "this API key may only read (viewer)")
+                return Some(error(
+                    403,
+                    "FORBIDDEN",
+                    "this API key may only read (viewer)",
+                ))
             }
             Some(_) => {}
         }
     }
+    let json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if matches!(method, "POST" | "PUT") && !json {
+        return Some(error(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be sent as Content-Type: application/json",
+        ));
+    }
+    None
+}
+
+/// Handles one request that `refuse_early` let through.
+pub fn handle(admin: &Admin, method: &str, url: &str, body: &[u8]) -> Reply {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let Ok((op, params)) = route(method, path) else {
+        return error(404, "NOT_FOUND", format!("no such path: {path}"));
+    };
     let p = |name: &str| params.get(name).cloned().unwrap_or_default();
     let json_body = || serde_json::from_slice::<Value>(body);
     match op {
@@ -421,17 +457,18 @@ pub fn handle(admin: &Admin, method: &str, url: &str, auth: Option<&str>, body: 
                     Err(m) => return bad(format!("message {i}: {m}")),
                 }
             }
+            // EMQX: 200 when every message reached a subscriber, else 202 with each result.
             let mut out = Vec::new();
-            let mut any = false;
+            let mut all = true;
             for r in reqs {
                 let (status, v) = admin.publish(r);
                 if status == 503 {
                     return reply(503, v);
                 }
-                any |= status == 200;
+                all &= status == 200;
                 out.push(v);
             }
-            reply(if any { 200 } else { 202 }, Value::Array(out))
+            reply(if all { 200 } else { 202 }, Value::Array(out))
         }
         Op::BannedList => {
             let items = admin.banned.list().iter().map(ban_json).collect();
@@ -447,6 +484,13 @@ pub fn handle(admin: &Admin, method: &str, url: &str, auth: Option<&str>, body: 
             let Some(who) = b["who"].as_str().filter(|w| !w.is_empty()) else {
                 return bad("\"who\" is required");
             };
+            let who = match kind {
+                BanKind::PeerHost => match super::banned::canonical_host(who) {
+                    Some(h) => h,
+                    None => return bad(format!("\"who\" = {who:?} is not an IP address")),
+                },
+                _ => who.to_string(),
+            };
             let until = match b.get("until").and_then(Value::as_str) {
                 None => None,
                 Some(s) => match humantime::parse_rfc3339_weak(s) {
@@ -456,7 +500,7 @@ pub fn handle(admin: &Admin, method: &str, url: &str, auth: Option<&str>, body: 
             };
             let ban = Ban {
                 kind,
-                who: who.into(),
+                who,
                 by: b["by"].as_str().unwrap_or("admin").into(),
                 reason: b["reason"].as_str().unwrap_or("").into(),
                 at: SystemTime::now(),
@@ -467,7 +511,19 @@ pub fn handle(admin: &Admin, method: &str, url: &str, auth: Option<&str>, body: 
             reply(200, ban_json(&ban))
         }
         Op::BannedDelete => match BanKind::parse(&p("as")) {
-            Some(kind) if admin.banned.remove(kind, &p("who")) => no_content(),
+            Some(kind)
+                if admin.banned.remove(
+                    kind,
+                    &match kind {
+                        BanKind::PeerHost => {
+                            super::banned::canonical_host(&p("who")).unwrap_or_default()
+                        }
+                        _ => p("who"),
+                    },
+                ) =>
+            {
+                no_content()
+            }
             Some(_) => error(404, "NOT_FOUND", "no such ban"),
             None => bad("\"as\" must be clientid, username or peerhost"),
         },

@@ -6,8 +6,21 @@ use arc_swap::ArcSwap;
 use broker_core::mqtt_proto::ReasonCode;
 use broker_core::policy::{AuthStep, Authenticator, ConnectRequest};
 use broker_core::ConnId;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// `who` of a peer-host ban in canonical form (an IPv4-mapped IPv6 address is its IPv4
+/// address), or `None` if it is not an address.
+pub fn canonical_host(who: &str) -> Option<String> {
+    who.parse::<IpAddr>()
+        .ok()
+        .map(|a| a.to_canonical().to_string())
+}
+
+fn same_host(a: IpAddr, who: &str) -> bool {
+    a.to_canonical().to_string() == who
+}
 
 /// What a ban matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +64,13 @@ impl Ban {
         self.until.is_none_or(|u| now < u)
     }
 
-    fn matches(&self, req: &ConnectRequest<'_>) -> bool {
+    /// Whether it bans a client with this identifier, effective user name (after the
+    /// authenticator: a certificate's identity replaces the CONNECT's) and address.
+    pub fn matches(&self, client_id: &str, username: Option<&str>, peer: Option<IpAddr>) -> bool {
         match self.kind {
-            BanKind::ClientId => req.client_id == self.who,
-            BanKind::Username => req.username == Some(self.who.as_str()),
-            BanKind::PeerHost => req
-                .peer
-                .addr
-                .is_some_and(|a| a.ip().to_string() == self.who),
+            BanKind::ClientId => client_id == self.who,
+            BanKind::Username => username == Some(self.who.as_str()),
+            BanKind::PeerHost => peer.is_some_and(|a| same_host(a, &self.who)),
         }
     }
 }
@@ -106,13 +118,15 @@ impl Banned {
         self.list.load().len() != before
     }
 
-    fn refuses(&self, req: &ConnectRequest<'_>) -> bool {
+    fn refuses(&self, req: &ConnectRequest<'_>, username: Option<&str>) -> bool {
         let list = self.list.load();
         if list.is_empty() {
             return false;
         }
         let now = SystemTime::now();
-        list.iter().any(|b| b.active(now) && b.matches(req))
+        let peer = req.peer.addr.map(|a| a.ip());
+        list.iter()
+            .any(|b| b.active(now) && b.matches(req.client_id, username, peer))
     }
 
     /// `inner`, refusing banned clients first.
@@ -132,10 +146,15 @@ pub struct BanGuard<A> {
 
 impl<A: Authenticator> Authenticator for BanGuard<A> {
     fn authenticate(&mut self, req: &ConnectRequest<'_>) -> Result<Option<Box<str>>, ReasonCode> {
-        if self.banned.refuses(req) {
+        if self.banned.refuses(req, req.username) {
             return Err(ReasonCode::Banned);
         }
-        self.inner.authenticate(req)
+        let name = self.inner.authenticate(req)?;
+        // The user name the session will have (a certificate's identity, say).
+        if name.is_some() && self.banned.refuses(req, name.as_deref()) {
+            return Err(ReasonCode::Banned);
+        }
+        Ok(name)
     }
 
     fn auth_start(
@@ -145,7 +164,7 @@ impl<A: Authenticator> Authenticator for BanGuard<A> {
         data: Option<&[u8]>,
         reauth: bool,
     ) -> AuthStep {
-        if self.banned.refuses(req) {
+        if self.banned.refuses(req, req.username) {
             return AuthStep::Fail(ReasonCode::Banned);
         }
         self.inner.auth_start(req, method, data, reauth)

@@ -32,7 +32,7 @@ pub const DASHBOARD: &str = include_str!("dashboard.html");
 /// Largest request body accepted.
 const MAX_BODY: u64 = 4 << 20;
 /// Threads serving requests (a slow request does not hold the others).
-const WORKERS: usize = 2;
+const WORKERS: usize = 4;
 
 /// What the admin API works with.
 pub struct Admin {
@@ -57,7 +57,12 @@ pub fn node_name(addr: Option<SocketAddr>) -> String {
 
 impl Admin {
     pub fn totals(&self) -> Result<stats::Totals, HandleError> {
-        Ok(stats::Totals::of(self.handle.stats()?, &self.maxima))
+        let topics = self.handle.topics()?.len();
+        Ok(stats::Totals::of(
+            self.handle.stats()?,
+            Some(topics),
+            &self.maxima,
+        ))
     }
 
     pub fn prometheus(&self) -> Result<String, HandleError> {
@@ -157,12 +162,7 @@ impl Admin {
             return;
         };
         for c in clients.iter().filter(|c| c.connected) {
-            let hit = match ban.kind {
-                banned::BanKind::ClientId => *c.client_id == *ban.who,
-                banned::BanKind::Username => c.username.as_deref() == Some(ban.who.as_str()),
-                banned::BanKind::PeerHost => c.peer.is_some_and(|a| a.ip().to_string() == ban.who),
-            };
-            if hit {
+            if ban.matches(&c.client_id, c.username.as_deref(), c.peer.map(|a| a.ip())) {
                 let _ = self.handle.kick(&c.client_id);
             }
         }
@@ -224,21 +224,37 @@ pub fn serve(bind: SocketAddr, admin: Arc<Admin>) -> anyhow::Result<SocketAddr> 
                         .iter()
                         .find(|h| h.field.equiv("Authorization"))
                         .map(|h| h.value.as_str().to_owned());
+                    let content_type = req
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.equiv("Content-Type"))
+                        .map(|h| h.value.as_str().to_owned());
+                    // Credentials are checked before a body is read: without them, nobody
+                    // can hold a worker with a slow body.
+                    let early = api::refuse_early(
+                        &admin,
+                        req.method().as_str(),
+                        req.url(),
+                        auth.as_deref(),
+                        content_type.as_deref(),
+                    );
                     let mut body = Vec::new();
-                    let too_big = req
+                    let too_big = early.is_none() && req
                         .as_reader()
                         .take(MAX_BODY + 1)
                         .read_to_end(&mut body)
                         .map_or(true, |n| n as u64 > MAX_BODY);
                     let method = req.method().as_str().to_owned();
-                    let r = if too_big {
+                    let r = if let Some(refused) = early {
+                        refused
+                    } else if too_big {
                         api::Reply {
                             status: 413,
                             content_type: "application/json",
                             body: br#"{"code":"BAD_REQUEST","message":"body too large or unreadable"}"#.to_vec(),
                         }
                     } else {
-                        api::handle(&admin, &method, req.url(), auth.as_deref(), &body)
+                        api::handle(&admin, &method, req.url(), &body)
                     };
                     tracing::debug!("admin {} {} -> {}", method, req.url(), r.status);
                     let mut resp = tiny_http::Response::from_data(r.body).with_status_code(r.status);

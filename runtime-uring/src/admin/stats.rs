@@ -108,8 +108,10 @@ pub fn dropped(m: &Metrics) -> [(&'static str, u64); 6] {
 }
 
 impl Totals {
-    /// Sums the shards' numbers and updates the maxima.
-    pub fn of(shards: Vec<ShardStats>, maxima: &Maxima) -> Self {
+    /// Sums the shards' numbers and updates the maxima. `topics` is the number of
+    /// distinct filters across shards when known (each shard counts its own; a filter
+    /// subscribed on two shards is one topic).
+    pub fn of(shards: Vec<ShardStats>, topics: Option<usize>, maxima: &Maxima) -> Self {
         let mut t = Totals::default();
         for s in &shards {
             add(&mut t.m, &s.metrics);
@@ -125,6 +127,9 @@ impl Totals {
             t.packets_sent += s.packets_sent;
         }
         t.shards = shards;
+        if let Some(n) = topics {
+            t.topics = n as u64;
+        }
         let pairs = [
             (&maxima.connections, t.connections),
             (&maxima.live, t.live),
@@ -532,6 +537,7 @@ mod tests {
         s.live_connections = 3;
         let t = Totals::of(
             vec![s.clone(), ShardStats { shard: 1, ..s }],
+            None,
             &Maxima::default(),
         );
         let fam = Family {

@@ -111,7 +111,7 @@ pub fn spawn(
                     std::thread::sleep(Duration::from_millis(200));
                     continue;
                 };
-                let t = Totals::of(stats, &maxima);
+                let t = Totals::of(stats, None, &maxima);
                 let values = [
                     t.packets_received(),
                     t.packets_sent,

@@ -30,6 +30,7 @@ fn failed(e: AccountError) -> Reply {
     match e {
         AccountError::Invalid(m) => error(400, "BAD_REQUEST", m),
         AccountError::NotFound => error(404, "NOT_FOUND", "no such user"),
+        AccountError::Exists => error(409, "ALREADY_EXISTS", "the user exists already"),
         AccountError::Io(m) => error(500, "INTERNAL_ERROR", m),
     }
 }
@@ -70,12 +71,7 @@ pub fn users(admin: &Admin, op: Op, id: &str, q: &HashMap<String, String>, body:
             let (Some(u), Some(p)) = (v["user_id"].as_str(), v["password"].as_str()) else {
                 return error(400, "BAD_REQUEST", "\"user_id\" and \"password\" are required");
             };
-            match acc.exists(u) {
-                Ok(true) => return error(409, "ALREADY_EXISTS", format!("user {u} exists")),
-                Err(e) => return failed(e),
-                Ok(false) => {}
-            }
-            acc.set(u, p).map(|_| reply(201, user_json(u)))
+            acc.set(u, p, Some(false)).map(|()| reply(201, user_json(u)))
         }
         Op::User => acc.exists(id).map(|e| {
             if e {
@@ -89,12 +85,7 @@ pub fn users(admin: &Admin, op: Op, id: &str, q: &HashMap<String, String>, body:
                 Ok(p) => p,
                 Err(r) => return r,
             };
-            match acc.exists(id) {
-                Ok(false) => return error(404, "NOT_FOUND", "no such user"),
-                Err(e) => return failed(e),
-                Ok(true) => {}
-            }
-            acc.set(id, &p).map(|_| reply(200, user_json(id)))
+            acc.set(id, &p, Some(true)).map(|()| reply(200, user_json(id)))
         }
         _ => acc.delete(id).map(|()| reply(204, Value::Null)),
     };
@@ -120,7 +111,7 @@ pub fn accounts(admin: &Admin, op: Op, user: &str, body: &[u8]) -> Reply {
             }
         }),
         Op::AccountSet => match password(body) {
-            Ok(p) => acc.set(user, &p).map(|_| reply(200, json!({}))),
+            Ok(p) => acc.set(user, &p, None).map(|()| reply(200, json!({}))),
             Err(r) => return r,
         },
         _ => acc.delete(user).map(|()| reply(200, json!({}))),

@@ -155,6 +155,8 @@ impl Webhooks {
     /// Stops the sender threads (what is queued is not sent).
     pub fn stop(&self) {
         for e in self.endpoints.iter() {
+            // Under the queue's lock: a sender between its check and its wait would miss it.
+            let _q = e.queue.lock().unwrap_or_else(|e| e.into_inner());
             e.stop.store(true, Ordering::Relaxed);
             e.ready.notify_all();
         }
@@ -172,10 +174,15 @@ impl Webhooks {
 
     /// Prometheus families: queue depth, sent, dropped and failed attempts per endpoint.
     pub fn families(&self) -> Vec<super::stats::Family> {
+        // Labelled by position and by the URL without credentials or query (tokens).
         let per = |f: &dyn Fn(&Endpoint) -> u64| -> Vec<(Vec<(&'static str, String)>, u64)> {
             self.endpoints
                 .iter()
-                .map(|e| (vec![("url", e.url.clone())], f(e)))
+                .enumerate()
+                .map(|(i, e)| {
+                    let labels = vec![("endpoint", i.to_string()), ("url", redacted(&e.url))];
+                    (labels, f(e))
+                })
                 .collect()
         };
         let fam = |name: &str, kind, help: &str, samples| super::stats::Family {
@@ -210,6 +217,20 @@ impl Webhooks {
                 per(&|e| e.failures.load(Ordering::Relaxed)),
             ),
         ]
+    }
+}
+
+/// A URL without user name, password, query or fragment.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => String::new(),
     }
 }
 

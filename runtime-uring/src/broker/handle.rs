@@ -15,8 +15,30 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// A closure a shard runs for a handle (between two turns of its event loop).
-pub type Call = Box<dyn FnOnce(&Shard) + Send>;
+/// A closure a shard runs for a handle (between two turns of its event loop). What it
+/// returns answers the caller once the shard has acted on the core's events (sent what
+/// other shards must know: a new subscription's interest), so that the caller's next call
+/// sees the effects of this one.
+pub type Call = Box<dyn FnOnce(&Shard) -> Answer + Send>;
+/// Sends a call's result back (run after the shard's `pump`).
+pub type Answer = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// Set on shard threads: a handle called from a hook would wait for its own shard.
+    static ON_SHARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as a shard's.
+pub(crate) fn mark_shard_thread() {
+    ON_SHARD.with(|c| c.set(true));
+}
+
+fn refuse_on_shard() -> Result<(), HandleError> {
+    if ON_SHARD.with(|c| c.get()) {
+        return Err(HandleError::OnShardThread);
+    }
+    Ok(())
+}
 
 /// How long a handle waits for a shard's answer (a shard stopping, or stopped, is late).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,8 +105,12 @@ impl PublishRequest {
 /// Why a handle call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandleError {
-    /// A shard did not answer in time (stopping or stopped).
+    /// A shard did not answer in time (stopping or stopped). What was asked may still be
+    /// carried out later.
     Unavailable,
+    /// Called on a shard's own thread (from a hook): it would wait for itself. Hooks act
+    /// through their return values, or hand the work to a thread of their own.
+    OnShardThread,
     /// The core refused the request with this reason code.
     Refused(ReasonCode),
 }
@@ -93,6 +119,7 @@ impl std::fmt::Display for HandleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unavailable => f.write_str("the broker is not running"),
+            Self::OnShardThread => f.write_str("a broker handle cannot be used on a shard thread"),
             Self::Refused(rc) => write!(f, "refused: {rc:?}"),
         }
     }
@@ -144,13 +171,17 @@ impl BrokerHandle {
         &self,
         f: impl Fn(&Shard) -> T + Send + Sync + 'static,
     ) -> Result<Vec<T>, HandleError> {
+        refuse_on_shard()?;
         let f = Arc::new(f);
         let mut waits = Vec::with_capacity(self.shards.len());
         for tx in self.shards.iter() {
             let (reply, wait) = mpsc::sync_channel(1);
             let f = f.clone();
             let call: Call = Box::new(move |shard: &Shard| {
-                let _ = reply.send(f(shard));
+                let v = f(shard);
+                Box::new(move || {
+                    let _ = reply.send(v);
+                })
             });
             tx.try_send(Inbox::Call(call))
                 .map_err(|_| HandleError::Unavailable)?;
@@ -171,10 +202,14 @@ impl BrokerHandle {
         shard: usize,
         f: impl FnOnce(&Shard) -> T + Send + 'static,
     ) -> Result<T, HandleError> {
+        refuse_on_shard()?;
         let tx = self.shards.get(shard).ok_or(HandleError::Unavailable)?;
         let (reply, wait) = mpsc::sync_channel(1);
         let call: Call = Box::new(move |s: &Shard| {
-            let _ = reply.send(f(s));
+            let v = f(s);
+            Box::new(move || {
+                let _ = reply.send(v);
+            })
         });
         tx.try_send(Inbox::Call(call))
             .map_err(|_| HandleError::Unavailable)?;

@@ -286,6 +286,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         placement,
         uring,
     } = setup;
+    handle::mark_shard_thread();
     let states = specs
         .into_iter()
         .map(|(tls, proxy_protocol, websockets)| ListenerState {

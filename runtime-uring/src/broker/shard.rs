@@ -148,6 +148,8 @@ pub struct Shard {
     /// Bytes and MQTT packets taken from the core for sockets (operators' counters).
     pub bytes_sent: Cell<u64>,
     pub packets_sent: Cell<u64>,
+    /// Answers to handle calls, sent at the end of the next `pump`.
+    answers: RefCell<Vec<super::handle::Answer>>,
 }
 
 impl Shard {
@@ -211,6 +213,7 @@ impl Shard {
             pump_requested: Cell::new(false),
             bytes_sent: Cell::new(0),
             packets_sent: Cell::new(0),
+            answers: RefCell::new(Vec::new()),
         }
     }
 
@@ -267,7 +270,18 @@ impl Shard {
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
             // The caller pumps after every control message.
             Inbox::Pump => {}
-            Inbox::Call(f) => f(self),
+            Inbox::Call(f) => {
+                // What peers sent before the caller's previous answer (a subscription's
+                // interest) is applied before this call runs.
+                for _ in 0..DATA_CHANNEL_BATCHES {
+                    match self.data_in.try_recv() {
+                        Ok(m) => self.handle_data(m),
+                        Err(_) => break,
+                    }
+                }
+                let answer = f(self);
+                self.answers.borrow_mut().push(answer);
+            }
             Inbox::Store(crate::store::Reply::Committed(batch, buf)) => {
                 self.broker.borrow_mut().handle_store_committed(batch);
                 let mut bufs = self.store_bufs.borrow_mut();
@@ -430,6 +444,10 @@ impl Shard {
         self.flush_outbox();
         self.submit_store_batch();
         self.pump_requested.set(false);
+        let answers = std::mem::take(&mut *self.answers.borrow_mut());
+        for a in answers {
+            a();
+        }
         let next = self.broker.borrow().poll_timeout();
         let armed = self.armed.get();
         if next.is_some() && (armed.is_none() || next < armed) {

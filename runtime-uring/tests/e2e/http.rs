@@ -47,6 +47,35 @@ impl Api {
         }
     }
 
+    /// `method path` with a body of this content type.
+    pub fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        content_type: &str,
+        body: &str,
+    ) -> Resp {
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("Content-Type", content_type);
+        if let Some((k, s)) = auth {
+            b = b.header("Authorization", basic(k, s));
+        }
+        let mut r = self
+            .agent
+            .run(b.body(body.to_string()).unwrap())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Resp {
+            status,
+            body,
+            content_type: String::new(),
+        }
+    }
+
     /// `method path` with Basic `key:secret` (if any) and a JSON body (if any).
     pub fn call(
         &self,
