@@ -589,7 +589,7 @@ fn prometheus_and_sys_count_traffic() {
     assert_eq!(api.call("GET", "/metrics", None, None).status, 401);
 
     // $SYS, Mosquitto's names, retained, refreshed every sys_interval.
-    let sys = |topic: &str| -> String {
+    let sub_sys = |topic: &str, args: &[&str], timeout| {
         let mut c = Command::new("mosquitto_sub");
         c.args([
             "-p",
@@ -600,12 +600,12 @@ fn prometheus_and_sys_count_traffic() {
             "cpw",
             "-t",
             topic,
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ]);
-        let r = run("mosquitto_sub", c, T);
+        ])
+        .args(args);
+        run("mosquitto_sub", c, timeout)
+    };
+    let sys = |topic: &str| -> String {
+        let r = sub_sys(topic, &["-C", "1", "-W", "5"], T);
         r.assert_ok(topic);
         r.stdout.trim().to_string()
     };
@@ -645,21 +645,7 @@ fn prometheus_and_sys_count_traffic() {
         .unwrap();
     assert!(load >= 0.0);
     // A wildcard subscription sees the whole tree.
-    let mut c = Command::new("mosquitto_sub");
-    c.args([
-        "-p",
-        &port.to_string(),
-        "-u",
-        "carol",
-        "-P",
-        "cpw",
-        "-t",
-        "$SYS/#",
-        "-v",
-        "-W",
-        "3",
-    ]);
-    let all = run("mosquitto_sub", c, secs(8.0));
+    let all = sub_sys("$SYS/#", &["-v", "-W", "3"], secs(8.0));
     for name in [
         "clients/total",
         "bytes/sent",

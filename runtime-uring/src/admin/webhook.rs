@@ -266,6 +266,18 @@ pub fn proto_ver(v: ProtocolVersion) -> u8 {
     }
 }
 
+/// What `session.subscribed` and `session.unsubscribed` have in common.
+fn subscription_body(c: &ClientInfo<'_>, filter: &str) -> Value {
+    let peer = c.peer.and_then(|p| p.addr);
+    json!({
+        "clientid": c.client_id,
+        "username": c.username,
+        "peerhost": peer.map(|a| a.ip().to_string()),
+        "peername": peername(peer),
+        "topic": filter,
+    })
+}
+
 fn peername(p: Option<SocketAddr>) -> Value {
     p.map_or(Value::Null, |a| json!(a.to_string()))
 }
@@ -380,36 +392,24 @@ impl Hooks for WebhookHooks {
     }
 
     fn on_subscribed(&mut self, c: &ClientInfo<'_>, filter: &str, granted: QoS) {
-        if !self.wanted("session.subscribed") {
-            return;
+        if self.wanted("session.subscribed") {
+            let mut body = subscription_body(c, filter);
+            if let Some(o) = body.as_object_mut() {
+                o.insert("qos".into(), json!(granted as u8));
+                o.insert("sub_props".into(), json!({}));
+            }
+            self.emit("session.subscribed", None, body);
         }
-        let peer = c.peer.and_then(|p| p.addr);
-        let body = json!({
-            "clientid": c.client_id,
-            "username": c.username,
-            "peerhost": peer.map(|a| a.ip().to_string()),
-            "peername": peername(peer),
-            "topic": filter,
-            "qos": granted as u8,
-            "sub_props": {},
-        });
-        self.emit("session.subscribed", None, body);
     }
 
     fn on_unsubscribed(&mut self, c: &ClientInfo<'_>, filter: &str) {
-        if !self.wanted("session.unsubscribed") {
-            return;
+        if self.wanted("session.unsubscribed") {
+            let mut body = subscription_body(c, filter);
+            if let Some(o) = body.as_object_mut() {
+                o.insert("unsub_props".into(), json!({}));
+            }
+            self.emit("session.unsubscribed", None, body);
         }
-        let peer = c.peer.and_then(|p| p.addr);
-        let body = json!({
-            "clientid": c.client_id,
-            "username": c.username,
-            "peerhost": peer.map(|a| a.ip().to_string()),
-            "peername": peername(peer),
-            "topic": filter,
-            "unsub_props": {},
-        });
-        self.emit("session.unsubscribed", None, body);
     }
 
     fn on_message_arrived(&mut self, c: &ClientInfo<'_>, msg: &Message) -> Result<(), ReasonCode> {
