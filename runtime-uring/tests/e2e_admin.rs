@@ -948,7 +948,9 @@ fn dashboard_in_headless_chromium_logs_in_lists_and_kicks() {
         )
         .assert_ok("pub");
     }
-    let shot = d.path().join("dashboard.png");
+    // Kept after the run for a look (target/tmp/dashboard.png).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
     let mut c = Command::new("node");
     c.current_dir(&js)
         .arg("dashboard.mjs")
