@@ -192,7 +192,7 @@ fn memory_total() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn open_files_limit() -> u64 {
+fn open_files_limit() -> libc::rlim_t {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
