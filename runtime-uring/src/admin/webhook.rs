@@ -21,18 +21,84 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// An event's identity: the shard that raised it and its number there (with the run's
+/// boot nonce, the `X-Petrel-Event-Id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventId {
+    shard: u16,
+    seq: u64,
+}
+
+/// An event's body: rendered on the shard (connections and subscriptions, rare), or a
+/// message's event that the endpoint's thread renders: `message.publish` can come once per
+/// message, and JSON is not made on a shard at that rate.
+#[derive(Debug, Clone)]
+enum Body {
+    Json(Arc<str>),
+    Message(Arc<MessageEvent>),
+}
+
+#[derive(Debug)]
+struct MessageEvent {
+    msg: Message,
+    client_id: Box<str>,
+    username: Option<Box<str>>,
+    peer: Option<SocketAddr>,
+    at: u64,
+    /// `message.dropped`: why.
+    reason: Option<&'static str>,
+}
+
+impl MessageEvent {
+    fn render(&self, event: &str, id: &str, node: &str) -> String {
+        let msg = &self.msg;
+        let mut body = json!({
+            "event": event,
+            "clientid": &*self.client_id,
+            "topic": msg.topic(),
+            "qos": msg.qos as u8,
+            "flags": {"retain": msg.retain, "dup": false},
+            "payload": String::from_utf8_lossy(msg.payload()),
+            "timestamp": self.at,
+            "node": node,
+        });
+        if let Some(o) = body.as_object_mut() {
+            match self.reason {
+                Some(r) => {
+                    o.insert("reason".into(), json!(r));
+                }
+                None => {
+                    // The event id doubles as the message's id.
+                    o.insert("id".into(), json!(id));
+                    o.insert("username".into(), json!(self.username.as_deref()));
+                    o.insert(
+                        "peerhost".into(),
+                        json!(self.peer.map(|a| a.ip().to_string())),
+                    );
+                    o.insert("peername".into(), peername(self.peer));
+                    o.insert("publish_received_at".into(), json!(self.at));
+                    o.insert("pub_props".into(), json!({}));
+                }
+            }
+        }
+        body.to_string()
+    }
+}
+
 /// One event waiting for its endpoint.
 #[derive(Debug, Clone)]
 struct Pending {
-    id: String,
+    id: EventId,
     event: &'static str,
-    body: String,
+    body: Body,
 }
 
 /// One endpoint: its queue, its counters and what it asked for.
 #[derive(Debug)]
 pub struct Endpoint {
     pub url: String,
+    node: Arc<str>,
+    boot: u64,
     events: Vec<String>,
     topics: Vec<String>,
     capacity: usize,
@@ -55,9 +121,14 @@ impl Endpoint {
             q.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        // The sender waits for an event only when the queue is empty (in back-off it
+        // waits for time): one wake-up per burst, not a futex call per event.
+        let was_empty = q.is_empty();
         q.push_back(p);
         drop(q);
-        self.ready.notify_one();
+        if was_empty {
+            self.ready.notify_one();
+        }
     }
 
     pub fn depth(&self) -> usize {
@@ -84,12 +155,17 @@ impl Endpoint {
                 q.front().cloned()
             };
             let Some(p) = next else { continue };
+            let id = format!("{:016x}-{}-{}", self.boot, p.id.shard, p.id.seq);
+            let body = match &p.body {
+                Body::Json(text) => text.to_string(),
+                Body::Message(m) => m.render(p.event, &id, &self.node),
+            };
             let ok = agent
                 .post(&self.url)
                 .header("Content-Type", "application/json")
                 .header("X-Petrel-Event", p.event)
-                .header("X-Petrel-Event-Id", &p.id)
-                .send(p.body.as_bytes())
+                .header("X-Petrel-Event-Id", &id)
+                .send(body.as_bytes())
                 .is_ok_and(|r| r.status().is_success());
             if ok {
                 backoff = BACKOFF_FIRST;
@@ -116,17 +192,21 @@ impl Endpoint {
 pub struct Webhooks {
     pub endpoints: Arc<Vec<Arc<Endpoint>>>,
     node: Arc<str>,
-    /// Distinguishes this run's event ids from an earlier run's.
-    boot: u64,
 }
 
 impl Webhooks {
     /// Starts one sender thread per endpoint.
     pub fn start(cfgs: &[WebhookConfig], node: &str) -> anyhow::Result<Self> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let boot = u64::from_le_bytes(b);
+        let node: Arc<str> = node.into();
         let mut endpoints = Vec::new();
         for (i, c) in cfgs.iter().enumerate() {
             let e = Arc::new(Endpoint {
                 url: c.url.clone(),
+                node: node.clone(),
+                boot,
                 events: c.events.clone(),
                 topics: c.topics.clone(),
                 capacity: c.queue_size.max(1),
@@ -143,12 +223,9 @@ impl Webhooks {
                 .spawn(move || run.run())?;
             endpoints.push(e);
         }
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         Ok(Self {
             endpoints: Arc::new(endpoints),
-            node: node.into(),
-            boot: u64::from_le_bytes(b),
+            node,
         })
     }
 
@@ -289,15 +366,25 @@ impl WebhookHooks {
 
     /// Sends `body` (with `event`, `timestamp`, `node` added) to every endpoint that wants
     /// it (and, for `message.publish`, whose topics match `topic`).
-    fn emit(&mut self, event: &'static str, topic: Option<&str>, mut body: Value) {
-        self.seq += 1;
-        let id = format!("{:016x}-{}-{}", self.hooks.boot, self.shard, self.seq);
+    /// Queues `body` (with `event`, `timestamp` and `node` added) at every endpoint that
+    /// wants it.
+    fn emit(&mut self, event: &'static str, mut body: Value) {
         if let Some(o) = body.as_object_mut() {
             o.insert("event".into(), json!(event));
             o.insert("timestamp".into(), json!(now_ms()));
             o.insert("node".into(), json!(&*self.hooks.node));
         }
-        let text = body.to_string();
+        self.queue(event, None, Body::Json(body.to_string().into()));
+    }
+
+    /// Puts an event on the queues of the endpoints that want it (and, with a topic, whose
+    /// topics match it).
+    fn queue(&mut self, event: &'static str, topic: Option<&str>, body: Body) {
+        self.seq += 1;
+        let id = EventId {
+            shard: self.shard,
+            seq: self.seq,
+        };
         for e in self.hooks.endpoints.iter() {
             if !e.wants(event) {
                 continue;
@@ -312,21 +399,11 @@ impl WebhookHooks {
                 }
             }
             e.push(Pending {
-                id: id.clone(),
+                id,
                 event,
-                body: text.clone(),
+                body: body.clone(),
             });
         }
-    }
-
-    fn message_body(client_id: &str, msg: &Message) -> Value {
-        json!({
-            "clientid": client_id,
-            "topic": msg.topic(),
-            "qos": msg.qos as u8,
-            "flags": {"retain": msg.retain, "dup": false},
-            "payload": String::from_utf8_lossy(msg.payload()),
-        })
     }
 }
 
@@ -367,7 +444,7 @@ impl Hooks for WebhookHooks {
             "connected_at": at,
             "client_attrs": {},
         });
-        self.emit("client.connected", None, body);
+        self.emit("client.connected", body);
     }
 
     fn on_closed(&mut self, client_id: Option<&str>, reason: Option<ReasonCode>) {
@@ -388,7 +465,7 @@ impl Hooks for WebhookHooks {
             "connected_at": seen.as_ref().map(|s| s.connected_at),
             "disconnected_at": now_ms(),
         });
-        self.emit("client.disconnected", None, body);
+        self.emit("client.disconnected", body);
     }
 
     fn on_subscribed(&mut self, c: &ClientInfo<'_>, filter: &str, granted: QoS) {
@@ -398,7 +475,7 @@ impl Hooks for WebhookHooks {
                 o.insert("qos".into(), json!(granted as u8));
                 o.insert("sub_props".into(), json!({}));
             }
-            self.emit("session.subscribed", None, body);
+            self.emit("session.subscribed", body);
         }
     }
 
@@ -408,25 +485,26 @@ impl Hooks for WebhookHooks {
             if let Some(o) = body.as_object_mut() {
                 o.insert("unsub_props".into(), json!({}));
             }
-            self.emit("session.unsubscribed", None, body);
+            self.emit("session.unsubscribed", body);
         }
     }
 
     fn on_message_arrived(&mut self, c: &ClientInfo<'_>, msg: &Message) -> Result<(), ReasonCode> {
         if self.wanted("message.publish") {
-            let mut body = Self::message_body(c.client_id, msg);
-            if let Some(o) = body.as_object_mut() {
-                let peer = c.peer.and_then(|p| p.addr);
-                // The event id doubles as the message's id.
-                let id = format!("{:016x}-{}-{}", self.hooks.boot, self.shard, self.seq + 1);
-                o.insert("id".into(), json!(id));
-                o.insert("username".into(), json!(c.username));
-                o.insert("peerhost".into(), json!(peer.map(|a| a.ip().to_string())));
-                o.insert("peername".into(), peername(peer));
-                o.insert("publish_received_at".into(), json!(now_ms()));
-                o.insert("pub_props".into(), json!({}));
-            }
-            self.emit("message.publish", Some(msg.topic()), body);
+            let ev = MessageEvent {
+                // Its own allocation: a queued event must not pin a whole arena chunk.
+                msg: msg.detached(),
+                client_id: c.client_id.into(),
+                username: c.username.map(Into::into),
+                peer: c.peer.and_then(|p| p.addr),
+                at: now_ms(),
+                reason: None,
+            };
+            self.queue(
+                "message.publish",
+                Some(msg.topic()),
+                Body::Message(Arc::new(ev)),
+            );
         }
         Ok(())
     }
@@ -444,10 +522,15 @@ impl Hooks for WebhookHooks {
             DropReason::SessionEnded => "session_ended",
             DropReason::Hook => "refused_by_hook",
         };
-        let mut body = Self::message_body(client_id, msg);
-        if let Some(o) = body.as_object_mut() {
-            o.insert("reason".into(), json!(reason));
-        }
-        self.emit("message.dropped", None, body);
+        let ev = MessageEvent {
+            // Its own allocation: a queued event must not pin a whole arena chunk.
+            msg: msg.detached(),
+            client_id: client_id.into(),
+            username: None,
+            peer: None,
+            at: now_ms(),
+            reason: Some(reason),
+        };
+        self.queue("message.dropped", None, Body::Message(Arc::new(ev)));
     }
 }
