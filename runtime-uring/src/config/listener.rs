@@ -77,18 +77,12 @@ impl Parser<'_> {
             };
             match key {
                 "bind" => {
-                    if let Some(s) = self.string(key, v) {
-                        match s.parse::<SocketAddr>() {
-                            Ok(a) => bind = Some(a),
-                            Err(_) => self.error(
-                                &at.val,
-                                Some(key),
-                                format!(
-                                    "\"bind\" = \"{s}\" is not an address with a port, like \
-                                     \"0.0.0.0:1883\", \"127.0.0.1:1883\" or \"[::1]:1883\""
-                                ),
-                            ),
-                        }
+                    if let Some(a) = self.socket_addr(
+                        key,
+                        v,
+                        "\"0.0.0.0:1883\", \"127.0.0.1:1883\" or \"[::1]:1883\"",
+                    ) {
+                        bind = Some(a);
                     }
                 }
                 "port" => {

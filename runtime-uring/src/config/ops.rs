@@ -89,18 +89,7 @@ impl Parser<'_> {
                 continue;
             };
             match key {
-                "bind" => {
-                    if let Some(s) = self.string(key, v) {
-                        match s.parse::<SocketAddr>() {
-                            Ok(a) => bind = Some(a),
-                            Err(_) => self.error(
-                                &v.span(),
-                                Some(key),
-                                format!("\"bind\" = \"{s}\" is not an address with a port, like \"127.0.0.1:18083\""),
-                            ),
-                        }
-                    }
-                }
+                "bind" => bind = self.socket_addr(key, v, "\"127.0.0.1:18083\""),
                 "api_key_file" => keys = self.path(key, v),
                 _ => {
                     if let Some(b) = self.boolean(key, v) {

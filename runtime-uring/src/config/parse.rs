@@ -607,6 +607,27 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// An address with a port (`bind`); `example` shows one in the error.
+    pub(super) fn socket_addr(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        example: &str,
+    ) -> Option<std::net::SocketAddr> {
+        let s = self.string(key, v)?;
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    &v.span(),
+                    Some(key),
+                    format!("\"{key}\" = \"{s}\" is not an address with a port, like {example}"),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn path(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
         let p = PathBuf::from(self.string(key, v)?);
         Some(match self.base {
