@@ -111,6 +111,10 @@ pub struct Config {
     /// are still served. Beyond it, its input is not read.
     #[cfg(feature = "backpressure")]
     pub max_held_input: usize,
+    /// Remote nodes this node may route to (0: not in a cluster). They are shard numbers
+    /// after this broker's shards and the cluster link's (see `crate::cluster`).
+    #[cfg(feature = "cluster")]
+    pub cluster_nodes: u16,
 }
 
 impl Default for Config {
@@ -152,6 +156,8 @@ impl Default for Config {
             queue_full: QueueFull::Hold,
             #[cfg(feature = "backpressure")]
             max_held_input: 64 * 1024,
+            #[cfg(feature = "cluster")]
+            cluster_nodes: 0,
         }
     }
 }

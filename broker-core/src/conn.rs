@@ -118,6 +118,9 @@ pub(crate) struct ConnRare {
     /// QoS 1/2 PUBLISH packets in `held_input`: they count against Receive Maximum.
     #[cfg(feature = "backpressure")]
     pub held_qos: u16,
+    /// The shell refuses this connection's CONNECT with this code (`Broker::deny_connect`).
+    #[cfg(feature = "cluster")]
+    pub denied: Option<mqtt_proto::ReasonCode>,
 }
 
 impl ConnRare {
@@ -131,6 +134,8 @@ impl ConnRare {
             held_input: Vec::new(),
             #[cfg(feature = "backpressure")]
             held_qos: 0,
+            #[cfg(feature = "cluster")]
+            denied: None,
         })
     }
 }

@@ -19,6 +19,8 @@ extern crate std;
 pub mod admission;
 mod broker;
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod config;
 mod conn;
 mod ids;
@@ -37,7 +39,7 @@ pub mod store;
 mod time;
 mod tx;
 
-pub use broker::{AcceptError, Broker, Event, Intake, Metrics, Transmit};
+pub use broker::{AcceptError, AckRef, Broker, Event, Intake, Metrics, Transmit};
 #[cfg(feature = "ops")]
 pub use broker::{ClientSummary, DisconnectReason, OpsCounters, SubscriptionSummary};
 #[cfg(feature = "backpressure")]

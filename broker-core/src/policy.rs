@@ -249,6 +249,86 @@ pub trait Hooks {
     fn on_stalled(&mut self, client_id: &str) {}
 }
 
+/// Boxed hooks are hooks (a shell combines the hooks a policy holds with its own).
+impl<H: Hooks + ?Sized> Hooks for alloc::boxed::Box<H> {
+    fn on_accept(&mut self, conn: ConnId, peer: &PeerInfo) -> bool {
+        (**self).on_accept(conn, peer)
+    }
+    fn on_basic_auth(&mut self, req: &ConnectRequest<'_>, result: Result<(), ReasonCode>) {
+        (**self).on_basic_auth(req, result)
+    }
+    fn on_enhanced_auth(&mut self, req: &ConnectRequest<'_>, method: &str, step: &AuthStep) {
+        (**self).on_enhanced_auth(req, method, step)
+    }
+    fn on_reauth(&mut self, client: &ClientInfo<'_>, method: &str, step: &AuthStep) {
+        (**self).on_reauth(client, method, step)
+    }
+    fn on_connected(&mut self, client: &ClientInfo<'_>) {
+        (**self).on_connected(client)
+    }
+    #[cfg(feature = "ops")]
+    fn on_client_connected(&mut self, client: &ClientInfo<'_>, details: &ConnectDetails<'_>) {
+        (**self).on_client_connected(client, details)
+    }
+    fn on_session_created(&mut self, client: &ClientInfo<'_>) {
+        (**self).on_session_created(client)
+    }
+    fn on_session_resumed(&mut self, client: &ClientInfo<'_>) {
+        (**self).on_session_resumed(client)
+    }
+    fn on_session_terminated(&mut self, client_id: &str, why: SessionEnd) {
+        (**self).on_session_terminated(client_id, why)
+    }
+    fn on_session_expired(&mut self, client_id: &str) {
+        (**self).on_session_expired(client_id)
+    }
+    fn on_subscribe(
+        &mut self,
+        client: &ClientInfo<'_>,
+        filter: &str,
+        options: &mut SubscriptionOptions,
+    ) -> Result<(), ReasonCode> {
+        (**self).on_subscribe(client, filter, options)
+    }
+    fn on_subscribed(&mut self, client: &ClientInfo<'_>, filter: &str, granted: QoS) {
+        (**self).on_subscribed(client, filter, granted)
+    }
+    fn on_unsubscribe(&mut self, client: &ClientInfo<'_>, filter: &str) {
+        (**self).on_unsubscribe(client, filter)
+    }
+    fn on_unsubscribed(&mut self, client: &ClientInfo<'_>, filter: &str) {
+        (**self).on_unsubscribed(client, filter)
+    }
+    fn on_message_arrived(
+        &mut self,
+        client: &ClientInfo<'_>,
+        msg: &Message,
+    ) -> Result<(), ReasonCode> {
+        (**self).on_message_arrived(client, msg)
+    }
+    fn on_deliver(&mut self, client_id: &str, msg: &Message) {
+        (**self).on_deliver(client_id, msg)
+    }
+    fn on_acked(&mut self, client_id: &str, msg: &Message) {
+        (**self).on_acked(client_id, msg)
+    }
+    fn on_dropped(&mut self, client_id: &str, msg: &Message, why: DropReason) {
+        (**self).on_dropped(client_id, msg, why)
+    }
+    fn on_will_publish(&mut self, client_id: &str, msg: &Message) -> bool {
+        (**self).on_will_publish(client_id, msg)
+    }
+    fn on_will_published(&mut self, client_id: &str, msg: &Message) {
+        (**self).on_will_published(client_id, msg)
+    }
+    fn on_closed(&mut self, client_id: Option<&str>, reason: Option<ReasonCode>) {
+        (**self).on_closed(client_id, reason)
+    }
+    fn on_stalled(&mut self, client_id: &str) {
+        (**self).on_stalled(client_id)
+    }
+}
+
 /// Hooks that do nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;

@@ -64,6 +64,15 @@ impl Broker {
             cn.version = v;
         }
         let refuse = |b: &mut Self, code| b.refuse_connect(conn, now, v, code);
+        #[cfg(feature = "cluster")]
+        if let Some(code) = self
+            .conns
+            .get(conn)
+            .and_then(|c| c.rare.as_deref())
+            .and_then(|r| r.denied)
+        {
+            return refuse(self, code);
+        }
         let mut assigned = false;
         let client_id: Box<str> = if c.client_id.is_empty() {
             // [MQTT-3.1.3-8] 3.1.1: a zero-length id needs Clean Session; 3.1 ids are 1 to 23

@@ -41,6 +41,9 @@ pub(crate) enum AckTarget {
     },
     /// Release a hold on another shard.
     Remote(AckRef),
+    /// Confirm a message to the node that forwarded it (`Event::ClusterAck`).
+    #[cfg(feature = "cluster")]
+    Cluster(u64),
 }
 
 #[derive(Debug)]
@@ -159,6 +162,8 @@ impl Broker {
                 }
             }
             AckTarget::Remote(r) => self.release_remote(r),
+            #[cfg(feature = "cluster")]
+            AckTarget::Cluster(token) => self.events.push_back(Event::ClusterAck { token }),
         }
     }
 

@@ -254,6 +254,10 @@ impl Broker {
                 to: r.shard,
                 msg: ShardMsg::AckParked { key: r.key },
             }),
+            // The publisher on the other node waits for its acknowledgement, which bounds
+            // what it sends (its window); it is not held beyond that.
+            #[cfg(feature = "cluster")]
+            AckTarget::Cluster(_) => {}
         }
     }
 

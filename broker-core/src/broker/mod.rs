@@ -5,6 +5,8 @@
 //! write per connection, events (output ready, close, forward to a shard) and the next
 //! timer deadline.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod connect;
 mod durable;
 pub(crate) mod flow;
@@ -77,6 +79,14 @@ pub enum Event {
         after: u64,
         /// At most this many.
         max: usize,
+    },
+    /// A message another node forwarded with this token (`handle_cluster_publish`) is in
+    /// every queue it goes to here: the shell confirms it to that node. Raised only with the
+    /// `cluster` feature.
+    #[cfg(feature = "cluster")]
+    ClusterAck {
+        /// The token it came with.
+        token: u64,
     },
 }
 
@@ -187,6 +197,9 @@ pub struct Broker {
     /// Write-ahead records for a durable store, when enabled.
     #[cfg(feature = "store")]
     pub(crate) store: Option<alloc::boxed::Box<durable::StoreLog>>,
+    /// The message being routed came from another node (it goes to no other node).
+    #[cfg(feature = "cluster")]
+    pub(crate) from_cluster: bool,
 }
 
 /// What [`Broker::handle_input`] did with a connection's input.
@@ -203,6 +216,9 @@ impl Broker {
     pub fn new(cfg: Config, policy: Policy) -> Self {
         let seed = cfg.hash_seed;
         let shards = usize::from(cfg.shards.max(1));
+        // Remote nodes are shard numbers after ours and the cluster link's.
+        #[cfg(feature = "cluster")]
+        let shards = shards + usize::from(cfg.cluster_nodes) + usize::from(cfg.cluster_nodes > 0);
         Self {
             arena: MessageArena::new(cfg.arena_chunk),
             conns: Slab::default(),
@@ -231,9 +247,25 @@ impl Broker {
             mem_paused: Vec::new(),
             #[cfg(feature = "store")]
             store: None,
+            #[cfg(feature = "cluster")]
+            from_cluster: false,
             policy,
             cfg,
         }
+    }
+
+    /// Whether this shard sends messages to other shards or nodes at all.
+    pub(crate) fn forwards(&self) -> bool {
+        self.cfg.shards > 1 || self.in_cluster()
+    }
+
+    /// Whether this broker is a node of a cluster (feature `cluster`, `cluster_nodes > 0`).
+    #[inline]
+    pub(crate) fn in_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        return self.cfg.cluster_nodes > 0;
+        #[cfg(not(feature = "cluster"))]
+        false
     }
 
     /// The configuration.

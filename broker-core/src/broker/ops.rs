@@ -240,17 +240,34 @@ impl Broker {
     /// its session, as EMQX's kick does. Its will is published as for any close that is
     /// not a normal DISCONNECT ([MQTT-3.1.2-8] v5). False if there is no such session.
     pub fn kick(&mut self, now: Instant, client_id: &str) -> bool {
+        self.kick_for(now, client_id, ReasonCode::AdministrativeAction)
+    }
+
+    /// [`Broker::kick`] with another reason: 0x8E Session taken over when a client
+    /// connected to another node of a cluster.
+    pub fn kick_for(&mut self, now: Instant, client_id: &str, reason: ReasonCode) -> bool {
         let Some(sk) = self.by_id.get(&self.sessions, client_id) else {
             return false;
         };
         if let Some(conn) = self.sessions.get(sk).and_then(|s| s.conn) {
-            self.close(conn, now, Some(ReasonCode::AdministrativeAction));
+            self.close(conn, now, Some(reason));
         }
         // Detaching may have ended it already (Session Expiry Interval 0).
         if self.sessions.get(sk).is_some() {
             self.end_session(sk, now, crate::policy::SessionEnd::Discarded);
         }
         true
+    }
+
+    /// Closes every connection (MQTT 5: DISCONNECT `reason`); sessions stay as after any
+    /// close. A cluster node that lost its membership lease does this (0x8B). Returns how
+    /// many were closed.
+    pub fn disconnect_all(&mut self, now: Instant, reason: ReasonCode) -> usize {
+        let conns: Vec<crate::policy::ConnId> = self.conns.keys().collect();
+        for &c in &conns {
+            self.close(c, now, Some(reason));
+        }
+        conns.len()
     }
 
     /// Subscribes a client's session (connected or not) as if it had sent SUBSCRIBE with

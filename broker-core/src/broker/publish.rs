@@ -241,7 +241,7 @@ impl Broker {
             self.retain(msg);
         }
         let local = self.route_local(now, msg, publisher_hash);
-        let remote = self.cfg.shards > 1 && self.forward_to_interested(msg, publisher_hash);
+        let remote = self.forwards() && self.forward_to_interested(msg, publisher_hash);
         local || remote
     }
 
@@ -251,6 +251,7 @@ impl Broker {
         if owner == self.cfg.shard {
             self.apply_retained(msg);
             self.broadcast(|| ShardMsg::RetainApply { msg: msg.clone() });
+            self.retain_to_cluster(msg);
         } else {
             self.events.push_back(Event::ToShard {
                 to: owner,
@@ -273,6 +274,19 @@ impl Broker {
         self.retained.set(msg.detached());
     }
 
+    /// The topic's owner ordered a retained update published on this node: the cluster
+    /// link sends it to every other node.
+    pub(crate) fn retain_to_cluster(&mut self, msg: &Message) {
+        if self.in_cluster() {
+            #[cfg(feature = "cluster")]
+            self.events.push_back(Event::ToShard {
+                to: crate::cluster::link(self.cfg.shards),
+                msg: ShardMsg::RetainApply { msg: msg.clone() },
+            });
+        }
+        let _ = msg;
+    }
+
     pub(crate) fn broadcast(&mut self, mut make: impl FnMut() -> ShardMsg) {
         for to in 0..self.cfg.shards {
             if to != self.cfg.shard {
@@ -281,7 +295,9 @@ impl Broker {
         }
     }
 
-    fn forward_to_interested(&mut self, msg: &Message, publisher_hash: u64) -> bool {
+    /// One `ShardMsg::Publish` to each other shard, and each remote node, with interest
+    /// (none to remote nodes for a message from one).
+    pub(crate) fn forward_to_interested(&mut self, msg: &Message, publisher_hash: u64) -> bool {
         let Self {
             interest,
             shard_hits,
@@ -294,7 +310,15 @@ impl Broker {
             }
         });
         let mut any = false;
-        for sh in 0..self.cfg.shards {
+        #[cfg(feature = "cluster")]
+        let last = if self.from_cluster {
+            self.cfg.shards
+        } else {
+            self.shard_hits.len() as u16
+        };
+        #[cfg(not(feature = "cluster"))]
+        let last = self.cfg.shards;
+        for sh in 0..last {
             if sh != self.cfg.shard && self.shard_hits.get(usize::from(sh)) == Some(&true) {
                 any = true;
                 // The other shard holds the acknowledgement too while its subscribers

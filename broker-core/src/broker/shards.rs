@@ -36,6 +36,7 @@ impl Broker {
                 // This shard owns the topic: apply, then replicate in this order to all.
                 self.apply_retained(&msg);
                 self.broadcast(|| ShardMsg::RetainApply { msg: msg.clone() });
+                self.retain_to_cluster(&msg);
             }
             ShardMsg::RetainApply { msg } => self.apply_retained(&msg),
             ShardMsg::SharedJoin { group, member } => self.apply_join(group, member),

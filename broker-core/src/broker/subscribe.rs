@@ -269,12 +269,24 @@ impl Broker {
 
     /// Tells the other shards this one gained or lost interest in `filter`.
     fn announce(&mut self, filter: &str, add: bool) {
+        let from = self.cfg.shard;
         if self.cfg.shards > 1 {
-            let from = self.cfg.shard;
             self.broadcast(|| ShardMsg::Interest {
                 from,
                 filter: filter.into(),
                 add,
+            });
+        }
+        // The cluster link counts this node's interest (one route per filter and node).
+        #[cfg(feature = "cluster")]
+        if self.in_cluster() {
+            self.events.push_back(Event::ToShard {
+                to: crate::cluster::link(self.cfg.shards),
+                msg: ShardMsg::Interest {
+                    from,
+                    filter: filter.into(),
+                    add,
+                },
             });
         }
     }

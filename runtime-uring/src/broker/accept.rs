@@ -246,7 +246,32 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
             return;
         }
     };
+    // A node of a cluster serves a client only once it owns its identifier cluster-wide
+    // (a connection on another node is taken over first); otherwise the core refuses the
+    // CONNECT (0x88 Server unavailable).
+    let mut denied = false;
+    if let Some(link) = &shard.cluster {
+        if let admission::Peek::Connect { client_id, .. } =
+            admission::peek_connect(&initial, shard.max_packet_size)
+        {
+            if !client_id.is_empty() {
+                let id = client_id.to_owned();
+                denied = !link.claim(&id).await;
+            }
+        } else if link
+            .shared
+            .fenced
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            denied = true;
+        }
+    }
     let owner = admission::owner_shard(&initial, shard.max_packet_size, shard.id, shard.shards);
+    if denied {
+        // Refused where it was accepted (no session is touched).
+        super::conn::serve_denied(shard, stream, peer, transport, initial);
+        return;
+    }
     if owner == shard.id {
         // A task of its own: this one's frame (handshake state) is freed now, which
         // matters with thousands of idle connections.

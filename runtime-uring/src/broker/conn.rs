@@ -345,6 +345,28 @@ pub fn serve(
     monoio::spawn(read_loop(shard, io, initial));
 }
 
+/// Serves a connection only to refuse its CONNECT (a cluster node that cannot own its
+/// client identifier): the core answers 0x88 Server unavailable and closes.
+pub fn serve_denied(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: PeerInfo,
+    transport: Transport,
+    initial: Vec<u8>,
+) {
+    let now = shard.now();
+    let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
+    let Ok(id) = accepted else {
+        return;
+    };
+    shard
+        .broker
+        .borrow_mut()
+        .deny_connect(id, broker_core::mqtt_proto::ReasonCode::ServerUnavailable);
+    let io = register(&shard, id, Sink::Socket(stream), transport);
+    monoio::spawn(read_loop(shard, io, initial));
+}
+
 /// Starts serving a connection whose socket another shard keeps (placement "forward"):
 /// MQTT bytes arrive on `from_client`, output goes to `to_client`.
 pub fn serve_remote(shard: Rc<Shard>, remote: super::relay::Remote) {

@@ -251,6 +251,32 @@ impl BrokerHandle {
             .any(|k| k))
     }
 
+    /// Disconnects a client whose session another node of the cluster takes over (MQTT 5:
+    /// DISCONNECT 0x8E) and discards its session here.
+    pub fn kick_taken_over(&self, client_id: &str) -> Result<bool, HandleError> {
+        let id: Box<str> = client_id.into();
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker
+                    .borrow_mut()
+                    .kick_for(now, &id, ReasonCode::SessionTakenOver)
+            })?
+            .into_iter()
+            .any(|k| k))
+    }
+
+    /// Closes every connection (MQTT 5: DISCONNECT `reason`), keeping their sessions.
+    pub fn disconnect_all(&self, reason: ReasonCode) -> Result<usize, HandleError> {
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker.borrow_mut().disconnect_all(now, reason)
+            })?
+            .into_iter()
+            .sum())
+    }
+
     /// Subscribes a client's session as if it had sent SUBSCRIBE: the SUBACK reason
     /// code (a granted QoS or a refusal), `None` if there is no such session.
     pub fn subscribe(

@@ -69,6 +69,8 @@ pub struct RunSettings {
     pub persistence: Option<crate::store::StoreSettings>,
     /// Broker-wide memory cap (RSS), bytes; 0: none.
     pub memory_limit: u64,
+    /// `[cluster]`: join these etcd and NATS servers as this node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl RunSettings {
@@ -100,6 +102,7 @@ impl RunSettings {
             on_ready: None,
             persistence: None,
             memory_limit: 0,
+            cluster: None,
         }
     }
 }
@@ -161,6 +164,21 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
         .map(|_| async_channel::bounded::<shard::DataBatch>(shard::data_channel_batches()))
         .unzip();
     let mut data_receivers = data_receivers.into_iter();
+    // The cluster thread joins before anything listens: a node serves no client before
+    // it is a member and can own client identifiers.
+    let cluster = match &settings.cluster {
+        Some(c) => {
+            let handle = BrokerHandle::new(senders.clone(), epoch);
+            let link = crate::cluster::start(c, threads as u16, senders.clone(), handle, epoch)?;
+            tracing::info!("cluster: node \"{}\" joined", c.node_id);
+            // Assigned client identifiers must differ between nodes too.
+            let prefix = format!("{}{}-", settings.core.auto_id_prefix, c.node_id);
+            settings.core.auto_id_prefix = Box::leak(prefix.into_boxed_str());
+            settings.core.cluster_nodes = crate::cluster::MAX_NODES;
+            Some(link)
+        }
+        None => None,
+    };
     let pin = settings.pin_cores && threads > 1;
     let placement = settings.placement;
     // The store thread tells each shard (on its control channel) which of its record
@@ -193,7 +211,16 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
         let mut core = settings.core.clone();
         core.shard = i as u16;
         core.shards = threads as u16;
-        let policy = (settings.policy)(i);
+        let mut policy = (settings.policy)(i);
+        if let Some(link) = &cluster {
+            let hooks =
+                std::mem::replace(&mut policy.hooks, Box::new(broker_core::policy::NoHooks));
+            policy.hooks = Box::new(hooks::Both(
+                hooks,
+                crate::cluster::ClusterHooks(link.clone()),
+            ));
+        }
+        let cluster = cluster.clone();
         let peers = senders.clone();
         let data_out = data_senders.clone();
         let data_in = data_receivers
@@ -230,6 +257,7 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
                     store,
                     placement,
                     uring: use_uring,
+                    cluster,
                 });
                 crate::net::runtime::block_on(use_uring, body)?
             })?;
@@ -267,6 +295,7 @@ struct ShardSetup {
     store: Option<(async_channel::Sender<crate::store::Request>, u64, usize)>,
     placement: Placement,
     uring: bool,
+    cluster: Option<crate::cluster::Link>,
 }
 
 async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
@@ -285,6 +314,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         store,
         placement,
         uring,
+        cluster,
     } = setup;
     handle::mark_shard_thread();
     let states = specs
@@ -315,7 +345,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         }
     }
     drop(restored);
-    let shard = Rc::new(Shard::new(
+    let mut shard = Shard::new(
         id,
         broker,
         channels,
@@ -323,7 +353,9 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         epoch,
         placement,
         store.map(|(tx, _, _)| tx),
-    ));
+    );
+    shard.cluster = cluster;
+    let shard = Rc::new(shard);
     shard.pump();
 
     for (i, l) in listeners.into_iter().enumerate() {

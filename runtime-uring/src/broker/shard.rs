@@ -50,6 +50,9 @@ pub enum Inbox {
     Pump,
     /// Run this for a `BrokerHandle` (the embedding and admin API).
     Call(super::handle::Call),
+    /// From the cluster thread: another node's message, retained update or interest, or
+    /// the confirmation of a message forwarded to one.
+    Cluster(crate::cluster::ClusterIn),
 }
 
 /// A shard's ends of the channels between threads.
@@ -143,6 +146,8 @@ pub struct Shard {
     store: Option<async_channel::Sender<crate::store::Request>>,
     /// Emptied record buffers the store thread handed back.
     store_bufs: RefCell<Vec<Vec<u8>>>,
+    /// The cluster thread, when this broker is a node of a cluster.
+    pub cluster: Option<crate::cluster::Link>,
     /// An `Inbox::Pump` is on its way, or `pump` is running (and acts on it anyway).
     pump_requested: Cell<bool>,
     /// Bytes and MQTT packets taken from the core for sockets (operators' counters).
@@ -210,6 +215,7 @@ impl Shard {
             tx: Cell::new(TxIoVecs::default()),
             store,
             store_bufs: RefCell::new(Vec::new()),
+            cluster: None,
             pump_requested: Cell::new(false),
             bytes_sent: Cell::new(0),
             packets_sent: Cell::new(0),
@@ -267,6 +273,7 @@ impl Shard {
                 }
             }
             Inbox::Wake(w) => w.wake(),
+            Inbox::Cluster(m) => self.from_cluster(m),
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
             // The caller pumps after every control message.
             Inbox::Pump => {}
@@ -369,6 +376,12 @@ impl Shard {
                 let ev = self.broker.borrow_mut().poll_event();
                 let Some(ev) = ev else { break };
                 match ev {
+                    Event::ToShard { to, msg } if to >= self.shards => {
+                        // The cluster link or a remote node.
+                        if let Some(l) = &self.cluster {
+                            l.send(crate::cluster::FromShard::Msg { to, msg });
+                        }
+                    }
                     Event::ToShard { to, msg } => {
                         if msg.orders_output() {
                             self.urgent.set(true);
@@ -420,6 +433,11 @@ impl Shard {
                     }
                     // Already queued in the outbox above.
                     Event::ToShard { .. } => {}
+                    Event::ClusterAck { token } => {
+                        if let Some(l) = &self.cluster {
+                            l.send(crate::cluster::FromShard::Ack { token });
+                        }
+                    }
                     Event::StoreLoad { client, after, max } => {
                         // After this turn's records, so the read sees them.
                         self.submit_store_batch();
@@ -452,6 +470,33 @@ impl Shard {
         let armed = self.armed.get();
         if next.is_some() && (armed.is_none() || next < armed) {
             self.timer.notify();
+        }
+    }
+
+    fn from_cluster(&self, m: crate::cluster::ClusterIn) {
+        use crate::cluster::ClusterIn;
+        let now = self.now();
+        let mut b = self.broker.borrow_mut();
+        match m {
+            ClusterIn::Publish {
+                frame,
+                publisher_hash,
+                token,
+            } => {
+                if !b.handle_cluster_publish(now, &frame, publisher_hash, token) {
+                    tracing::warn!("cluster: an invalid message from another node was dropped");
+                    // Nothing will deliver it: its sender must not wait.
+                    if let (Some(token), Some(l)) = (token, &self.cluster) {
+                        l.send(crate::cluster::FromShard::Ack { token });
+                    }
+                }
+            }
+            ClusterIn::Retain { frame } => {
+                if !b.handle_cluster_retain(now, &frame) {
+                    tracing::warn!("cluster: an invalid retained update was dropped");
+                }
+            }
+            ClusterIn::Shard(msg) => b.handle_shard_msg(now, msg),
         }
     }
 

@@ -192,6 +192,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         on_ready: None,
         persistence: persistence(&cfg, a.config.as_deref()),
         memory_limit: cfg.memory_limit,
+        cluster: cfg.cluster.clone(),
     };
     let reload = settings.reload.clone();
     // A bad key file stops the start-up before anything listens.

@@ -20,6 +20,7 @@
 //! tables), `mosquitto` (Mosquitto compatibility: unsupported options, durations, log
 //! levels), `core_config` (the mapping onto `broker_core::Config`) and `tests`.
 
+mod cluster;
 mod core_config;
 mod listener;
 mod mosquitto;
@@ -29,6 +30,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{valid_name, ClusterConfig};
 pub use mosquitto::parse_duration;
 pub use ops::{AdminConfig, WebhookConfig, DEFAULT_SYS_INTERVAL, WEBHOOK_EVENTS};
 pub use parse::{ConfigError, Diagnostic};

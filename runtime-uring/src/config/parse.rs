@@ -188,6 +188,7 @@ impl<'a> Parser<'a> {
             admin: None,
             sys_interval: super::ops::DEFAULT_SYS_INTERVAL,
             webhooks: Vec::new(),
+            cluster: None,
         };
         let table = match DeTable::parse(self.text) {
             Ok(t) => t,
@@ -355,6 +356,7 @@ impl<'a> Parser<'a> {
                 "listener" => listeners = Some((at.clone(), self.listeners(v))),
                 "admin" => cfg.admin = self.admin(v, &at),
                 "webhook" => cfg.webhooks = self.webhooks(v),
+                "cluster" => cfg.cluster = self.cluster(v, &at),
                 "sys_interval" => {
                     let why = "seconds, 0 (no $SYS tree) to 86400";
                     if let Some(n) = self.integer(key, v, 0, 86_400, why) {

@@ -53,6 +53,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "admin",
     "sys_interval",
     "webhook",
+    "cluster",
 ];
 
 /// The keys of a `[[listener]]` table.
@@ -194,6 +195,8 @@ pub struct BrokerConfig {
     /// Seconds between `$SYS` updates (Mosquitto's key); 0: none.
     pub sys_interval: u32,
     pub webhooks: Vec<super::ops::WebhookConfig>,
+    /// `[cluster]`: this node's etcd and NATS.
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 impl Default for BrokerConfig {

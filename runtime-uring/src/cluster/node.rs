@@ -1,0 +1,624 @@
+//! The cluster thread's loop: membership (lease, keep-alive, fencing), routes (this
+//! node's interest to etcd, other nodes' from etcd to the shards), and the data plane
+//! (messages to and from other nodes over NATS, and their confirmations).
+
+use super::owner::{self, Claim, Owners};
+use super::{ClusterConfig, ClusterIn, FromShard, Shared, MAX_NODES};
+use crate::broker::shard::Inbox;
+use broker_core::cluster as wire;
+use broker_core::shard::owner_of_topic;
+use broker_core::{AckRef, ShardId, ShardMsg};
+use bytes::Bytes;
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything the thread starts with.
+pub struct Setup {
+    pub cfg: ClusterConfig,
+    pub shards: u16,
+    pub inboxes: Vec<async_channel::Sender<Inbox>>,
+    pub handle: crate::broker::BrokerHandle,
+    pub shared: Arc<Shared>,
+    pub rx: async_channel::Receiver<FromShard>,
+    pub claims: async_channel::Receiver<Claim>,
+    pub epoch: std::time::Instant,
+}
+
+/// A message forwarded to another node whose confirmation releases a publisher.
+struct Pending {
+    ack: AckRef,
+    slot: u16,
+    at: Instant,
+}
+
+/// A confirmation that never comes (a live node confirms once its subscribers have
+/// room; a dead one is noticed when its lease ends) does not hold a publisher past this.
+const CONFIRM_LIMIT: Duration = Duration::from_secs(60);
+
+pub(super) struct Node {
+    me: String,
+    /// `<name>/` and `<name>.`.
+    keys: String,
+    subjects: String,
+    shards: u16,
+    inboxes: Vec<async_channel::Sender<Inbox>>,
+    shared: Arc<Shared>,
+    etcd: etcd_client::Client,
+    nats: async_nats::Client,
+    owners: Arc<Owners>,
+    /// This node's filters: how many of its shards have subscribers to each.
+    interest: HashMap<Box<str>, u32>,
+    /// Other nodes by slot (their shard number is `wire::node_shard(shards, slot)`).
+    slots: HashMap<String, u16>,
+    names: Vec<String>,
+    /// Their routes as the shards know them.
+    routes: HashSet<(u16, Box<str>)>,
+    members: HashSet<String>,
+    pending: HashMap<u64, Pending>,
+    replies: HashMap<u64, async_nats::Subject>,
+    next_token: u64,
+    inbox: String,
+    epoch: std::time::Instant,
+    buf: Vec<u8>,
+}
+
+pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
+    let (mut node, streams) = match Node::connect(setup).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    node.serve(streams).await;
+}
+
+/// The streams the loop waits on.
+pub(super) struct Streams {
+    rx: async_channel::Receiver<FromShard>,
+    forwards: async_nats::Subscriber,
+    confirmations: async_nats::Subscriber,
+    retained: async_nats::Subscriber,
+    control: async_nats::Subscriber,
+    routes: etcd_client::WatchStream,
+    nodes: etcd_client::WatchStream,
+}
+
+impl Node {
+    async fn connect(setup: Setup) -> anyhow::Result<(Node, Streams)> {
+        let Setup {
+            cfg,
+            shards,
+            inboxes,
+            handle,
+            shared,
+            rx,
+            claims,
+            epoch,
+        } = setup;
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(3));
+        let etcd = etcd_client::Client::connect(&cfg.etcd, Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: cannot reach etcd at {:?}: {e}", cfg.etcd))?;
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("petrel-{}", cfg.node_id))
+            .connection_timeout(Duration::from_secs(3))
+            .retry_on_initial_connect()
+            .connect(cfg.nats.join(","))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: cannot reach NATS at {:?}: {e}", cfg.nats))?;
+        let keys = format!("{}/", cfg.name);
+        let subjects = format!("{}.", cfg.name);
+        let me = cfg.node_id.clone();
+        let owners = Owners::start(owner::Context {
+            me: me.clone(),
+            keys: keys.clone(),
+            subjects: subjects.clone(),
+            ttl: Duration::from_secs(u64::from(cfg.lease_ttl)),
+            etcd: etcd.clone(),
+            nats: nats.clone(),
+            handle,
+            shared: shared.clone(),
+        })
+        .await?;
+        let node_key = format!("{keys}nodes/{me}");
+        // A node of this name already a member: two processes would share its routes.
+        let mut e = etcd.clone();
+        let taken = e
+            .get(node_key.as_str(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
+        if !taken.kvs().is_empty() {
+            anyhow::bail!(
+                "cluster: node_id \"{me}\" is already a member (another process, or one that \
+                 died less than lease_ttl ago)"
+            );
+        }
+        owners.register(&node_key).await?;
+        let forwards = nats
+            .subscribe(format!("{subjects}node.{me}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let inbox = format!("{}.{me}", nats.new_inbox());
+        let confirmations = nats
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let retained = nats
+            .subscribe(format!("{subjects}retain.*"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let control = nats
+            .subscribe(format!("{subjects}ctl.{me}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        // Subscriptions are in place before anyone can route here.
+        nats.flush()
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS: {e}"))?;
+        let mut node = Node {
+            me,
+            keys,
+            subjects,
+            shards,
+            inboxes,
+            shared,
+            etcd,
+            nats,
+            owners,
+            interest: HashMap::new(),
+            slots: HashMap::new(),
+            names: Vec::new(),
+            routes: HashSet::new(),
+            members: HashSet::new(),
+            pending: HashMap::new(),
+            replies: HashMap::new(),
+            next_token: 0,
+            inbox,
+            epoch,
+            buf: Vec::new(),
+        };
+        let nodes = node.snapshot_and_watch("nodes/").await?;
+        let routes = node.snapshot_and_watch("routes/").await?;
+        owner::serve_claims(node.owners.clone(), claims);
+        Ok((
+            node,
+            Streams {
+                rx,
+                forwards,
+                confirmations,
+                retained,
+                control,
+                routes,
+                nodes,
+            },
+        ))
+    }
+
+    /// Reads what is under `<name>/<dir>` now, applies it, and watches for changes from
+    /// the next revision (nothing is missed in between).
+    async fn snapshot_and_watch(&mut self, dir: &str) -> anyhow::Result<etcd_client::WatchStream> {
+        let prefix = format!("{}{dir}", self.keys);
+        let now = self
+            .etcd
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
+        let rev = now.header().map_or(0, |h| h.revision());
+        for kv in now.kvs() {
+            self.apply_key(kv.key(), true);
+        }
+        self.etcd
+            .watch(
+                prefix.as_str(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(rev + 1),
+                ),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: etcd watch: {e}"))
+    }
+
+    async fn serve(&mut self, mut s: Streams) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                m = s.rx.recv() => match m {
+                    Ok(m) => self.from_shard(m).await,
+                    Err(_) => break,
+                },
+                Some(m) = s.forwards.next() => self.forwarded(m),
+                Some(m) = s.confirmations.next() => self.confirmed(&m.subject),
+                Some(m) = s.retained.next() => self.retained(&m.subject, m.payload),
+                Some(m) = s.control.next() => self.owners.takeover_request(m),
+                w = s.routes.message() => match w {
+                    Ok(Some(w)) => self.watched(&w),
+                    _ => s.routes = self.rewatch("routes/").await,
+                },
+                w = s.nodes.message() => match w {
+                    Ok(Some(w)) => self.watched(&w),
+                    _ => s.nodes = self.rewatch("nodes/").await,
+                },
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+        self.owners.leave().await;
+    }
+
+    /// A watch broke (etcd restarted or unreachable): start again from a fresh snapshot,
+    /// retrying until etcd answers; routes that vanished meanwhile are removed.
+    async fn rewatch(&mut self, dir: &str) -> etcd_client::WatchStream {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before: Vec<(u16, Box<str>)> = if dir == "routes/" {
+                self.routes.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let prefix = format!("{}{dir}", self.keys);
+            let Ok(now) = self
+                .etcd
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+            else {
+                continue;
+            };
+            let present: HashSet<Vec<u8>> = now.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+            for (slot, filter) in before {
+                let Some(name) = self.names.get(usize::from(slot)) else {
+                    continue;
+                };
+                let key = format!("{}routes/{name}/{filter}", self.keys);
+                if !present.contains(key.as_bytes()) {
+                    self.apply_key(key.as_bytes(), false);
+                }
+            }
+            for kv in now.kvs() {
+                self.apply_key(kv.key(), true);
+            }
+            let rev = now.header().map_or(0, |h| h.revision());
+            if let Ok(w) = self
+                .etcd
+                .watch(
+                    prefix.as_str(),
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(rev + 1),
+                    ),
+                )
+                .await
+            {
+                return w;
+            }
+        }
+    }
+
+    fn watched(&mut self, w: &etcd_client::WatchResponse) {
+        for ev in w.events() {
+            if let Some(kv) = ev.kv() {
+                self.apply_key(kv.key(), ev.event_type() == EventType::Put);
+            }
+        }
+    }
+
+    /// A key under `nodes/` or `routes/` appeared (`put`) or vanished.
+    fn apply_key(&mut self, key: &[u8], put: bool) {
+        let Some(rest) = key.strip_prefix(self.keys.as_bytes()) else {
+            return;
+        };
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            return;
+        };
+        if let Some(node) = rest.strip_prefix("nodes/") {
+            self.membership(node, put);
+        } else if let Some(route) = rest.strip_prefix("routes/") {
+            // The node's name has no '/' (checked), the filter may.
+            let Some((node, filter)) = route.split_once('/') else {
+                return;
+            };
+            if node == self.me {
+                return;
+            }
+            let Some(slot) = self.slot(node) else {
+                return;
+            };
+            let entry = (slot, Box::<str>::from(filter));
+            let changed = if put {
+                self.routes.insert(entry)
+            } else {
+                self.routes.remove(&entry)
+            };
+            if changed {
+                let from = wire::node_shard(self.shards, slot);
+                for tx in &self.inboxes {
+                    let msg = ShardMsg::Interest {
+                        from,
+                        filter: filter.into(),
+                        add: put,
+                    };
+                    let _ = tx.try_send(Inbox::Cluster(ClusterIn::Shard(msg)));
+                }
+            }
+        }
+    }
+
+    fn membership(&mut self, node: &str, present: bool) {
+        if present {
+            self.members.insert(node.to_owned());
+        } else {
+            self.members.remove(node);
+            // Nothing waits on a dead node: what it did not confirm is released.
+            if let Some(&slot) = self.slots.get(node) {
+                let gone: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.slot == slot)
+                    .map(|(&t, _)| t)
+                    .collect();
+                for t in gone {
+                    self.release(t, false);
+                }
+            }
+        }
+        let mut list: Vec<String> = self.members.iter().cloned().collect();
+        list.sort();
+        if let Ok(mut m) = self.shared.members.lock() {
+            *m = list;
+        }
+    }
+
+    fn slot(&mut self, node: &str) -> Option<u16> {
+        if let Some(&s) = self.slots.get(node) {
+            return Some(s);
+        }
+        let s = u16::try_from(self.names.len())
+            .ok()
+            .filter(|&s| s < MAX_NODES);
+        let Some(s) = s else {
+            tracing::error!(
+                "cluster: more than {MAX_NODES} nodes seen; \"{node}\" is not routed to"
+            );
+            return None;
+        };
+        self.slots.insert(node.to_owned(), s);
+        self.names.push(node.to_owned());
+        Some(s)
+    }
+
+    async fn from_shard(&mut self, m: FromShard) {
+        match m {
+            FromShard::Msg { to, msg } => self.core_msg(to, msg).await,
+            FromShard::Ack { token } => {
+                if let Some(reply) = self.replies.remove(&token) {
+                    let _ = self.nats.publish(reply, Bytes::new()).await;
+                }
+            }
+            FromShard::Closed { client_id } => self.owners.closed(client_id),
+        }
+    }
+
+    async fn core_msg(&mut self, to: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Interest { filter, add, .. } => self.local_interest(filter, add).await,
+            ShardMsg::RetainApply { msg } => {
+                self.buf.clear();
+                if wire::encode(&msg, self.now(), &mut self.buf) {
+                    let subject = format!("{}retain.{}", self.subjects, self.me);
+                    let payload = Bytes::copy_from_slice(&self.buf);
+                    if self.nats.publish(subject, payload).await.is_ok() {
+                        self.shared
+                            .counters
+                            .retained_out
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            ShardMsg::Publish {
+                msg,
+                publisher_hash,
+                ack,
+            } => {
+                let Some(name) = wire::node_slot(self.shards, to)
+                    .and_then(|s| self.names.get(usize::from(s)))
+                    .cloned()
+                else {
+                    if let Some(r) = ack {
+                        self.release_ack(r);
+                    }
+                    return;
+                };
+                let subject = format!("{}node.{name}", self.subjects);
+                self.buf.clear();
+                self.buf.extend_from_slice(&publisher_hash.to_be_bytes());
+                if !wire::encode(&msg, self.now(), &mut self.buf) {
+                    if let Some(r) = ack {
+                        self.release_ack(r);
+                    }
+                    return;
+                }
+                let payload = Bytes::copy_from_slice(&self.buf);
+                self.shared
+                    .counters
+                    .forwarded
+                    .fetch_add(1, Ordering::Relaxed);
+                let sent = match ack {
+                    None => self.nats.publish(subject, payload).await.is_ok(),
+                    Some(r) => {
+                        let token = self.next_token;
+                        self.next_token += 1;
+                        let slot = wire::node_slot(self.shards, to).unwrap_or(0);
+                        self.pending.insert(
+                            token,
+                            Pending {
+                                ack: r,
+                                slot,
+                                at: Instant::now(),
+                            },
+                        );
+                        let reply = format!("{}.{token}", self.inbox);
+                        let ok = self
+                            .nats
+                            .publish_with_reply(subject, reply, payload)
+                            .await
+                            .is_ok();
+                        if !ok {
+                            self.release(token, false);
+                        }
+                        ok
+                    }
+                };
+                if !sent {
+                    tracing::warn!("cluster: could not forward a message to node {name}");
+                }
+            }
+            other => tracing::debug!("cluster: unexpected core message {other:?}"),
+        }
+    }
+
+    /// This node gained its first subscriber to `filter` (on any shard) or lost its last:
+    /// one etcd key per filter and node, bound to the node's lease.
+    async fn local_interest(&mut self, filter: Box<str>, add: bool) {
+        let n = self.interest.entry(filter.clone()).or_insert(0);
+        let key = format!("{}routes/{}/{filter}", self.keys, self.me);
+        if add {
+            *n += 1;
+            if *n == 1 {
+                let lease = self.owners.lease();
+                let opts = PutOptions::new().with_lease(lease);
+                if let Err(e) = self.etcd.put(key, "", Some(opts)).await {
+                    // Put again with every route when the lease is renewed or regranted.
+                    tracing::warn!("cluster: route for \"{filter}\" not stored yet: {e}");
+                    self.owners.routes_lost();
+                }
+            }
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.interest.remove(&filter);
+                if let Err(e) = self.etcd.delete(key, None).await {
+                    tracing::warn!("cluster: route for \"{filter}\" not removed: {e}");
+                    self.owners.routes_lost();
+                }
+            }
+        }
+    }
+
+    /// A message from another node: to a shard chosen by its publisher (which keeps each
+    /// publisher's order), with a token when the sender waits for a confirmation.
+    fn forwarded(&mut self, m: async_nats::Message) {
+        if m.payload.len() < 8 {
+            return;
+        }
+        let mut hash = [0u8; 8];
+        hash.copy_from_slice(&m.payload[..8]);
+        let publisher_hash = u64::from_be_bytes(hash);
+        let frame = m.payload.slice(8..);
+        let token = m.reply.map(|r| {
+            let t = self.next_token;
+            self.next_token += 1;
+            self.replies.insert(t, r);
+            t
+        });
+        self.shared
+            .counters
+            .received
+            .fetch_add(1, Ordering::Relaxed);
+        let shard = (publisher_hash % u64::from(self.shards.max(1))) as usize;
+        if let Some(tx) = self.inboxes.get(shard) {
+            let _ = tx.try_send(Inbox::Cluster(ClusterIn::Publish {
+                frame,
+                publisher_hash,
+                token,
+            }));
+        }
+    }
+
+    /// Another node confirmed a message: its publisher's hold is released.
+    fn confirmed(&mut self, subject: &str) {
+        let token = subject
+            .rsplit_once('.')
+            .and_then(|(_, t)| t.parse::<u64>().ok());
+        if let Some(t) = token {
+            self.release(t, true);
+        }
+    }
+
+    fn release(&mut self, token: u64, confirmed: bool) {
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
+        let c = &self.shared.counters;
+        if confirmed {
+            c.confirmed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.unconfirmed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.release_ack(p.ack);
+    }
+
+    fn release_ack(&self, r: AckRef) {
+        if let Some(tx) = self.inboxes.get(usize::from(r.shard)) {
+            let msg = ShardMsg::AckRelease { key: r.key };
+            let _ = tx.try_send(Inbox::Cluster(ClusterIn::Shard(msg)));
+        }
+    }
+
+    /// A retained update another node ordered: to the topic's owner shard here.
+    fn retained(&mut self, subject: &str, payload: Bytes) {
+        if subject.rsplit_once('.').is_some_and(|(_, n)| n == self.me) {
+            return;
+        }
+        let Some(topic) = wire::topic(&payload) else {
+            return;
+        };
+        let shard = owner_of_topic(topic, self.shards);
+        self.shared
+            .counters
+            .retained_in
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = self.inboxes.get(usize::from(shard)) {
+            let _ = tx.try_send(Inbox::Cluster(ClusterIn::Retain { frame: payload }));
+        }
+    }
+
+    async fn tick(&mut self) {
+        if self.owners.renew().await {
+            // A new lease: every route of this node again.
+            let lease = self.owners.lease();
+            let filters: Vec<Box<str>> = self.interest.keys().cloned().collect();
+            let mut ok = true;
+            for f in filters {
+                let key = format!("{}routes/{}/{f}", self.keys, self.me);
+                let opts = PutOptions::new().with_lease(lease);
+                ok &= self.etcd.put(key, "", Some(opts)).await.is_ok();
+            }
+            if !ok {
+                self.owners.routes_lost();
+            }
+        }
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.at) > CONFIRM_LIMIT)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in late {
+            self.release(t, false);
+        }
+    }
+
+    fn now(&self) -> broker_core::Instant {
+        broker_core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+}

@@ -1,0 +1,385 @@
+//! Membership and ownership: the node's lease (kept alive, fenced when it cannot be, granted
+//! again when it was lost), and one owner per client identifier cluster-wide (an etcd
+//! transaction bound to the lease; a takeover asks the owner to let go over NATS).
+
+use super::Shared;
+use broker_core::mqtt_proto::ReasonCode;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A CONNECT waiting for ownership of its client identifier.
+pub struct Claim {
+    pub client_id: Box<str>,
+    pub reply: async_channel::Sender<bool>,
+}
+
+pub(super) struct Context {
+    pub me: String,
+    pub keys: String,
+    pub subjects: String,
+    pub ttl: Duration,
+    pub etcd: etcd_client::Client,
+    pub nats: async_nats::Client,
+    pub handle: crate::broker::BrokerHandle,
+    pub shared: Arc<Shared>,
+}
+
+/// A client identifier this node owns: its connections here, and the value of its key
+/// (`<node>:<claim number>`, so that releasing an old claim never deletes a newer one).
+struct Owned {
+    connections: u32,
+    value: String,
+}
+
+pub(super) struct Owners {
+    ctx: Context,
+    lease: AtomicI64,
+    owned: Mutex<HashMap<Box<str>, Owned>>,
+    claims: AtomicU64,
+    /// Routes must be put again (a new lease, or a put that failed).
+    resync: AtomicBool,
+    /// When the last successful keep-alive was sent, ms since `epoch`.
+    renewed_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl Owners {
+    /// Grants the lease and starts keeping it alive.
+    pub(super) async fn start(ctx: Context) -> anyhow::Result<Arc<Owners>> {
+        let mut etcd = ctx.etcd.clone();
+        // Before the grant: the lease's time runs from no later than this.
+        let epoch = Instant::now();
+        let ttl = i64::try_from(ctx.ttl.as_secs()).unwrap_or(5);
+        let lease = etcd
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: etcd lease: {e}"))?
+            .id();
+        let owners = Arc::new(Owners {
+            ctx,
+            lease: AtomicI64::new(lease),
+            owned: Mutex::new(HashMap::new()),
+            claims: AtomicU64::new(0),
+            resync: AtomicBool::new(false),
+            renewed_at: AtomicU64::new(0),
+            epoch,
+        });
+        tokio::spawn(keep_alive(owners.clone()));
+        tokio::spawn(fence_watch(owners.clone()));
+        Ok(owners)
+    }
+
+    pub(super) fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Acquire)
+    }
+
+    /// Registers the node (its membership key, bound to the lease).
+    pub(super) async fn register(&self, node_key: &str) -> anyhow::Result<()> {
+        let mut etcd = self.ctx.etcd.clone();
+        let opts = PutOptions::new().with_lease(self.lease());
+        etcd.put(node_key, "", Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
+        Ok(())
+    }
+
+    pub(super) fn routes_lost(&self) {
+        self.resync.store(true, Ordering::Release);
+    }
+
+    /// Whether the routes must be put again now (called from the loop's tick).
+    pub(super) async fn renew(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    /// Leaves the cluster at a graceful stop: the lease is revoked, so every key of this
+    /// node (membership, routes, owned clients) goes at once.
+    pub(super) async fn leave(&self) {
+        let mut etcd = self.ctx.etcd.clone();
+        let _ = etcd.lease_revoke(self.lease()).await;
+    }
+
+    fn key(&self, client_id: &str) -> String {
+        format!("{}clients/{client_id}", self.ctx.keys)
+    }
+
+    /// Takes ownership of `client_id` for a CONNECT here.
+    async fn claim(self: Arc<Self>, client_id: Box<str>) -> bool {
+        let key = self.key(&client_id);
+        // The other owner lets go at once when it answers; when it cannot (dead, or cut off
+        // from NATS), its lease ends within the TTL and its key with it.
+        let deadline = Instant::now() + self.ctx.ttl + Duration::from_secs(2);
+        let mut etcd = self.ctx.etcd.clone();
+        loop {
+            if self.ctx.shared.fenced.load(Ordering::Acquire) || Instant::now() > deadline {
+                self.ctx
+                    .shared
+                    .counters
+                    .claims_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            let n = self.claims.fetch_add(1, Ordering::Relaxed);
+            let value = format!("{}:{n}", self.ctx.me);
+            let put = TxnOp::put(
+                key.as_str(),
+                value.as_str(),
+                Some(PutOptions::new().with_lease(self.lease())),
+            );
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![put.clone()])
+                .or_else(vec![TxnOp::get(key.as_str(), None)]);
+            let current = match etcd.txn(txn).await {
+                Ok(r) if r.succeeded() => return self.owned(client_id, value),
+                Ok(r) => r.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                }),
+                Err(e) => {
+                    // No quorum: this side cannot own the id (retried until the deadline).
+                    tracing::debug!("cluster: claim of \"{client_id}\": {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(current) = current else {
+                continue;
+            };
+            let current = String::from_utf8_lossy(&current).into_owned();
+            let owner = current.split_once(':').map_or(current.as_str(), |(n, _)| n);
+            if owner == self.ctx.me {
+                // Ours already (a takeover on this node): a newer claim value.
+                let txn = Txn::new()
+                    .when(vec![Compare::value(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        current.as_str(),
+                    )])
+                    .and_then(vec![put]);
+                if let Ok(r) = etcd.txn(txn).await {
+                    if r.succeeded() {
+                        return self.owned(client_id, value);
+                    }
+                }
+                continue;
+            }
+            let subject = format!("{}ctl.{owner}", self.ctx.subjects);
+            let payload = bytes::Bytes::copy_from_slice(client_id.as_bytes());
+            let asked = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.ctx.nats.request(subject, payload),
+            )
+            .await;
+            match asked {
+                Ok(Ok(_)) => {
+                    self.ctx
+                        .shared
+                        .counters
+                        .takeovers
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    fn owned(&self, client_id: Box<str>, value: String) -> bool {
+        if let Ok(mut m) = self.owned.lock() {
+            let o = m.entry(client_id).or_insert(Owned {
+                connections: 0,
+                value: String::new(),
+            });
+            o.connections += 1;
+            o.value = value;
+        }
+        true
+    }
+
+    /// A connection of `client_id` closed here: at the last one the key goes (unless a
+    /// newer claim replaced it).
+    pub(super) fn closed(self: &Arc<Self>, client_id: Box<str>) {
+        let value = {
+            let Ok(mut m) = self.owned.lock() else {
+                return;
+            };
+            let Some(o) = m.get_mut(&client_id) else {
+                return;
+            };
+            o.connections = o.connections.saturating_sub(1);
+            if o.connections > 0 {
+                return;
+            }
+            m.remove(&client_id).map(|o| o.value)
+        };
+        if let Some(v) = value {
+            let me = self.clone();
+            tokio::spawn(async move { me.delete_if(&client_id, &v).await });
+        }
+    }
+
+    async fn delete_if(&self, client_id: &str, value: &str) {
+        let key = self.key(client_id);
+        let txn = Txn::new()
+            .when(vec![Compare::value(key.as_str(), CompareOp::Equal, value)])
+            .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+        let mut etcd = self.ctx.etcd.clone();
+        let _ = etcd.txn(txn).await;
+    }
+
+    /// Another node takes over a client connected here: it is disconnected (MQTT 5: 0x8E),
+    /// its key released, and the asking node told.
+    pub(super) fn takeover_request(self: &Arc<Self>, m: async_nats::Message) {
+        let Some(reply) = m.reply else {
+            return;
+        };
+        let Ok(client_id) = std::str::from_utf8(&m.payload) else {
+            return;
+        };
+        let client_id: Box<str> = client_id.into();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let handle = me.ctx.handle.clone();
+            let id = client_id.clone();
+            let kicked = tokio::task::spawn_blocking(move || handle.kick_taken_over(&id)).await;
+            if !matches!(kicked, Ok(Ok(_))) {
+                tracing::warn!("cluster: could not disconnect \"{client_id}\" for a takeover");
+            }
+            let value = me
+                .owned
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&client_id))
+                .map(|o| o.value);
+            if let Some(v) = value {
+                me.delete_if(&client_id, &v).await;
+            }
+            let _ = me
+                .ctx
+                .nats
+                .publish(reply, bytes::Bytes::from_static(b"ok"))
+                .await;
+        });
+    }
+}
+
+/// Serves the CONNECTs waiting for ownership, each as a task of its own.
+pub(super) fn serve_claims(owners: Arc<Owners>, rx: async_channel::Receiver<Claim>) {
+    tokio::spawn(async move {
+        while let Ok(c) = rx.recv().await {
+            let o = owners.clone();
+            tokio::spawn(async move {
+                let ok = o.claim(c.client_id).await;
+                let _ = c.reply.try_send(ok);
+            });
+        }
+    });
+}
+
+/// Keeps the lease alive: a keep-alive every third of the TTL. Once etcd answers again
+/// after an outage it renews the lease, or, if the lease ended meanwhile (or must be
+/// presumed to have), is granted a new one and registers again with every route.
+async fn keep_alive(o: Arc<Owners>) {
+    let ttl = o.ctx.ttl;
+    let period = ttl / 3;
+    let node_key = format!("{}nodes/{}", o.ctx.keys, o.ctx.me);
+    let mut etcd = o.ctx.etcd.clone();
+    let mut stream: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+    loop {
+        let sent = Instant::now();
+        let mut ok = false;
+        let mut lost = false;
+        if stream.is_none() {
+            stream = tokio::time::timeout(period, etcd.lease_keep_alive(o.lease()))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        if let Some((keeper, responses)) = stream.as_mut() {
+            if keeper.keep_alive().await.is_ok() {
+                match tokio::time::timeout(period, responses.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => ok = true,
+                    Ok(Ok(Some(_))) => lost = true,
+                    _ => {}
+                }
+            }
+        }
+        if ok {
+            o.renewed(sent);
+        } else {
+            stream = None;
+        }
+        if lost {
+            o.fence("the lease ended");
+        }
+        if lost || (!ok && o.since_renewal() >= ttl) {
+            // The lease is gone (or must be presumed so): a new one, if etcd answers.
+            let lease_ttl = i64::try_from(ttl.as_secs()).unwrap_or(5);
+            if let Ok(Ok(g)) = tokio::time::timeout(period, etcd.lease_grant(lease_ttl, None)).await
+            {
+                o.lease.store(g.id(), Ordering::Release);
+                stream = None;
+                if let Ok(m) = o.owned.lock().as_mut() {
+                    m.clear();
+                }
+                let opts = PutOptions::new().with_lease(g.id());
+                if etcd.put(node_key.as_str(), "", Some(opts)).await.is_ok() {
+                    o.renewed(Instant::now());
+                    ok = true;
+                    o.routes_lost();
+                    tracing::warn!("cluster: joined again with a new lease");
+                }
+            }
+        }
+        if ok && o.ctx.shared.fenced.load(Ordering::Acquire) {
+            tracing::warn!("cluster: lease renewed: serving clients again");
+            o.ctx.shared.fenced.store(false, Ordering::Release);
+        }
+        tokio::time::sleep_until((sent + period).into()).await;
+    }
+}
+
+/// Fences the node when it has not renewed its lease for the TTL minus a margin, counted
+/// from when the last successful keep-alive was sent (before etcd could have counted it):
+/// it disconnects its clients and refuses CONNECTs, so that it never serves a client that
+/// another node may own once etcd has let the lease go.
+async fn fence_watch(o: Arc<Owners>) {
+    let ttl = o.ctx.ttl;
+    let margin = (ttl / 4).max(Duration::from_millis(1000)).min(ttl / 2);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let since = o.since_renewal();
+        if since + margin >= ttl {
+            o.fence(&format!("lease not renewed for {since:?}"));
+        }
+    }
+}
+
+impl Owners {
+    fn renewed(&self, sent: Instant) {
+        let ms = sent.duration_since(self.epoch).as_millis() as u64;
+        self.renewed_at.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn since_renewal(&self) -> Duration {
+        let at = self.epoch + Duration::from_millis(self.renewed_at.load(Ordering::Acquire));
+        at.elapsed()
+    }
+
+    fn fence(&self, why: &str) {
+        if self.ctx.shared.fenced.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!("cluster: {why}: fenced (clients disconnected, CONNECTs refused)");
+        let handle = self.ctx.handle.clone();
+        // Not awaited: the thread must go on renewing.
+        tokio::task::spawn_blocking(move || handle.disconnect_all(ReasonCode::UseAnotherServer));
+    }
+}
