@@ -20,6 +20,10 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # Headless browser for the MQTT.js end-to-end test (runtime-uring/tests/e2e_websocket.rs).
 have chromium || need_apt+=(chromium)
 have npm || need_apt+=(npm)
+# The cluster: etcd-client's build needs protoc; the tests start etcd and nats-server.
+have protoc || need_apt+=(protobuf-compiler)
+have etcd || need_apt+=(etcd-server)
+have nats-server || need_apt+=(nats-server)
 have stdbuf || need_apt+=(coreutils)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}"
@@ -30,6 +34,8 @@ fi
 # The system service would hold port 1883; tests start their own brokers.
 if have systemctl; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
 pkill -x mosquitto >/dev/null 2>&1 || true
+# Nor do etcd's and NATS's services run: the cluster tests start their own.
+if have systemctl; then systemctl disable --now etcd nats-server >/dev/null 2>&1 || true; fi
 
 # paho-mqtt 2 (CallbackAPIVersion) for runtime-uring/tests/py/paho_e2e.py.
 # Debian 12's python3 is "externally managed" (PEP 668): pip needs --break-system-packages

@@ -73,6 +73,13 @@ pub struct Sim {
     pub handoff: bool,
     /// `Event::StoreLoad` requests (shard, client, after, max) for a test to serve.
     pub store_loads: Vec<(usize, alloc::boxed::Box<str>, u64, usize)>,
+    /// Messages for the cluster link or remote nodes (shard numbers beyond the brokers),
+    /// and `Event::ClusterAck` tokens, for a test to carry to another `Sim`.
+    #[cfg(feature = "cluster")]
+    pub cluster_out: Vec<(crate::shard::ShardId, crate::shard::ShardMsg)>,
+    /// `Event::ClusterAck` tokens.
+    #[cfg(feature = "cluster")]
+    pub cluster_acks: Vec<u64>,
 }
 
 impl Sim {
@@ -105,6 +112,10 @@ impl Sim {
             pending: VecDeque::new(),
             handoff: true,
             store_loads: Vec::new(),
+            #[cfg(feature = "cluster")]
+            cluster_out: Vec::new(),
+            #[cfg(feature = "cluster")]
+            cluster_acks: Vec::new(),
         }
     }
 
@@ -335,9 +346,15 @@ impl Sim {
                                 b.handle_closed(conn, now);
                             }
                         }
+                        #[cfg(feature = "cluster")]
+                        Event::ToShard { to, msg } if usize::from(to) >= self.brokers.len() => {
+                            self.cluster_out.push((to, msg))
+                        }
                         Event::ToShard { to, msg } => {
                             self.pending.push_back((usize::from(to), msg))
                         }
+                        #[cfg(feature = "cluster")]
+                        Event::ClusterAck { token } => self.cluster_acks.push(token),
                         Event::StoreLoad { client, after, max } => {
                             self.store_loads.push((shard, client, after, max))
                         }

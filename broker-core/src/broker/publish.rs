@@ -277,7 +277,7 @@ impl Broker {
     /// The topic's owner ordered a retained update published on this node: the cluster
     /// link sends it to every other node.
     pub(crate) fn retain_to_cluster(&mut self, msg: &Message) {
-        if self.in_cluster() {
+        if self.in_cluster() && !msg.topic_bytes().starts_with(b"$SYS") {
             #[cfg(feature = "cluster")]
             self.events.push_back(Event::ToShard {
                 to: crate::cluster::link(self.cfg.shards),
@@ -310,8 +310,9 @@ impl Broker {
             }
         });
         let mut any = false;
+        // `$SYS` is each node's own (its counters), never another node's.
         #[cfg(feature = "cluster")]
-        let last = if self.from_cluster {
+        let last = if self.from_cluster || msg.topic_bytes().starts_with(b"$SYS") {
             self.cfg.shards
         } else {
             self.shard_hits.len() as u16

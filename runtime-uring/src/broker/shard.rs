@@ -273,7 +273,7 @@ impl Shard {
                 }
             }
             Inbox::Wake(w) => w.wake(),
-            Inbox::Cluster(m) => self.from_cluster(m),
+            Inbox::Cluster(m) => self.cluster_in(m),
             Inbox::MemoryPressure(on) => self.broker.borrow_mut().set_memory_pressure(on),
             // The caller pumps after every control message.
             Inbox::Pump => {}
@@ -473,7 +473,7 @@ impl Shard {
         }
     }
 
-    fn from_cluster(&self, m: crate::cluster::ClusterIn) {
+    fn cluster_in(&self, m: crate::cluster::ClusterIn) {
         use crate::cluster::ClusterIn;
         let now = self.now();
         let mut b = self.broker.borrow_mut();

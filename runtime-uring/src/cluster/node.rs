@@ -107,6 +107,11 @@ impl Node {
         let etcd = etcd_client::Client::connect(&cfg.etcd, Some(opts))
             .await
             .map_err(|e| anyhow::anyhow!("cluster: cannot reach etcd at {:?}: {e}", cfg.etcd))?;
+        // The client connects lazily: a first request tells whether etcd answers.
+        etcd.clone()
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: cannot reach etcd at {:?}: {e}", cfg.etcd))?;
         let nats = async_nats::ConnectOptions::new()
             .name(format!("petrel-{}", cfg.node_id))
             .connection_timeout(Duration::from_secs(3))
@@ -233,7 +238,7 @@ impl Node {
         loop {
             tokio::select! {
                 m = s.rx.recv() => match m {
-                    Ok(m) => self.from_shard(m).await,
+                    Ok(m) => self.shard_said(m).await,
                     Err(_) => break,
                 },
                 Some(m) = s.forwards.next() => self.forwarded(m),
@@ -395,7 +400,7 @@ impl Node {
         Some(s)
     }
 
-    async fn from_shard(&mut self, m: FromShard) {
+    async fn shard_said(&mut self, m: FromShard) {
         match m {
             FromShard::Msg { to, msg } => self.core_msg(to, msg).await,
             FromShard::Ack { token } => {
