@@ -318,7 +318,16 @@ fn assert_all_received(subs: &[Proc], topic: &str, count: usize) {
 fn forwarding_costs_one_nats_message_per_publish_and_remote_node() {
     let dir = tempdir();
     let svc = Services::start(dir.path());
-    let n1 = svc.node(dir.path(), "n1", 1);
+    // n1 with the admin API: the nodes and the per-node counters.
+    std::fs::write(dir.path().join("keys"), "admin:s3cret\n").unwrap();
+    let admin = format!(
+        "[admin]\nbind = \"127.0.0.1:{{port2}}\"\napi_key_file = \"{}\"\nprometheus_auth = false\n",
+        dir.path().join("keys").display()
+    );
+    let n1 = Petrel::start(
+        dir.path(),
+        &(svc.node_toml("n1", svc.etcd_port, 1) + &admin),
+    );
     let n2 = svc.node(dir.path(), "n2", 1);
     let n3 = svc.node(dir.path(), "n3", 1);
     // 1,000 messages to a topic with 50 subscribers on each of 2 remote nodes: 100,000
@@ -340,6 +349,32 @@ fn forwarding_costs_one_nats_message_per_publish_and_remote_node() {
             "QoS {qos}: NATS received {nats} messages ({probes} probes before)"
         );
     }
+    // The admin API lists the three nodes; Prometheus counts per node.
+    let get = |path: &str| -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", n1.ports[1])).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Basic YWRtaW46czNjcmV0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.split_once("\r\n\r\n").unwrap().1.to_owned()
+    };
+    // The counters are published every quarter of a second.
+    std::thread::sleep(Duration::from_millis(400));
+    let nodes: Value = serde_json::from_str(&get("/api/v5/nodes")).unwrap();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["petrel@n1", "petrel@n2", "petrel@n3"], "{nodes}");
+    assert!(nodes[1]["forwarded"].as_u64().unwrap() >= 2000, "{nodes}");
+    assert_eq!(nodes[1]["confirmed"].as_u64(), Some(1000), "{nodes}");
+    let metrics = get("/metrics");
+    assert!(metrics.contains("petrel_cluster_nodes 3\n"), "{metrics}");
+    assert!(metrics.contains("petrel_cluster_confirmed_total{peer=\"n3\"} 1000\n"), "{metrics}");
 }
 
 /// A TCP relay a test can cut (bytes are dropped both ways, as in a partition, and new

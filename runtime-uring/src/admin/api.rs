@@ -305,7 +305,7 @@ pub fn handle(admin: &Admin, method: &str, url: &str, body: &[u8]) -> Reply {
             Err(e) => unavailable(e),
         },
         Op::Nodes => match admin.totals() {
-            Ok(t) => reply(200, json!([admin.node_json(&t)])),
+            Ok(t) => reply(200, admin.nodes_json(&t)),
             Err(e) => unavailable(e),
         },
         Op::Clients => match admin.handle.clients() {

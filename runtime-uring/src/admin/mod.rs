@@ -43,8 +43,10 @@ pub struct Admin {
     pub banned: banned::Banned,
     pub webhooks: webhook::Webhooks,
     pub maxima: Arc<stats::Maxima>,
-    /// EMQX's node name, `petrel@<host>`.
+    /// EMQX's node name, `petrel@<host>` (`petrel@<node_id>` in a cluster).
     pub node: String,
+    /// The cluster's members and per-node counters, when this broker is a node of one.
+    pub cluster: Option<Arc<crate::cluster::Shared>>,
 }
 
 /// EMQX's node name for an admin listener address.
@@ -67,7 +69,11 @@ impl Admin {
 
     pub fn prometheus(&self) -> Result<String, HandleError> {
         let t = self.totals()?;
-        Ok(t.prometheus(self.handle.uptime().as_secs(), &self.webhooks.families()))
+        let mut extra = self.webhooks.families();
+        if let Some(c) = &self.cluster {
+            extra.extend(stats::cluster_families(c));
+        }
+        Ok(t.prometheus(self.handle.uptime().as_secs(), &extra))
     }
 
     pub fn client_json(&self, c: &ClientSummary) -> Value {
@@ -133,6 +139,32 @@ impl Admin {
             "sys_path": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
             "role": "core",
         })
+    }
+
+    /// `GET /api/v5/nodes`: this node in full; in a cluster, every other member too (its
+    /// name and status, and what this node forwarded to it).
+    pub fn nodes_json(&self, t: &stats::Totals) -> Value {
+        let mut all = vec![self.node_json(t)];
+        let Some(c) = &self.cluster else {
+            return Value::Array(all);
+        };
+        let members = c.members.lock().map(|m| m.clone()).unwrap_or_default();
+        let peers = c.peers.lock().map(|p| p.clone()).unwrap_or_default();
+        for m in members.iter().filter(|m| **m != c.node_id) {
+            let p = peers
+                .iter()
+                .find(|(n, _)| n == m)
+                .map(|(_, p)| *p)
+                .unwrap_or_default();
+            all.push(json!({
+                "node": format!("petrel@{m}"),
+                "node_status": "running",
+                "forwarded": p.forwarded,
+                "confirmed": p.confirmed,
+                "unconfirmed": p.unconfirmed,
+            }));
+        }
+        Value::Array(all)
     }
 
     /// Publishes as the broker: EMQX's status and body (200 `{id}`, 202 when nobody is

@@ -478,6 +478,84 @@ pub struct Family {
     pub samples: Vec<(Vec<(&'static str, String)>, u64)>,
 }
 
+/// The cluster's families: members, fencing, and per other node what was forwarded to it
+/// and what became of the confirmations.
+pub fn cluster_families(c: &crate::cluster::Shared) -> Vec<Family> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let k = &c.counters;
+    let members = c.members.lock().map(|m| m.len()).unwrap_or(0) as u64;
+    let peers = c.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    let per_peer = |f: fn(&crate::cluster::PeerCounters) -> u64| {
+        peers
+            .iter()
+            .map(|(n, p)| (vec![("peer", n.clone())], f(p)))
+            .collect()
+    };
+    let fam = |name: &str, kind, help: &str, samples| Family {
+        name: name.into(),
+        kind,
+        help: help.into(),
+        samples,
+    };
+    vec![
+        fam("petrel_cluster_nodes", "gauge", "Members of the cluster, this node included.", one(members)),
+        fam(
+            "petrel_cluster_fenced",
+            "gauge",
+            "1 while this node cannot renew its lease (it serves no client).",
+            one(u64::from(c.fenced.load(Relaxed))),
+        ),
+        fam(
+            "petrel_cluster_forwarded_total",
+            "counter",
+            "Messages forwarded to another node (one per publish and node).",
+            per_peer(|p| p.forwarded),
+        ),
+        fam(
+            "petrel_cluster_confirmed_total",
+            "counter",
+            "QoS 1/2 messages another node confirmed.",
+            per_peer(|p| p.confirmed),
+        ),
+        fam(
+            "petrel_cluster_unconfirmed_total",
+            "counter",
+            "QoS 1/2 messages whose publisher was released without a confirmation (node gone).",
+            per_peer(|p| p.unconfirmed),
+        ),
+        fam(
+            "petrel_cluster_received_total",
+            "counter",
+            "Messages other nodes forwarded to this one.",
+            one(k.received.load(Relaxed)),
+        ),
+        fam(
+            "petrel_cluster_retained_sent_total",
+            "counter",
+            "Retained updates sent to the other nodes.",
+            one(k.retained_out.load(Relaxed)),
+        ),
+        fam(
+            "petrel_cluster_retained_received_total",
+            "counter",
+            "Retained updates received from other nodes.",
+            one(k.retained_in.load(Relaxed)),
+        ),
+        fam(
+            "petrel_cluster_takeovers_total",
+            "counter",
+            "Clients taken over from another node.",
+            one(k.takeovers.load(Relaxed)),
+        ),
+        fam(
+            "petrel_cluster_claims_refused_total",
+            "counter",
+            "CONNECTs refused because this node could not own the client identifier.",
+            one(k.claims_refused.load(Relaxed)),
+        ),
+    ]
+}
+
 fn client_sends(packet_type: usize) -> bool {
     matches!(packet_type, 1 | 3..=8 | 10 | 12 | 14 | 15)
 }

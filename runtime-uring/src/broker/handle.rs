@@ -410,6 +410,8 @@ pub struct Running {
     pub(super) threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
     pub(super) memory: Option<super::memory::Watch>,
     pub(super) writer: Option<crate::store::Writer>,
+    /// The cluster's view (members, counters) when the broker is a node of one.
+    pub cluster: Option<Arc<crate::cluster::Shared>>,
 }
 
 impl Running {

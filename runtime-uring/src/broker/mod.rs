@@ -270,6 +270,7 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
         f(&bound);
     }
     Ok(Running {
+        cluster: cluster.as_ref().map(|l| l.shared.clone()),
         handle: BrokerHandle::new(senders, epoch),
         addrs: bound,
         threads: handles,

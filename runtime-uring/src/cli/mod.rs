@@ -150,7 +150,10 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         }
         Ok(cfg)
     };
-    let node = crate::admin::node_name(cfg.admin.as_ref().map(|a| a.bind));
+    let node = match &cfg.cluster {
+        Some(c) => format!("petrel@{}", c.node_id),
+        None => crate::admin::node_name(cfg.admin.as_ref().map(|a| a.bind)),
+    };
     let webhooks = crate::admin::webhook::Webhooks::start(&cfg.webhooks, &node)?;
     let banned = crate::admin::banned::Banned::default();
     let (policy_hooks, policy_banned) = (webhooks.clone(), banned.clone());
@@ -233,6 +236,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
             webhooks: webhooks.clone(),
             maxima,
             node,
+            cluster: running.cluster.clone(),
         };
         match crate::admin::serve(ac.bind, Arc::new(admin)) {
             Ok(addr) => tracing::info!("admin API and dashboard (http): listening on {addr}"),

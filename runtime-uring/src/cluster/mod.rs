@@ -80,6 +80,17 @@ pub struct Shared {
     pub counters: Counters,
     /// Nodes currently members (their ids), with this one.
     pub members: std::sync::Mutex<Vec<String>>,
+    /// Per other node, as of the cluster thread's last tick (a quarter of a second).
+    pub peers: std::sync::Mutex<Vec<(String, PeerCounters)>>,
+}
+
+/// Messages this node forwarded to one other node, and what became of their
+/// confirmations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerCounters {
+    pub forwarded: u64,
+    pub confirmed: u64,
+    pub unconfirmed: u64,
 }
 
 /// A shard's end of the cluster: where it sends, and whether it may serve.
@@ -131,6 +142,7 @@ pub fn start(
         fenced: AtomicBool::new(false),
         counters: Counters::default(),
         members: std::sync::Mutex::new(Vec::new()),
+        peers: std::sync::Mutex::new(Vec::new()),
     });
     let (tx, rx) = async_channel::unbounded();
     let (claims_tx, claims_rx) = async_channel::unbounded();

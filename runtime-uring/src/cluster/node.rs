@@ -64,6 +64,8 @@ pub(super) struct Node {
     inbox: String,
     epoch: std::time::Instant,
     buf: Vec<u8>,
+    /// Per slot.
+    peers: Vec<super::PeerCounters>,
 }
 
 pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
@@ -189,6 +191,7 @@ impl Node {
             inbox,
             epoch,
             buf: Vec::new(),
+            peers: Vec::new(),
         };
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
@@ -397,6 +400,7 @@ impl Node {
         };
         self.slots.insert(node.to_owned(), s);
         self.names.push(node.to_owned());
+        self.peers.push(super::PeerCounters::default());
         Some(s)
     }
 
@@ -456,12 +460,15 @@ impl Node {
                     .counters
                     .forwarded
                     .fetch_add(1, Ordering::Relaxed);
+                let slot = wire::node_slot(self.shards, to).unwrap_or(0);
+                if let Some(p) = self.peers.get_mut(usize::from(slot)) {
+                    p.forwarded += 1;
+                }
                 let sent = match ack {
                     None => self.nats.publish(subject, payload).await.is_ok(),
                     Some(r) => {
                         let token = self.next_token;
                         self.next_token += 1;
-                        let slot = wire::node_slot(self.shards, to).unwrap_or(0);
                         self.pending.insert(
                             token,
                             Pending {
@@ -563,10 +570,17 @@ impl Node {
             return;
         };
         let c = &self.shared.counters;
+        let peer = self.peers.get_mut(usize::from(p.slot));
         if confirmed {
             c.confirmed.fetch_add(1, Ordering::Relaxed);
+            if let Some(peer) = peer {
+                peer.confirmed += 1;
+            }
         } else {
             c.unconfirmed.fetch_add(1, Ordering::Relaxed);
+            if let Some(peer) = peer {
+                peer.unconfirmed += 1;
+            }
         }
         self.release_ack(p.ack);
     }
@@ -620,6 +634,10 @@ impl Node {
             .collect();
         for t in late {
             self.release(t, false);
+        }
+        if let Ok(mut p) = self.shared.peers.lock() {
+            p.clear();
+            p.extend(self.names.iter().cloned().zip(self.peers.iter().copied()));
         }
     }
 
