@@ -17,6 +17,35 @@ use mqtt_proto::{
     Status,
 };
 
+/// The origin of a message from another node: no session of this node (No Local concerns
+/// the publisher's own node), and a mark that keeps it from shared groups here, which
+/// receive such messages only as the cluster-wide choice of their group (`SharedDeliver`
+/// to this node, `Broker::handle_cluster_shared`).
+pub const FROM_NODE: crate::message::Origin = u64::MAX;
+
+/// A shared group's name as a filter (`$share/<group>/<filter>`): how the link names it to
+/// other nodes, which give it back to `Broker::handle_cluster_group` / `_shared`.
+pub fn share_name(g: &crate::session::GroupName) -> alloc::string::String {
+    alloc::format!("$share/{}/{}", g.group, g.filter)
+}
+
+/// Whether a route names a shared group (`$share/<group>/<filter>`) rather than a filter.
+pub fn is_share(filter: &str) -> bool {
+    mqtt_proto::topic::Filter::parse(filter).is_ok_and(|f| f.share_name.is_some())
+}
+
+/// The shard that owns the shared group `$share/<group>/<filter>` (shard 0 for another
+/// name).
+pub fn group_owner(share: &str, shards: u16) -> ShardId {
+    match mqtt_proto::topic::Filter::parse(share) {
+        Ok(mqtt_proto::topic::Filter {
+            share_name: Some(g),
+            filter,
+        }) => crate::shard::owner_of_group(g, filter, shards),
+        _ => 0,
+    }
+}
+
 /// Largest frame accepted from another node (the MQTT maximum packet size).
 pub const MAX_FRAME: usize = 268_435_460;
 

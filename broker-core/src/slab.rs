@@ -13,6 +13,14 @@ pub struct Key {
 }
 
 impl Key {
+    /// A key no slab hands out: a remote node's place in a shared group (feature
+    /// `cluster`), where a member's session would be.
+    #[cfg(feature = "cluster")]
+    pub(crate) const REMOTE: Key = Key {
+        index: u32::MAX,
+        generation: NonZeroU32::MAX,
+    };
+
     /// Slot index (stable while the entry lives).
     pub const fn index(self) -> u32 {
         self.index

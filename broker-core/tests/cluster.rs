@@ -183,3 +183,77 @@ fn a_denied_connect_is_refused_with_server_unavailable() {
     assert_eq!(ack.code, ReasonCode::ServerUnavailable);
     assert!(a.is_closed(c));
 }
+
+#[test]
+fn a_shared_group_chooses_among_nodes_and_a_node_among_its_members() {
+    let mut a = node(2);
+    let (m1, _) = connect_with(&mut a, 1, &connect_packet("m1", true, V5));
+    subscribe(&mut a, m1, "$share/g/s/#", QoS::AtLeastOnce);
+    // The link hears of the group's first local member (not of plain interest in "s/#").
+    let out = std::mem::take(&mut a.cluster_out);
+    assert!(
+        out.iter().any(|(to, m)| *to == cluster::link(2)
+            && matches!(m, ShardMsg::SharedJoin { group, .. } if cluster::share_name(group) == "$share/g/s/#")),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|(_, m)| matches!(m, ShardMsg::Interest { .. })),
+        "{out:?}"
+    );
+    // Node B (slot 0) has members too: one more member of the group here.
+    assert!(a.brokers[0].handle_cluster_group(0, "$share/g/s/#", true));
+    a.pump();
+    let (p, _) = connect_with(&mut a, 0, &connect_packet("pub", true, V5));
+    for i in 1..=4u16 {
+        publish(
+            &mut a,
+            p,
+            "s/x",
+            format!("m{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i,
+        );
+    }
+    let local = publishes(&a.recv(m1));
+    let remote: Vec<_> = std::mem::take(&mut a.cluster_out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            ShardMsg::SharedDeliver {
+                msg, group, ack, ..
+            } => Some((to, msg, group, ack)),
+            _ => None,
+        })
+        .collect();
+    // Round robin between the local member and node B: each message once.
+    assert_eq!(local.len(), 2, "{local:?}");
+    assert_eq!(remote.len(), 2);
+    assert!(remote
+        .iter()
+        .all(|(to, ..)| *to == cluster::node_shard(2, 0)));
+    // The PUBACKs of the two that went to node B wait for it.
+    assert_eq!(types(&a.recv(p)).len(), 2);
+
+    // Node B: the chosen message goes to one of its members, never on to another node.
+    let mut b = node(1);
+    let (b1, _) = connect_with(&mut b, 0, &connect_packet("b1", true, V5));
+    subscribe(&mut b, b1, "$share/g/s/#", QoS::AtLeastOnce);
+    assert!(b.brokers[0].handle_cluster_group(0, "$share/g/s/#", true));
+    b.pump();
+    b.cluster_out.clear();
+    let (_, msg, group, _) = &remote[0];
+    let mut frame = Vec::new();
+    assert!(cluster::encode(msg, a.now, &mut frame));
+    let share = cluster::share_name(group);
+    assert!(b.brokers[0].handle_cluster_shared(b.now, &frame, &share, Some(5)));
+    b.pump();
+    assert_eq!(publishes(&b.recv(b1)).len(), 1);
+    assert_eq!(b.cluster_acks, vec![5]);
+    assert!(b.cluster_out.is_empty(), "{:?}", b.cluster_out);
+    // A plain forward of the same topic does not reach the group (its choice was made).
+    assert!(b.brokers[0].handle_cluster_publish(b.now, &frame, 1, Some(6)));
+    b.pump();
+    assert!(publishes(&b.recv(b1)).is_empty());
+    assert_eq!(b.cluster_acks, vec![5, 6]);
+}

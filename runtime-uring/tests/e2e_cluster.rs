@@ -165,6 +165,38 @@ fn cross_node_delivery_at_every_qos_in_both_versions() {
 }
 
 #[test]
+fn a_shared_group_spans_nodes_each_message_exactly_once_in_total() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let n1 = svc.node(dir.path(), "n1", 2);
+    let n2 = svc.node(dir.path(), "n2", 1);
+    let n3 = svc.node(dir.path(), "n3", 2);
+    let ports = [n1.port(), n2.port(), n3.port()];
+    for (qos, v5, publisher) in [
+        ("0", false, 0),
+        ("1", true, 1),
+        ("2", false, 2),
+        ("1", false, 0),
+    ] {
+        let prefix = format!("sh{qos}{publisher}{v5}");
+        let mut args = vec![
+            "--qos", qos, "--count", "600", "--subs", "2", "--share", "g",
+        ];
+        args.extend(["--prefix", prefix.as_str()]);
+        if v5 {
+            args.push("--v5");
+        }
+        let r = fanout(ports[publisher], &ports, &args);
+        assert_eq!(r["acknowledged"].as_u64(), Some(600), "{r}");
+        // Exactly once in total (QoS 0 on loopback loses nothing either).
+        assert_eq!(r["distinct_total"].as_u64(), Some(600), "{prefix}: {r}");
+        assert_eq!(r["received"].as_u64(), Some(600), "{prefix}: {r}");
+        // Members on every node took part.
+        assert_eq!(r["members_used"].as_u64(), Some(6), "{prefix}: {r}");
+    }
+}
+
+#[test]
 fn retained_messages_are_seen_from_every_node() {
     let dir = tempdir();
     let svc = Services::start(dir.path());
@@ -369,12 +401,19 @@ fn forwarding_costs_one_nats_message_per_publish_and_remote_node() {
         .iter()
         .map(|n| n["node"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["petrel@n1", "petrel@n2", "petrel@n3"], "{nodes}");
+    assert_eq!(
+        names,
+        vec!["petrel@n1", "petrel@n2", "petrel@n3"],
+        "{nodes}"
+    );
     assert!(nodes[1]["forwarded"].as_u64().unwrap() >= 2000, "{nodes}");
     assert_eq!(nodes[1]["confirmed"].as_u64(), Some(1000), "{nodes}");
     let metrics = get("/metrics");
     assert!(metrics.contains("petrel_cluster_nodes 3\n"), "{metrics}");
-    assert!(metrics.contains("petrel_cluster_confirmed_total{peer=\"n3\"} 1000\n"), "{metrics}");
+    assert!(
+        metrics.contains("petrel_cluster_confirmed_total{peer=\"n3\"} 1000\n"),
+        "{metrics}"
+    );
 }
 
 /// A TCP relay a test can cut (bytes are dropped both ways, as in a partition, and new

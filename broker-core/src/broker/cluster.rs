@@ -3,9 +3,20 @@
 use super::flow::AckTarget;
 use super::{Broker, Event};
 use crate::message::{Message, MessageParts};
+use crate::session::GroupName;
+use crate::shard::owner_of_group;
 use crate::shard::ShardMsg;
 use crate::time::Instant;
 use mqtt_proto::{Publish, QoS};
+
+/// `$share/<group>/<filter>` as a group.
+fn group_of(share: &str) -> Option<GroupName> {
+    let f = mqtt_proto::topic::Filter::parse(share).ok()?;
+    Some(GroupName {
+        group: f.share_name?.into(),
+        filter: f.filter.into(),
+    })
+}
 
 impl Broker {
     /// A message another node forwarded to this one, entering at this shard: delivered to
@@ -64,6 +75,90 @@ impl Broker {
         true
     }
 
+    /// Another node chose this node's members of a shared group (`$share/<group>/<filter>`)
+    /// for a message: one of them gets it (never another node: the choice among nodes was
+    /// made), with a confirmation as for `handle_cluster_publish`. At the group's owner
+    /// shard. Returns false for an invalid frame or name.
+    pub fn handle_cluster_shared(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        share: &str,
+        token: Option<u64>,
+    ) -> bool {
+        let Some(g) = group_of(share) else {
+            return false;
+        };
+        let Some(msg) = self.frame_message(now, frame) else {
+            return false;
+        };
+        // The group as this shard keeps it (gone: nobody here any more, the message too).
+        let g = self.groups.get_key_value(&g).map(|(k, _)| k.clone());
+        self.from_cluster = true;
+        let qos1 = msg.qos != QoS::AtMostOnce;
+        match token {
+            Some(t) if qos1 => {
+                self.begin_ack(AckTarget::Cluster(t));
+                if let Some(g) = g {
+                    self.deliver_group(now, g, &msg, 0);
+                }
+                match self.end_ack() {
+                    Some(key) => self.release_ack(key),
+                    None => self.events.push_back(Event::ClusterAck { token: t }),
+                }
+            }
+            _ => {
+                if let Some(g) = g {
+                    self.deliver_group(now, g, &msg, 0);
+                }
+                if let Some(t) = token {
+                    self.events.push_back(Event::ClusterAck { token: t });
+                }
+            }
+        }
+        self.from_cluster = false;
+        true
+    }
+
+    /// Remote node `slot` has (`add`) or no longer has members of the shared group `share`:
+    /// it becomes one member of this node's group (the group's choice among members is a
+    /// choice among nodes too). Any shard may be given it. Returns false for an invalid name.
+    pub fn handle_cluster_group(&mut self, slot: u16, share: &str, add: bool) -> bool {
+        let Some(g) = group_of(share) else {
+            return false;
+        };
+        let shard = crate::cluster::node_shard(self.cfg.shards, slot);
+        let g = alloc::sync::Arc::new(g);
+        let session = crate::slab::Key::REMOTE;
+        let owner = owner_of_group(&g.group, &g.filter, self.cfg.shards);
+        let msg = if add {
+            let member = crate::shard::Member {
+                shard,
+                session,
+                client_hash: u64::from(slot),
+                options: mqtt_proto::SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    ..Default::default()
+                },
+                id: None,
+            };
+            ShardMsg::SharedJoin { group: g, member }
+        } else {
+            ShardMsg::SharedLeave {
+                group: g,
+                shard,
+                session,
+            }
+        };
+        if owner == self.cfg.shard {
+            let now = Instant::ZERO;
+            self.handle_shard_msg(now, msg);
+        } else {
+            self.events.push_back(Event::ToShard { to: owner, msg });
+        }
+        true
+    }
+
     /// The shell refuses this connection's CONNECT with `code` (a cluster node that cannot
     /// own its client identifier: 0x88 Server unavailable, 3.1.1 return code 3). Call
     /// before its input.
@@ -86,8 +181,7 @@ impl Broker {
                 .properties
                 .message_expiry_interval
                 .map(|secs| now.plus_secs(u64::from(secs))),
-            // A remote publisher is no session of this node (No Local concerns its own).
-            origin: 0,
+            origin: crate::cluster::FROM_NODE,
         };
         match block {
             Some(b) => self.arena.store_forwarded(parts, b),

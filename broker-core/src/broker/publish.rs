@@ -353,6 +353,10 @@ impl Broker {
         let mut groups = core::mem::take(&mut self.group_hits);
         hits.clear();
         groups.clear();
+        #[cfg(feature = "cluster")]
+        let from_node = msg.origin == crate::cluster::FROM_NODE;
+        #[cfg(not(feature = "cluster"))]
+        let from_node = false;
         {
             let Self {
                 index, sessions, ..
@@ -392,7 +396,10 @@ impl Broker {
                         });
                     }
                 }
-                LocalSub::Group(g) => groups.push(g.clone()),
+                // A message from another node reaches a group only as the group's
+                // cluster-wide choice (`handle_cluster_shared`).
+                LocalSub::Group(g) if !from_node => groups.push(g.clone()),
+                LocalSub::Group(_) => {}
             });
         }
         let any = !hits.is_empty() || !groups.is_empty();
@@ -553,14 +560,26 @@ impl Broker {
             crate::config::SharedStrategy::HashClientId => (publisher_hash % len as u64) as usize,
         };
         let sessions = &self.sessions;
-        let pick = (0..len)
+        // Another node chose this node's members: one of them, never another node.
+        #[cfg(feature = "cluster")]
+        let local_only = self.from_cluster;
+        #[cfg(not(feature = "cluster"))]
+        let local_only = false;
+        let shards = self.cfg.shards;
+        let mut candidates = (0..len)
             .map(|k| (start + k) % len)
+            .filter(|&i| !local_only || group.members.get(i).is_some_and(|m| m.shard < shards));
+        let Some(first) = candidates.next() else {
+            return;
+        };
+        let pick = core::iter::once(first)
+            .chain(candidates)
             .find(|&i| {
                 group.members.get(i).is_some_and(|m| {
                     m.shard != me || sessions.get(m.session).is_some_and(|s| s.conn.is_some())
                 })
             })
-            .unwrap_or(start);
+            .unwrap_or(first);
         let Some(m) = group.members.get(pick).cloned() else {
             return;
         };

@@ -268,6 +268,19 @@ impl Broker {
     }
 
     /// Tells the other shards this one gained or lost interest in `filter`.
+    /// A shared group's owner tells only this node's shards: other nodes learn of its
+    /// members through the link (`SharedJoin`), not as plain interest.
+    fn announce_local(&mut self, filter: &str, add: bool) {
+        if self.cfg.shards > 1 {
+            let from = self.cfg.shard;
+            self.broadcast(|| ShardMsg::Interest {
+                from,
+                filter: filter.into(),
+                add,
+            });
+        }
+    }
+
     fn announce(&mut self, filter: &str, add: bool) {
         let from = self.cfg.shard;
         if self.cfg.shards > 1 {
@@ -360,32 +373,60 @@ impl Broker {
                 },
             );
             self.index.insert(&g.filter, LocalSub::Group(g.clone()));
-            self.announce(&g.filter, true);
+            self.announce_local(&g.filter, true);
         }
+        let local = member.shard < self.cfg.shards;
+        let mut joined = false;
         if let Some(grp) = self.groups.get_mut(&g) {
             match grp
                 .members
                 .iter_mut()
                 .find(|m| m.shard == member.shard && m.session == member.session)
             {
-                Some(m) => *m = member,
-                None => grp.members.push(member),
+                Some(m) => *m = member.clone(),
+                None => {
+                    grp.members.push(member.clone());
+                    joined = true;
+                }
             }
         }
+        // The cluster link counts this node's members of each group.
+        #[cfg(feature = "cluster")]
+        if joined && local && self.in_cluster() {
+            self.events.push_back(Event::ToShard {
+                to: crate::cluster::link(self.cfg.shards),
+                msg: ShardMsg::SharedJoin { group: g, member },
+            });
+        }
+        let _ = (joined, local);
     }
 
     pub(crate) fn apply_leave(&mut self, g: &Arc<GroupName>, shard: ShardId, session: Key) {
         let Some(grp) = self.groups.get_mut(g) else {
             return;
         };
+        let before = grp.members.len();
         grp.members
             .retain(|m| !(m.shard == shard && m.session == session));
+        let left = grp.members.len() < before;
         if grp.members.is_empty() {
             self.groups.remove(g);
             self.index
                 .remove_where(&g.filter, |e| matches!(e, LocalSub::Group(x) if x == g));
-            self.announce(&g.filter, false);
+            self.announce_local(&g.filter, false);
         }
+        #[cfg(feature = "cluster")]
+        if left && shard < self.cfg.shards && self.in_cluster() {
+            self.events.push_back(Event::ToShard {
+                to: crate::cluster::link(self.cfg.shards),
+                msg: ShardMsg::SharedLeave {
+                    group: g.clone(),
+                    shard,
+                    session,
+                },
+            });
+        }
+        let _ = left;
     }
 
     pub(crate) fn handle_unsubscribe(&mut self, conn: ConnId, _now: Instant, u: &Unsubscribe<'_>) {

@@ -498,7 +498,12 @@ pub fn cluster_families(c: &crate::cluster::Shared) -> Vec<Family> {
         samples,
     };
     vec![
-        fam("petrel_cluster_nodes", "gauge", "Members of the cluster, this node included.", one(members)),
+        fam(
+            "petrel_cluster_nodes",
+            "gauge",
+            "Members of the cluster, this node included.",
+            one(members),
+        ),
         fam(
             "petrel_cluster_fenced",
             "gauge",

@@ -412,6 +412,7 @@ pub struct Running {
     pub(super) writer: Option<crate::store::Writer>,
     /// The cluster's view (members, counters) when the broker is a node of one.
     pub cluster: Option<Arc<crate::cluster::Shared>>,
+    pub(super) cluster_link: Option<crate::cluster::Link>,
 }
 
 impl Running {
@@ -433,6 +434,11 @@ impl Running {
         }
         if let Some(m) = self.memory {
             m.stop();
+        }
+        // The node leaves the cluster at once (its lease revoked) rather than when the
+        // lease would have run out.
+        if let Some(l) = self.cluster_link {
+            l.leave();
         }
         // Every shard has stopped: what they sent is written before the process exits.
         if let Some(w) = self.writer {

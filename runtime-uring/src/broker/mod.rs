@@ -271,6 +271,7 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
     }
     Ok(Running {
         cluster: cluster.as_ref().map(|l| l.shared.clone()),
+        cluster_link: cluster.clone(),
         handle: BrokerHandle::new(senders, epoch),
         addrs: bound,
         threads: handles,

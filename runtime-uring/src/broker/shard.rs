@@ -496,6 +496,23 @@ impl Shard {
                     tracing::warn!("cluster: an invalid retained update was dropped");
                 }
             }
+            ClusterIn::Shared {
+                frame,
+                share,
+                token,
+            } => {
+                if !b.handle_cluster_shared(now, &frame, &share, token) {
+                    tracing::warn!("cluster: an invalid shared delivery was dropped");
+                    if let (Some(token), Some(l)) = (token, &self.cluster) {
+                        l.send(crate::cluster::FromShard::Ack { token });
+                    }
+                }
+            }
+            ClusterIn::Group { slot, share, add } => {
+                if !b.handle_cluster_group(slot, &share, add) {
+                    tracing::warn!("cluster: an invalid group name \"{share}\" was ignored");
+                }
+            }
             ClusterIn::Shard(msg) => b.handle_shard_msg(now, msg),
         }
     }

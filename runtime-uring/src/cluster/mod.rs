@@ -35,6 +35,8 @@ pub enum FromShard {
     Ack { token: u64 },
     /// A connection of this client identifier closed (the `on_closed` hook).
     Closed { client_id: Box<str> },
+    /// The broker stopped: revoke the lease, then say so.
+    Leave(std::sync::mpsc::Sender<()>),
 }
 
 /// What the cluster thread gives a shard (`Inbox::Cluster`).
@@ -45,6 +47,16 @@ pub enum ClusterIn {
         publisher_hash: u64,
         token: Option<u64>,
     },
+    /// Another node chose this node's members of a shared group for a message, to the
+    /// group's owner shard: `handle_cluster_shared`.
+    Shared {
+        frame: Bytes,
+        share: String,
+        token: Option<u64>,
+    },
+    /// Another node (`slot`) has members of a shared group, or no longer:
+    /// `handle_cluster_group`.
+    Group { slot: u16, share: String, add: bool },
     /// A retained update another node ordered, to the topic's owner shard:
     /// `handle_cluster_retain`.
     Retain { frame: Bytes },
@@ -106,6 +118,15 @@ impl Link {
     /// QoS 1/2 publishers wait for their confirmations, which bounds them).
     pub fn send(&self, msg: FromShard) {
         let _ = self.tx.try_send(msg);
+    }
+
+    /// Leaves the cluster (the lease revoked: every key of this node goes at once); waits
+    /// for it a few seconds at most.
+    pub fn leave(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.try_send(FromShard::Leave(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(3));
+        }
     }
 
     /// Asks for ownership of `client_id` before its CONNECT is served: true when this

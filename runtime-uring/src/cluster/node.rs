@@ -28,6 +28,11 @@ pub struct Setup {
     pub epoch: std::time::Instant,
 }
 
+/// What a message to another node carries: a PUBLISH for its subscribers, or one for a
+/// shared group there.
+const KIND_PUBLISH: u8 = 0;
+const KIND_SHARED: u8 = 1;
+
 /// A message forwarded to another node whose confirmation releases a publisher.
 struct Pending {
     ack: AckRef,
@@ -137,16 +142,26 @@ impl Node {
         .await?;
         let node_key = format!("{keys}nodes/{me}");
         // A node of this name already a member: two processes would share its routes.
+        // A registration left by this node's previous process (killed) ends with its
+        // lease; one that outlives it belongs to another live process.
         let mut e = etcd.clone();
-        let taken = e
-            .get(node_key.as_str(), None)
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
-        if !taken.kvs().is_empty() {
-            anyhow::bail!(
-                "cluster: node_id \"{me}\" is already a member (another process, or one that \
-                 died less than lease_ttl ago)"
-            );
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(u64::from(cfg.lease_ttl) + 1);
+        loop {
+            let taken = e
+                .get(node_key.as_str(), None)
+                .await
+                .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
+            if taken.kvs().is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "cluster: node_id \"{me}\" is already a member (another process uses it)"
+                );
+            }
+            tracing::info!("cluster: waiting for the previous registration of \"{me}\" to end");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         owners.register(&node_key).await?;
         let forwards = nats
@@ -346,7 +361,17 @@ impl Node {
             } else {
                 self.routes.remove(&entry)
             };
-            if changed {
+            if changed && wire::is_share(filter) {
+                // Another node's members of a group: one member of the group here.
+                let msg = ClusterIn::Group {
+                    slot,
+                    share: filter.into(),
+                    add: put,
+                };
+                if let Some(tx) = self.inboxes.first() {
+                    let _ = tx.try_send(Inbox::Cluster(msg));
+                }
+            } else if changed {
                 let from = wire::node_shard(self.shards, slot);
                 for tx in &self.inboxes {
                     let msg = ShardMsg::Interest {
@@ -413,6 +438,10 @@ impl Node {
                 }
             }
             FromShard::Closed { client_id } => self.owners.closed(client_id),
+            FromShard::Leave(done) => {
+                self.owners.leave().await;
+                let _ = done.send(());
+            }
         }
     }
 
@@ -436,64 +465,101 @@ impl Node {
                 msg,
                 publisher_hash,
                 ack,
+            } => self.forward(to, &msg, publisher_hash, ack, None).await,
+            // The group's choice is this other node (its members): to them only.
+            ShardMsg::SharedDeliver {
+                msg, group, ack, ..
             } => {
-                let Some(name) = wire::node_slot(self.shards, to)
-                    .and_then(|s| self.names.get(usize::from(s)))
-                    .cloned()
-                else {
-                    if let Some(r) = ack {
-                        self.release_ack(r);
-                    }
-                    return;
-                };
-                let subject = format!("{}node.{name}", self.subjects);
-                self.buf.clear();
-                self.buf.extend_from_slice(&publisher_hash.to_be_bytes());
-                if !wire::encode(&msg, self.now(), &mut self.buf) {
-                    if let Some(r) = ack {
-                        self.release_ack(r);
-                    }
-                    return;
-                }
-                let payload = Bytes::copy_from_slice(&self.buf);
-                self.shared
-                    .counters
-                    .forwarded
-                    .fetch_add(1, Ordering::Relaxed);
-                let slot = wire::node_slot(self.shards, to).unwrap_or(0);
-                if let Some(p) = self.peers.get_mut(usize::from(slot)) {
-                    p.forwarded += 1;
-                }
-                let sent = match ack {
-                    None => self.nats.publish(subject, payload).await.is_ok(),
-                    Some(r) => {
-                        let token = self.next_token;
-                        self.next_token += 1;
-                        self.pending.insert(
-                            token,
-                            Pending {
-                                ack: r,
-                                slot,
-                                at: Instant::now(),
-                            },
-                        );
-                        let reply = format!("{}.{token}", self.inbox);
-                        let ok = self
-                            .nats
-                            .publish_with_reply(subject, reply, payload)
-                            .await
-                            .is_ok();
-                        if !ok {
-                            self.release(token, false);
-                        }
-                        ok
-                    }
-                };
-                if !sent {
-                    tracing::warn!("cluster: could not forward a message to node {name}");
-                }
+                let share = wire::share_name(&group);
+                self.forward(to, &msg, 0, ack, Some(&share)).await;
+            }
+            // This node's members of a group, counted like interest (one key per group
+            // and node).
+            ShardMsg::SharedJoin { group, .. } => {
+                let share = wire::share_name(&group);
+                self.local_interest(share.into(), true).await;
+            }
+            ShardMsg::SharedLeave { group, .. } => {
+                let share = wire::share_name(&group);
+                self.local_interest(share.into(), false).await;
             }
             other => tracing::debug!("cluster: unexpected core message {other:?}"),
+        }
+    }
+
+    /// One message to the node `to` stands for: `kind | publisher hash | [share name] |
+    /// frame`, with a reply subject when its publisher waits for the confirmation.
+    async fn forward(
+        &mut self,
+        to: ShardId,
+        msg: &broker_core::Message,
+        publisher_hash: u64,
+        ack: Option<AckRef>,
+        share: Option<&str>,
+    ) {
+        let slot = wire::node_slot(self.shards, to);
+        let Some((slot, name)) =
+            slot.and_then(|s| Some((s, self.names.get(usize::from(s))?.clone())))
+        else {
+            if let Some(r) = ack {
+                self.release_ack(r);
+            }
+            return;
+        };
+        let subject = format!("{}node.{name}", self.subjects);
+        self.buf.clear();
+        match share {
+            None => self.buf.push(KIND_PUBLISH),
+            Some(s) => {
+                self.buf.push(KIND_SHARED);
+                self.buf
+                    .extend_from_slice(&(s.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+                self.buf.extend_from_slice(s.as_bytes());
+            }
+        }
+        self.buf.extend_from_slice(&publisher_hash.to_be_bytes());
+        let now = self.now();
+        if !wire::encode(msg, now, &mut self.buf) {
+            if let Some(r) = ack {
+                self.release_ack(r);
+            }
+            return;
+        }
+        let payload = Bytes::copy_from_slice(&self.buf);
+        self.shared
+            .counters
+            .forwarded
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self.peers.get_mut(usize::from(slot)) {
+            p.forwarded += 1;
+        }
+        let sent = match ack {
+            None => self.nats.publish(subject, payload).await.is_ok(),
+            Some(r) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.pending.insert(
+                    token,
+                    Pending {
+                        ack: r,
+                        slot,
+                        at: Instant::now(),
+                    },
+                );
+                let reply = format!("{}.{token}", self.inbox);
+                let ok = self
+                    .nats
+                    .publish_with_reply(subject, reply, payload)
+                    .await
+                    .is_ok();
+                if !ok {
+                    self.release(token, false);
+                }
+                ok
+            }
+        };
+        if !sent {
+            tracing::warn!("cluster: could not forward a message to node {name}");
         }
     }
 
@@ -528,13 +594,25 @@ impl Node {
     /// A message from another node: to a shard chosen by its publisher (which keeps each
     /// publisher's order), with a token when the sender waits for a confirmation.
     fn forwarded(&mut self, m: async_nats::Message) {
-        if m.payload.len() < 8 {
+        let p = &m.payload;
+        let (share, at) = match p.first() {
+            Some(&KIND_PUBLISH) => (None, 1),
+            Some(&KIND_SHARED) if p.len() >= 3 => {
+                let n = usize::from(u16::from_be_bytes([p[1], p[2]]));
+                match p.get(3..3 + n).map(std::str::from_utf8) {
+                    Some(Ok(s)) => (Some(s.to_owned()), 3 + n),
+                    _ => return,
+                }
+            }
+            _ => return,
+        };
+        let Some(hash) = p.get(at..at + 8) else {
             return;
-        }
-        let mut hash = [0u8; 8];
-        hash.copy_from_slice(&m.payload[..8]);
-        let publisher_hash = u64::from_be_bytes(hash);
-        let frame = m.payload.slice(8..);
+        };
+        let mut h = [0u8; 8];
+        h.copy_from_slice(hash);
+        let publisher_hash = u64::from_be_bytes(h);
+        let frame = m.payload.slice(at + 8..);
         let token = m.reply.map(|r| {
             let t = self.next_token;
             self.next_token += 1;
@@ -545,13 +623,28 @@ impl Node {
             .counters
             .received
             .fetch_add(1, Ordering::Relaxed);
-        let shard = (publisher_hash % u64::from(self.shards.max(1))) as usize;
+        let (shard, msg) = match share {
+            // A publisher's messages through one shard: their order is kept.
+            None => (
+                (publisher_hash % u64::from(self.shards.max(1))) as usize,
+                ClusterIn::Publish {
+                    frame,
+                    publisher_hash,
+                    token,
+                },
+            ),
+            // At the group's owner shard.
+            Some(share) => (
+                usize::from(wire::group_owner(&share, self.shards)),
+                ClusterIn::Shared {
+                    frame,
+                    share,
+                    token,
+                },
+            ),
+        };
         if let Some(tx) = self.inboxes.get(shard) {
-            let _ = tx.try_send(Inbox::Cluster(ClusterIn::Publish {
-                frame,
-                publisher_hash,
-                token,
-            }));
+            let _ = tx.try_send(Inbox::Cluster(msg));
         }
     }
 

@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--v5", action="store_true")
     ap.add_argument("--prefix", default="fan")
     ap.add_argument("--timeout", type=float, default=60)
+    # Subscribe as members of one shared group instead: each message to one of them.
+    ap.add_argument("--share")
     a = ap.parse_args()
     proto = mqtt.MQTTv5 if a.v5 else mqtt.MQTTv311
     lock = threading.Lock()
@@ -60,7 +62,8 @@ def main():
             c.on_subscribe = on_subscribe
             c.connect("127.0.0.1", port)
             c.loop_start()
-            c.subscribe(f"{a.prefix}/#", qos=a.qos)
+            f = f"{a.prefix}/#"
+            c.subscribe(f"$share/{a.share}/{f}" if a.share else f, qos=a.qos)
             subs.append((name, c))
     names = {n for n, _ in subs}
     while time.time() < deadline:
@@ -85,7 +88,7 @@ def main():
     while time.time() < deadline:
         p.publish(f"{a.prefix}/probe", b"probe", qos=0)
         probes += 1
-        time.sleep(0.1)
+        time.sleep(0.05 if a.share else 0.1)
         with lock:
             if probed >= names:
                 break
@@ -97,7 +100,10 @@ def main():
     while time.time() < deadline:
         with lock:
             done_pub = a.qos == 0 or all(m in acked for m in mids)
-            done_sub = all(len(set(got.get(n, []))) >= expected for n in names)
+            if a.share:
+                done_sub = len(set().union(*got.values())) >= expected if got else False
+            else:
+                done_sub = all(len(set(got.get(n, []))) >= expected for n in names)
         if done_pub and done_sub:
             break
         time.sleep(0.05)
@@ -117,6 +123,8 @@ def main():
             "probed": len(probed),
             "probes": probes,
             "subscribers": len(names),
+            "distinct_total": len(set().union(*got.values())) if got else 0,
+            "members_used": len([n for n in names if got.get(n)]),
         }
     print(json.dumps(out), flush=True)
     # paho's loop_stop waits up to a second per client: the process just ends (the
