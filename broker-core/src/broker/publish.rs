@@ -560,26 +560,33 @@ impl Broker {
             crate::config::SharedStrategy::HashClientId => (publisher_hash % len as u64) as usize,
         };
         let sessions = &self.sessions;
-        // Another node chose this node's members: one of them, never another node.
-        #[cfg(feature = "cluster")]
-        let local_only = self.from_cluster;
-        #[cfg(not(feature = "cluster"))]
-        let local_only = false;
-        let shards = self.cfg.shards;
-        let mut candidates = (0..len)
+        #[allow(unused_mut)]
+        let mut pick = (0..len)
             .map(|k| (start + k) % len)
-            .filter(|&i| !local_only || group.members.get(i).is_some_and(|m| m.shard < shards));
-        let Some(first) = candidates.next() else {
-            return;
-        };
-        let pick = core::iter::once(first)
-            .chain(candidates)
             .find(|&i| {
                 group.members.get(i).is_some_and(|m| {
                     m.shard != me || sessions.get(m.session).is_some_and(|s| s.conn.is_some())
                 })
             })
-            .unwrap_or(first);
+            .unwrap_or(start);
+        // Another node chose this node's members: one of them, never another node.
+        #[cfg(feature = "cluster")]
+        if self.from_cluster {
+            let shards = self.cfg.shards;
+            let local = |i: &usize| group.members.get(*i).is_some_and(|m| m.shard < shards);
+            let mut order = (0..len).map(|k| (start + k) % len).filter(local);
+            let Some(first) = order.next() else {
+                return;
+            };
+            pick = core::iter::once(first)
+                .chain(order)
+                .find(|&i| {
+                    group.members.get(i).is_some_and(|m| {
+                        m.shard != me || sessions.get(m.session).is_some_and(|s| s.conn.is_some())
+                    })
+                })
+                .unwrap_or(first);
+        }
         let Some(m) = group.members.get(pick).cloned() else {
             return;
         };

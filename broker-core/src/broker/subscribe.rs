@@ -282,17 +282,11 @@ impl Broker {
     }
 
     fn announce(&mut self, filter: &str, add: bool) {
-        let from = self.cfg.shard;
-        if self.cfg.shards > 1 {
-            self.broadcast(|| ShardMsg::Interest {
-                from,
-                filter: filter.into(),
-                add,
-            });
-        }
+        self.announce_local(filter, add);
         // The cluster link counts this node's interest (one route per filter and node).
         #[cfg(feature = "cluster")]
         if self.in_cluster() {
+            let from = self.cfg.shard;
             self.events.push_back(Event::ToShard {
                 to: crate::cluster::link(self.cfg.shards),
                 msg: ShardMsg::Interest {
@@ -375,58 +369,76 @@ impl Broker {
             self.index.insert(&g.filter, LocalSub::Group(g.clone()));
             self.announce_local(&g.filter, true);
         }
-        let local = member.shard < self.cfg.shards;
-        let mut joined = false;
+        #[cfg(feature = "cluster")]
+        self.tell_link_member(&g, &member, true);
         if let Some(grp) = self.groups.get_mut(&g) {
             match grp
                 .members
                 .iter_mut()
                 .find(|m| m.shard == member.shard && m.session == member.session)
             {
-                Some(m) => *m = member.clone(),
-                None => {
-                    grp.members.push(member.clone());
-                    joined = true;
-                }
+                Some(m) => *m = member,
+                None => grp.members.push(member),
             }
         }
-        // The cluster link counts this node's members of each group.
-        #[cfg(feature = "cluster")]
-        if joined && local && self.in_cluster() {
-            self.events.push_back(Event::ToShard {
-                to: crate::cluster::link(self.cfg.shards),
-                msg: ShardMsg::SharedJoin { group: g, member },
-            });
+    }
+
+    /// The cluster link counts this node's members of each group: it hears of a local
+    /// member that joins (`add`, not yet a member) or leaves (a member).
+    #[cfg(feature = "cluster")]
+    fn tell_link_member(&mut self, g: &Arc<GroupName>, member: &Member, add: bool) {
+        if !self.in_cluster() || member.shard >= self.cfg.shards {
+            return;
         }
-        let _ = (joined, local);
+        let present = self.groups.get(g).is_some_and(|grp| {
+            grp.members
+                .iter()
+                .any(|m| m.shard == member.shard && m.session == member.session)
+        });
+        if present == add {
+            return;
+        }
+        let msg = if add {
+            ShardMsg::SharedJoin {
+                group: g.clone(),
+                member: member.clone(),
+            }
+        } else {
+            ShardMsg::SharedLeave {
+                group: g.clone(),
+                shard: member.shard,
+                session: member.session,
+            }
+        };
+        self.events.push_back(Event::ToShard {
+            to: crate::cluster::link(self.cfg.shards),
+            msg,
+        });
     }
 
     pub(crate) fn apply_leave(&mut self, g: &Arc<GroupName>, shard: ShardId, session: Key) {
+        #[cfg(feature = "cluster")]
+        {
+            let member = Member {
+                shard,
+                session,
+                client_hash: 0,
+                options: mqtt_proto::SubscriptionOptions::default(),
+                id: None,
+            };
+            self.tell_link_member(g, &member, false);
+        }
         let Some(grp) = self.groups.get_mut(g) else {
             return;
         };
-        let before = grp.members.len();
         grp.members
             .retain(|m| !(m.shard == shard && m.session == session));
-        let left = grp.members.len() < before;
         if grp.members.is_empty() {
             self.groups.remove(g);
             self.index
                 .remove_where(&g.filter, |e| matches!(e, LocalSub::Group(x) if x == g));
             self.announce_local(&g.filter, false);
         }
-        #[cfg(feature = "cluster")]
-        if left && shard < self.cfg.shards && self.in_cluster() {
-            self.events.push_back(Event::ToShard {
-                to: crate::cluster::link(self.cfg.shards),
-                msg: ShardMsg::SharedLeave {
-                    group: g.clone(),
-                    shard,
-                    session,
-                },
-            });
-        }
-        let _ = left;
     }
 
     pub(crate) fn handle_unsubscribe(&mut self, conn: ConnId, _now: Instant, u: &Unsubscribe<'_>) {
