@@ -211,7 +211,7 @@ fn retained_messages_are_seen_from_every_node() {
     let read = |port: u16, topic: &str| -> Vec<String> {
         let mut c = Command::new("mosquitto_sub");
         c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
-            .args(["-W", "2", "-v"]);
+            .args(["-W", "1", "-v"]);
         let r = run("mosquitto_sub", c, T);
         r.stdout.lines().map(str::to_owned).collect()
     };
@@ -227,6 +227,9 @@ fn retained_messages_are_seen_from_every_node() {
         }
     }
     assert_eq!(seen, vec!["ret/a from-n1", "ret/a from-n1"]);
+    // A node that joins later has them from its first client on (JetStream's bucket).
+    let n4 = svc.node(dir.path(), "n4", 1);
+    assert_eq!(read(n4.port(), "ret/#"), vec!["ret/a from-n1"]);
     // Replaced on n2, cleared on n3: every node follows.
     mosq_pub(
         n2.port(),
@@ -238,12 +241,15 @@ fn retained_messages_are_seen_from_every_node() {
     assert_eq!(read(n3.port(), "ret/#"), vec!["ret/a from-n2"]);
     mosq_pub(n3.port(), &["-t", "ret/a", "-n", "-r", "-q", "1"]).assert_ok("clear");
     std::thread::sleep(Duration::from_millis(300));
-    for p in [n1.port(), n2.port(), n3.port()] {
+    for p in [n1.port(), n2.port(), n3.port(), n4.port()] {
         assert!(
             read(p, "ret/#").is_empty(),
             "a cleared retained message on {p}"
         );
     }
+    // And a node that joins after the clear has none.
+    let n5 = svc.node(dir.path(), "n5", 1);
+    assert!(read(n5.port(), "ret/#").is_empty());
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! (forwarded messages; a reply subject asks for a confirmation), `retain.<node>` (the
 //! retained updates a node ordered), `ctl.<node>` (takeover requests).
 
+mod jetstream;
 mod node;
 mod owner;
 

@@ -69,6 +69,8 @@ pub(super) struct Node {
     inbox: String,
     epoch: std::time::Instant,
     buf: Vec<u8>,
+    /// Retained updates this node ordered, for the bucket (written in this order).
+    retain_puts: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
     /// Per slot.
     peers: Vec<super::PeerCounters>,
 }
@@ -173,10 +175,7 @@ impl Node {
             .subscribe(format!("{inbox}.*"))
             .await
             .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
-        let retained = nats
-            .subscribe(format!("{subjects}retain.*"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let (mut retained, current) = retained_store(&nats, &cfg).await?;
         let control = nats
             .subscribe(format!("{subjects}ctl.{me}"))
             .await
@@ -185,6 +184,7 @@ impl Node {
         nats.flush()
             .await
             .map_err(|e| anyhow::anyhow!("cluster: NATS: {e}"))?;
+        let retain_puts = write_retained(nats.clone(), subjects.clone(), shared.clone());
         let mut node = Node {
             me,
             keys,
@@ -206,10 +206,23 @@ impl Node {
             inbox,
             epoch,
             buf: Vec::new(),
+            retain_puts,
             peers: Vec::new(),
         };
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
+        // The cluster's retained messages before this node serves anyone.
+        if current > 0 {
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut got = 0;
+            while let Ok(Some(m)) = tokio::time::timeout_at(until, retained.next()).await {
+                node.retained(m.payload);
+                got += 1;
+                if got >= current {
+                    break;
+                }
+            }
+        }
         owner::serve_claims(node.owners.clone(), claims);
         Ok((
             node,
@@ -261,7 +274,7 @@ impl Node {
                 },
                 Some(m) = s.forwards.next() => self.forwarded(m),
                 Some(m) = s.confirmations.next() => self.confirmed(&m.subject),
-                Some(m) = s.retained.next() => self.retained(&m.subject, m.payload),
+                Some(m) = s.retained.next() => self.retained(m.payload),
                 Some(m) = s.control.next() => self.owners.takeover_request(m),
                 w = s.routes.message() => match w {
                     Ok(Some(w)) => self.watched(&w),
@@ -451,14 +464,8 @@ impl Node {
             ShardMsg::RetainApply { msg } => {
                 self.buf.clear();
                 if wire::encode(&msg, self.now(), &mut self.buf) {
-                    let subject = format!("{}retain.{}", self.subjects, self.me);
-                    let payload = Bytes::copy_from_slice(&self.buf);
-                    if self.nats.publish(subject, payload).await.is_ok() {
-                        self.shared
-                            .counters
-                            .retained_out
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
+                    let value = Bytes::copy_from_slice(&self.buf);
+                    let _ = self.retain_puts.send((retained_key(msg.topic()), value));
                 }
             }
             ShardMsg::Publish {
@@ -685,11 +692,9 @@ impl Node {
         }
     }
 
-    /// A retained update another node ordered: to the topic's owner shard here.
-    fn retained(&mut self, subject: &str, payload: Bytes) {
-        if subject.rsplit_once('.').is_some_and(|(_, n)| n == self.me) {
-            return;
-        }
+    /// A retained update (of any node, this one too: every node applies them in the
+    /// bucket's order, so all end with the same): to the topic's owner shard here.
+    fn retained(&mut self, payload: Bytes) {
         let Some(topic) = wire::topic(&payload) else {
             return;
         };
@@ -737,4 +742,69 @@ impl Node {
     fn now(&self) -> broker_core::Instant {
         broker_core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
+}
+
+/// The retained messages of the whole cluster: a JetStream stream (file storage, the
+/// configured replicas) with one subject per topic that keeps its last update as a frame.
+/// Each node watches it from the start (the current values, then every update). Returns
+/// the watch and how many current values it delivers first.
+async fn retained_store(
+    nats: &async_nats::Client,
+    cfg: &ClusterConfig,
+) -> anyhow::Result<(async_nats::Subscriber, u64)> {
+    let stream = retained_stream(&cfg.name);
+    let filter = format!("{}.retained.>", cfg.name);
+    super::jetstream::ensure_stream(
+        nats,
+        &stream,
+        std::slice::from_ref(&filter),
+        cfg.jetstream_replicas,
+        1,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cluster: retained messages' stream: {e}"))?;
+    super::jetstream::watch_last_per_subject(nats, &stream, &filter)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: retained messages' stream: {e}"))
+}
+
+fn retained_stream(cluster: &str) -> String {
+    format!("{}_RETAINED", cluster.to_uppercase())
+}
+
+/// The subject token for a topic: URL-safe base64 of it, or a digest for a long one.
+fn retained_key(topic: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic);
+    if b.len() <= 200 {
+        return b;
+    }
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(topic.as_bytes());
+    format!(
+        "h_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    )
+}
+
+/// Writes this node's retained updates to the stream, one after the other (their order
+/// is the topic owner's).
+fn write_retained(
+    nats: async_nats::Client,
+    subjects: String,
+    shared: Arc<Shared>,
+) -> tokio::sync::mpsc::UnboundedSender<(String, Bytes)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Bytes)>();
+    tokio::spawn(async move {
+        while let Some((key, value)) = rx.recv().await {
+            let subject = format!("{subjects}retained.{key}");
+            match super::jetstream::publish(&nats, subject, value).await {
+                Ok(_) => {
+                    shared.counters.retained_out.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!("cluster: a retained update was not stored: {e}"),
+            }
+        }
+    });
+    tx
 }

@@ -5,7 +5,14 @@ use toml::Spanned;
 
 use super::parse::{At, Parser};
 
-pub(super) const CLUSTER_KEYS: &[&str] = &["node_id", "etcd", "nats", "name", "lease_ttl"];
+pub(super) const CLUSTER_KEYS: &[&str] = &[
+    "node_id",
+    "etcd",
+    "nats",
+    "name",
+    "lease_ttl",
+    "jetstream_replicas",
+];
 
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +29,9 @@ pub struct ClusterConfig {
     pub name: String,
     /// The membership lease's time to live, seconds (default 5).
     pub lease_ttl: u32,
+    /// Replicas of the cluster's JetStream data (default 1; 3 in production, with a
+    /// NATS cluster of at least three servers).
+    pub jetstream_replicas: u8,
 }
 
 pub const DEFAULT_LEASE_TTL: u32 = 5;
@@ -46,6 +56,7 @@ impl Parser<'_> {
             nats: Vec::new(),
             name: "petrel".into(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            jetstream_replicas: 1,
         };
         for (k, v) in t.iter() {
             let name: &str = k.get_ref();
@@ -101,6 +112,11 @@ impl Parser<'_> {
                         c.etcd = list;
                     } else {
                         c.nats = list;
+                    }
+                }
+                "jetstream_replicas" => {
+                    if let Some(n) = self.integer(key, v, 1, 5, "from 1 to 5 (JetStream's limit)") {
+                        c.jetstream_replicas = u8::try_from(n).unwrap_or(1);
                     }
                 }
                 _ => {

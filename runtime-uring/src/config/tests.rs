@@ -42,7 +42,10 @@ fn embedded_default_equals_an_empty_file() {
 
 #[test]
 fn embedded_default_documents_every_key() {
-    let sections = ADMIN_KEYS.iter().chain(WEBHOOK_KEYS);
+    let sections = ADMIN_KEYS
+        .iter()
+        .chain(WEBHOOK_KEYS)
+        .chain(super::cluster::CLUSTER_KEYS);
     for key in TOP_KEYS.iter().chain(LISTENER_KEYS).chain(sections) {
         assert!(
             BrokerConfig::DEFAULT_TOML.contains(&format!("{key} ="))
@@ -459,4 +462,37 @@ fn admin_webhook_and_sys_sections_are_read() {
     assert_eq!(c.webhooks.len(), 1);
     assert_eq!(c.webhooks[0].topics, ["#"]);
     assert_eq!(c.webhooks[0].queue_size, 7);
+}
+
+#[test]
+fn cluster_section_parses_and_refuses_what_cannot_work() {
+    let c = parse(
+        "[cluster]\nnode_id = \"n-1\"\netcd = [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n\
+         nats = [\"nats://127.0.0.1:4222\"]\nlease_ttl = 9\njetstream_replicas = 3\n",
+    );
+    let cl = c.cluster.unwrap();
+    assert_eq!(cl.node_id, "n-1");
+    assert_eq!(cl.etcd.len(), 2);
+    assert_eq!(cl.name, "petrel");
+    assert_eq!((cl.lease_ttl, cl.jetstream_replicas), (9, 3));
+    assert!(parse("").cluster.is_none());
+    let e = errors("[cluster]\nnode_id = \"n1\"\n");
+    assert!(
+        e.contains("needs \"node_id\", \"etcd\" and \"nats\""),
+        "{e}"
+    );
+    let e =
+        errors("[cluster]\nnode_id = \"a.b\"\netcd = [\"http://h:1\"]\nnats = [\"nats://h:2\"]\n");
+    assert!(e.contains("letters, digits"), "{e}");
+    let e = errors("[cluster]\nnode_id = \"a\"\netcd = [\"h:1\"]\nnats = [\"http://h:2\"]\n");
+    assert!(
+        e.contains("must be a http:// URL") && e.contains("must be a nats:// URL"),
+        "{e}"
+    );
+    let e = errors(
+        "[cluster]\nnode_id = \"a\"\netcd = [\"http://h:1\"]\nnats = [\"nats://h:2\"]\nlease = 3\n",
+    );
+    assert!(e.contains("unknown key \"lease\" in [cluster]"), "{e}");
+    let e = errors("[cluster]\nnode_id = \"a\"\netcd = [\"http://h:1\"]\nnats = [\"nats://h:2\"]\nlease_ttl = 1\n");
+    assert!(e.contains("from 2 to 600 seconds"), "{e}");
 }

@@ -1,0 +1,114 @@
+//! The few JetStream calls the cluster makes, as JetStream's JSON API over the NATS core
+//! client (`$JS.API.*` requests). async-nats' typed JetStream client rejects the answers
+//! of Debian's nats-server 2.9 (fields it expects from newer servers), and these calls are
+//! all we need: a stream, a publish that waits for the stream's acknowledgement, and a
+//! push consumer that delivers the last message of each subject, then every new one.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long a JetStream request may take.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn api(nats: &async_nats::Client, subject: String, body: Value) -> anyhow::Result<Value> {
+    let payload = Bytes::from(serde_json::to_vec(&body)?);
+    let reply = tokio::time::timeout(API_TIMEOUT, nats.request(subject.clone(), payload))
+        .await
+        .map_err(|_| anyhow::anyhow!("{subject}: no answer (is JetStream on? nats-server -js)"))?
+        .map_err(|e| anyhow::anyhow!("{subject}: {e} (is JetStream on? nats-server -js)"))?;
+    let v: Value = serde_json::from_slice(&reply.payload)?;
+    if let Some(err) = v.get("error") {
+        anyhow::bail!(
+            "{subject}: {}",
+            err["description"].as_str().unwrap_or("error")
+        );
+    }
+    Ok(v)
+}
+
+/// Creates the stream (file storage) unless it exists.
+pub async fn ensure_stream(
+    nats: &async_nats::Client,
+    name: &str,
+    subjects: &[String],
+    replicas: u8,
+    max_msgs_per_subject: i64,
+) -> anyhow::Result<()> {
+    let config = json!({
+        "name": name,
+        "subjects": subjects,
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msgs_per_subject": max_msgs_per_subject,
+        "max_msg_size": -1,
+        "discard": "old",
+        "storage": "file",
+        "num_replicas": replicas,
+        "duplicate_window": 120_000_000_000u64,
+    });
+    let created = api(nats, format!("$JS.API.STREAM.CREATE.{name}"), config).await;
+    if let Err(e) = created {
+        // Made by another node meanwhile (or with other settings by an operator): use it.
+        api(nats, format!("$JS.API.STREAM.INFO.{name}"), json!({}))
+            .await
+            .map_err(|_| e)?;
+    }
+    Ok(())
+}
+
+/// Publishes to a stream's subject and waits until the stream has stored it; returns the
+/// message's sequence number.
+pub async fn publish(
+    nats: &async_nats::Client,
+    subject: String,
+    payload: Bytes,
+) -> anyhow::Result<u64> {
+    let reply = tokio::time::timeout(API_TIMEOUT, nats.request(subject.clone(), payload))
+        .await
+        .map_err(|_| anyhow::anyhow!("{subject}: JetStream did not acknowledge"))?
+        .map_err(|e| anyhow::anyhow!("{subject}: {e}"))?;
+    let v: Value = serde_json::from_slice(&reply.payload)?;
+    if let Some(err) = v.get("error") {
+        anyhow::bail!(
+            "{subject}: {}",
+            err["description"].as_str().unwrap_or("error")
+        );
+    }
+    v["seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("{subject}: not a JetStream acknowledgement"))
+}
+
+/// An ephemeral push consumer of `stream` for `filter`: the last message of each subject,
+/// then every new one, on a subscription of its own. Returns it and how many messages
+/// make the current state (delivered first).
+pub async fn watch_last_per_subject(
+    nats: &async_nats::Client,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<(async_nats::Subscriber, u64)> {
+    let deliver = nats.new_inbox();
+    // Subscribed first: the consumer delivers as soon as it exists.
+    let sub = nats
+        .subscribe(deliver.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS subscribe: {e}"))?;
+    let body = json!({
+        "stream_name": stream,
+        "config": {
+            "deliver_subject": deliver,
+            "deliver_policy": "last_per_subject",
+            "ack_policy": "none",
+            "filter_subject": filter,
+            "replay_policy": "instant",
+            "mem_storage": true,
+            "num_replicas": 1,
+        }
+    });
+    let v = api(nats, format!("$JS.API.CONSUMER.CREATE.{stream}"), body).await?;
+    Ok((sub, v["num_pending"].as_u64().unwrap_or(0)))
+}
