@@ -353,6 +353,63 @@ fn assert_all_received(subs: &[Proc], topic: &str, count: usize) {
 }
 
 #[test]
+fn a_client_that_cannot_authenticate_takes_nothing_over() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let pw = dir.path().join("pw");
+    let mut c = Command::new(PETREL);
+    c.args(["passwd", "-c", "-b"])
+        .arg(&pw)
+        .args(["owner", "right"]);
+    run("petrel passwd", c, T).assert_ok("passwd");
+    let toml = |id: &str| {
+        svc.node_toml(id, svc.etcd_port, 1).replace(
+            "allow_anonymous = true\n",
+            &format!("password_file = \"{}\"\n", pw.display()),
+        )
+    };
+    let n1 = Petrel::start(dir.path(), &toml("n1"));
+    let n2 = Petrel::start(dir.path(), &toml("n2"));
+    let auth = ["-u", "owner", "-P", "right", "-i", "owned", "-V", "mqttv5"];
+    let first = mosq_sub(n1.port(), &[&["-t", "a/1"][..], &auth].concat());
+    // A wrong password on n2: refused there (0x86), and the owner on n1 stays.
+    let mut bad = Command::new("mosquitto_sub");
+    bad.args(["-h", "127.0.0.1", "-p", &n2.port().to_string(), "-t", "a/1"])
+        .args([
+            "-u", "owner", "-P", "wrong", "-i", "owned", "-V", "mqttv5", "-W", "3",
+        ]);
+    let r = run("mosquitto_sub", bad, T);
+    assert!(
+        !r.ok() && r.stderr.contains("Bad User Name or Password"),
+        "{}",
+        r.stderr
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !first.stdout().iter().any(|l| l.contains("DISCONNECT")),
+        "an unauthenticated client disconnected the owner: {}",
+        first.dump()
+    );
+    mosq_pub(
+        n2.port(),
+        &[
+            "-u", "owner", "-P", "right", "-t", "a/1", "-m", "still", "-q", "1",
+        ],
+    )
+    .assert_ok("publish");
+    assert_eq!(payloads(&first, 1, T), vec!["still".to_string()]);
+    // The right password takes it over.
+    let _second = mosq_sub(n2.port(), &[&["-t", "a/1"][..], &auth].concat());
+    assert!(
+        first
+            .wait_out(T, |l| l.contains("DISCONNECT (142)"))
+            .is_some(),
+        "{}",
+        first.dump()
+    );
+}
+
+#[test]
 fn forwarding_costs_one_nats_message_per_publish_and_remote_node() {
     let dir = tempdir();
     let svc = Services::start(dir.path());

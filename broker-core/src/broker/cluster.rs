@@ -159,6 +159,32 @@ impl Broker {
         true
     }
 
+    /// Whether the CONNECT at the start of `first` would pass authentication: a node of a
+    /// cluster takes the client identifier over from another node only for a client that
+    /// can connect (an unauthenticated one must not disconnect the owner elsewhere). An
+    /// enhanced-authentication CONNECT cannot be judged before its exchange: true.
+    pub fn connect_authenticates(&mut self, peer: &crate::policy::PeerInfo, first: &[u8]) -> bool {
+        use mqtt_proto::{Packet, ProtocolVersion, Status};
+        let max = self.cfg.max_packet_size as usize;
+        let Ok(Status::Complete((Packet::Connect(c), _))) =
+            Packet::parse(first, ProtocolVersion::V5, max)
+        else {
+            return false;
+        };
+        if c.properties.authentication_method.is_some() {
+            return true;
+        }
+        let req = crate::policy::ConnectRequest {
+            conn: crate::slab::Key::REMOTE,
+            client_id: c.client_id,
+            username: c.username,
+            password: c.password,
+            peer,
+            protocol: c.protocol,
+        };
+        self.policy.authenticator.authenticate(&req).is_ok()
+    }
+
     /// The shell refuses this connection's CONNECT with `code` (a cluster node that cannot
     /// own its client identifier: 0x88 Server unavailable, 3.1.1 return code 3). Call
     /// before its input.

@@ -254,7 +254,15 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
         if let admission::Peek::Connect { client_id, .. } =
             admission::peek_connect(&initial, shard.max_packet_size)
         {
-            if !client_id.is_empty() {
+            // Only a client that can connect takes its identifier over (the core refuses
+            // the others as usual).
+            let authenticates = || {
+                shard
+                    .broker
+                    .borrow_mut()
+                    .connect_authenticates(&peer, &initial)
+            };
+            if !client_id.is_empty() && authenticates() {
                 let id = client_id.to_owned();
                 denied = !link.claim(&id).await;
             }
