@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// Connect to an already running broker at this address instead of starting them.
     #[arg(long)]
     pub(crate) target: Option<SocketAddr>,
+    /// Subscribers connect here instead of --target (another node of a cluster: the
+    /// messages cross from the publishers' node to this one).
+    #[arg(long)]
+    pub(crate) sub_target: Option<SocketAddr>,
     /// The process id of the --target broker (to read its RSS).
     #[arg(long)]
     pub(crate) target_pid: Option<u32>,

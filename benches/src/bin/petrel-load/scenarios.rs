@@ -57,11 +57,16 @@ pub(crate) fn run_workload(
     let payload = a.payload;
     let (start_count, elapsed) = rt.block_on(async {
         let mut subs = Vec::new();
+        let sub_addr = a.sub_target.unwrap_or(addr);
         for (i, f) in w.subscribers.iter().enumerate() {
             let id = format!("{}-sub-{i}", a.client_prefix);
-            let mut s = crate::client::open_session(addr, &id, !w.durable).await?;
+            let mut s = crate::client::open_session(sub_addr, &id, !w.durable).await?;
             subscribe(&mut s, f, qos).await?;
             subs.push(s);
+        }
+        if sub_addr != addr {
+            // The subscriptions' routes reach the publishers' node (etcd, then its watch).
+            monoio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         for s in subs {
             let l = want_latency.then(|| lat.clone());
