@@ -162,17 +162,23 @@ impl Broker {
     /// Whether the CONNECT at the start of `first` would pass authentication: a node of a
     /// cluster takes the client identifier over from another node only for a client that
     /// can connect (an unauthenticated one must not disconnect the owner elsewhere). An
-    /// enhanced-authentication CONNECT cannot be judged before its exchange: true.
-    pub fn connect_authenticates(&mut self, peer: &crate::policy::PeerInfo, first: &[u8]) -> bool {
+    /// enhanced-authentication CONNECT cannot be judged before its exchange: `Ok`. The
+    /// refusal's code otherwise: the shell denies the CONNECT with it (`deny_connect`), so
+    /// that a second opinion of the authenticator never serves a client that owns nothing.
+    pub fn connect_authenticates(
+        &mut self,
+        peer: &crate::policy::PeerInfo,
+        first: &[u8],
+    ) -> Result<(), mqtt_proto::ReasonCode> {
         use mqtt_proto::{Packet, ProtocolVersion, Status};
         let max = self.cfg.max_packet_size as usize;
         let Ok(Status::Complete((Packet::Connect(c), _))) =
             Packet::parse(first, ProtocolVersion::V5, max)
         else {
-            return false;
+            return Err(mqtt_proto::ReasonCode::MalformedPacket);
         };
         if c.properties.authentication_method.is_some() {
-            return true;
+            return Ok(());
         }
         let req = crate::policy::ConnectRequest {
             conn: crate::slab::Key::REMOTE,
@@ -182,7 +188,7 @@ impl Broker {
             peer,
             protocol: c.protocol,
         };
-        self.policy.authenticator.authenticate(&req).is_ok()
+        self.policy.authenticator.authenticate(&req).map(|_| ())
     }
 
     /// The shell refuses this connection's CONNECT with `code` (a cluster node that cannot

@@ -249,35 +249,42 @@ async fn admit(shard: Rc<Shard>, mut stream: TcpStream, addr: SocketAddr, index:
     // A node of a cluster serves a client only once it owns its identifier cluster-wide
     // (a connection on another node is taken over first); otherwise the core refuses the
     // CONNECT (0x88 Server unavailable).
-    let mut denied = false;
+    let mut denied = None;
     if let Some(link) = &shard.cluster {
-        if let admission::Peek::Connect { client_id, .. } =
-            admission::peek_connect(&initial, shard.max_packet_size)
-        {
-            // Only a client that can connect takes its identifier over (the core refuses
-            // the others as usual).
-            let authenticates = || {
-                shard
+        let fenced = || {
+            link.shared
+                .fenced
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let unavailable = Some(broker_core::mqtt_proto::ReasonCode::ServerUnavailable);
+        match admission::peek_connect(&initial, shard.max_packet_size) {
+            admission::Peek::Connect { client_id, .. } if !client_id.is_empty() => {
+                // Only a client that can connect takes its identifier over; the others
+                // are refused with their own code.
+                let authenticated = shard
                     .broker
                     .borrow_mut()
-                    .connect_authenticates(&peer, &initial)
-            };
-            if !client_id.is_empty() && authenticates() {
-                let id = client_id.to_owned();
-                denied = !link.claim(&id).await;
+                    .connect_authenticates(&peer, &initial);
+                denied = match authenticated {
+                    Err(code) => Some(code),
+                    Ok(()) => {
+                        let id = client_id.to_owned();
+                        (!link.claim(&id).await).then_some(unavailable).flatten()
+                    }
+                };
             }
-        } else if link
-            .shared
-            .fenced
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            denied = true;
+            _ => {}
+        }
+        // Fenced meanwhile (a claim etcd granted late), or an assigned identifier, which
+        // needs no claim: this node serves nobody while fenced.
+        if fenced() {
+            denied = denied.or(unavailable);
         }
     }
     let owner = admission::owner_shard(&initial, shard.max_packet_size, shard.id, shard.shards);
-    if denied {
+    if let Some(code) = denied {
         // Refused where it was accepted (no session is touched).
-        super::conn::serve_denied(shard, stream, peer, transport, initial);
+        super::conn::serve_denied(shard, stream, peer, transport, initial, code);
         return;
     }
     if owner == shard.id {

@@ -345,24 +345,22 @@ pub fn serve(
     monoio::spawn(read_loop(shard, io, initial));
 }
 
-/// Serves a connection only to refuse its CONNECT (a cluster node that cannot own its
-/// client identifier): the core answers 0x88 Server unavailable and closes.
+/// Serves a connection only to refuse its CONNECT with `code` (a cluster node that cannot
+/// own its client identifier: 0x88 Server unavailable); the core answers and closes.
 pub fn serve_denied(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: PeerInfo,
     transport: Transport,
     initial: Vec<u8>,
+    code: broker_core::mqtt_proto::ReasonCode,
 ) {
     let now = shard.now();
     let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
     let Ok(id) = accepted else {
         return;
     };
-    shard
-        .broker
-        .borrow_mut()
-        .deny_connect(id, broker_core::mqtt_proto::ReasonCode::ServerUnavailable);
+    shard.broker.borrow_mut().deny_connect(id, code);
     let io = register(&shard, id, Sink::Socket(stream), transport);
     monoio::spawn(read_loop(shard, io, initial));
 }

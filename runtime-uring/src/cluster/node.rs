@@ -69,6 +69,9 @@ pub(super) struct Node {
     inbox: String,
     epoch: std::time::Instant,
     buf: Vec<u8>,
+    /// This node's route changes (key, put or delete), written in this order by a task of
+    /// their own, so that a slow etcd never holds the data plane up.
+    route_ops: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     /// Retained updates this node ordered, for the bucket (written in this order).
     retain_puts: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
     /// Per slot.
@@ -185,6 +188,7 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("cluster: NATS: {e}"))?;
         let retain_puts = write_retained(nats.clone(), subjects.clone(), shared.clone());
+        let route_ops = write_routes(etcd.clone(), owners.clone());
         let mut node = Node {
             me,
             keys,
@@ -207,6 +211,7 @@ impl Node {
             epoch,
             buf: Vec::new(),
             retain_puts,
+            route_ops,
             peers: Vec::new(),
         };
         let nodes = node.snapshot_and_watch("nodes/").await?;
@@ -513,6 +518,13 @@ impl Node {
             }
             return;
         };
+        if !self.members.contains(&name) {
+            // Gone (its routes follow): nothing to wait for.
+            if let Some(r) = ack {
+                self.release_ack(r);
+            }
+            return;
+        }
         let subject = format!("{}node.{name}", self.subjects);
         self.buf.clear();
         match share {
@@ -528,6 +540,22 @@ impl Node {
         let now = self.now();
         if !wire::encode(msg, now, &mut self.buf) {
             if let Some(r) = ack {
+                self.release_ack(r);
+            }
+            return;
+        }
+        let max = self.nats.server_info().max_payload;
+        if max > 0 && self.buf.len() > max {
+            // NATS refuses it (its max_payload, 1 MiB by default, bounds what crosses).
+            tracing::error!(
+                "cluster: a {} byte message cannot go to node {name}: NATS max_payload is {max}",
+                self.buf.len()
+            );
+            if let Some(r) = ack {
+                self.shared
+                    .counters
+                    .unconfirmed
+                    .fetch_add(1, Ordering::Relaxed);
                 self.release_ack(r);
             }
             return;
@@ -578,22 +606,13 @@ impl Node {
         if add {
             *n += 1;
             if *n == 1 {
-                let lease = self.owners.lease();
-                let opts = PutOptions::new().with_lease(lease);
-                if let Err(e) = self.etcd.put(key, "", Some(opts)).await {
-                    // Put again with every route when the lease is renewed or regranted.
-                    tracing::warn!("cluster: route for \"{filter}\" not stored yet: {e}");
-                    self.owners.routes_lost();
-                }
+                let _ = self.route_ops.send((key, true));
             }
         } else {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.interest.remove(&filter);
-                if let Err(e) = self.etcd.delete(key, None).await {
-                    tracing::warn!("cluster: route for \"{filter}\" not removed: {e}");
-                    self.owners.routes_lost();
-                }
+                let _ = self.route_ops.send((key, false));
             }
         }
     }
@@ -710,17 +729,10 @@ impl Node {
 
     async fn tick(&mut self) {
         if self.owners.renew().await {
-            // A new lease: every route of this node again.
-            let lease = self.owners.lease();
-            let filters: Vec<Box<str>> = self.interest.keys().cloned().collect();
-            let mut ok = true;
-            for f in filters {
+            // A new lease: every route of this node again (after what is queued).
+            for f in self.interest.keys() {
                 let key = format!("{}routes/{}/{f}", self.keys, self.me);
-                let opts = PutOptions::new().with_lease(lease);
-                ok &= self.etcd.put(key, "", Some(opts)).await.is_ok();
-            }
-            if !ok {
-                self.owners.routes_lost();
+                let _ = self.route_ops.send((key, true));
             }
         }
         let now = Instant::now();
@@ -803,6 +815,39 @@ fn write_retained(
                     shared.counters.retained_out.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!("cluster: a retained update was not stored: {e}"),
+            }
+        }
+    });
+    tx
+}
+
+/// Writes this node's route changes to etcd in order, each retried until etcd takes it (a
+/// route that failed to go would keep other nodes sending here, one that failed to come
+/// would starve this node's subscribers). Puts are bound to the current lease.
+fn write_routes(
+    etcd: etcd_client::Client,
+    owners: Arc<Owners>,
+) -> tokio::sync::mpsc::UnboundedSender<(String, bool)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    tokio::spawn(async move {
+        let mut etcd = etcd;
+        while let Some((key, put)) = rx.recv().await {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                let done = if put {
+                    let opts = PutOptions::new().with_lease(owners.lease());
+                    etcd.put(key.as_str(), "", Some(opts)).await.map(|_| ())
+                } else {
+                    etcd.delete(key.as_str(), None).await.map(|_| ())
+                };
+                match done {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!("cluster: route {key} not written yet: {e}");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
             }
         }
     });

@@ -32,6 +32,9 @@ pub(super) struct Context {
 struct Owned {
     connections: u32,
     value: String,
+    /// When the last claim was granted (its connection may still be on its way to a
+    /// shard).
+    at: Instant,
 }
 
 pub(super) struct Owners {
@@ -41,6 +44,8 @@ pub(super) struct Owners {
     claims: AtomicU64,
     /// Routes must be put again (a new lease, or a put that failed).
     resync: AtomicBool,
+    /// The node left the cluster (graceful stop): no more keep-alives or new leases.
+    left: AtomicBool,
     /// When the last successful keep-alive was sent, ms since `epoch`.
     renewed_at: AtomicU64,
     epoch: Instant,
@@ -65,6 +70,7 @@ impl Owners {
             claims: AtomicU64::new(0),
             resync: AtomicBool::new(false),
             renewed_at: AtomicU64::new(0),
+            left: AtomicBool::new(false),
             epoch,
         });
         tokio::spawn(keep_alive(owners.clone()));
@@ -98,6 +104,7 @@ impl Owners {
     /// Leaves the cluster at a graceful stop: the lease is revoked, so every key of this
     /// node (membership, routes, owned clients) goes at once.
     pub(super) async fn leave(&self) {
+        self.left.store(true, Ordering::Release);
         let mut etcd = self.ctx.etcd.clone();
         let _ = etcd.lease_revoke(self.lease()).await;
     }
@@ -138,7 +145,7 @@ impl Owners {
                 .and_then(vec![put.clone()])
                 .or_else(vec![TxnOp::get(key.as_str(), None)]);
             let current = match etcd.txn(txn).await {
-                Ok(r) if r.succeeded() => return self.owned(client_id, value),
+                Ok(r) if r.succeeded() => return self.granted(client_id, value).await,
                 Ok(r) => r.op_responses().into_iter().find_map(|op| match op {
                     TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
                     _ => None,
@@ -166,7 +173,7 @@ impl Owners {
                     .and_then(vec![put]);
                 if let Ok(r) = etcd.txn(txn).await {
                     if r.succeeded() {
-                        return self.owned(client_id, value);
+                        return self.granted(client_id, value).await;
                     }
                 }
                 continue;
@@ -179,16 +186,28 @@ impl Owners {
             )
             .await;
             match asked {
-                Ok(Ok(_)) => {
+                Ok(Ok(m)) if &m.payload[..] == b"ok" => {
                     self.ctx
                         .shared
                         .counters
                         .takeovers
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                // Refused (a newer connection there), late, or nobody answers (dead: its
+                // lease ends within the TTL): ask again shortly.
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
+    }
+
+    /// The transaction made this node the owner; but a node fenced meanwhile (etcd answered
+    /// late) serves nobody: the key goes again.
+    async fn granted(&self, client_id: Box<str>, value: String) -> bool {
+        if self.ctx.shared.fenced.load(Ordering::Acquire) {
+            self.delete_if(&client_id, &value).await;
+            return false;
+        }
+        self.owned(client_id, value)
     }
 
     fn owned(&self, client_id: Box<str>, value: String) -> bool {
@@ -196,9 +215,11 @@ impl Owners {
             let o = m.entry(client_id).or_insert(Owned {
                 connections: 0,
                 value: String::new(),
+                at: Instant::now(),
             });
             o.connections += 1;
             o.value = value;
+            o.at = Instant::now();
         }
         true
     }
@@ -221,17 +242,27 @@ impl Owners {
         };
         if let Some(v) = value {
             let me = self.clone();
-            tokio::spawn(async move { me.delete_if(&client_id, &v).await });
+            tokio::spawn(async move {
+                // A release that fails is tried again (a key left behind would make another
+                // node wait for a takeover nobody can give).
+                for _ in 0..10 {
+                    if me.delete_if(&client_id, &v).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
         }
     }
 
-    async fn delete_if(&self, client_id: &str, value: &str) {
+    /// Deletes the key if it still has `value`; true when it is gone (or was another's).
+    async fn delete_if(&self, client_id: &str, value: &str) -> bool {
         let key = self.key(client_id);
         let txn = Txn::new()
             .when(vec![Compare::value(key.as_str(), CompareOp::Equal, value)])
             .and_then(vec![TxnOp::delete(key.as_str(), None)]);
         let mut etcd = self.ctx.etcd.clone();
-        let _ = etcd.txn(txn).await;
+        etcd.txn(txn).await.is_ok()
     }
 
     /// Another node takes over a client connected here: it is disconnected (MQTT 5: 0x8E),
@@ -246,27 +277,63 @@ impl Owners {
         let client_id: Box<str> = client_id.into();
         let me = self.clone();
         tokio::spawn(async move {
-            let handle = me.ctx.handle.clone();
-            let id = client_id.clone();
-            let kicked = tokio::task::spawn_blocking(move || handle.kick_taken_over(&id)).await;
-            if !matches!(kicked, Ok(Ok(_))) {
-                tracing::warn!("cluster: could not disconnect \"{client_id}\" for a takeover");
-            }
-            let value = me
-                .owned
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&client_id))
-                .map(|o| o.value);
-            if let Some(v) = value {
-                me.delete_if(&client_id, &v).await;
-            }
+            let ok = me.let_go(&client_id).await;
+            let answer: &'static [u8] = if ok { b"ok" } else { b"busy" };
             let _ = me
                 .ctx
                 .nats
-                .publish(reply, bytes::Bytes::from_static(b"ok"))
+                .publish(reply, bytes::Bytes::from_static(answer))
                 .await;
         });
+    }
+
+    /// Disconnects `client_id` here and releases its key. False (the asking node tries
+    /// again) when a newer connection claimed it here meanwhile.
+    async fn let_go(&self, client_id: &str) -> bool {
+        let claim = |s: &Self| {
+            s.owned
+                .lock()
+                .ok()
+                .and_then(|m| m.get(client_id).map(|o| (o.value.clone(), o.at)))
+        };
+        // A claim granted a moment ago may have a connection still on its way to its
+        // shard, where the kick would miss it: it gets there first.
+        if let Some((_, at)) = claim(self) {
+            let settle = Duration::from_millis(300);
+            if at.elapsed() < settle {
+                tokio::time::sleep(settle - at.elapsed()).await;
+            }
+        }
+        let before = claim(self);
+        let handle = self.ctx.handle.clone();
+        let id: Box<str> = client_id.into();
+        let kicked = tokio::task::spawn_blocking(move || handle.kick_taken_over(&id)).await;
+        if !matches!(kicked, Ok(Ok(_))) {
+            tracing::warn!("cluster: could not disconnect \"{client_id}\" for a takeover");
+            return false;
+        }
+        let after = claim(self);
+        if after.as_ref().map(|c| &c.0) != before.as_ref().map(|c| &c.0) {
+            return false;
+        }
+        if let Ok(mut m) = self.owned.lock() {
+            m.remove(client_id);
+        }
+        // The key's value as etcd has it: ours (counted here or left by a release that
+        // failed) goes.
+        let mut etcd = self.ctx.etcd.clone();
+        let key = self.key(client_id);
+        let Ok(r) = etcd.get(key.as_str(), None).await else {
+            return false;
+        };
+        match r.kvs().first() {
+            None => true,
+            Some(kv) => {
+                let v = String::from_utf8_lossy(kv.value()).into_owned();
+                let ours = v.split_once(':').is_some_and(|(n, _)| n == self.ctx.me);
+                ours && self.delete_if(client_id, &v).await
+            }
+        }
     }
 }
 
@@ -292,7 +359,11 @@ async fn keep_alive(o: Arc<Owners>) {
     let node_key = format!("{}nodes/{}", o.ctx.keys, o.ctx.me);
     let mut etcd = o.ctx.etcd.clone();
     let mut stream: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+    let mut registered = true;
     loop {
+        if o.left.load(Ordering::Acquire) {
+            return;
+        }
         let sent = Instant::now();
         let mut ok = false;
         let mut lost = false;
@@ -320,22 +391,30 @@ async fn keep_alive(o: Arc<Owners>) {
             o.fence("the lease ended");
         }
         if lost || (!ok && o.since_renewal() >= ttl) {
-            // The lease is gone (or must be presumed so): a new one, if etcd answers.
+            // The lease is gone (or must be presumed so): a new one, if etcd answers. Its
+            // time runs from before the request.
+            let asked = Instant::now();
             let lease_ttl = i64::try_from(ttl.as_secs()).unwrap_or(5);
             if let Ok(Ok(g)) = tokio::time::timeout(period, etcd.lease_grant(lease_ttl, None)).await
             {
                 o.lease.store(g.id(), Ordering::Release);
+                o.renewed(asked);
                 stream = None;
+                registered = false;
                 if let Ok(m) = o.owned.lock().as_mut() {
                     m.clear();
                 }
-                let opts = PutOptions::new().with_lease(g.id());
-                if etcd.put(node_key.as_str(), "", Some(opts)).await.is_ok() {
-                    o.renewed(Instant::now());
-                    ok = true;
-                    o.routes_lost();
-                    tracing::warn!("cluster: joined again with a new lease");
-                }
+            }
+        }
+        if !registered {
+            // Membership and routes under the (new) lease before serving again.
+            let opts = PutOptions::new().with_lease(o.lease());
+            if etcd.put(node_key.as_str(), "", Some(opts)).await.is_ok() {
+                registered = true;
+                o.routes_lost();
+                tracing::warn!("cluster: joined again with a new lease");
+            } else {
+                ok = false;
             }
         }
         if ok && o.ctx.shared.fenced.load(Ordering::Acquire) {
@@ -353,7 +432,7 @@ async fn keep_alive(o: Arc<Owners>) {
 async fn fence_watch(o: Arc<Owners>) {
     let ttl = o.ctx.ttl;
     let margin = (ttl / 4).max(Duration::from_millis(1000)).min(ttl / 2);
-    loop {
+    while !o.left.load(Ordering::Acquire) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let since = o.since_renewal();
         if since + margin >= ttl {
