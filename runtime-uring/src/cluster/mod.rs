@@ -16,6 +16,7 @@
 mod jetstream;
 mod node;
 mod owner;
+mod writes;
 
 use broker_core::{ShardId, ShardMsg};
 use bytes::Bytes;

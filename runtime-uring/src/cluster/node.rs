@@ -3,13 +3,14 @@
 //! (messages to and from other nodes over NATS, and their confirmations).
 
 use super::owner::{self, Claim, Owners};
+use super::writes::{retained_key, retained_store, write_retained, write_routes};
 use super::{ClusterConfig, ClusterIn, FromShard, Shared, MAX_NODES};
 use crate::broker::shard::Inbox;
 use broker_core::cluster as wire;
 use broker_core::shard::owner_of_topic;
 use broker_core::{AckRef, ShardId, ShardMsg};
 use bytes::Bytes;
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -754,102 +755,4 @@ impl Node {
     fn now(&self) -> broker_core::Instant {
         broker_core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
-}
-
-/// The retained messages of the whole cluster: a JetStream stream (file storage, the
-/// configured replicas) with one subject per topic that keeps its last update as a frame.
-/// Each node watches it from the start (the current values, then every update). Returns
-/// the watch and how many current values it delivers first.
-async fn retained_store(
-    nats: &async_nats::Client,
-    cfg: &ClusterConfig,
-) -> anyhow::Result<(async_nats::Subscriber, u64)> {
-    let stream = retained_stream(&cfg.name);
-    let filter = format!("{}.retained.>", cfg.name);
-    super::jetstream::ensure_stream(
-        nats,
-        &stream,
-        std::slice::from_ref(&filter),
-        cfg.jetstream_replicas,
-        1,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cluster: retained messages' stream: {e}"))?;
-    super::jetstream::watch_last_per_subject(nats, &stream, &filter)
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: retained messages' stream: {e}"))
-}
-
-fn retained_stream(cluster: &str) -> String {
-    format!("{}_RETAINED", cluster.to_uppercase())
-}
-
-/// The subject token for a topic: URL-safe base64 of it, or a digest for a long one.
-fn retained_key(topic: &str) -> String {
-    use base64::Engine as _;
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic);
-    if b.len() <= 200 {
-        return b;
-    }
-    use sha2::Digest as _;
-    let d = sha2::Sha256::digest(topic.as_bytes());
-    format!(
-        "h_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
-    )
-}
-
-/// Writes this node's retained updates to the stream, one after the other (their order
-/// is the topic owner's).
-fn write_retained(
-    nats: async_nats::Client,
-    subjects: String,
-    shared: Arc<Shared>,
-) -> tokio::sync::mpsc::UnboundedSender<(String, Bytes)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Bytes)>();
-    tokio::spawn(async move {
-        while let Some((key, value)) = rx.recv().await {
-            let subject = format!("{subjects}retained.{key}");
-            match super::jetstream::publish(&nats, subject, value).await {
-                Ok(_) => {
-                    shared.counters.retained_out.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!("cluster: a retained update was not stored: {e}"),
-            }
-        }
-    });
-    tx
-}
-
-/// Writes this node's route changes to etcd in order, each retried until etcd takes it (a
-/// route that failed to go would keep other nodes sending here, one that failed to come
-/// would starve this node's subscribers). Puts are bound to the current lease.
-fn write_routes(
-    etcd: etcd_client::Client,
-    owners: Arc<Owners>,
-) -> tokio::sync::mpsc::UnboundedSender<(String, bool)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
-    tokio::spawn(async move {
-        let mut etcd = etcd;
-        while let Some((key, put)) = rx.recv().await {
-            let mut wait = Duration::from_millis(100);
-            loop {
-                let done = if put {
-                    let opts = PutOptions::new().with_lease(owners.lease());
-                    etcd.put(key.as_str(), "", Some(opts)).await.map(|_| ())
-                } else {
-                    etcd.delete(key.as_str(), None).await.map(|_| ())
-                };
-                match done {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!("cluster: route {key} not written yet: {e}");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(2));
-                    }
-                }
-            }
-        }
-    });
-    tx
 }
