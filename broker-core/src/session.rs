@@ -239,8 +239,8 @@ impl Subs {
         self.0.as_mut()?.remove_entry(filter)
     }
 
-    /// Every subscription (the operator's listings).
-    #[cfg(feature = "ops")]
+    /// Every subscription (the operator's listings, a cluster's queue of a moved session).
+    #[cfg(any(feature = "ops", feature = "cluster"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &SubRecord)> {
         self.0.iter().flat_map(|m| m.iter().map(|(f, r)| (&**f, r)))
     }

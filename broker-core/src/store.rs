@@ -82,6 +82,9 @@ pub enum Op {
     /// Remove every record of a client (the key is its prefix) in every space but
     /// `Retained`.
     DeleteClient = 4,
+    /// The same on this node's store only: the session went on to another node of a
+    /// cluster, whose shared copy of these records stays.
+    Forget = 5,
 }
 
 /// One record of a batch.
@@ -114,6 +117,7 @@ pub fn records(mut buf: &[u8]) -> impl Iterator<Item = Record<'_>> {
             2 => Op::Insert,
             3 => Op::Delete,
             4 => Op::DeleteClient,
+            5 => Op::Forget,
             _ => return None,
         };
         Some(Record {
@@ -145,6 +149,24 @@ fn split_client(key: &[u8]) -> Option<(&str, &[u8])> {
     let (l, rest) = key.split_at_checked(2)?;
     let (id, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes([l[0], l[1]])))?;
     Some((core::str::from_utf8(id).ok()?, rest))
+}
+
+/// Appends one record to `out` (a batch of records a shell moves between stores: a
+/// cluster's shared copy of a session and a node's own).
+pub fn put_record(out: &mut Vec<u8>, op: Op, space: Space, key: &[u8], value: &[u8]) {
+    let key = key.get(..usize::from(u16::MAX)).unwrap_or(key);
+    out.push(op as u8);
+    out.push(space as u8);
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len().min(u32::MAX as usize) as u32).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The client whose key this is (every space but `Retained`), and its prefix's length.
+pub fn client_of(key: &[u8]) -> Option<(&str, usize)> {
+    let (id, rest) = split_client(key)?;
+    Some((id, key.len() - rest.len()))
 }
 
 /// Appends records to a batch.
@@ -211,6 +233,11 @@ impl BatchWriter {
 
     pub fn delete_client(&mut self, client: &str) {
         let at = self.begin(Op::DeleteClient, Space::Session, client, &[]);
+        self.end(at);
+    }
+
+    pub fn forget_client(&mut self, client: &str) {
+        let at = self.begin(Op::Forget, Space::Session, client, &[]);
         self.end(at);
     }
 

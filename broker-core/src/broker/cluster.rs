@@ -191,6 +191,63 @@ impl Broker {
         self.policy.authenticator.authenticate(&req).map(|_| ())
     }
 
+    /// Another node of the cluster takes this client's session over: its connection here
+    /// is closed (MQTT 5: DISCONNECT 0x8E Session taken over, [MQTT-3.1.4-3] v5; the will
+    /// as at any close) and the session leaves this broker without ending: its pending
+    /// will, queue and in-flight messages go on from the shared store on the other node,
+    /// so nothing is published, handed back to a shared group or deleted but this
+    /// broker's copy of its records. False when no session of that client is here.
+    pub fn move_out(&mut self, now: Instant, client_id: &str) -> bool {
+        let Some(sk) = self.by_id.get(&self.sessions, client_id) else {
+            return false;
+        };
+        if let Some(conn) = self.sessions.get(sk).and_then(|s| s.conn) {
+            self.close(conn, now, Some(mqtt_proto::ReasonCode::SessionTakenOver));
+        }
+        // Detaching may have ended it already (Session Expiry Interval 0).
+        if self.sessions.get(sk).is_some() {
+            self.end_session_here(sk, now, crate::policy::SessionEnd::TakenOver, true);
+        }
+        true
+    }
+
+    /// A message forwarded to a node that then died without confirming it, kept by the
+    /// cluster until that node's sessions go on elsewhere: queued for this one session
+    /// (which came here from the dead node) if one of its subscriptions matches, as
+    /// routing would have (shared subscriptions excepted: their groups chose a member
+    /// already). True when queued.
+    pub fn queue_for_session(&mut self, now: Instant, client_id: &str, frame: &[u8]) -> bool {
+        let Some(sk) = self.by_id.get(&self.sessions, client_id) else {
+            return false;
+        };
+        let Some(msg) = self.frame_message(now, frame) else {
+            return false;
+        };
+        let Some(s) = self.sessions.get(sk) else {
+            return false;
+        };
+        let mut hit: Option<(QoS, bool, crate::session::SubIds)> = None;
+        for (filter, rec) in s.subs.iter() {
+            if rec.group.is_some() || !mqtt_proto::topic::matches(filter, msg.topic()) {
+                continue;
+            }
+            // As `route_local`: the highest QoS and every identifier of the matches.
+            let qos = rec.options.qos.min(msg.qos);
+            let retain = rec.options.retain_as_published && msg.retain;
+            let h = hit.get_or_insert((qos, retain, crate::session::SubIds::None));
+            h.0 = h.0.max(qos);
+            h.1 |= retain;
+            if let Some(i) = rec.id {
+                h.2.push(i);
+            }
+        }
+        let Some((qos, retain, ids)) = hit else {
+            return false;
+        };
+        let item = crate::session::Queued::new(msg, qos, retain, ids, None);
+        self.enqueue(now, sk, item)
+    }
+
     /// The shell refuses this connection's CONNECT with `code` (a cluster node that cannot
     /// own its client identifier: 0x88 Server unavailable, 3.1.1 return code 3). Call
     /// before its input.

@@ -521,6 +521,13 @@ impl Broker {
     /// Ends a session: its pending will is published, its subscriptions removed, shared
     /// subscription messages handed back to the group.
     pub(crate) fn end_session(&mut self, sk: Key, now: Instant, why: SessionEnd) {
+        self.end_session_here(sk, now, why, false);
+    }
+
+    /// Ends a session on this broker; `moved`: it goes on elsewhere (another cluster node
+    /// took it over with what the store holds), so its will, queue and records stay with
+    /// it: nothing is published, handed back or deleted but this node's copy.
+    pub(crate) fn end_session_here(&mut self, sk: Key, now: Instant, why: SessionEnd, moved: bool) {
         // Messages held by flow control: their publishers get their acknowledgements; the
         // messages are handled like the rest of the queue below.
         let parked: Vec<crate::broker::flow::Parked> = self
@@ -539,7 +546,7 @@ impl Broker {
             return;
         };
         self.by_id.remove(&s.client_id, sk);
-        if let Some(pw) = s.pending_will.take() {
+        if let Some(pw) = s.pending_will.take().filter(|_| !moved) {
             self.publish_will(now, &s.client_id, pw.will);
         }
         let subs: Vec<(Box<str>, SubRecord)> = s.subs.take_all().collect();
@@ -557,7 +564,7 @@ impl Broker {
             .chain(s.queue.take().into_iter().map(|q| (false, q)))
             .chain(s.backlog.take().into_iter().map(|q| (false, q)))
             .chain(parked_items.into_iter().map(|q| (false, q)));
-        for (qos2_started, item) in leftovers {
+        for (qos2_started, item) in leftovers.filter(|_| !moved) {
             match item.group {
                 Some(g) if !qos2_started => self.return_to_group(now, g, item.msg),
                 _ => self.policy.hooks.on_dropped(
@@ -577,7 +584,11 @@ impl Broker {
             self.policy.hooks.on_session_expired(&s.client_id);
         }
         #[cfg(feature = "store")]
-        self.store_session_end(&s.client_id, s.stored);
+        if moved {
+            self.store_session_moved(&s.client_id, s.stored);
+        } else {
+            self.store_session_end(&s.client_id, s.stored);
+        }
         self.forget_spill(sk);
     }
 

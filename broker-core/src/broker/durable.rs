@@ -372,6 +372,15 @@ impl Broker {
         }
     }
 
+    #[cfg(feature = "store")]
+    /// A stored session went on to another node: this node's copy of its records goes, the
+    /// shared copy stays.
+    pub(crate) fn store_session_moved(&mut self, client_id: &str, stored: bool) {
+        if let (Some(st), true) = (self.store.as_deref_mut(), stored) {
+            st.w.forget_client(client_id);
+        }
+    }
+
     /// A subscription of a persistent session was added (`rec`) or removed; `conn`'s
     /// SUBACK or UNSUBACK waits for the batch.
     #[inline]

@@ -266,6 +266,20 @@ impl BrokerHandle {
             .any(|k| k))
     }
 
+    /// Another node of the cluster takes this client's session over: its connection here
+    /// closes (MQTT 5: DISCONNECT 0x8E) and the session leaves this node, its records
+    /// kept in the cluster's shared copy. Whether a session was here.
+    pub fn move_out(&self, client_id: &str) -> Result<bool, HandleError> {
+        let id: Box<str> = client_id.into();
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker.borrow_mut().move_out(now, &id)
+            })?
+            .into_iter()
+            .any(|k| k))
+    }
+
     /// Closes every connection (MQTT 5: DISCONNECT `reason`), keeping their sessions.
     pub fn disconnect_all(&self, reason: ReasonCode) -> Result<usize, HandleError> {
         Ok(self

@@ -196,12 +196,24 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
                     }) as crate::store::Notify
                 })
                 .collect();
-            writer = Some(crate::store::Writer::spawn(
-                opened,
-                p.durability,
-                clock,
-                notify,
-            )?);
+            let journal = cluster
+                .as_ref()
+                .and_then(|l| l.shared.journal.get().cloned());
+            let w = crate::store::Writer::spawn(opened, p.durability, clock, notify, journal)?;
+            if let Some(l) = &cluster {
+                let _ = l.shared.store.set(w.sender());
+            }
+            writer = Some(w);
+            let mut restored = restored;
+            if cluster.is_some() && !restored.sessions.is_empty() {
+                // The cluster's shared copy is the one that counts: a session comes back
+                // from it when its client connects (to any node).
+                tracing::info!(
+                    "cluster: {} session(s) in this node's store come back from the cluster's stream when their clients connect",
+                    restored.sessions.len()
+                );
+                restored.sessions.clear();
+            }
             Arc::new(restored)
         }
         _ => Arc::new(crate::store::Restored::default()),

@@ -514,6 +514,27 @@ impl Shard {
                 }
             }
             ClusterIn::Shard(msg) => b.handle_shard_msg(now, msg),
+            ClusterIn::Restore {
+                session,
+                frames,
+                done,
+            } => {
+                let id = session.client_id.clone();
+                b.restore_stored(now, session);
+                let queued = frames
+                    .iter()
+                    .filter(|f| b.queue_for_session(now, &id, f))
+                    .count();
+                if queued > 0 {
+                    tracing::info!(
+                        "cluster: {queued} message(s) kept for \"{id}\" while its node was gone are queued"
+                    );
+                }
+                let _ = done.try_send(());
+            }
+            ClusterIn::Queue { client_id, frame } => {
+                b.queue_for_session(now, &client_id, &frame);
+            }
         }
     }
 

@@ -67,7 +67,10 @@ fn persistence(
     cfg: &BrokerConfig,
     file: Option<&std::path::Path>,
 ) -> Option<crate::store::StoreSettings> {
-    if !cfg.persistence {
+    // A cluster node always has a store (its sessions' records go from there to the
+    // cluster's shared copy), named by its node_id.
+    let node = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
+    if !cfg.persistence && node.is_none() {
         return None;
     }
     if cfg.autosave_interval != crate::config::DEFAULT_AUTOSAVE_INTERVAL {
@@ -89,6 +92,20 @@ fn persistence(
         .persistence_file
         .clone()
         .unwrap_or_else(|| "petrel.db".into());
+    // petrel.db → petrel-n1.db
+    let name = match node {
+        Some(n) => {
+            let p = std::path::Path::new(&name);
+            let mut with = p.file_stem().unwrap_or(p.as_os_str()).to_owned();
+            with.push(format!("-{n}"));
+            if let Some(ext) = p.extension() {
+                with.push(".");
+                with.push(ext);
+            }
+            std::path::PathBuf::from(with)
+        }
+        None => name,
+    };
     Some(crate::store::StoreSettings {
         path: dir.join(name),
         durability: cfg.durability,

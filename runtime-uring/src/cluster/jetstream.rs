@@ -34,8 +34,9 @@ pub async fn ensure_stream(
     subjects: &[String],
     replicas: u8,
     max_msgs_per_subject: i64,
+    extra: Value,
 ) -> anyhow::Result<()> {
-    let config = json!({
+    let mut config = json!({
         "name": name,
         "subjects": subjects,
         "retention": "limits",
@@ -50,6 +51,9 @@ pub async fn ensure_stream(
         "num_replicas": replicas,
         "duplicate_window": 120_000_000_000u64,
     });
+    if let (Some(c), Value::Object(more)) = (config.as_object_mut(), extra) {
+        c.extend(more);
+    }
     let created = api(nats, format!("$JS.API.STREAM.CREATE.{name}"), config).await;
     if let Err(e) = created {
         // Made by another node meanwhile (or with other settings by an operator): use it.
@@ -67,7 +71,18 @@ pub async fn publish(
     subject: String,
     payload: Bytes,
 ) -> anyhow::Result<u64> {
-    let reply = tokio::time::timeout(API_TIMEOUT, nats.request(subject.clone(), payload))
+    publish_with_headers(nats, subject, async_nats::HeaderMap::new(), payload).await
+}
+
+/// `publish` with headers (JetStream's own, such as `Nats-Rollup`, and ours).
+pub async fn publish_with_headers(
+    nats: &async_nats::Client,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+) -> anyhow::Result<u64> {
+    let asked = nats.request_with_headers(subject.clone(), headers, payload);
+    let reply = tokio::time::timeout(API_TIMEOUT, asked)
         .await
         .map_err(|_| anyhow::anyhow!("{subject}: JetStream did not acknowledge"))?
         .map_err(|e| anyhow::anyhow!("{subject}: {e}"))?;
@@ -104,6 +119,78 @@ pub async fn watch_last_per_subject(
             "deliver_policy": "last_per_subject",
             "ack_policy": "none",
             "filter_subject": filter,
+            "replay_policy": "instant",
+            "mem_storage": true,
+            "num_replicas": 1,
+        }
+    });
+    let v = api(nats, format!("$JS.API.CONSUMER.CREATE.{stream}"), body).await?;
+    Ok((sub, v["num_pending"].as_u64().unwrap_or(0)))
+}
+
+/// Whether `subject` holds a message in `stream` (one request: the common case, a client
+/// with nothing stored, costs no consumer).
+pub async fn has_messages(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+) -> anyhow::Result<bool> {
+    let payload = Bytes::from(serde_json::to_vec(&json!({ "last_by_subj": subject }))?);
+    let api_subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+    let reply = tokio::time::timeout(API_TIMEOUT, nats.request(api_subject, payload))
+        .await
+        .map_err(|_| anyhow::anyhow!("{stream}: no answer from JetStream"))?
+        .map_err(|e| anyhow::anyhow!("{stream}: {e}"))?;
+    let v: Value = serde_json::from_slice(&reply.payload)?;
+    match v.get("error") {
+        None => Ok(true),
+        // 10037: no message found.
+        Some(e) if e["err_code"].as_u64() == Some(10037) || e["code"].as_u64() == Some(404) => {
+            Ok(false)
+        }
+        Some(e) => anyhow::bail!("{stream}: {}", e["description"].as_str().unwrap_or("error")),
+    }
+}
+
+/// Every message of `stream` on `subject` now, in order (an ephemeral consumer that
+/// delivers them all and is dropped).
+pub async fn read_subject(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+) -> anyhow::Result<Vec<async_nats::Message>> {
+    let (mut sub, n) = follow_subject(nats, stream, subject).await?;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 16));
+    use futures_util::StreamExt as _;
+    while (out.len() as u64) < n {
+        match tokio::time::timeout(API_TIMEOUT, sub.next()).await {
+            Ok(Some(m)) => out.push(m),
+            _ => anyhow::bail!("{stream}: {subject} delivered {} of {n} messages", out.len()),
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(out)
+}
+
+/// An ephemeral push consumer of every message of `stream` on `subject`, then every new
+/// one; and how many there are now (delivered first).
+pub async fn follow_subject(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+) -> anyhow::Result<(async_nats::Subscriber, u64)> {
+    let deliver = nats.new_inbox();
+    let sub = nats
+        .subscribe(deliver.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS subscribe: {e}"))?;
+    let body = json!({
+        "stream_name": stream,
+        "config": {
+            "deliver_subject": deliver,
+            "deliver_policy": "all",
+            "ack_policy": "none",
+            "filter_subject": subject,
             "replay_policy": "instant",
             "mem_storage": true,
             "num_replicas": 1,

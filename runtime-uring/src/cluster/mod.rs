@@ -16,7 +16,10 @@
 mod jetstream;
 mod node;
 mod owner;
+mod sessions;
 mod writes;
+
+pub use sessions::{Append, Journal, ROLLUP_EVERY};
 
 use broker_core::{ShardId, ShardMsg};
 use bytes::Bytes;
@@ -37,6 +40,9 @@ pub enum FromShard {
     Ack { token: u64 },
     /// A connection of this client identifier closed (the `on_closed` hook).
     Closed { client_id: Box<str> },
+    /// Its session ended (not moved or replaced): ownership ends with it when no
+    /// connection of it is left.
+    Ended { client_id: Box<str> },
     /// The broker stopped: revoke the lease, then say so.
     Leave(std::sync::mpsc::Sender<()>),
 }
@@ -65,6 +71,17 @@ pub enum ClusterIn {
     /// A core message: a remote node's interest, or the release of an acknowledgement a
     /// remote node confirmed.
     Shard(ShardMsg),
+    /// A session taken over from another node (read back from the shared stream), to its
+    /// owner shard before its CONNECT: `restore_stored`, then the messages kept for it
+    /// while its node was gone (`queue_for_session`); `done` when applied.
+    Restore {
+        session: broker_core::store::RestoredSession,
+        frames: Vec<Bytes>,
+        done: async_channel::Sender<()>,
+    },
+    /// A message kept for a session's previous node (gone), for that session here, to its
+    /// owner shard: `queue_for_session`.
+    Queue { client_id: Box<str>, frame: Bytes },
 }
 
 /// Counters of the cluster thread (read by metrics and the admin API).
@@ -80,6 +97,9 @@ pub struct Counters {
     /// Retained updates sent to and received from other nodes.
     pub retained_out: AtomicU64,
     pub retained_in: AtomicU64,
+    /// Messages for a node that is gone (or died before confirming them), kept for its
+    /// sessions in the cluster's stream.
+    pub kept: AtomicU64,
     /// Takeovers of a client connected to another node.
     pub takeovers: AtomicU64,
     /// CONNECTs refused because this node could not own the client identifier.
@@ -96,6 +116,10 @@ pub struct Shared {
     pub members: std::sync::Mutex<Vec<String>>,
     /// Per other node, as of the cluster thread's last tick (a quarter of a second).
     pub peers: std::sync::Mutex<Vec<(String, PeerCounters)>>,
+    /// The shared copy of sessions (set once connected).
+    pub journal: std::sync::OnceLock<Journal>,
+    /// The store thread (set once it runs): a session taken over is written there.
+    pub store: std::sync::OnceLock<async_channel::Sender<crate::store::Request>>,
 }
 
 /// Messages this node forwarded to one other node, and what became of their
@@ -166,6 +190,8 @@ pub fn start(
         counters: Counters::default(),
         members: std::sync::Mutex::new(Vec::new()),
         peers: std::sync::Mutex::new(Vec::new()),
+        journal: std::sync::OnceLock::new(),
+        store: std::sync::OnceLock::new(),
     });
     let (tx, rx) = async_channel::unbounded();
     let (claims_tx, claims_rx) = async_channel::unbounded();
@@ -208,11 +234,21 @@ pub fn start(
     })
 }
 
-/// Tells the cluster thread when a client's connection closes (its ownership ends with
-/// the last one).
+/// Tells the cluster thread when a client's connection closes and when its session ends
+/// (its ownership ends with both: a persistent session stays this node's while offline).
 pub struct ClusterHooks(pub Link);
 
 impl broker_core::policy::Hooks for ClusterHooks {
+    fn on_session_terminated(&mut self, client_id: &str, why: broker_core::policy::SessionEnd) {
+        // Taken over: it goes on (here with a new connection, or on another node, which
+        // owns it already).
+        if why != broker_core::policy::SessionEnd::TakenOver {
+            self.0.send(FromShard::Ended {
+                client_id: client_id.into(),
+            });
+        }
+    }
+
     fn on_closed(
         &mut self,
         client_id: Option<&str>,

@@ -3,7 +3,7 @@
 //! (messages to and from other nodes over NATS, and their confirmations).
 
 use super::owner::{self, Claim, Owners};
-use super::writes::{retained_key, retained_store, write_retained, write_routes};
+use super::writes::{subject_key, retained_store, write_retained, write_routes};
 use super::{ClusterConfig, ClusterIn, FromShard, Shared, MAX_NODES};
 use crate::broker::shard::Inbox;
 use broker_core::cluster as wire;
@@ -39,7 +39,20 @@ struct Pending {
     ack: AckRef,
     slot: u16,
     at: Instant,
+    /// What was sent: kept for the node's sessions if it dies before confirming.
+    payload: Bytes,
 }
+
+/// How long a node that is gone keeps its routes here: messages for it meanwhile are kept
+/// for its sessions (which its clients take elsewhere, within the lease TTL and a second
+/// when they reconnect at once).
+pub(super) fn route_grace(ttl: Duration) -> Duration {
+    ttl * 3 + Duration::from_secs(30)
+}
+
+/// A route removal from etcd is applied this late (to a node that is still a member), or
+/// after `route_grace` (to one that is gone: its keys went with its lease).
+const ROUTE_REMOVAL_DELAY: Duration = Duration::from_secs(1);
 
 /// A confirmation that never comes (a live node confirms once its subscribers have
 /// room; a dead one is noticed when its lease ends) does not hold a publisher past this.
@@ -77,6 +90,11 @@ pub(super) struct Node {
     retain_puts: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
     /// Per slot.
     peers: Vec<super::PeerCounters>,
+    /// Route removals not applied yet: when, slot, filter, and whether the node's
+    /// grace has been given.
+    removals: Vec<(Instant, u16, Box<str>, bool)>,
+    ttl: Duration,
+    cluster: String,
 }
 
 pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
@@ -135,8 +153,16 @@ impl Node {
         let keys = format!("{}/", cfg.name);
         let subjects = format!("{}.", cfg.name);
         let me = cfg.node_id.clone();
+        super::sessions::ensure(&nats, &cfg).await?;
+        let _ = shared.journal.set(super::Journal::new(
+            nats.clone(),
+            tokio::runtime::Handle::current(),
+            &cfg,
+        ));
         let owners = Owners::start(owner::Context {
             me: me.clone(),
+            cluster: cfg.name.clone(),
+            inboxes: inboxes.clone(),
             keys: keys.clone(),
             subjects: subjects.clone(),
             ttl: Duration::from_secs(u64::from(cfg.lease_ttl)),
@@ -214,6 +240,9 @@ impl Node {
             retain_puts,
             route_ops,
             peers: Vec::new(),
+            removals: Vec::new(),
+            ttl: Duration::from_secs(u64::from(cfg.lease_ttl)),
+            cluster: cfg.name.clone(),
         };
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
@@ -279,7 +308,11 @@ impl Node {
                     Err(_) => break,
                 },
                 Some(m) = s.forwards.next() => self.forwarded(m),
-                Some(m) = s.confirmations.next() => self.confirmed(&m.subject),
+                // A status (NATS's "no responders": the node is not there) confirms
+                // nothing; the message is kept for the node's sessions when it leaves.
+                Some(m) = s.confirmations.next() => if m.status.is_none() {
+                    self.confirmed(&m.subject)
+                },
                 Some(m) = s.retained.next() => self.retained(m.payload),
                 Some(m) = s.control.next() => self.owners.takeover_request(m),
                 w = s.routes.message() => match w {
@@ -374,8 +407,25 @@ impl Node {
             let Some(slot) = self.slot(node) else {
                 return;
             };
+            if !put {
+                // A route of a node that died goes with its lease: messages for it are kept
+                // for its sessions a while longer (see `removals_due`).
+                let at = Instant::now() + ROUTE_REMOVAL_DELAY;
+                self.removals.push((at, slot, filter.into(), false));
+                return;
+            }
+            self.route_changed(slot, filter, true);
+        }
+    }
+
+    /// Another node's route `filter` came or went: the shards learn it.
+    fn route_changed(&mut self, slot: u16, filter: &str, put: bool) {
+        {
             let entry = (slot, Box::<str>::from(filter));
             let changed = if put {
+                // A route that came back cancels its pending removal.
+                self.removals
+                    .retain(|(_, s, f, _)| !(*s == slot && &**f == filter));
                 self.routes.insert(entry)
             } else {
                 self.routes.remove(&entry)
@@ -409,7 +459,8 @@ impl Node {
             self.members.insert(node.to_owned());
         } else {
             self.members.remove(node);
-            // Nothing waits on a dead node: what it did not confirm is released.
+            // Nothing waits on a dead node: what it did not confirm is kept for its
+            // sessions, and then released.
             if let Some(&slot) = self.slots.get(node) {
                 let gone: Vec<u64> = self
                     .pending
@@ -418,7 +469,9 @@ impl Node {
                     .map(|(&t, _)| t)
                     .collect();
                 for t in gone {
-                    self.release(t, false);
+                    if let Some(p) = self.pending.remove(&t) {
+                        self.keep_for(node, p.payload, Some(p.ack));
+                    }
                 }
             }
         }
@@ -456,7 +509,8 @@ impl Node {
                     let _ = self.nats.publish(reply, Bytes::new()).await;
                 }
             }
-            FromShard::Closed { client_id } => self.owners.closed(client_id),
+            FromShard::Closed { client_id } => self.owners.closed(&client_id),
+            FromShard::Ended { client_id } => self.owners.ended(client_id),
             FromShard::Leave(done) => {
                 self.owners.leave().await;
                 let _ = done.send(());
@@ -471,7 +525,7 @@ impl Node {
                 self.buf.clear();
                 if wire::encode(&msg, self.now(), &mut self.buf) {
                     let value = Bytes::copy_from_slice(&self.buf);
-                    let _ = self.retain_puts.send((retained_key(msg.topic()), value));
+                    let _ = self.retain_puts.send((subject_key(msg.topic()), value));
                 }
             }
             ShardMsg::Publish {
@@ -519,13 +573,6 @@ impl Node {
             }
             return;
         };
-        if !self.members.contains(&name) {
-            // Gone (its routes follow): nothing to wait for.
-            if let Some(r) = ack {
-                self.release_ack(r);
-            }
-            return;
-        }
         let subject = format!("{}node.{name}", self.subjects);
         self.buf.clear();
         match share {
@@ -562,6 +609,11 @@ impl Node {
             return;
         }
         let payload = Bytes::copy_from_slice(&self.buf);
+        if !self.members.contains(&name) {
+            // Gone, its routes kept a while: the message is kept for its sessions.
+            self.keep_for(&name, payload, ack);
+            return;
+        }
         self.shared
             .counters
             .forwarded
@@ -580,6 +632,7 @@ impl Node {
                         ack: r,
                         slot,
                         at: Instant::now(),
+                        payload: payload.clone(),
                     },
                 );
                 let reply = format!("{}.{token}", self.inbox);
@@ -621,25 +674,9 @@ impl Node {
     /// A message from another node: to a shard chosen by its publisher (which keeps each
     /// publisher's order), with a token when the sender waits for a confirmation.
     fn forwarded(&mut self, m: async_nats::Message) {
-        let p = &m.payload;
-        let (share, at) = match p.first() {
-            Some(&KIND_PUBLISH) => (None, 1),
-            Some(&KIND_SHARED) if p.len() >= 3 => {
-                let n = usize::from(u16::from_be_bytes([p[1], p[2]]));
-                match p.get(3..3 + n).map(std::str::from_utf8) {
-                    Some(Ok(s)) => (Some(s.to_owned()), 3 + n),
-                    _ => return,
-                }
-            }
-            _ => return,
-        };
-        let Some(hash) = p.get(at..at + 8) else {
+        let Some((share, publisher_hash, frame)) = parse_forwarded(&m.payload) else {
             return;
         };
-        let mut h = [0u8; 8];
-        h.copy_from_slice(hash);
-        let publisher_hash = u64::from_be_bytes(h);
-        let frame = m.payload.slice(at + 8..);
         let token = m.reply.map(|r| {
             let t = self.next_token;
             self.next_token += 1;
@@ -705,6 +742,62 @@ impl Node {
         self.release_ack(p.ack);
     }
 
+    /// Keeps a message for the sessions of `node` (gone) in the cluster's stream; its
+    /// publisher (if it waits) is released once the stream has it.
+    fn keep_for(&self, node: &str, payload: Bytes, ack: Option<AckRef>) {
+        let nats = self.nats.clone();
+        let cluster = self.cluster.clone();
+        let node = node.to_owned();
+        let inbox = ack.and_then(|r| Some((r, self.inboxes.get(usize::from(r.shard))?.clone())));
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            // Retried while JetStream refuses: the publisher stays held meanwhile.
+            while let Err(e) = super::sessions::keep_orphan(&nats, &cluster, &node, payload.clone()).await {
+                tracing::warn!("cluster: a message for node {node} (gone) is not kept yet: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            shared.counters.kept.fetch_add(1, Ordering::Relaxed);
+            if let Some((r, tx)) = inbox {
+                let msg = ShardMsg::AckRelease { key: r.key };
+                let _ = tx.try_send(Inbox::Cluster(ClusterIn::Shard(msg)));
+            }
+        });
+    }
+
+    /// Route removals whose time came: applied to a node that is still a member; a node
+    /// that is gone keeps its routes for `route_grace` first.
+    fn removals_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let grace = route_grace(self.ttl);
+        let mut i = 0;
+        while i < self.removals.len() {
+            let (at, slot, _, graced) = &self.removals[i];
+            if *at > now {
+                i += 1;
+                continue;
+            }
+            let member = self
+                .names
+                .get(usize::from(*slot))
+                .is_some_and(|n| self.members.contains(n));
+            if !member && !*graced {
+                let r = &mut self.removals[i];
+                r.0 = now + grace;
+                r.3 = true;
+                i += 1;
+                continue;
+            }
+            let (_, slot, filter, _) = self.removals.swap_remove(i);
+            due.push((slot, filter));
+        }
+        for (slot, filter) in due {
+            self.route_changed(slot, &filter, false);
+        }
+    }
+
     fn release_ack(&self, r: AckRef) {
         if let Some(tx) = self.inboxes.get(usize::from(r.shard)) {
             let msg = ShardMsg::AckRelease { key: r.key };
@@ -736,6 +829,7 @@ impl Node {
                 let _ = self.route_ops.send((key, true));
             }
         }
+        self.removals_due();
         let now = Instant::now();
         let late: Vec<u64> = self
             .pending
@@ -754,5 +848,34 @@ impl Node {
 
     fn now(&self) -> broker_core::Instant {
         broker_core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+}
+
+/// A forwarded message's parts: the shared group it is for (if any), its publisher's
+/// hash, its frame.
+fn parse_forwarded(p: &Bytes) -> Option<(Option<String>, u64, Bytes)> {
+    let (share, at) = match p.first() {
+        Some(&KIND_PUBLISH) => (None, 1),
+        Some(&KIND_SHARED) if p.len() >= 3 => {
+            let n = usize::from(u16::from_be_bytes([p[1], p[2]]));
+            match p.get(3..3 + n).map(std::str::from_utf8) {
+                Some(Ok(s)) => (Some(s.to_owned()), 3 + n),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let hash = p.get(at..at + 8)?;
+    let mut h = [0u8; 8];
+    h.copy_from_slice(hash);
+    Some((share, u64::from_be_bytes(h), p.slice(at + 8..)))
+}
+
+/// The frame of a forwarded message for subscribers (not one a shared group chose: that
+/// choice was the dead node's, and its group's other members had their chance).
+pub(super) fn forwarded_frame(p: &Bytes) -> Option<Bytes> {
+    match parse_forwarded(p)? {
+        (None, _, frame) => Some(frame),
+        _ => None,
     }
 }

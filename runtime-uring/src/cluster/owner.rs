@@ -3,6 +3,7 @@
 //! transaction bound to the lease; a takeover asks the owner to let go over NATS).
 
 use super::Shared;
+use bytes::Bytes;
 use broker_core::mqtt_proto::ReasonCode;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::collections::HashMap;
@@ -18,6 +19,10 @@ pub struct Claim {
 
 pub(super) struct Context {
     pub me: String,
+    /// The cluster's name (streams and subjects).
+    pub cluster: String,
+    /// The shards' control channels.
+    pub inboxes: Vec<async_channel::Sender<crate::broker::shard::Inbox>>,
     pub keys: String,
     pub subjects: String,
     pub ttl: Duration,
@@ -201,13 +206,102 @@ impl Owners {
     }
 
     /// The transaction made this node the owner; but a node fenced meanwhile (etcd answered
-    /// late) serves nobody: the key goes again.
+    /// late) serves nobody: the key goes again. A session another node kept (it let go, or
+    /// died) comes here first, from the shared stream.
     async fn granted(&self, client_id: Box<str>, value: String) -> bool {
         if self.ctx.shared.fenced.load(Ordering::Acquire) {
             self.delete_if(&client_id, &value).await;
             return false;
         }
+        if let Err(e) = self.adopt(&client_id).await {
+            tracing::error!("cluster: cannot take \"{client_id}\"'s session over: {e}");
+            self.delete_if(&client_id, &value).await;
+            return false;
+        }
         self.owned(client_id, value)
+    }
+
+    /// Reads a client's session from the shared stream (if it has one), writes it to this
+    /// node's store and gives it to its owner shard with the messages kept for it since
+    /// its last node wrote it (that node died or was gone meanwhile).
+    async fn adopt(&self, client_id: &str) -> anyhow::Result<()> {
+        let Some(stored) = super::sessions::read(&self.ctx.nats, &self.ctx.cluster, client_id).await?
+        else {
+            return Ok(());
+        };
+        let store = self
+            .ctx
+            .shared
+            .store
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("no store"))?;
+        let (tx, rx) = async_channel::bounded(1);
+        store
+            .try_send(crate::store::Request::Seed {
+                client: client_id.into(),
+                records: stored.records,
+                appends: stored.appends,
+                reply: tx,
+            })
+            .map_err(|_| anyhow::anyhow!("the store is gone"))?;
+        let Some(session) = rx.recv().await? else {
+            // An ended session (nothing left).
+            return Ok(());
+        };
+        // Messages kept for its last node: since it last wrote the session, and, while
+        // that node is gone and others may still keep messages for it, later ones too.
+        let gone = !stored.node.is_empty()
+            && self
+                .ctx
+                .shared
+                .members
+                .lock()
+                .is_ok_and(|m| !m.contains(&stored.node));
+        let mut orphans = if stored.node.is_empty() {
+            None
+        } else {
+            let o = super::sessions::orphans_since(
+                &self.ctx.nats,
+                &self.ctx.cluster,
+                &stored.node,
+                stored.at_ms,
+                gone,
+            )
+            .await?;
+            Some(o)
+        };
+        let frames: Vec<Bytes> = orphans
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.now))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(super::node::forwarded_frame)
+            .collect();
+        let messages = session.messages.len();
+        let shard = broker_core::shard::owner_of_client(client_id, self.ctx.inboxes.len() as u16);
+        let inbox = self
+            .ctx
+            .inboxes
+            .get(usize::from(shard))
+            .ok_or_else(|| anyhow::anyhow!("no shard"))?;
+        let (tx, rx) = async_channel::bounded(1);
+        let kept = frames.len();
+        inbox
+            .try_send(crate::broker::shard::Inbox::Cluster(super::ClusterIn::Restore {
+                session,
+                frames,
+                done: tx,
+            }))
+            .map_err(|_| anyhow::anyhow!("the shard is gone"))?;
+        rx.recv().await?;
+        if let Some(o) = orphans.filter(|o| o.later.is_some()) {
+            tokio::spawn(follow_orphans(o, client_id.into(), inbox.clone(), self.ctx.ttl));
+        }
+        tracing::info!(
+            "cluster: session of \"{client_id}\" taken over from node {} ({messages} queued or in flight, {kept} kept while it was gone)",
+            stored.node
+        );
+        Ok(())
     }
 
     fn owned(&self, client_id: Box<str>, value: String) -> bool {
@@ -224,17 +318,26 @@ impl Owners {
         true
     }
 
-    /// A connection of `client_id` closed here: at the last one the key goes (unless a
-    /// newer claim replaced it).
-    pub(super) fn closed(self: &Arc<Self>, client_id: Box<str>) {
+    /// A connection of `client_id` closed here. The key stays: its session may persist
+    /// (it ends with `ended`).
+    pub(super) fn closed(&self, client_id: &str) {
+        if let Ok(mut m) = self.owned.lock() {
+            if let Some(o) = m.get_mut(client_id) {
+                o.connections = o.connections.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The session of `client_id` ended here: unless a connection of it is here again (a
+    /// new claim), the key goes (unless a newer claim replaced it).
+    pub(super) fn ended(self: &Arc<Self>, client_id: Box<str>) {
         let value = {
             let Ok(mut m) = self.owned.lock() else {
                 return;
             };
-            let Some(o) = m.get_mut(&client_id) else {
+            let Some(o) = m.get(&client_id) else {
                 return;
             };
-            o.connections = o.connections.saturating_sub(1);
             if o.connections > 0 {
                 return;
             }
@@ -307,10 +410,21 @@ impl Owners {
         let before = claim(self);
         let handle = self.ctx.handle.clone();
         let id: Box<str> = client_id.into();
-        let kicked = tokio::task::spawn_blocking(move || handle.kick_taken_over(&id)).await;
-        if !matches!(kicked, Ok(Ok(_))) {
+        let moved = tokio::task::spawn_blocking(move || handle.move_out(&id)).await;
+        if !matches!(moved, Ok(Ok(_))) {
             tracing::warn!("cluster: could not disconnect \"{client_id}\" for a takeover");
             return false;
+        }
+        // The session's last records reach the shared stream before the other node reads
+        // it back.
+        if let Some(store) = self.ctx.shared.store.get() {
+            let (tx, rx) = async_channel::bounded(1);
+            if store.try_send(crate::store::Request::Barrier(tx)).is_err()
+                || rx.recv().await.is_err()
+            {
+                tracing::warn!("cluster: the store did not confirm \"{client_id}\"'s last records");
+                return false;
+            }
         }
         let after = claim(self);
         if after.as_ref().map(|c| &c.0) != before.as_ref().map(|c| &c.0) {
@@ -335,6 +449,39 @@ impl Owners {
             }
         }
     }
+}
+
+/// Queues for a session taken over from a node that is gone the messages other nodes
+/// keep for that node a while longer (until they drop its routes: `ROUTE_GRACE`).
+async fn follow_orphans(
+    mut o: super::sessions::Orphans,
+    client_id: Box<str>,
+    inbox: async_channel::Sender<crate::broker::shard::Inbox>,
+    ttl: Duration,
+) {
+    use futures_util::StreamExt as _;
+    let Some(mut sub) = o.later.take() else {
+        return;
+    };
+    let until = tokio::time::Instant::now() + super::node::route_grace(ttl) + Duration::from_secs(5);
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+        if !o.wanted(&m) {
+            continue;
+        }
+        if let Some(frame) = super::node::forwarded_frame(&m.payload) {
+            let q = super::ClusterIn::Queue {
+                client_id: client_id.clone(),
+                frame,
+            };
+            if inbox
+                .try_send(crate::broker::shard::Inbox::Cluster(q))
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    let _ = sub.unsubscribe().await;
 }
 
 /// Serves the CONNECTs waiting for ownership, each as a task of its own.

@@ -26,6 +26,7 @@ pub(super) async fn retained_store(
         std::slice::from_ref(&filter),
         cfg.jetstream_replicas,
         1,
+        serde_json::json!({}),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cluster: retained messages' stream: {e}"))?;
@@ -38,8 +39,9 @@ fn retained_stream(cluster: &str) -> String {
     format!("{}_RETAINED", cluster.to_uppercase())
 }
 
-/// The subject token for a topic: URL-safe base64 of it, or a digest for a long one.
-pub(super) fn retained_key(topic: &str) -> String {
+/// The subject token for a topic or client identifier: URL-safe base64 of it, or a
+/// digest for a long one.
+pub(super) fn subject_key(topic: &str) -> String {
     use base64::Engine as _;
     let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic);
     if b.len() <= 200 {

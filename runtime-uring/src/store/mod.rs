@@ -9,6 +9,7 @@
 //! Petrel's snapshot files (`<name>.shard<N>`) are migrated once.
 
 pub mod legacy;
+mod shared;
 mod writer;
 
 use broker_core::store::{Loader, RestoredSession, Space};

@@ -22,10 +22,22 @@ pub struct Load {
     pub max: usize,
 }
 
-/// What shards send the store thread, in order.
+/// What shards (and the cluster thread) send the store thread, in order.
 pub enum Request {
     Write(Job),
     Load(Load),
+    /// Answered once everything sent before is written (and in the cluster's shared
+    /// copy): a session moved away has its last records there.
+    Barrier(async_channel::Sender<()>),
+    /// A session read back from the cluster's shared copy, to write here (replacing any
+    /// copy of it here) and read back as a session: its records and how many appends
+    /// they came in.
+    Seed {
+        client: Box<str>,
+        records: Vec<u8>,
+        appends: u32,
+        reply: async_channel::Sender<Option<broker_core::store::RestoredSession>>,
+    },
 }
 
 /// What the store thread tells a shard.
@@ -100,7 +112,7 @@ impl<'a> Applier<'a> {
                         self.pending.insert(key, Pending::Delete);
                     }
                 }
-                Op::DeleteClient => {
+                Op::DeleteClient | Op::Forget => {
                     // What came before is committed first, so the scan below sees it.
                     self.commit(false)?;
                     for (space, ks) in Space::ALL.iter().zip(self.spaces) {
@@ -153,16 +165,18 @@ pub static FSYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 impl Writer {
     /// Starts the thread; `notify[i]` reaches shard `i`.
+    /// `journal`: a cluster's shared copy of sessions, written after each commit.
     pub fn spawn(
         opened: super::Opened,
         durability: Durability,
         clock: u64,
         notify: Vec<Notify>,
+        journal: Option<crate::cluster::Journal>,
     ) -> anyhow::Result<Writer> {
         let (tx, rx) = async_channel::unbounded::<Request>();
         let handle = std::thread::Builder::new()
             .name("petrel-store".into())
-            .spawn(move || run(opened, durability, clock, notify, rx))?;
+            .spawn(move || run(opened, durability, clock, notify, rx, journal))?;
         Ok(Writer { tx, handle })
     }
 
@@ -188,8 +202,10 @@ fn run(
     clock: u64,
     notify: Vec<Notify>,
     rx: async_channel::Receiver<Request>,
+    journal: Option<crate::cluster::Journal>,
 ) {
     let started = std::time::Instant::now();
+    let mut shared = journal.map(super::shared::Shared::new);
     let super::Opened {
         db, spaces, path, ..
     } = opened;
@@ -201,15 +217,15 @@ fn run(
     let mut done: Vec<Option<(u64, Vec<u8>)>> = (0..notify.len()).map(|_| None).collect();
     let mut next = rx.recv_blocking().ok();
     while let Some(first) = next.take() {
-        // Everything that arrived meanwhile joins this commit, up to a read request,
+        // Everything that arrived meanwhile joins this commit, up to another request,
         // which is answered after it (it must see what was sent before it).
-        let mut load = None;
+        let mut after = None;
         let mut req = Some(first);
         while let Some(r) = req.take() {
             match r {
                 Request::Write(j) => jobs.push(j),
-                Request::Load(l) => {
-                    load = Some(l);
+                other => {
+                    after = Some(other);
                     break;
                 }
             }
@@ -218,7 +234,11 @@ fn run(
             }
         }
         if !jobs.is_empty() {
+            let appends = shared.as_mut().map(|s| s.collect(&jobs));
             commit_jobs(&mut a, &mut jobs, sync, &mut done);
+            if let (Some(s), Some(appends)) = (shared.as_mut(), appends) {
+                s.write(appends, &spaces);
+            }
             if sync {
                 if let Some(to) = &snapshots {
                     if let Err(e) = power_snapshot(&path, to) {
@@ -232,12 +252,41 @@ fn run(
                 }
             }
         }
-        if let Some(l) = load {
-            let msgs = read_queue(&spaces, &l, clock);
-            tracing::debug!("read back {} queued message(s) of {}", msgs.len(), l.client);
-            if let Some(tell) = notify.get(usize::from(l.shard)) {
-                tell(Reply::Loaded(l.client, l.after, msgs));
+        match after {
+            Some(Request::Load(l)) => {
+                let msgs = read_queue(&spaces, &l, clock);
+                tracing::debug!("read back {} queued message(s) of {}", msgs.len(), l.client);
+                if let Some(tell) = notify.get(usize::from(l.shard)) {
+                    tell(Reply::Loaded(l.client, l.after, msgs));
+                }
             }
+            Some(Request::Barrier(reply)) => {
+                let _ = reply.try_send(());
+            }
+            Some(Request::Seed {
+                client,
+                records,
+                appends,
+                reply,
+            }) => {
+                let mut batch = Vec::new();
+                super::shared::forget(&client, &mut batch);
+                batch.extend_from_slice(&records);
+                let mut failures = 0u32;
+                while let Err(e) = a.apply(&batch).and_then(|()| a.commit(sync)) {
+                    a.pending.clear();
+                    if failures.is_multiple_of(50) {
+                        tracing::error!("cannot write a session taken over to the store: {e}");
+                    }
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Some(s) = shared.as_mut() {
+                    s.seeded(&client, appends);
+                }
+                let _ = reply.try_send(super::shared::read_session(&spaces, &client, clock));
+            }
+            _ => {}
         }
         next = rx.recv_blocking().ok();
     }

@@ -1,0 +1,146 @@
+//! The cluster's shared copy of sessions, written by the store thread after each of its
+//! own commits (`crate::cluster::Journal`): per client, the records of the commit, and
+//! now and then the session's whole current state instead (a rollup), read from this
+//! store.
+
+use crate::cluster::{Append, Journal, ROLLUP_EVERY};
+use broker_core::store::{client_of, client_prefix, put_record, records, Op, Space};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub struct Shared {
+    journal: Journal,
+    /// Appends per client since its subject was last rolled up.
+    appends: HashMap<String, u32>,
+}
+
+impl Shared {
+    pub fn new(journal: Journal) -> Shared {
+        Shared {
+            journal,
+            appends: HashMap::new(),
+        }
+    }
+
+    /// The shared copy's part of a commit: each client's records, in order.
+    pub fn collect(&mut self, jobs: &[super::Job]) -> Vec<Append> {
+        let mut out: Vec<Append> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for j in jobs {
+            for r in records(&j.records) {
+                // Retained messages have a stream of their own; a session moved away
+                // leaves only this store.
+                if r.space == Space::Retained || r.op == Op::Forget {
+                    continue;
+                }
+                let Some((client, _)) = client_of(r.key) else {
+                    continue;
+                };
+                let i = *at.entry(client.to_owned()).or_insert_with(|| {
+                    out.push(Append {
+                        client: client.to_owned(),
+                        records: Vec::new(),
+                        rollup: false,
+                    });
+                    out.len() - 1
+                });
+                let Some(a) = out.get_mut(i) else {
+                    continue;
+                };
+                if r.op == Op::DeleteClient {
+                    // The session ended: nothing before stays.
+                    a.records.clear();
+                    a.rollup = true;
+                    continue;
+                }
+                put_record(&mut a.records, r.op, r.space, r.key, r.value);
+            }
+        }
+        out
+    }
+
+    /// Writes a commit's part (after the commit here), retrying while JetStream refuses:
+    /// the acknowledgements that wait for it stay held meanwhile.
+    pub fn write(&mut self, mut appends: Vec<Append>, spaces: &[fjall::Keyspace]) {
+        for a in &mut appends {
+            let n = self.appends.entry(a.client.clone()).or_insert(0);
+            *n += 1;
+            if a.rollup || *n >= ROLLUP_EVERY {
+                if !a.rollup {
+                    a.records = snapshot(spaces, &a.client);
+                    a.rollup = true;
+                }
+                *n = 0;
+            }
+            if a.rollup && a.records.is_empty() {
+                self.appends.remove(&a.client);
+            }
+        }
+        let mut failures = 0u32;
+        while let Err(e) = self.journal.append(&appends) {
+            if failures.is_multiple_of(20) {
+                tracing::error!(
+                    "cannot write sessions to the cluster's stream (acknowledgements are held until it can): {e}"
+                );
+            }
+            failures += 1;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// A session read back from the shared copy was written here.
+    pub fn seeded(&mut self, client: &str, appends: u32) {
+        self.appends.insert(client.to_owned(), appends);
+    }
+}
+
+/// Every record of a client's session in this store, as one batch of puts.
+fn snapshot(spaces: &[fjall::Keyspace], client: &str) -> Vec<u8> {
+    let mut prefix = Vec::new();
+    client_prefix(client, &mut prefix);
+    let mut out = Vec::new();
+    for (space, ks) in Space::ALL.iter().zip(spaces) {
+        if *space == Space::Retained {
+            continue;
+        }
+        for item in ks.prefix(&prefix) {
+            match item.into_inner() {
+                Ok((k, v)) => put_record(&mut out, Op::Put, *space, &k, &v),
+                Err(e) => tracing::error!("cannot read {client}'s session from the store: {e}"),
+            }
+        }
+    }
+    out
+}
+
+/// A record that removes a client's session from this store only.
+pub fn forget(client: &str, out: &mut Vec<u8>) {
+    let mut prefix = Vec::new();
+    client_prefix(client, &mut prefix);
+    put_record(out, Op::Forget, Space::Session, &prefix, &[]);
+}
+
+/// A client's session as this store has it.
+pub fn read_session(
+    spaces: &[fjall::Keyspace],
+    client: &str,
+    clock: u64,
+) -> Option<broker_core::store::RestoredSession> {
+    let mut prefix = Vec::new();
+    client_prefix(client, &mut prefix);
+    let mut loader = broker_core::store::Loader::new(clock);
+    for (space, ks) in Space::ALL.iter().zip(spaces) {
+        if *space == Space::Retained {
+            continue;
+        }
+        for item in ks.prefix(&prefix) {
+            let Ok((k, v)) = item.into_inner() else {
+                return None;
+            };
+            if loader.add(*space, &k, &v).is_err() {
+                tracing::error!("a record of {client}'s session taken over is unreadable");
+            }
+        }
+    }
+    loader.finish().0.into_iter().next()
+}
