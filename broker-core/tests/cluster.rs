@@ -257,3 +257,94 @@ fn a_shared_group_chooses_among_nodes_and_a_node_among_its_members() {
     assert!(publishes(&b.recv(b1)).is_empty());
     assert_eq!(b.cluster_acks, vec![5, 6]);
 }
+
+/// A frame of a message published on node `a` (its remote interest on `filter`).
+fn frame_of(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut a = node(1);
+    let m = ShardMsg::Interest {
+        from: cluster::node_shard(1, 0),
+        filter: "#".into(),
+        add: true,
+    };
+    let now = a.now;
+    a.brokers[0].handle_shard_msg(now, m);
+    let (p, _) = connect_with(&mut a, 0, &connect_packet("framer", true, V5));
+    publish(&mut a, p, topic, payload, QoS::AtLeastOnce, false, 1);
+    let out = std::mem::take(&mut a.cluster_out);
+    let Some((_, ShardMsg::Publish { msg, .. })) = out.into_iter().next() else {
+        panic!("nothing forwarded")
+    };
+    let mut frame = Vec::new();
+    assert!(cluster::encode(&msg, a.now, &mut frame));
+    frame
+}
+
+#[test]
+fn a_session_moved_out_leaves_without_its_will_and_kept_messages_reach_only_it() {
+    let mut a = node(1);
+    // A watcher of wills, and a persistent session with a delayed will, offline.
+    let (w, _) = connect_with(&mut a, 0, &conn("watcher", V5));
+    subscribe(&mut a, w, "will/#", QoS::AtLeastOnce);
+    let mut c = connect_packet("mover", false, V5);
+    c.properties.session_expiry_interval = Some(3600);
+    let will_props = Properties {
+        will_delay_interval: Some(5),
+        ..Default::default()
+    };
+    c.will = Some(Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: will_props,
+        topic: "will/mover",
+        payload: b"bye",
+    });
+    let (m, _) = connect_with(&mut a, 0, &c);
+    subscribe(&mut a, m, "kept/#", QoS::AtLeastOnce);
+    let now = a.now;
+    // Moved while connected: DISCONNECT 0x8E, the session leaves.
+    assert!(a.brokers[0].move_out(now, "mover"));
+    a.pump();
+    let got = recv(&mut a, m);
+    assert_eq!(
+        disconnect_code(&got),
+        Some(ReasonCode::SessionTakenOver),
+        "{got:?}"
+    );
+    assert!(!a.brokers[0].move_out(now, "mover"), "the session is gone");
+    // Its will goes with it: not published here, even after its delay.
+    a.advance(10_000);
+    a.pump();
+    assert!(publishes(&a.recv(w)).is_empty());
+
+    // Messages kept for a session that came here: only to it, only where its
+    // subscriptions match.
+    let (k, _) = {
+        let mut c = connect_packet("keeper", false, V5);
+        c.properties.session_expiry_interval = Some(3600);
+        connect_with(&mut a, 0, &c)
+    };
+    subscribe(&mut a, k, "kept/#", QoS::AtLeastOnce);
+    let (other, _) = connect_with(&mut a, 0, &conn("other", V5));
+    subscribe(&mut a, other, "kept/#", QoS::AtLeastOnce);
+    a.drop_connection(k);
+    a.pump();
+    let now = a.now;
+    assert!(a.brokers[0].queue_for_session(now, "keeper", &frame_of("kept/1", b"one")));
+    assert!(!a.brokers[0].queue_for_session(now, "keeper", &frame_of("elsewhere", b"no")));
+    assert!(!a.brokers[0].queue_for_session(now, "nobody", &frame_of("kept/2", b"no")));
+    a.pump();
+    assert!(
+        publishes(&a.recv(other)).is_empty(),
+        "not to other sessions"
+    );
+    let mut c = connect_packet("keeper", false, V5);
+    c.properties.session_expiry_interval = Some(3600);
+    let (k2, ack) = connect_with(&mut a, 0, &c);
+    let P::ConnAck(ack) = owned(&ack) else {
+        panic!("{ack:?}")
+    };
+    assert!(ack.session_present);
+    let got = publishes(&a.recv(k2));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0.as_str(), &got[0].1[..]), ("kept/1", &b"one"[..]));
+}

@@ -30,7 +30,7 @@ impl Disk {
                 Op::Delete => {
                     space.remove(r.key);
                 }
-                Op::DeleteClient => {
+                Op::DeleteClient | Op::Forget => {
                     for s in Space::ALL {
                         if s == Space::Retained {
                             continue;

@@ -282,6 +282,110 @@ fn a_client_connecting_to_another_node_takes_its_session_over() {
     drop(back);
 }
 
+fn session(mode: &str, pub_port: u16, sub_port: u16, resume_port: u16, args: &[&str]) -> Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(py_dir().join("cluster_session.py"))
+        .arg(mode)
+        .args(["--pub-port", &pub_port.to_string()])
+        .args(["--sub-port", &sub_port.to_string()])
+        .args(["--resume-port", &resume_port.to_string()])
+        .args(args);
+    let r = run("cluster_session.py", cmd, Duration::from_secs(90));
+    assert!(
+        r.ok(),
+        "cluster_session.py {mode} {args:?}:\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    serde_json::from_str(r.stdout.trim()).unwrap()
+}
+
+/// Every acknowledged message arrived, and the session was found where the client came
+/// back.
+fn assert_resumed(r: &Value, what: &str) {
+    assert_eq!(r["session_present"].as_bool(), Some(true), "{what}: {r}");
+    assert_eq!(r["missing_count"].as_u64(), Some(0), "{what}: {r}");
+    assert!(r["acknowledged"].as_u64().unwrap() > 0, "{what}: {r}");
+}
+
+#[test]
+fn a_persistent_session_goes_on_at_another_node() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let n1 = svc.node(dir.path(), "n1", 2);
+    let n2 = svc.node(dir.path(), "n2", 1);
+    let n3 = svc.node(dir.path(), "n3", 1);
+    let (p1, p2, p3) = (n1.port(), n2.port(), n3.port());
+    // Offline on n1, messages published on n2, back on n3: all there (MQTT 5, QoS 1).
+    let r = session(
+        "offline",
+        p2,
+        p1,
+        p3,
+        &["--v5", "--prefix", "o5", "--count", "300"],
+    );
+    assert_resumed(&r, "offline, v5, QoS 1");
+    assert_eq!(r["acknowledged"].as_u64(), Some(300), "{r}");
+    assert_eq!(r["first_present"].as_bool(), Some(false), "{r}");
+    // The same in 3.1.1 at QoS 2: exactly once.
+    let r = session(
+        "offline",
+        p2,
+        p1,
+        p3,
+        &["--qos", "2", "--prefix", "o3", "--count", "200"],
+    );
+    assert_resumed(&r, "offline, 3.1.1, QoS 2");
+    assert_eq!(r["duplicates"].as_u64(), Some(0), "{r}");
+    // Taken over while connected: the session goes along (session present).
+    let r = session(
+        "offline",
+        p1,
+        p3,
+        p2,
+        &["--v5", "--live", "--prefix", "l5", "--count", "200"],
+    );
+    assert_resumed(&r, "live takeover, v5");
+    // The session that moved to n3 first is back at n1 with nothing pending.
+    let r = session(
+        "offline",
+        p2,
+        p3,
+        p1,
+        &["--v5", "--prefix", "o5", "--count", "50"],
+    );
+    assert_eq!(r["first_present"].as_bool(), Some(true), "{r}");
+    assert_resumed(&r, "offline again, v5");
+}
+
+#[test]
+fn kill_9_of_the_node_of_a_persistent_subscriber_loses_nothing_acknowledged() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let n1 = svc.node(dir.path(), "n1", 1);
+    let n2 = svc.node(dir.path(), "n2", 2);
+    let n3 = svc.node(dir.path(), "n3", 1);
+    let pid = n1.proc.pid().to_string();
+    let r = session(
+        "kill",
+        n2.port(),
+        n1.port(),
+        n3.port(),
+        &[
+            "--v5",
+            "--count",
+            "1500",
+            "--kill-after",
+            "400",
+            "--kill-pid",
+            &pid,
+        ],
+    );
+    assert_resumed(&r, "kill -9, v5, QoS 1");
+    assert_eq!(r["acknowledged"].as_u64(), Some(1500), "{r}");
+    drop(n1);
+}
+
 /// `subs` mosquitto_sub on each port (C clients: 100,000 deliveries are cheap to count),
 /// subscribed to `<prefix>/#` at `qos`.
 fn subscribers(ports: &[u16], subs: usize, prefix: &str, qos: &str) -> Vec<Proc> {

@@ -206,7 +206,9 @@ impl Broker {
         }
         // Detaching may have ended it already (Session Expiry Interval 0).
         if self.sessions.get(sk).is_some() {
-            self.end_session_here(sk, now, crate::policy::SessionEnd::TakenOver, true);
+            self.moving = true;
+            self.end_session(sk, now, crate::policy::SessionEnd::TakenOver);
+            self.moving = false;
         }
         true
     }

@@ -519,15 +519,14 @@ impl Broker {
     }
 
     /// Ends a session: its pending will is published, its subscriptions removed, shared
-    /// subscription messages handed back to the group.
+    /// subscription messages handed back to the group. A session that goes on at another
+    /// node of a cluster (`moving`, set by `move_out`) keeps its will, queue and records:
+    /// nothing is published, handed back or deleted but this node's copy.
     pub(crate) fn end_session(&mut self, sk: Key, now: Instant, why: SessionEnd) {
-        self.end_session_here(sk, now, why, false);
-    }
-
-    /// Ends a session on this broker; `moved`: it goes on elsewhere (another cluster node
-    /// took it over with what the store holds), so its will, queue and records stay with
-    /// it: nothing is published, handed back or deleted but this node's copy.
-    pub(crate) fn end_session_here(&mut self, sk: Key, now: Instant, why: SessionEnd, moved: bool) {
+        #[cfg(feature = "cluster")]
+        let moved = self.moving;
+        #[cfg(not(feature = "cluster"))]
+        let moved = false;
         // Messages held by flow control: their publishers get their acknowledgements; the
         // messages are handled like the rest of the queue below.
         let parked: Vec<crate::broker::flow::Parked> = self
@@ -546,8 +545,10 @@ impl Broker {
             return;
         };
         self.by_id.remove(&s.client_id, sk);
-        if let Some(pw) = s.pending_will.take().filter(|_| !moved) {
-            self.publish_will(now, &s.client_id, pw.will);
+        if let Some(pw) = s.pending_will.take() {
+            if !moved {
+                self.publish_will(now, &s.client_id, pw.will);
+            }
         }
         let subs: Vec<(Box<str>, SubRecord)> = s.subs.take_all().collect();
         for (f, rec) in &subs {
@@ -564,7 +565,11 @@ impl Broker {
             .chain(s.queue.take().into_iter().map(|q| (false, q)))
             .chain(s.backlog.take().into_iter().map(|q| (false, q)))
             .chain(parked_items.into_iter().map(|q| (false, q)));
-        for (qos2_started, item) in leftovers.filter(|_| !moved) {
+        for (qos2_started, item) in leftovers {
+            if moved {
+                // They go on with the session at the other node.
+                break;
+            }
             match item.group {
                 Some(g) if !qos2_started => self.return_to_group(now, g, item.msg),
                 _ => self.policy.hooks.on_dropped(

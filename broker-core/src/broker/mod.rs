@@ -200,6 +200,9 @@ pub struct Broker {
     /// The message being routed came from another node (it goes to no other node).
     #[cfg(feature = "cluster")]
     pub(crate) from_cluster: bool,
+    /// The session being ended goes on at another node (`move_out`).
+    #[cfg(feature = "cluster")]
+    pub(crate) moving: bool,
 }
 
 /// What [`Broker::handle_input`] did with a connection's input.
@@ -249,6 +252,8 @@ impl Broker {
             store: None,
             #[cfg(feature = "cluster")]
             from_cluster: false,
+            #[cfg(feature = "cluster")]
+            moving: false,
             policy,
             cfg,
         }

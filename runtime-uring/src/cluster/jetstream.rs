@@ -165,7 +165,10 @@ pub async fn read_subject(
     while (out.len() as u64) < n {
         match tokio::time::timeout(API_TIMEOUT, sub.next()).await {
             Ok(Some(m)) => out.push(m),
-            _ => anyhow::bail!("{stream}: {subject} delivered {} of {n} messages", out.len()),
+            _ => anyhow::bail!(
+                "{stream}: {subject} delivered {} of {n} messages",
+                out.len()
+            ),
         }
     }
     let _ = sub.unsubscribe().await;

@@ -3,7 +3,7 @@
 //! (messages to and from other nodes over NATS, and their confirmations).
 
 use super::owner::{self, Claim, Owners};
-use super::writes::{subject_key, retained_store, write_retained, write_routes};
+use super::writes::{retained_store, subject_key, write_retained, write_routes};
 use super::{ClusterConfig, ClusterIn, FromShard, Shared, MAX_NODES};
 use crate::broker::shard::Inbox;
 use broker_core::cluster as wire;
@@ -753,7 +753,9 @@ impl Node {
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             // Retried while JetStream refuses: the publisher stays held meanwhile.
-            while let Err(e) = super::sessions::keep_orphan(&nats, &cluster, &node, payload.clone()).await {
+            while let Err(e) =
+                super::sessions::keep_orphan(&nats, &cluster, &node, payload.clone()).await
+            {
                 tracing::warn!("cluster: a message for node {node} (gone) is not kept yet: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));

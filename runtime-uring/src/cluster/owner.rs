@@ -3,8 +3,8 @@
 //! transaction bound to the lease; a takeover asks the owner to let go over NATS).
 
 use super::Shared;
-use bytes::Bytes;
 use broker_core::mqtt_proto::ReasonCode;
+use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -150,7 +150,7 @@ impl Owners {
                 .and_then(vec![put.clone()])
                 .or_else(vec![TxnOp::get(key.as_str(), None)]);
             let current = match etcd.txn(txn).await {
-                Ok(r) if r.succeeded() => return self.granted(client_id, value).await,
+                Ok(r) if r.succeeded() => return self.granted(client_id, value, true).await,
                 Ok(r) => r.op_responses().into_iter().find_map(|op| match op {
                     TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
                     _ => None,
@@ -178,7 +178,7 @@ impl Owners {
                     .and_then(vec![put]);
                 if let Ok(r) = etcd.txn(txn).await {
                     if r.succeeded() {
-                        return self.granted(client_id, value).await;
+                        return self.granted(client_id, value, false).await;
                     }
                 }
                 continue;
@@ -206,12 +206,15 @@ impl Owners {
     }
 
     /// The transaction made this node the owner; but a node fenced meanwhile (etcd answered
-    /// late) serves nobody: the key goes again. A session another node kept (it let go, or
-    /// died) comes here first, from the shared stream.
-    async fn granted(&self, client_id: Box<str>, value: String) -> bool {
+    /// late) serves nobody: the key goes again. `fresh` (nobody owned it): a session
+    /// another node kept (it let go, or died) comes here first, from the shared stream.
+    async fn granted(&self, client_id: Box<str>, value: String, fresh: bool) -> bool {
         if self.ctx.shared.fenced.load(Ordering::Acquire) {
             self.delete_if(&client_id, &value).await;
             return false;
+        }
+        if !fresh {
+            return self.owned(client_id, value);
         }
         if let Err(e) = self.adopt(&client_id).await {
             tracing::error!("cluster: cannot take \"{client_id}\"'s session over: {e}");
@@ -225,7 +228,8 @@ impl Owners {
     /// node's store and gives it to its owner shard with the messages kept for it since
     /// its last node wrote it (that node died or was gone meanwhile).
     async fn adopt(&self, client_id: &str) -> anyhow::Result<()> {
-        let Some(stored) = super::sessions::read(&self.ctx.nats, &self.ctx.cluster, client_id).await?
+        let Some(stored) =
+            super::sessions::read(&self.ctx.nats, &self.ctx.cluster, client_id).await?
         else {
             return Ok(());
         };
@@ -287,15 +291,17 @@ impl Owners {
         let (tx, rx) = async_channel::bounded(1);
         let kept = frames.len();
         inbox
-            .try_send(crate::broker::shard::Inbox::Cluster(super::ClusterIn::Restore {
-                session,
-                frames,
-                done: tx,
-            }))
+            .try_send(crate::broker::shard::Inbox::Cluster(
+                super::ClusterIn::Restore {
+                    session,
+                    frames,
+                    done: tx,
+                },
+            ))
             .map_err(|_| anyhow::anyhow!("the shard is gone"))?;
         rx.recv().await?;
         if let Some(o) = orphans.filter(|o| o.later.is_some()) {
-            tokio::spawn(follow_orphans(o, client_id.into(), inbox.clone(), self.ctx.ttl));
+            tokio::spawn(follow_orphans(o, client_id.into(), inbox.clone()));
         }
         tracing::info!(
             "cluster: session of \"{client_id}\" taken over from node {} ({messages} queued or in flight, {kept} kept while it was gone)",
@@ -451,19 +457,24 @@ impl Owners {
     }
 }
 
+/// Other nodes keep messages for a node that is gone until they drop its routes
+/// (`route_grace`); a session taken over from it gets them only until its own routes here
+/// have reached them (an etcd write and watch, milliseconds): after that they come here
+/// directly, and the kept copies would be duplicates.
+const FOLLOW_ORPHANS: Duration = Duration::from_secs(3);
+
 /// Queues for a session taken over from a node that is gone the messages other nodes
-/// keep for that node a while longer (until they drop its routes: `ROUTE_GRACE`).
+/// keep for that node meanwhile (`FOLLOW_ORPHANS`).
 async fn follow_orphans(
     mut o: super::sessions::Orphans,
     client_id: Box<str>,
     inbox: async_channel::Sender<crate::broker::shard::Inbox>,
-    ttl: Duration,
 ) {
     use futures_util::StreamExt as _;
     let Some(mut sub) = o.later.take() else {
         return;
     };
-    let until = tokio::time::Instant::now() + super::node::route_grace(ttl) + Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + FOLLOW_ORPHANS;
     while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
         if !o.wanted(&m) {
             continue;

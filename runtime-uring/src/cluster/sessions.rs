@@ -297,7 +297,8 @@ mod tests {
         assert_eq!(parts.len(), 4);
         assert_eq!(parts.concat(), b);
         assert!(parts.iter().all(|p| p.len() <= one * 3));
-        assert_eq!(chunks(&[], 100), vec![&[][..]]);
+        let empty: &[u8] = &[];
+        assert_eq!(chunks(empty, 100), vec![empty]);
         // A record larger than the limit goes alone.
         assert_eq!(chunks(&b, 10).len(), 10);
     }
