@@ -7,6 +7,7 @@
 #              being a node: routes, the link, nothing crosses)
 #   cross    - publishers on n1, subscribers on n2 (every message crosses NATS once)
 # Usage: bash scripts/cluster-bench.sh [seconds]   (after cargo build --release)
+#   ONLY=single|local|cross, SCENARIOS=pairs,fanout and QOS=0,1 narrow it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
@@ -52,10 +53,10 @@ sleep 2
 run() {
   local name=$1; shift
   echo "== $name"
-  "$load" --scenarios pairs,fanout --qos 0,1 --seconds "$secs" --brokers petrel "$@" 2>&1 \
+  "$load" --scenarios "${SCENARIOS:-pairs,fanout}" --qos "${QOS:-0,1}" --seconds "$secs" --brokers petrel "$@" 2>&1 \
     | grep -E "^(pairs|fanout) qos" | sed "s/^/$name: /"
 }
-run single --target "127.0.0.1:${node_port[n0]}" --target-pid "${node_pid[n0]}" --client-prefix s
-run local --target "127.0.0.1:${node_port[n1]}" --target-pid "${node_pid[n1]}" --client-prefix l
-run cross --target "127.0.0.1:${node_port[n1]}" --sub-target "127.0.0.1:${node_port[n2]}" \
+[ -n "${ONLY:-}" ] && [ "$ONLY" != single ] || run single --target "127.0.0.1:${node_port[n0]}" --target-pid "${node_pid[n0]}" --client-prefix s
+[ -n "${ONLY:-}" ] && [ "$ONLY" != local ] || run local --target "127.0.0.1:${node_port[n1]}" --target-pid "${node_pid[n1]}" --client-prefix l
+[ -n "${ONLY:-}" ] && [ "$ONLY" != cross ] || run cross --target "127.0.0.1:${node_port[n1]}" --sub-target "127.0.0.1:${node_port[n2]}" \
   --target-pid "${node_pid[n1]}" --client-prefix c

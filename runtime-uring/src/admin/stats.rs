@@ -553,6 +553,18 @@ pub fn cluster_families(c: &crate::cluster::Shared) -> Vec<Family> {
             one(k.takeovers.load(Relaxed)),
         ),
         fam(
+            "petrel_cluster_sessions_adopted_total",
+            "counter",
+            "Persistent sessions read back from the cluster's stream (their node let go or died).",
+            one(k.adopted.load(Relaxed)),
+        ),
+        fam(
+            "petrel_cluster_kept_total",
+            "counter",
+            "Messages for a node that is gone (or died before confirming them), kept in the cluster's stream for its sessions.",
+            one(k.kept.load(Relaxed)),
+        ),
+        fam(
             "petrel_cluster_claims_refused_total",
             "counter",
             "CONNECTs refused because this node could not own the client identifier.",

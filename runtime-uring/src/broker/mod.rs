@@ -383,6 +383,10 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
                 Ok(m) => {
                     shard.handle_inbox(m);
                     shard.pump();
+                    if !rx.is_empty() {
+                        // A busy sender (the cluster thread): the writers go first.
+                        crate::net::notify::yield_now().await;
+                    }
                 }
                 Err(_) => break,
             },

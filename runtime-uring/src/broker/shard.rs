@@ -92,6 +92,10 @@ pub enum Phase {
 /// Size of a shard's read buffer: one read takes at most this much from a socket.
 const RX_BUF: usize = 64 * 1024;
 
+/// Control messages (connections handed over, messages from other nodes, calls) one
+/// event-loop turn takes at most.
+const INBOX_TURN: usize = 1024;
+
 /// Per-thread state shared by the shard's tasks (single-threaded: `Rc` + `RefCell`, and no
 /// borrow is ever held across an `.await`).
 pub struct Shard {
@@ -314,8 +318,14 @@ impl Shard {
     /// bytes from a socket too: a peer's message sent before those bytes were (a
     /// subscription whose SUBACK the publisher has seen) must be applied before them.
     pub fn take_from_peers(self: &Rc<Self>) {
-        while let Ok(m) = self.inbox.try_recv() {
-            self.handle_inbox(m);
+        // What is there now, not what senders add meanwhile, and a turn's worth at most:
+        // a busy cluster thread must not keep this shard from its sockets (the rest is
+        // taken next turn; what orders socket input comes on `data_in`).
+        for _ in 0..self.inbox.len().min(INBOX_TURN) {
+            match self.inbox.try_recv() {
+                Ok(m) => self.handle_inbox(m),
+                Err(_) => break,
+            }
         }
         // At most what the channel holds: senders may refill it meanwhile.
         for _ in 0..DATA_CHANNEL_BATCHES {

@@ -100,6 +100,14 @@ pub struct Counters {
     /// Messages for a node that is gone (or died before confirming them), kept for its
     /// sessions in the cluster's stream.
     pub kept: AtomicU64,
+    /// Persistent sessions read back from the cluster's stream.
+    pub adopted: AtomicU64,
+    /// QoS 0 messages not forwarded because the way to the other nodes was congested
+    /// (at most once: dropped before they pile up).
+    pub dropped: AtomicU64,
+    /// Messages sent again because their confirmation was late (NATS drops what a slow
+    /// node cannot take; the receiver recognises a message it already has).
+    pub resent: AtomicU64,
     /// Takeovers of a client connected to another node.
     pub takeovers: AtomicU64,
     /// CONNECTs refused because this node could not own the client identifier.
@@ -120,7 +128,13 @@ pub struct Shared {
     pub journal: std::sync::OnceLock<Journal>,
     /// The store thread (set once it runs): a session taken over is written there.
     pub store: std::sync::OnceLock<async_channel::Sender<crate::store::Request>>,
+    /// Core messages on their way to the cluster thread.
+    pub backlog: std::sync::atomic::AtomicUsize,
 }
+
+/// Beyond this many core messages waiting for the cluster thread, QoS 0 messages for other
+/// nodes are dropped (QoS 1/2 ones are bounded by their publishers' windows).
+pub const QOS0_BACKLOG: usize = 16_384;
 
 /// Messages this node forwarded to one other node, and what became of their
 /// confirmations.
@@ -143,6 +157,14 @@ impl Link {
     /// Sends a core message for the cluster (never waits: the channel is unbounded, and
     /// QoS 1/2 publishers wait for their confirmations, which bounds them).
     pub fn send(&self, msg: FromShard) {
+        if let FromShard::Msg { msg: m, .. } = &msg {
+            let backlog = self.shared.backlog.load(Ordering::Relaxed);
+            if backlog > QOS0_BACKLOG && at_most_once(m) {
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.shared.backlog.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = self.tx.try_send(msg);
     }
 
@@ -174,6 +196,16 @@ impl Link {
     }
 }
 
+/// A QoS 0 message for another node (no one waits for it).
+fn at_most_once(m: &ShardMsg) -> bool {
+    match m {
+        ShardMsg::Publish { msg, ack, .. } | ShardMsg::SharedDeliver { msg, ack, .. } => {
+            ack.is_none() && msg.qos == broker_core::mqtt_proto::QoS::AtMostOnce
+        }
+        _ => false,
+    }
+}
+
 /// Starts the cluster thread and waits until the node is a member (lease granted,
 /// registered, NATS subscribed) or fails with why. `inboxes` are the shards' control
 /// channels; `handle` kicks clients for takeovers and fencing.
@@ -192,6 +224,7 @@ pub fn start(
         peers: std::sync::Mutex::new(Vec::new()),
         journal: std::sync::OnceLock::new(),
         store: std::sync::OnceLock::new(),
+        backlog: std::sync::atomic::AtomicUsize::new(0),
     });
     let (tx, rx) = async_channel::unbounded();
     let (claims_tx, claims_rx) = async_channel::unbounded();

@@ -34,11 +34,28 @@ pub struct Setup {
 const KIND_PUBLISH: u8 = 0;
 const KIND_SHARED: u8 = 1;
 
+/// Beyond this many messages waiting in a shard's inbox, QoS 0 messages from other nodes
+/// are dropped: a shard that works through a long backlog before it writes to its sockets
+/// would mostly fill its subscribers' queues with what they then drop.
+const SHARD_QOS0_BACKLOG: usize = 8192;
+
+/// The kind byte of a message sent again (its confirmation was late).
+const RESENT: u8 = 0x80;
+
+/// A confirmation this late has the message sent again (NATS drops what a slow node
+/// cannot take in; a node that has it confirms again or lets its first copy confirm).
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// Forwarded messages a node remembers (by reply subject) to recognise one sent again.
+const REMEMBERED: usize = 262_144;
+
 /// A message forwarded to another node whose confirmation releases a publisher.
 struct Pending {
     ack: AckRef,
     slot: u16,
     at: Instant,
+    /// When it was last sent.
+    sent: Instant,
     /// What was sent: kept for the node's sessions if it dies before confirming.
     payload: Bytes,
 }
@@ -95,6 +112,10 @@ pub(super) struct Node {
     removals: Vec<(Instant, u16, Box<str>, bool)>,
     ttl: Duration,
     cluster: String,
+    /// Messages from other nodes that asked for a confirmation (their reply subject's
+    /// hash): whether it was given. Oldest first in `seen_order`.
+    seen: HashMap<u64, bool>,
+    seen_order: std::collections::VecDeque<u64>,
 }
 
 pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
@@ -113,6 +134,9 @@ pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Res
 pub(super) struct Streams {
     rx: async_channel::Receiver<FromShard>,
     forwards: async_nats::Subscriber,
+    /// QoS 0 messages: a subscription of their own, so that a flood of them NATS cannot
+    /// deliver is dropped without touching the ones publishers wait for.
+    forwards0: async_nats::Subscriber,
     confirmations: async_nats::Subscriber,
     retained: async_nats::Subscriber,
     control: async_nats::Subscriber,
@@ -200,6 +224,10 @@ impl Node {
             .subscribe(format!("{subjects}node.{me}"))
             .await
             .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let forwards0 = nats
+            .subscribe(format!("{subjects}node0.{me}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
         let inbox = format!("{}.{me}", nats.new_inbox());
         let confirmations = nats
             .subscribe(format!("{inbox}.*"))
@@ -243,6 +271,8 @@ impl Node {
             removals: Vec::new(),
             ttl: Duration::from_secs(u64::from(cfg.lease_ttl)),
             cluster: cfg.name.clone(),
+            seen: HashMap::new(),
+            seen_order: std::collections::VecDeque::new(),
         };
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
@@ -264,6 +294,7 @@ impl Node {
             Streams {
                 rx,
                 forwards,
+                forwards0,
                 confirmations,
                 retained,
                 control,
@@ -308,6 +339,7 @@ impl Node {
                     Err(_) => break,
                 },
                 Some(m) = s.forwards.next() => self.forwarded(m),
+                Some(m) = s.forwards0.next() => self.forwarded(m),
                 // A status (NATS's "no responders": the node is not there) confirms
                 // nothing; the message is kept for the node's sessions when it leaves.
                 Some(m) = s.confirmations.next() => if m.status.is_none() {
@@ -503,9 +535,15 @@ impl Node {
 
     async fn shard_said(&mut self, m: FromShard) {
         match m {
-            FromShard::Msg { to, msg } => self.core_msg(to, msg).await,
+            FromShard::Msg { to, msg } => {
+                self.shared.backlog.fetch_sub(1, Ordering::Relaxed);
+                self.core_msg(to, msg).await
+            }
             FromShard::Ack { token } => {
                 if let Some(reply) = self.replies.remove(&token) {
+                    if let Some(given) = self.seen.get_mut(&hash_of(&reply)) {
+                        *given = true;
+                    }
                     let _ = self.nats.publish(reply, Bytes::new()).await;
                 }
             }
@@ -573,7 +611,12 @@ impl Node {
             }
             return;
         };
-        let subject = format!("{}node.{name}", self.subjects);
+        let qos0 = msg.qos == broker_core::mqtt_proto::QoS::AtMostOnce;
+        let subject = if qos0 {
+            format!("{}node0.{name}", self.subjects)
+        } else {
+            format!("{}node.{name}", self.subjects)
+        };
         self.buf.clear();
         match share {
             None => self.buf.push(KIND_PUBLISH),
@@ -632,6 +675,7 @@ impl Node {
                         ack: r,
                         slot,
                         at: Instant::now(),
+                        sent: Instant::now(),
                         payload: payload.clone(),
                     },
                 );
@@ -677,6 +721,32 @@ impl Node {
         let Some((share, publisher_hash, frame)) = parse_forwarded(&m.payload) else {
             return;
         };
+        if let Some(r) = &m.reply {
+            let h = hash_of(r);
+            match self.seen.get(&h) {
+                // Sent again and already here: confirmed again if it was, else its first
+                // copy confirms when it is in the queues.
+                Some(&given) => {
+                    if given {
+                        let nats = self.nats.clone();
+                        let r = r.clone();
+                        tokio::spawn(async move {
+                            let _ = nats.publish(r, Bytes::new()).await;
+                        });
+                    }
+                    return;
+                }
+                None => {
+                    self.seen.insert(h, false);
+                    self.seen_order.push_back(h);
+                    if self.seen_order.len() > REMEMBERED {
+                        if let Some(old) = self.seen_order.pop_front() {
+                            self.seen.remove(&old);
+                        }
+                    }
+                }
+            }
+        }
         let token = m.reply.map(|r| {
             let t = self.next_token;
             self.next_token += 1;
@@ -708,6 +778,15 @@ impl Node {
             ),
         };
         if let Some(tx) = self.inboxes.get(shard) {
+            // A shard that cannot keep up sheds QoS 0 (at most once) before it piles up;
+            // what a publisher waits for is bounded by its window.
+            if token.is_none() && tx.len() > SHARD_QOS0_BACKLOG {
+                self.shared
+                    .counters
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let _ = tx.try_send(Inbox::Cluster(msg));
         }
     }
@@ -842,9 +921,37 @@ impl Node {
         for t in late {
             self.release(t, false);
         }
+        self.resend_late(now).await;
         if let Ok(mut p) = self.shared.peers.lock() {
             p.clear();
             p.extend(self.names.iter().cloned().zip(self.peers.iter().copied()));
+        }
+    }
+
+    /// Sends again the messages whose confirmation is late, to nodes that are members.
+    async fn resend_late(&mut self, now: Instant) {
+        let mut again = Vec::new();
+        for (&t, p) in self.pending.iter_mut() {
+            if now.duration_since(p.sent) < RESEND_AFTER {
+                continue;
+            }
+            let Some(name) = self.names.get(usize::from(p.slot)) else {
+                continue;
+            };
+            if !self.members.contains(name) {
+                continue;
+            }
+            p.sent = now;
+            let mut b = p.payload.to_vec();
+            if let Some(k) = b.first_mut() {
+                *k |= RESENT;
+            }
+            again.push((t, format!("{}node.{name}", self.subjects), Bytes::from(b)));
+        }
+        for (t, subject, payload) in again {
+            self.shared.counters.resent.fetch_add(1, Ordering::Relaxed);
+            let reply = format!("{}.{t}", self.inbox);
+            let _ = self.nats.publish_with_reply(subject, reply, payload).await;
         }
     }
 
@@ -856,9 +963,9 @@ impl Node {
 /// A forwarded message's parts: the shared group it is for (if any), its publisher's
 /// hash, its frame.
 fn parse_forwarded(p: &Bytes) -> Option<(Option<String>, u64, Bytes)> {
-    let (share, at) = match p.first() {
-        Some(&KIND_PUBLISH) => (None, 1),
-        Some(&KIND_SHARED) if p.len() >= 3 => {
+    let (share, at) = match p.first().map(|k| k & !RESENT) {
+        Some(KIND_PUBLISH) => (None, 1),
+        Some(KIND_SHARED) if p.len() >= 3 => {
             let n = usize::from(u16::from_be_bytes([p[1], p[2]]));
             match p.get(3..3 + n).map(std::str::from_utf8) {
                 Some(Ok(s)) => (Some(s.to_owned()), 3 + n),
@@ -880,4 +987,14 @@ pub(super) fn forwarded_frame(p: &Bytes) -> Option<Bytes> {
         (None, _, frame) => Some(frame),
         _ => None,
     }
+}
+
+fn hash_of(reply: &async_nats::Subject) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // One fixed key per process: the hashes stay within it.
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    h.write(reply.as_bytes());
+    h.finish()
 }

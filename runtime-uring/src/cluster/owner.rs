@@ -300,6 +300,11 @@ impl Owners {
             ))
             .map_err(|_| anyhow::anyhow!("the shard is gone"))?;
         rx.recv().await?;
+        self.ctx
+            .shared
+            .counters
+            .adopted
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(o) = orphans.filter(|o| o.later.is_some()) {
             tokio::spawn(follow_orphans(o, client_id.into(), inbox.clone()));
         }
