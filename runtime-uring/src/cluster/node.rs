@@ -116,6 +116,10 @@ pub(super) struct Node {
     /// hash): whether it was given. Oldest first in `seen_order`.
     seen: HashMap<u64, bool>,
     seen_order: std::collections::VecDeque<u64>,
+    /// Per slot, the subjects of messages to that node (QoS 1/2, QoS 0).
+    to: Vec<(async_nats::Subject, async_nats::Subject)>,
+    /// NATS's max_payload (read again each tick: a reconnect may change it).
+    max_payload: usize,
 }
 
 pub(super) async fn run(setup: Setup, ready: std::sync::mpsc::Sender<anyhow::Result<()>>) {
@@ -273,7 +277,10 @@ impl Node {
             cluster: cfg.name.clone(),
             seen: HashMap::new(),
             seen_order: std::collections::VecDeque::new(),
+            to: Vec::new(),
+            max_payload: 0,
         };
+        node.max_payload = node.nats.server_info().max_payload;
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
         // The cluster's retained messages before this node serves anyone.
@@ -529,6 +536,10 @@ impl Node {
         };
         self.slots.insert(node.to_owned(), s);
         self.names.push(node.to_owned());
+        self.to.push((
+            format!("{}node.{node}", self.subjects).into(),
+            format!("{}node0.{node}", self.subjects).into(),
+        ));
         self.peers.push(super::PeerCounters::default());
         Some(s)
     }
@@ -603,19 +614,16 @@ impl Node {
         share: Option<&str>,
     ) {
         let slot = wire::node_slot(self.shards, to);
-        let Some((slot, name)) =
-            slot.and_then(|s| Some((s, self.names.get(usize::from(s))?.clone())))
-        else {
+        let qos0 = msg.qos == broker_core::mqtt_proto::QoS::AtMostOnce;
+        let Some((slot, name, subject)) = slot.and_then(|s| {
+            let to = self.to.get(usize::from(s))?;
+            let subject = if qos0 { to.1.clone() } else { to.0.clone() };
+            Some((s, self.names.get(usize::from(s))?.clone(), subject))
+        }) else {
             if let Some(r) = ack {
                 self.release_ack(r);
             }
             return;
-        };
-        let qos0 = msg.qos == broker_core::mqtt_proto::QoS::AtMostOnce;
-        let subject = if qos0 {
-            format!("{}node0.{name}", self.subjects)
-        } else {
-            format!("{}node.{name}", self.subjects)
         };
         self.buf.clear();
         match share {
@@ -635,7 +643,7 @@ impl Node {
             }
             return;
         }
-        let max = self.nats.server_info().max_payload;
+        let max = self.max_payload;
         if max > 0 && self.buf.len() > max {
             // NATS refuses it (its max_payload, 1 MiB by default, bounds what crosses).
             tracing::error!(
@@ -781,10 +789,7 @@ impl Node {
             // A shard that cannot keep up sheds QoS 0 (at most once) before it piles up;
             // what a publisher waits for is bounded by its window.
             if token.is_none() && tx.len() > SHARD_QOS0_BACKLOG {
-                self.shared
-                    .counters
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let _ = tx.try_send(Inbox::Cluster(msg));
@@ -911,6 +916,7 @@ impl Node {
             }
         }
         self.removals_due();
+        self.max_payload = self.nats.server_info().max_payload;
         let now = Instant::now();
         let late: Vec<u64> = self
             .pending
