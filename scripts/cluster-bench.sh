@@ -7,7 +7,9 @@
 #              being a node: routes, the link, nothing crosses)
 #   cross    - publishers on n1, subscribers on n2 (every message crosses NATS once)
 # Usage: bash scripts/cluster-bench.sh [seconds]   (after cargo build --release)
-#   ONLY=single|local|cross, SCENARIOS=pairs,fanout and QOS=0,1 narrow it down.
+#   ONLY=single|local|cross, SCENARIOS=pairs,fanout and QOS=0,1 narrow it down;
+#   SCENARIOS=durable QOS=1: persistent subscribers (their records in the node's store, and
+#   in a cluster in JetStream too, before each PUBACK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
@@ -38,6 +40,10 @@ for n in n0 n1 n2 n3; do
     echo "sys_interval = 0"
     echo "[[listener]]"
     echo "bind = \"127.0.0.1:$p\""
+    # Every cluster node has a store (petrel-<node_id>.db); the single node gets one too,
+    # so that the durable scenario compares the store alone with store + JetStream.
+    echo "persistence = true"
+    echo "persistence_location = \"$dir\""
     if [ "$n" != n0 ]; then
       echo "[cluster]"
       echo "node_id = \"$n\""

@@ -87,6 +87,21 @@ def main():
     ap.add_argument("--live", action="store_true")
     a = ap.parse_args()
     deadline = time.time() + a.timeout
+    stage = ["start"]
+
+    def hung():
+        print(json.dumps({"hung_at": stage[0]}), flush=True)
+        os._exit(3)
+
+    # Whatever blocks (a paho call that never returns), the test hears where.
+    watchdog = threading.Timer(a.timeout + 5, hung)
+    watchdog.daemon = True
+    watchdog.start()
+
+    def at(s):
+        stage[0] = s
+        print(f"{time.time() - deadline + a.timeout:.2f}s {s}", file=sys.stderr, flush=True)
+
     lock = threading.Lock()
     got = []
     probed = threading.Event()
@@ -100,6 +115,7 @@ def main():
 
     sub = client(f"{a.prefix}-sub", a.v5)
     sub.on_message = on_message
+    at("subscriber connects")
     first_present = connect(sub, a.sub_port, a.v5, deadline)
     sub.subscribe(f"{a.prefix}/#", qos=a.qos)
 
@@ -115,7 +131,9 @@ def main():
             acked.add(mid)
 
     pub.on_publish = on_publish
+    at("publisher connects")
     connect(pub, a.pub_port, a.v5, deadline)
+    at("probing")
     # The subscription's route reaches the publishing node shortly after the SUBACK.
     while not probed.is_set() and time.time() < deadline:
         pub.publish(f"{a.prefix}/probe", b"p", qos=0)
@@ -123,22 +141,27 @@ def main():
 
     present = None
     if a.mode == "offline":
+        at("publishing")
         if not a.live:
             sub.disconnect()
             sub.loop_stop()
             time.sleep(0.3)
         for n in range(a.count):
+            # Not under `lock`: paho calls on_publish holding its own lock.
+            mid = pub.publish(f"{a.prefix}/data", str(n).encode(), qos=a.qos).mid
             with lock:
-                mid_to_n[pub.publish(f"{a.prefix}/data", str(n).encode(), qos=a.qos).mid] = n
+                mid_to_n[mid] = n
         while time.time() < deadline:
             with lock:
                 if all(m in acked for m in mid_to_n):
                     break
             time.sleep(0.05)
         old = sub
+        at("subscriber comes back")
         sub = client(f"{a.prefix}-sub", a.v5)
         sub.on_message = on_message
         present = connect(sub, a.resume_port, a.v5, deadline)
+        at("back")
         if a.live:
             old.loop_stop()
     else:
@@ -149,8 +172,10 @@ def main():
 
         sub.on_disconnect = on_disconnect
         for n in range(a.count):
+            # Not under `lock`: paho calls on_publish holding its own lock.
+            mid = pub.publish(f"{a.prefix}/data", str(n).encode(), qos=a.qos).mid
             with lock:
-                mid_to_n[pub.publish(f"{a.prefix}/data", str(n).encode(), qos=a.qos).mid] = n
+                mid_to_n[mid] = n
             if n == a.kill_after:
                 os.kill(a.kill_pid, signal.SIGKILL)
             if n > a.kill_after and lost.is_set() and present is None:
@@ -172,6 +197,7 @@ def main():
                     break
             time.sleep(0.05)
 
+    at("receiving")
     with lock:
         want = sorted(mid_to_n[m] for m in mid_to_n if m in acked)
     while time.time() < deadline:
