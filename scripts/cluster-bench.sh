@@ -38,12 +38,12 @@ for n in n0 n1 n2 n3; do
     echo "threads = 1"
     echo "allow_anonymous = true"
     echo "sys_interval = 0"
-    echo "[[listener]]"
-    echo "bind = \"127.0.0.1:$p\""
     # Every cluster node has a store (petrel-<node_id>.db); the single node gets one too,
     # so that the durable scenario compares the store alone with store + JetStream.
     echo "persistence = true"
     echo "persistence_location = \"$dir\""
+    echo "[[listener]]"
+    echo "bind = \"127.0.0.1:$p\""
     if [ "$n" != n0 ]; then
       echo "[cluster]"
       echo "node_id = \"$n\""
@@ -56,11 +56,14 @@ for n in n0 n1 n2 n3; do
   pids+=($!)
 done
 sleep 2
+for n in n0 n1 n2 n3; do
+  kill -0 "${node_pid[$n]}" 2>/dev/null || { echo "node $n did not start:"; cat "$dir/$n.log"; exit 1; }
+done
 run() {
   local name=$1; shift
   echo "== $name"
   "$load" --scenarios "${SCENARIOS:-pairs,fanout}" --qos "${QOS:-0,1}" --seconds "$secs" --brokers petrel "$@" 2>&1 \
-    | grep -E "^(pairs|fanout) qos" | sed "s/^/$name: /"
+    | grep -E "^(pairs|fanout|durable) qos" | sed "s/^/$name: /"
 }
 [ -n "${ONLY:-}" ] && [ "$ONLY" != single ] || run single --target "127.0.0.1:${node_port[n0]}" --target-pid "${node_pid[n0]}" --client-prefix s
 [ -n "${ONLY:-}" ] && [ "$ONLY" != local ] || run local --target "127.0.0.1:${node_port[n1]}" --target-pid "${node_pid[n1]}" --client-prefix l

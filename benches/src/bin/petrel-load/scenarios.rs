@@ -114,6 +114,22 @@ pub(crate) fn run_workload(
             }
             last = now;
         }
+        if w.durable {
+            // The persistent sessions go (a clean start ends each): left behind, they would
+            // queue what later runs publish to the same topics, and a run that reused their
+            // identifiers would find their queues before its SUBACK.
+            for i in 0..w.subscribers.len() {
+                let id = format!("{}-sub-{i}", a.client_prefix);
+                if let Ok(Ok(s)) = monoio::time::timeout(
+                    Duration::from_secs(5),
+                    crate::client::open_session(sub_addr, &id, true),
+                )
+                .await
+                {
+                    drop(s);
+                }
+            }
+        }
         anyhow::Ok((got, elapsed))
     })?;
     let published = counters.sent.load(Ordering::Relaxed);
