@@ -17,6 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod failover;
+use failover::{RESENT, ROUTE_REMOVAL_DELAY};
+
 /// Everything the thread starts with.
 pub struct Setup {
     pub cfg: ClusterConfig,
@@ -39,16 +42,6 @@ const KIND_SHARED: u8 = 1;
 /// would mostly fill its subscribers' queues with what they then drop.
 const SHARD_QOS0_BACKLOG: usize = 8192;
 
-/// The kind byte of a message sent again (its confirmation was late).
-const RESENT: u8 = 0x80;
-
-/// A confirmation this late has the message sent again (NATS drops what a slow node
-/// cannot take in; a node that has it confirms again or lets its first copy confirm).
-const RESEND_AFTER: Duration = Duration::from_secs(5);
-
-/// Forwarded messages a node remembers (by reply subject) to recognise one sent again.
-const REMEMBERED: usize = 262_144;
-
 /// A message forwarded to another node whose confirmation releases a publisher.
 struct Pending {
     ack: AckRef,
@@ -59,17 +52,6 @@ struct Pending {
     /// What was sent: kept for the node's sessions if it dies before confirming.
     payload: Bytes,
 }
-
-/// How long a node that is gone keeps its routes here: messages for it meanwhile are kept
-/// for its sessions (which its clients take elsewhere, within the lease TTL and a second
-/// when they reconnect at once).
-pub(super) fn route_grace(ttl: Duration) -> Duration {
-    ttl * 3 + Duration::from_secs(30)
-}
-
-/// A route removal from etcd is applied this late (to a node that is still a member), or
-/// after `route_grace` (to one that is gone: its keys went with its lease).
-const ROUTE_REMOVAL_DELAY: Duration = Duration::from_secs(1);
 
 /// A confirmation that never comes (a live node confirms once its subscribers have
 /// room; a dead one is noticed when its lease ends) does not hold a publisher past this.
@@ -552,9 +534,7 @@ impl Node {
             }
             FromShard::Ack { token } => {
                 if let Some(reply) = self.replies.remove(&token) {
-                    if let Some(given) = self.seen.get_mut(&hash_of(&reply)) {
-                        *given = true;
-                    }
+                    self.confirming(&reply);
                     let _ = self.nats.publish(reply, Bytes::new()).await;
                 }
             }
@@ -730,29 +710,8 @@ impl Node {
             return;
         };
         if let Some(r) = &m.reply {
-            let h = hash_of(r);
-            match self.seen.get(&h) {
-                // Sent again and already here: confirmed again if it was, else its first
-                // copy confirms when it is in the queues.
-                Some(&given) => {
-                    if given {
-                        let nats = self.nats.clone();
-                        let r = r.clone();
-                        tokio::spawn(async move {
-                            let _ = nats.publish(r, Bytes::new()).await;
-                        });
-                    }
-                    return;
-                }
-                None => {
-                    self.seen.insert(h, false);
-                    self.seen_order.push_back(h);
-                    if self.seen_order.len() > REMEMBERED {
-                        if let Some(old) = self.seen_order.pop_front() {
-                            self.seen.remove(&old);
-                        }
-                    }
-                }
+            if self.already_here(r) {
+                return;
             }
         }
         let token = m.reply.map(|r| {
@@ -826,64 +785,6 @@ impl Node {
         self.release_ack(p.ack);
     }
 
-    /// Keeps a message for the sessions of `node` (gone) in the cluster's stream; its
-    /// publisher (if it waits) is released once the stream has it.
-    fn keep_for(&self, node: &str, payload: Bytes, ack: Option<AckRef>) {
-        let nats = self.nats.clone();
-        let cluster = self.cluster.clone();
-        let node = node.to_owned();
-        let inbox = ack.and_then(|r| Some((r, self.inboxes.get(usize::from(r.shard))?.clone())));
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let mut wait = Duration::from_millis(100);
-            // Retried while JetStream refuses: the publisher stays held meanwhile.
-            while let Err(e) =
-                super::sessions::keep_orphan(&nats, &cluster, &node, payload.clone()).await
-            {
-                tracing::warn!("cluster: a message for node {node} (gone) is not kept yet: {e}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            shared.counters.kept.fetch_add(1, Ordering::Relaxed);
-            if let Some((r, tx)) = inbox {
-                let msg = ShardMsg::AckRelease { key: r.key };
-                let _ = tx.try_send(Inbox::Cluster(ClusterIn::Shard(msg)));
-            }
-        });
-    }
-
-    /// Route removals whose time came: applied to a node that is still a member; a node
-    /// that is gone keeps its routes for `route_grace` first.
-    fn removals_due(&mut self) {
-        let now = Instant::now();
-        let mut due = Vec::new();
-        let grace = route_grace(self.ttl);
-        let mut i = 0;
-        while i < self.removals.len() {
-            let (at, slot, _, graced) = &self.removals[i];
-            if *at > now {
-                i += 1;
-                continue;
-            }
-            let member = self
-                .names
-                .get(usize::from(*slot))
-                .is_some_and(|n| self.members.contains(n));
-            if !member && !*graced {
-                let r = &mut self.removals[i];
-                r.0 = now + grace;
-                r.3 = true;
-                i += 1;
-                continue;
-            }
-            let (_, slot, filter, _) = self.removals.swap_remove(i);
-            due.push((slot, filter));
-        }
-        for (slot, filter) in due {
-            self.route_changed(slot, &filter, false);
-        }
-    }
-
     fn release_ack(&self, r: AckRef) {
         if let Some(tx) = self.inboxes.get(usize::from(r.shard)) {
             let msg = ShardMsg::AckRelease { key: r.key };
@@ -934,33 +835,6 @@ impl Node {
         }
     }
 
-    /// Sends again the messages whose confirmation is late, to nodes that are members.
-    async fn resend_late(&mut self, now: Instant) {
-        let mut again = Vec::new();
-        for (&t, p) in self.pending.iter_mut() {
-            if now.duration_since(p.sent) < RESEND_AFTER {
-                continue;
-            }
-            let Some(name) = self.names.get(usize::from(p.slot)) else {
-                continue;
-            };
-            if !self.members.contains(name) {
-                continue;
-            }
-            p.sent = now;
-            let mut b = p.payload.to_vec();
-            if let Some(k) = b.first_mut() {
-                *k |= RESENT;
-            }
-            again.push((t, format!("{}node.{name}", self.subjects), Bytes::from(b)));
-        }
-        for (t, subject, payload) in again {
-            self.shared.counters.resent.fetch_add(1, Ordering::Relaxed);
-            let reply = format!("{}.{t}", self.inbox);
-            let _ = self.nats.publish_with_reply(subject, reply, payload).await;
-        }
-    }
-
     fn now(&self) -> broker_core::Instant {
         broker_core::Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
     }
@@ -993,14 +867,4 @@ pub(super) fn forwarded_frame(p: &Bytes) -> Option<Bytes> {
         (None, _, frame) => Some(frame),
         _ => None,
     }
-}
-
-fn hash_of(reply: &async_nats::Subject) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // One fixed key per process: the hashes stay within it.
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut h = KEY.get_or_init(Default::default).build_hasher();
-    h.write(reply.as_bytes());
-    h.finish()
 }
