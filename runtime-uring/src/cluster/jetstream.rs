@@ -106,6 +106,17 @@ pub async fn watch_last_per_subject(
     stream: &str,
     filter: &str,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
+    consumer(nats, stream, filter, "last_per_subject").await
+}
+
+/// An ephemeral push consumer (no acknowledgements, in memory) delivering `policy` of
+/// `filter` on a subscription of its own, and how many messages it has now.
+async fn consumer(
+    nats: &async_nats::Client,
+    stream: &str,
+    filter: &str,
+    policy: &str,
+) -> anyhow::Result<(async_nats::Subscriber, u64)> {
     let deliver = nats.new_inbox();
     // Subscribed first: the consumer delivers as soon as it exists.
     let sub = nats
@@ -116,7 +127,7 @@ pub async fn watch_last_per_subject(
         "stream_name": stream,
         "config": {
             "deliver_subject": deliver,
-            "deliver_policy": "last_per_subject",
+            "deliver_policy": policy,
             "ack_policy": "none",
             "filter_subject": filter,
             "replay_policy": "instant",
@@ -182,23 +193,5 @@ pub async fn follow_subject(
     stream: &str,
     subject: &str,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
-    let deliver = nats.new_inbox();
-    let sub = nats
-        .subscribe(deliver.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("NATS subscribe: {e}"))?;
-    let body = json!({
-        "stream_name": stream,
-        "config": {
-            "deliver_subject": deliver,
-            "deliver_policy": "all",
-            "ack_policy": "none",
-            "filter_subject": subject,
-            "replay_policy": "instant",
-            "mem_storage": true,
-            "num_replicas": 1,
-        }
-    });
-    let v = api(nats, format!("$JS.API.CONSUMER.CREATE.{stream}"), body).await?;
-    Ok((sub, v["num_pending"].as_u64().unwrap_or(0)))
+    consumer(nats, stream, subject, "all").await
 }
