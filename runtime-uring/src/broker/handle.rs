@@ -449,14 +449,15 @@ impl Running {
         if let Some(m) = self.memory {
             m.stop();
         }
-        // The node leaves the cluster at once (its lease revoked) rather than when the
-        // lease would have run out.
-        if let Some(l) = self.cluster_link {
-            l.leave();
-        }
-        // Every shard has stopped: what they sent is written before the process exits.
+        // Every shard has stopped: what they sent is written (and, in a cluster, in the
+        // shared stream, which needs the cluster thread) before the process exits.
         if let Some(w) = self.writer {
             w.finish();
+        }
+        // Then the node leaves the cluster at once (its lease revoked) rather than when
+        // the lease would have run out.
+        if let Some(l) = self.cluster_link {
+            l.leave();
         }
         result
     }

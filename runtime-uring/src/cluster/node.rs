@@ -641,8 +641,13 @@ impl Node {
         }
         let payload = Bytes::copy_from_slice(&self.buf);
         if !self.members.contains(&name) {
-            // Gone, its routes kept a while: the message is kept for its sessions.
-            self.keep_for(&name, payload, ack);
+            // Gone, its routes kept a while: the message is kept for its sessions (QoS 0
+            // is not worth a stream write per message and node: at most once).
+            if qos0 && ack.is_none() {
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.keep_for(&name, payload, ack);
+            }
             return;
         }
         self.shared

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a takeover waits for the store (JetStream down: the CONNECT is refused, the
+/// client tries again) or a shard.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+
 /// A CONNECT waiting for ownership of its client identifier.
 pub struct Claim {
     pub client_id: Box<str>,
@@ -248,7 +252,10 @@ impl Owners {
                 reply: tx,
             })
             .map_err(|_| anyhow::anyhow!("the store is gone"))?;
-        let Some(session) = rx.recv().await? else {
+        let seeded = tokio::time::timeout(STORE_WAIT, rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("the store did not write the session in time"))?;
+        let Some(session) = seeded? else {
             // An ended session (nothing left).
             return Ok(());
         };
@@ -299,7 +306,9 @@ impl Owners {
                 },
             ))
             .map_err(|_| anyhow::anyhow!("the shard is gone"))?;
-        rx.recv().await?;
+        tokio::time::timeout(STORE_WAIT, rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("the shard did not take the session in time"))??;
         self.ctx
             .shared
             .counters
@@ -357,6 +366,12 @@ impl Owners {
         if let Some(v) = value {
             let me = self.clone();
             tokio::spawn(async move {
+                // The session's last record (its deletion) reaches the shared stream first,
+                // or another node could take the ended session up: its shard writes the
+                // record in the same turn it told us (a turn is well under this), then the
+                // store confirms what it has.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                me.store_barrier().await;
                 // A release that fails is tried again (a key left behind would make another
                 // node wait for a takeover nobody can give).
                 for _ in 0..10 {
@@ -367,6 +382,22 @@ impl Owners {
                 }
             });
         }
+    }
+
+    /// Waits until the store has written (here and in the shared stream) what was sent to
+    /// it before; false when it does not say so in time.
+    async fn store_barrier(&self) -> bool {
+        let Some(store) = self.ctx.shared.store.get() else {
+            return true;
+        };
+        let (tx, rx) = async_channel::bounded(1);
+        if store.try_send(crate::store::Request::Barrier(tx)).is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(STORE_WAIT, rx.recv()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Deletes the key if it still has `value`; true when it is gone (or was another's).
@@ -428,14 +459,9 @@ impl Owners {
         }
         // The session's last records reach the shared stream before the other node reads
         // it back.
-        if let Some(store) = self.ctx.shared.store.get() {
-            let (tx, rx) = async_channel::bounded(1);
-            if store.try_send(crate::store::Request::Barrier(tx)).is_err()
-                || rx.recv().await.is_err()
-            {
-                tracing::warn!("cluster: the store did not confirm \"{client_id}\"'s last records");
-                return false;
-            }
+        if !self.store_barrier().await {
+            tracing::warn!("cluster: the store did not confirm \"{client_id}\"'s last records");
+            return false;
         }
         let after = claim(self);
         if after.as_ref().map(|c| &c.0) != before.as_ref().map(|c| &c.0) {

@@ -112,6 +112,17 @@ impl Journal {
             let subject = format!("{}session.{}", self.subjects, subject_key(&a.client));
             let mut first = true;
             for chunk in chunks(&a.records, max) {
+                if chunk.len() > max + 1024 {
+                    // One record larger than NATS takes (a message near max_packet_size):
+                    // retrying would hold every acknowledgement of the node for good.
+                    tracing::error!(
+                        "cluster: a {} byte record of \"{}\"'s session cannot go to the shared stream (NATS max_payload {}): it stays in this node's store only",
+                        chunk.len(),
+                        a.client,
+                        max + 1024
+                    );
+                    continue;
+                }
                 let mut h = async_nats::HeaderMap::new();
                 h.insert(NODE, self.me.as_str());
                 h.insert(TIME, now.as_str());

@@ -12,6 +12,8 @@ pub struct Shared {
     journal: Journal,
     /// Appends per client since its subject was last rolled up.
     appends: HashMap<String, u32>,
+    /// Clients whose session moved away in the commit being written.
+    moved: std::collections::HashSet<String>,
 }
 
 impl Shared {
@@ -19,6 +21,7 @@ impl Shared {
         Shared {
             journal,
             appends: HashMap::new(),
+            moved: std::collections::HashSet::new(),
         }
     }
 
@@ -28,9 +31,18 @@ impl Shared {
         let mut at: HashMap<String, usize> = HashMap::new();
         for j in jobs {
             for r in records(&j.records) {
-                // Retained messages have a stream of their own; a session moved away
-                // leaves only this store.
-                if r.space == Space::Retained || r.op == Op::Forget {
+                // Retained messages have a stream of their own.
+                if r.space == Space::Retained {
+                    continue;
+                }
+                if r.op == Op::Forget {
+                    // A session moved away leaves only this store; its subject is the
+                    // other node's now: never rolled up from here (this store no longer
+                    // has it).
+                    if let Some((client, _)) = client_of(r.key) {
+                        self.appends.remove(client);
+                        self.moved.insert(client.to_owned());
+                    }
                     continue;
                 }
                 let Some((client, _)) = client_of(r.key) else {
@@ -62,7 +74,11 @@ impl Shared {
     /// Writes a commit's part (after the commit here), retrying while JetStream refuses:
     /// the acknowledgements that wait for it stay held meanwhile.
     pub fn write(&mut self, mut appends: Vec<Append>, spaces: &[fjall::Keyspace]) {
+        let moved = std::mem::take(&mut self.moved);
         for a in &mut appends {
+            if moved.contains(&a.client) {
+                continue;
+            }
             let n = self.appends.entry(a.client.clone()).or_insert(0);
             *n += 1;
             if a.rollup || *n >= ROLLUP_EVERY {
