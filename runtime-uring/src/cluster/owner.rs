@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 /// client tries again) or a shard.
 const STORE_WAIT: Duration = Duration::from_secs(10);
 
+/// How a claim of an identifier nobody owned came about.
+struct Fresh {
+    /// Its previous owner let go of it (rather than its lease ending).
+    handed: bool,
+}
+
 /// A CONNECT waiting for ownership of its client identifier.
 pub struct Claim {
     pub client_id: Box<str>,
@@ -129,6 +135,9 @@ impl Owners {
         // from NATS), its lease ends within the TTL and its key with it.
         let deadline = Instant::now() + self.ctx.ttl + Duration::from_secs(2);
         let mut etcd = self.ctx.etcd.clone();
+        // The owner let go (its session's last records are in the stream); otherwise its
+        // lease ended (dead, or gone) and others may still be keeping messages for it.
+        let mut handed = false;
         loop {
             if self.ctx.shared.fenced.load(Ordering::Acquire) || Instant::now() > deadline {
                 self.ctx
@@ -154,7 +163,10 @@ impl Owners {
                 .and_then(vec![put.clone()])
                 .or_else(vec![TxnOp::get(key.as_str(), None)]);
             let current = match etcd.txn(txn).await {
-                Ok(r) if r.succeeded() => return self.granted(client_id, value, true).await,
+                Ok(r) if r.succeeded() => {
+                    let fresh = Fresh { handed };
+                    return self.granted(client_id, value, Some(fresh)).await;
+                }
                 Ok(r) => r.op_responses().into_iter().find_map(|op| match op {
                     TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
                     _ => None,
@@ -182,7 +194,7 @@ impl Owners {
                     .and_then(vec![put]);
                 if let Ok(r) = etcd.txn(txn).await {
                     if r.succeeded() {
-                        return self.granted(client_id, value, false).await;
+                        return self.granted(client_id, value, None).await;
                     }
                 }
                 continue;
@@ -196,6 +208,7 @@ impl Owners {
             .await;
             match asked {
                 Ok(Ok(m)) if &m.payload[..] == b"ok" => {
+                    handed = true;
                     self.ctx
                         .shared
                         .counters
@@ -212,15 +225,15 @@ impl Owners {
     /// The transaction made this node the owner; but a node fenced meanwhile (etcd answered
     /// late) serves nobody: the key goes again. `fresh` (nobody owned it): a session
     /// another node kept (it let go, or died) comes here first, from the shared stream.
-    async fn granted(&self, client_id: Box<str>, value: String, fresh: bool) -> bool {
+    async fn granted(&self, client_id: Box<str>, value: String, fresh: Option<Fresh>) -> bool {
         if self.ctx.shared.fenced.load(Ordering::Acquire) {
             self.delete_if(&client_id, &value).await;
             return false;
         }
-        if !fresh {
+        let Some(fresh) = fresh else {
             return self.owned(client_id, value);
-        }
-        if let Err(e) = self.adopt(&client_id).await {
+        };
+        if let Err(e) = self.adopt(&client_id, !fresh.handed).await {
             tracing::error!("cluster: cannot take \"{client_id}\"'s session over: {e}");
             self.delete_if(&client_id, &value).await;
             return false;
@@ -231,7 +244,7 @@ impl Owners {
     /// Reads a client's session from the shared stream (if it has one), writes it to this
     /// node's store and gives it to its owner shard with the messages kept for it since
     /// its last node wrote it (that node died or was gone meanwhile).
-    async fn adopt(&self, client_id: &str) -> anyhow::Result<()> {
+    async fn adopt(&self, client_id: &str, follow: bool) -> anyhow::Result<()> {
         let Some(stored) =
             super::sessions::read(&self.ctx.nats, &self.ctx.cluster, client_id).await?
         else {
@@ -259,15 +272,10 @@ impl Owners {
             // An ended session (nothing left).
             return Ok(());
         };
-        // Messages kept for its last node: since it last wrote the session, and, while
-        // that node is gone and others may still keep messages for it, later ones too.
-        let gone = !stored.node.is_empty()
-            && self
-                .ctx
-                .shared
-                .members
-                .lock()
-                .is_ok_and(|m| !m.contains(&stored.node));
+        // Messages kept for its last node: since it last wrote the session, and, when that
+        // node did not hand it over (others may still keep messages for it), later ones
+        // too.
+        let gone = follow && !stored.node.is_empty() && stored.node != self.ctx.me;
         let mut orphans = if stored.node.is_empty() {
             None
         } else {
@@ -490,9 +498,10 @@ impl Owners {
 
 /// Other nodes keep messages for a node that is gone until they drop its routes
 /// (`route_grace`); a session taken over from it gets them only until its own routes here
-/// have reached them (an etcd write and watch, milliseconds): after that they come here
-/// directly, and the kept copies would be duplicates.
-const FOLLOW_ORPHANS: Duration = Duration::from_secs(3);
+/// have reached them (an etcd write and watch: milliseconds, seconds for thousands of
+/// routes after a node with many sessions died): after that they come here directly, and
+/// the kept copies are duplicates (QoS 1 allows them; a loss it does not).
+const FOLLOW_ORPHANS: Duration = Duration::from_secs(10);
 
 /// Queues for a session taken over from a node that is gone the messages other nodes
 /// keep for that node meanwhile (`FOLLOW_ORPHANS`).
