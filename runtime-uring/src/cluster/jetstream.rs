@@ -173,9 +173,20 @@ pub async fn read_subject(
     let (mut sub, n) = follow_subject(nats, stream, subject).await?;
     let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 16));
     use futures_util::StreamExt as _;
-    while (out.len() as u64) < n {
+    // The consumer's first count may fall short (a replicated stream answers before it
+    // counts): each delivery says how many are still pending (the last token of its
+    // `$JS.ACK` reply subject), and the read ends when none are.
+    let mut pending = n.max(1);
+    while pending > 0 || (out.len() as u64) < n {
         match tokio::time::timeout(API_TIMEOUT, sub.next()).await {
-            Ok(Some(m)) => out.push(m),
+            Ok(Some(m)) => {
+                pending = m
+                    .reply
+                    .as_deref()
+                    .and_then(pending_of)
+                    .unwrap_or_else(|| n.saturating_sub(out.len() as u64 + 1));
+                out.push(m);
+            }
             _ => anyhow::bail!(
                 "{stream}: {subject} delivered {} of {n} messages",
                 out.len()
@@ -194,4 +205,39 @@ pub async fn follow_subject(
     subject: &str,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
     consumer(nats, stream, subject, "all").await
+}
+
+/// The messages still pending after this one, from a JetStream delivery's reply subject:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
+/// or the newer form with domain and account before the stream and a token after.
+fn pending_of(reply: &str) -> Option<u64> {
+    let tokens: Vec<&str> = reply.split('.').collect();
+    let at = match tokens.len() {
+        9 => 8,
+        12 => 10,
+        _ => return None,
+    };
+    if tokens.first() != Some(&"$JS") || tokens.get(1) != Some(&"ACK") {
+        return None;
+    }
+    tokens.get(at)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pending_of;
+
+    #[test]
+    fn pending_counts_come_from_both_reply_forms() {
+        assert_eq!(
+            pending_of("$JS.ACK.S.C.1.42.1.1700000000000000000.7"),
+            Some(7)
+        );
+        assert_eq!(
+            pending_of("$JS.ACK.hub.ACC.S.C.1.42.1.1700000000000000000.3.xyz"),
+            Some(3)
+        );
+        assert_eq!(pending_of("_INBOX.abc.1"), None);
+        assert_eq!(pending_of("$JS.ACK.S.C.1.42.1.x.y"), None);
+    }
 }
