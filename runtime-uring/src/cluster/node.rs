@@ -206,24 +206,12 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         owners.register(&node_key).await?;
-        let forwards = nats
-            .subscribe(format!("{subjects}node.{me}"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
-        let forwards0 = nats
-            .subscribe(format!("{subjects}node0.{me}"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let forwards = subscribe(&nats, format!("{subjects}node.{me}")).await?;
+        let forwards0 = subscribe(&nats, format!("{subjects}node0.{me}")).await?;
         let inbox = format!("{}.{me}", nats.new_inbox());
-        let confirmations = nats
-            .subscribe(format!("{inbox}.*"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let confirmations = subscribe(&nats, format!("{inbox}.*")).await?;
         let (mut retained, current) = retained_store(&nats, &cfg).await?;
-        let control = nats
-            .subscribe(format!("{subjects}ctl.{me}"))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))?;
+        let control = subscribe(&nats, format!("{subjects}ctl.{me}")).await?;
         // Subscriptions are in place before anyone can route here.
         nats.flush()
             .await
@@ -306,15 +294,7 @@ impl Node {
         for kv in now.kvs() {
             self.apply_key(kv.key(), true);
         }
-        self.etcd
-            .watch(
-                prefix.as_str(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(rev + 1),
-                ),
-            )
+        self.watch_from(&prefix, rev + 1)
             .await
             .map_err(|e| anyhow::anyhow!("cluster: etcd watch: {e}"))
     }
@@ -382,21 +362,20 @@ impl Node {
                 self.apply_key(kv.key(), true);
             }
             let rev = now.header().map_or(0, |h| h.revision());
-            if let Ok(w) = self
-                .etcd
-                .watch(
-                    prefix.as_str(),
-                    Some(
-                        WatchOptions::new()
-                            .with_prefix()
-                            .with_start_revision(rev + 1),
-                    ),
-                )
-                .await
-            {
+            if let Ok(w) = self.watch_from(&prefix, rev + 1).await {
                 return w;
             }
         }
+    }
+
+    /// Watches every key under `prefix` from revision `rev` on.
+    async fn watch_from(
+        &mut self,
+        prefix: &str,
+        rev: i64,
+    ) -> Result<etcd_client::WatchStream, etcd_client::Error> {
+        let opts = WatchOptions::new().with_prefix().with_start_revision(rev);
+        self.etcd.watch(prefix, Some(opts)).await
     }
 
     fn watched(&mut self, w: &etcd_client::WatchResponse) {
@@ -872,4 +851,13 @@ pub(super) fn forwarded_frame(p: &Bytes) -> Option<Bytes> {
         (None, _, frame) => Some(frame),
         _ => None,
     }
+}
+
+async fn subscribe(
+    nats: &async_nats::Client,
+    subject: String,
+) -> anyhow::Result<async_nats::Subscriber> {
+    nats.subscribe(subject)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: NATS subscribe: {e}"))
 }
