@@ -386,6 +386,78 @@ fn kill_9_of_the_node_of_a_persistent_subscriber_loses_nothing_acknowledged() {
     drop(n1);
 }
 
+/// The keys under `prefix` in etcd (its JSON gateway, `/v3/kv/range`).
+fn etcd_keys(port: u16, prefix: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    let body = serde_json::json!({
+        "key": b64.encode(prefix),
+        "range_end": b64.encode(&end),
+        "keys_only": true,
+    })
+    .to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v3/kv/range HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let json = reply.split_once("\r\n\r\n").unwrap().1;
+    let v: Value = serde_json::from_str(json).unwrap();
+    let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
+    kvs.iter()
+        .map(|kv| String::from_utf8(b64.decode(kv["key"].as_str().unwrap()).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_dead_nodes_sessions_get_what_was_published_until_their_clients_return() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let mut n1 = svc.node(dir.path(), "n1", 1);
+    let n2 = svc.node(dir.path(), "n2", 1);
+    let p2 = n2.port();
+    let sub_args = ["-v", "-c", "-i", "held-sub", "-q", "1", "-t", "held/#"];
+    // A persistent subscriber of n1 goes offline; its filter is held for n1's life.
+    let mut s = mosq_sub(n1.port(), &sub_args);
+    s.kill();
+    let life = etcd_keys(svc.etcd_port, "petrel/held/n1/");
+    assert_eq!(life.len(), 1, "{life:?}");
+    // n1 dies; long after its lease ended (more than any grace), messages are published
+    // on n2 and acknowledged; then n1 starts again (a new life), and more are published.
+    n1.kill9_restart_after(|| {
+        std::thread::sleep(Duration::from_secs(8));
+        publish_lines(p2, "held/a", 100, "1");
+    });
+    publish_lines(p2, "held/b", 100, "1");
+    // The client comes back (to n1's new life): every message, once each, in order.
+    let s = mosq_sub(n1.port(), &sub_args);
+    assert_all_received(std::slice::from_ref(&s), "held/a", 100);
+    assert_all_received(std::slice::from_ref(&s), "held/b", 100);
+    // The old life's held route goes once its session was taken over (after following
+    // what was kept for it, 10 s); the new life holds the filter.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = etcd_keys(svc.etcd_port, "petrel/held/n1/");
+        if now.len() == 1 && now != life {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "held routes: {now:?} (old {life:?})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Published now: straight to the session, not kept.
+    publish_lines(p2, "held/c", 50, "1");
+    assert_all_received(std::slice::from_ref(&s), "held/c", 50);
+}
+
 /// `subs` mosquitto_sub on each port (C clients: 100,000 deliveries are cheap to count),
 /// subscribed to `<prefix>/#` at `qos`.
 fn subscribers(ports: &[u16], subs: usize, prefix: &str, qos: &str) -> Vec<Proc> {

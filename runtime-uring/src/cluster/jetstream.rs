@@ -106,7 +106,13 @@ pub async fn watch_last_per_subject(
     stream: &str,
     filter: &str,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
-    consumer(nats, stream, filter, "last_per_subject").await
+    consumer(
+        nats,
+        stream,
+        filter,
+        json!({ "deliver_policy": "last_per_subject" }),
+    )
+    .await
 }
 
 /// An ephemeral push consumer (no acknowledgements, in memory) delivering `policy` of
@@ -115,7 +121,7 @@ async fn consumer(
     nats: &async_nats::Client,
     stream: &str,
     filter: &str,
-    policy: &str,
+    policy: Value,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
     let deliver = nats.new_inbox();
     // Subscribed first: the consumer delivers as soon as it exists.
@@ -123,18 +129,18 @@ async fn consumer(
         .subscribe(deliver.clone())
         .await
         .map_err(|e| anyhow::anyhow!("NATS subscribe: {e}"))?;
-    let body = json!({
-        "stream_name": stream,
-        "config": {
-            "deliver_subject": deliver,
-            "deliver_policy": policy,
-            "ack_policy": "none",
-            "filter_subject": filter,
-            "replay_policy": "instant",
-            "mem_storage": true,
-            "num_replicas": 1,
-        }
+    let mut config = json!({
+        "deliver_subject": deliver,
+        "ack_policy": "none",
+        "filter_subject": filter,
+        "replay_policy": "instant",
+        "mem_storage": true,
+        "num_replicas": 1,
     });
+    if let (Some(c), Value::Object(p)) = (config.as_object_mut(), policy) {
+        c.extend(p);
+    }
+    let body = json!({ "stream_name": stream, "config": config });
     let v = api(nats, format!("$JS.API.CONSUMER.CREATE.{stream}"), body).await?;
     Ok((sub, v["num_pending"].as_u64().unwrap_or(0)))
 }
@@ -204,7 +210,23 @@ pub async fn follow_subject(
     stream: &str,
     subject: &str,
 ) -> anyhow::Result<(async_nats::Subscriber, u64)> {
-    consumer(nats, stream, subject, "all").await
+    consumer(nats, stream, subject, json!({ "deliver_policy": "all" })).await
+}
+
+/// [`follow_subject`] from the messages stored at `start_ms` (Unix milliseconds) on: the
+/// stream's index finds them (a long subject is not read from its start).
+pub async fn follow_subject_from(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+    start_ms: u64,
+) -> anyhow::Result<(async_nats::Subscriber, u64)> {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(start_ms);
+    let policy = json!({
+        "deliver_policy": "by_start_time",
+        "opt_start_time": humantime::format_rfc3339_millis(at).to_string(),
+    });
+    consumer(nats, stream, subject, policy).await
 }
 
 /// The messages still pending after this one, from a JetStream delivery's reply subject:

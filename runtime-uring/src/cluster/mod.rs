@@ -9,21 +9,24 @@
 //!
 //! etcd keys under `<name>/`: `nodes/<node>` (the node's lease), `routes/<node>/<filter>`
 //! (one per filter with subscribers on that node, bound to its lease), `clients/<id>` (the
-//! owning node, bound to its lease). NATS subjects under `<name>.`: `node.<node>`
+//! owning node, bound to its lease), `held/<node>/<life>/<filter>` (persistent sessions'
+//! filters, not bound to a lease: `held.rs`). NATS subjects under `<name>.`: `node.<node>`
 //! (forwarded messages; a reply subject asks for a confirmation), `retain.<node>` (the
 //! retained updates a node ordered), `ctl.<node>` (takeover requests).
 
+mod held;
 mod jetstream;
 mod node;
 mod owner;
 mod sessions;
 mod writes;
 
+pub use held::Held;
 pub use sessions::{Append, Journal, ROLLUP_EVERY};
 
 use broker_core::{ShardId, ShardMsg};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,6 +133,8 @@ pub struct Shared {
     pub store: std::sync::OnceLock<async_channel::Sender<crate::store::Request>>,
     /// Core messages on their way to the cluster thread.
     pub backlog: std::sync::atomic::AtomicUsize,
+    /// The node's current lease (its "life": the held routes of its sessions are its).
+    pub life: Arc<AtomicI64>,
 }
 
 /// Beyond this many core messages waiting for the cluster thread, QoS 0 messages for other
@@ -225,6 +230,7 @@ pub fn start(
         journal: std::sync::OnceLock::new(),
         store: std::sync::OnceLock::new(),
         backlog: std::sync::atomic::AtomicUsize::new(0),
+        life: Arc::new(AtomicI64::new(0)),
     });
     let (tx, rx) = async_channel::unbounded();
     let (claims_tx, claims_rx) = async_channel::unbounded();

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod failover;
+mod held;
 use failover::{RESENT, ROUTE_REMOVAL_DELAY};
 
 /// Everything the thread starts with.
@@ -89,10 +90,15 @@ pub(super) struct Node {
     retain_puts: tokio::sync::mpsc::UnboundedSender<(String, Bytes)>,
     /// Per slot.
     peers: Vec<super::PeerCounters>,
-    /// Route removals not applied yet: when, slot, filter, and whether the node's
-    /// grace has been given.
-    removals: Vec<(Instant, u16, Box<str>, bool)>,
-    ttl: Duration,
+    /// Route removals not applied yet: when, slot, filter.
+    removals: Vec<(Instant, u16, Box<str>)>,
+    /// Each member's life (the lease of its `nodes/` key).
+    lives: HashMap<String, i64>,
+    /// Held routes by node and life (`held.rs`); those of an ended life are routed to
+    /// `keep_slot`, counted in `kept` (by how many ended lives hold each filter).
+    held: HashMap<(String, i64), HashSet<Box<str>>>,
+    kept: HashMap<Box<str>, u32>,
+    keep_slot: u16,
     cluster: String,
     /// Messages from other nodes that asked for a confirmation (their reply subject's
     /// hash): whether it was given. Oldest first in `seen_order`.
@@ -128,6 +134,7 @@ pub(super) struct Streams {
     control: async_nats::Subscriber,
     routes: etcd_client::WatchStream,
     nodes: etcd_client::WatchStream,
+    held: etcd_client::WatchStream,
 }
 
 impl Node {
@@ -166,8 +173,10 @@ impl Node {
         super::sessions::ensure(&nats, &cfg).await?;
         let _ = shared.journal.set(super::Journal::new(
             nats.clone(),
+            etcd.clone(),
             tokio::runtime::Handle::current(),
             &cfg,
+            shared.life.clone(),
         ));
         let owners = Owners::start(owner::Context {
             me: me.clone(),
@@ -243,7 +252,10 @@ impl Node {
             route_ops,
             peers: Vec::new(),
             removals: Vec::new(),
-            ttl: Duration::from_secs(u64::from(cfg.lease_ttl)),
+            lives: HashMap::new(),
+            held: HashMap::new(),
+            kept: HashMap::new(),
+            keep_slot: 0,
             cluster: cfg.name.clone(),
             seen: HashMap::new(),
             seen_order: std::collections::VecDeque::new(),
@@ -251,8 +263,12 @@ impl Node {
             max_payload: 0,
         };
         node.max_payload = node.nats.server_info().max_payload;
+        node.keep_slot = node
+            .slot(super::held::KEEP)
+            .ok_or_else(|| anyhow::anyhow!("cluster: no slot for held routes"))?;
         let nodes = node.snapshot_and_watch("nodes/").await?;
         let routes = node.snapshot_and_watch("routes/").await?;
+        let held = node.snapshot_and_watch("held/").await?;
         // The cluster's retained messages before this node serves anyone.
         if current > 0 {
             let until = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -277,6 +293,7 @@ impl Node {
                 control,
                 routes,
                 nodes,
+                held,
             },
         ))
     }
@@ -292,7 +309,7 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cluster: etcd: {e}"))?;
         let rev = now.header().map_or(0, |h| h.revision());
         for kv in now.kvs() {
-            self.apply_key(kv.key(), true);
+            self.apply_key(kv.key(), true, kv.lease());
         }
         self.watch_from(&prefix, rev + 1)
             .await
@@ -324,6 +341,10 @@ impl Node {
                     Ok(Some(w)) => self.watched(&w),
                     _ => s.nodes = self.rewatch("nodes/").await,
                 },
+                w = s.held.message() => match w {
+                    Ok(Some(w)) => self.watched(&w),
+                    _ => s.held = self.rewatch("held/").await,
+                },
                 _ = tick.tick() => self.tick().await,
             }
         }
@@ -335,11 +356,7 @@ impl Node {
     async fn rewatch(&mut self, dir: &str) -> etcd_client::WatchStream {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let before: Vec<(u16, Box<str>)> = if dir == "routes/" {
-                self.routes.iter().cloned().collect()
-            } else {
-                Vec::new()
-            };
+            let before = self.keys_under(dir);
             let prefix = format!("{}{dir}", self.keys);
             let Ok(now) = self
                 .etcd
@@ -349,17 +366,13 @@ impl Node {
                 continue;
             };
             let present: HashSet<Vec<u8>> = now.kvs().iter().map(|kv| kv.key().to_vec()).collect();
-            for (slot, filter) in before {
-                let Some(name) = self.names.get(usize::from(slot)) else {
-                    continue;
-                };
-                let key = format!("{}routes/{name}/{filter}", self.keys);
+            for key in before {
                 if !present.contains(key.as_bytes()) {
-                    self.apply_key(key.as_bytes(), false);
+                    self.apply_key(key.as_bytes(), false, 0);
                 }
             }
             for kv in now.kvs() {
-                self.apply_key(kv.key(), true);
+                self.apply_key(kv.key(), true, kv.lease());
             }
             let rev = now.header().map_or(0, |h| h.revision());
             if let Ok(w) = self.watch_from(&prefix, rev + 1).await {
@@ -381,13 +394,39 @@ impl Node {
     fn watched(&mut self, w: &etcd_client::WatchResponse) {
         for ev in w.events() {
             if let Some(kv) = ev.kv() {
-                self.apply_key(kv.key(), ev.event_type() == EventType::Put);
+                self.apply_key(kv.key(), ev.event_type() == EventType::Put, kv.lease());
             }
         }
     }
 
-    /// A key under `nodes/` or `routes/` appeared (`put`) or vanished.
-    fn apply_key(&mut self, key: &[u8], put: bool) {
+    /// The keys under `<name>/<dir>` this node applied (`routes/` and `held/`; members
+    /// that vanish are noticed as such).
+    fn keys_under(&self, dir: &str) -> Vec<String> {
+        match dir {
+            "routes/" => self
+                .routes
+                .iter()
+                .filter(|(slot, _)| *slot != self.keep_slot)
+                .filter_map(|(slot, f)| {
+                    let name = self.names.get(usize::from(*slot))?;
+                    Some(format!("{}routes/{name}/{f}", self.keys))
+                })
+                .collect(),
+            "held/" => self
+                .held
+                .iter()
+                .flat_map(|((node, life), fs)| {
+                    let p = super::held::prefix(&self.keys, node, *life);
+                    fs.iter().map(move |f| format!("{p}{f}"))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A key under `nodes/`, `routes/` or `held/` appeared (`put`, bound to `lease`) or
+    /// vanished.
+    fn apply_key(&mut self, key: &[u8], put: bool, lease: i64) {
         let Some(rest) = key.strip_prefix(self.keys.as_bytes()) else {
             return;
         };
@@ -395,7 +434,17 @@ impl Node {
             return;
         };
         if let Some(node) = rest.strip_prefix("nodes/") {
-            self.membership(node, put);
+            // Held routes of a life that ended are in place before its own routes go
+            // (a duplicate at QoS 1 is allowed in between, a loss is not).
+            if put {
+                self.membership(node, true);
+                self.life_changed(node, Some(lease));
+            } else {
+                self.life_changed(node, None);
+                self.membership(node, false);
+            }
+        } else if let Some(held) = rest.strip_prefix("held/") {
+            self.held_changed(held, put);
         } else if let Some(route) = rest.strip_prefix("routes/") {
             // The node's name has no '/' (checked), the filter may.
             let Some((node, filter)) = route.split_once('/') else {
@@ -408,10 +457,8 @@ impl Node {
                 return;
             };
             if !put {
-                // A route of a node that died goes with its lease: messages for it are kept
-                // for its sessions a while longer (see `removals_due`).
                 let at = Instant::now() + ROUTE_REMOVAL_DELAY;
-                self.removals.push((at, slot, filter.into(), false));
+                self.removals.push((at, slot, filter.into()));
                 return;
             }
             self.route_changed(slot, filter, true);
@@ -425,7 +472,7 @@ impl Node {
             let changed = if put {
                 // A route that came back cancels its pending removal.
                 self.removals
-                    .retain(|(_, s, f, _)| !(*s == slot && &**f == filter));
+                    .retain(|(_, s, f)| !(*s == slot && &**f == filter));
                 self.routes.insert(entry)
             } else {
                 self.routes.remove(&entry)
@@ -473,6 +520,19 @@ impl Node {
                         self.keep_for(node, p.payload, Some(p.ack));
                     }
                 }
+                // Its routes go at once (its keys went with its lease; their removals may
+                // not have arrived yet): its persistent sessions' held routes take over,
+                // and a message never goes both ways.
+                let routes: Vec<Box<str>> = self
+                    .routes
+                    .iter()
+                    .filter(|(s, _)| *s == slot)
+                    .map(|(_, f)| f.clone())
+                    .collect();
+                for f in routes {
+                    self.route_changed(slot, &f, false);
+                }
+                self.removals.retain(|r| r.1 != slot);
             }
         }
         let mut list: Vec<String> = self.members.iter().cloned().collect();
@@ -815,7 +875,14 @@ impl Node {
         self.resend_late(now).await;
         if let Ok(mut p) = self.shared.peers.lock() {
             p.clear();
-            p.extend(self.names.iter().cloned().zip(self.peers.iter().copied()));
+            let keep = usize::from(self.keep_slot);
+            let peers = self.names.iter().cloned().zip(self.peers.iter().copied());
+            p.extend(
+                peers
+                    .enumerate()
+                    .filter(|(i, _)| *i != keep)
+                    .map(|(_, x)| x),
+            );
         }
     }
 

@@ -88,6 +88,7 @@ impl Owners {
             left: AtomicBool::new(false),
             epoch,
         });
+        owners.ctx.shared.life.store(lease, Ordering::Release);
         tokio::spawn(keep_alive(owners.clone()));
         tokio::spawn(fence_watch(owners.clone()));
         Ok(owners)
@@ -272,29 +273,32 @@ impl Owners {
             // An ended session (nothing left).
             return Ok(());
         };
-        // Messages kept for its last node: since it last wrote the session, and, when that
-        // node did not hand it over (others may still keep messages for it), later ones
-        // too.
-        let gone = follow && !stored.node.is_empty() && stored.node != self.ctx.me;
-        let mut orphans = if stored.node.is_empty() {
-            None
-        } else {
-            let o = super::sessions::orphans_since(
-                &self.ctx.nats,
-                &self.ctx.cluster,
-                &stored.node,
-                stored.at_ms,
-                gone,
-            )
-            .await?;
-            Some(o)
-        };
+        // Messages kept for its last node since it last wrote the session: those it did
+        // not confirm before it died, and, when it did not hand the session over (its
+        // life ended), those its held routes kept; later ones too, for a while.
+        let me = self.ctx.shared.life.load(Ordering::Acquire);
+        let ended = follow && !(stored.node == self.ctx.me && stored.life == me);
+        let mut orphans = Vec::new();
+        if !stored.node.is_empty() {
+            let (cluster, nats) = (&self.ctx.cluster, &self.ctx.nats);
+            let at = stored.at_ms;
+            orphans.push(
+                super::sessions::orphans_since(nats, cluster, &stored.node, at, ended).await?,
+            );
+            if ended {
+                let held = super::held::KEEP;
+                orphans.push(super::sessions::orphans_since(nats, cluster, held, at, true).await?);
+            }
+        }
         let frames: Vec<Bytes> = orphans
-            .as_mut()
-            .map(|o| std::mem::take(&mut o.now))
-            .unwrap_or_default()
+            .iter_mut()
+            .flat_map(|o| std::mem::take(&mut o.now))
+            .filter_map(|p| super::node::forwarded_frame(&p))
+            .collect();
+        let filters: Vec<Box<str>> = session
+            .subscriptions
             .iter()
-            .filter_map(super::node::forwarded_frame)
+            .map(|s| s.filter.clone())
             .collect();
         let messages = session.messages.len();
         let shard = broker_core::shard::owner_of_client(client_id, self.ctx.inboxes.len() as u16);
@@ -322,8 +326,22 @@ impl Owners {
             .counters
             .adopted
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(o) = orphans.filter(|o| o.later.is_some()) {
-            tokio::spawn(follow_orphans(o, client_id.into(), inbox.clone()));
+        let follows: Vec<_> = orphans
+            .into_iter()
+            .filter(|o| o.later.is_some())
+            .map(|o| follow_orphans(o, client_id.into(), inbox.clone()))
+            .collect();
+        if ended && stored.life != 0 {
+            // Its share of the ended life's held routes goes once the messages they kept
+            // have been followed (its own routes are out by then).
+            let (etcd, keys) = (self.ctx.etcd.clone(), self.ctx.keys.clone());
+            let (node, life) = (stored.node.clone(), stored.life);
+            tokio::spawn(async move {
+                futures_util::future::join_all(follows).await;
+                super::held::release(etcd, &keys, &node, life, &filters).await;
+            });
+        } else if !follows.is_empty() {
+            tokio::spawn(futures_util::future::join_all(follows));
         }
         tracing::info!(
             "cluster: session of \"{client_id}\" taken over from node {} ({messages} queued or in flight, {kept} kept while it was gone)",
@@ -596,6 +614,7 @@ async fn keep_alive(o: Arc<Owners>) {
             if let Ok(Ok(g)) = tokio::time::timeout(period, etcd.lease_grant(lease_ttl, None)).await
             {
                 o.lease.store(g.id(), Ordering::Release);
+                o.ctx.shared.life.store(g.id(), Ordering::Release);
                 o.renewed(asked);
                 stream = None;
                 registered = false;

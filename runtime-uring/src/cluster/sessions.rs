@@ -9,9 +9,12 @@
 //! node that is gone, are kept in a second stream (`<NAME>_ORPHANS`, one subject per
 //! node) and queued for that node's sessions wherever they go on.
 
+use super::held::{Held, HeldWriter};
 use super::jetstream;
 use super::writes::subject_key;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A session's subject is rolled up after this many appends.
@@ -23,6 +26,8 @@ const ORPHAN_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Headers: the node that wrote, and when (Unix milliseconds).
 const NODE: &str = "Petrel-Node";
 const TIME: &str = "Petrel-Time";
+/// The writer's life (its lease, hex): the held routes its sessions count in.
+const LIFE: &str = "Petrel-Life";
 
 /// A margin for clocks: orphans are queued for a session from this long before its last
 /// record (a duplicate at QoS 1 is allowed, a loss is not).
@@ -86,20 +91,37 @@ pub struct Journal {
     rt: tokio::runtime::Handle,
     subjects: String,
     me: String,
+    life: Arc<AtomicI64>,
+    held: HeldWriter,
 }
 
 impl Journal {
     pub(super) fn new(
         nats: async_nats::Client,
+        etcd: etcd_client::Client,
         rt: tokio::runtime::Handle,
         cfg: &super::ClusterConfig,
+        life: Arc<AtomicI64>,
     ) -> Journal {
+        let held = HeldWriter::new(
+            etcd,
+            format!("{}/", cfg.name),
+            cfg.node_id.clone(),
+            life.clone(),
+        );
         Journal {
             nats,
             rt,
             subjects: format!("{}.", cfg.name),
             me: cfg.node_id.clone(),
+            life,
+            held,
         }
+    }
+
+    /// Writes this node's held routes that changed (before the commit is reported).
+    pub fn hold(&self, held: &mut Held) -> anyhow::Result<()> {
+        self.held.write(held, &self.rt)
     }
 
     /// Appends each client's records and waits until JetStream has stored them all (the
@@ -108,6 +130,7 @@ impl Journal {
         let max = self.nats.server_info().max_payload.max(4096) - 1024;
         let mut sends = Vec::new();
         let now = unix_ms().to_string();
+        let life = format!("{:x}", self.life.load(Ordering::Acquire));
         for a in items {
             let subject = format!("{}session.{}", self.subjects, subject_key(&a.client));
             let mut first = true;
@@ -126,6 +149,7 @@ impl Journal {
                 let mut h = async_nats::HeaderMap::new();
                 h.insert(NODE, self.me.as_str());
                 h.insert(TIME, now.as_str());
+                h.insert(LIFE, life.as_str());
                 if first && a.rollup {
                     h.insert("Nats-Rollup", "sub");
                 }
@@ -174,6 +198,8 @@ pub struct Stored {
     /// The node that wrote last, and when (Unix milliseconds).
     pub node: String,
     pub at_ms: u64,
+    /// The writer's life (0: not said).
+    pub life: i64,
 }
 
 /// Reads a client's session back from the shared stream (None: nothing stored).
@@ -193,6 +219,7 @@ pub(super) async fn read(
         appends: 0,
         node: String::new(),
         at_ms: 0,
+        life: 0,
     };
     for m in &msgs {
         s.records.extend_from_slice(&m.payload);
@@ -203,6 +230,12 @@ pub(super) async fn read(
             }
             if let Some(t) = h.get(TIME).and_then(|t| t.as_str().parse().ok()) {
                 s.at_ms = t;
+            }
+            if let Some(l) = h
+                .get(LIFE)
+                .and_then(|l| i64::from_str_radix(l.as_str(), 16).ok())
+            {
+                s.life = l;
             }
         }
     }
@@ -269,7 +302,7 @@ pub(super) async fn orphans_since(
             from_ms,
         });
     }
-    let (mut sub, n) = jetstream::follow_subject(nats, &stream, &subject).await?;
+    let (mut sub, n) = jetstream::follow_subject_from(nats, &stream, &subject, from_ms).await?;
     let mut now = Vec::new();
     use futures_util::StreamExt as _;
     for got in 0..n {

@@ -3,7 +3,7 @@
 //! now and then the session's whole current state instead (a rollup), read from this
 //! store.
 
-use crate::cluster::{Append, Journal, ROLLUP_EVERY};
+use crate::cluster::{Append, Held, Journal, ROLLUP_EVERY};
 use broker_core::store::{client_of, client_prefix, put_record, records, Op, Space};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +14,9 @@ pub struct Shared {
     appends: HashMap<String, u32>,
     /// Clients whose session moved away in the commit being written.
     moved: std::collections::HashSet<String>,
+    /// This node's persistent subscriptions, counted by filter (the routes that outlive
+    /// the node).
+    held: Held,
 }
 
 impl Shared {
@@ -22,6 +25,7 @@ impl Shared {
             journal,
             appends: HashMap::new(),
             moved: std::collections::HashSet::new(),
+            held: Held::default(),
         }
     }
 
@@ -35,6 +39,7 @@ impl Shared {
                 if r.space == Space::Retained {
                     continue;
                 }
+                self.held.record(r.op, r.space, r.key);
                 if r.op == Op::Forget {
                     // A session moved away leaves only this store; its subject is the
                     // other node's now: never rolled up from here (this store no longer
@@ -92,6 +97,7 @@ impl Shared {
                 self.appends.remove(&a.client);
             }
         }
+        self.write_held();
         let mut failures = 0u32;
         while let Err(e) = self.journal.append(&appends) {
             if failures.is_multiple_of(20) {
@@ -104,9 +110,26 @@ impl Shared {
         }
     }
 
-    /// A session read back from the shared copy was written here.
-    pub fn seeded(&mut self, client: &str, appends: u32) {
+    /// A session read back from the shared copy (`records`) was written here.
+    pub fn seeded(&mut self, client: &str, records: &[u8], appends: u32) {
         self.appends.insert(client.to_owned(), appends);
+        self.held.seeded(client, records);
+        self.write_held();
+    }
+
+    /// Writes the held routes that changed, retrying while etcd does not answer (a node
+    /// cut off from etcd is fenced anyway): what waits for the commit stays held.
+    fn write_held(&mut self) {
+        let mut failures = 0u32;
+        while let Err(e) = self.journal.hold(&mut self.held) {
+            if failures.is_multiple_of(20) {
+                tracing::error!(
+                    "cannot write this node's held routes to etcd (acknowledgements are held until it can): {e}"
+                );
+            }
+            failures += 1;
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 

@@ -282,7 +282,7 @@ fn run(
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 if let Some(s) = shared.as_mut() {
-                    s.seeded(&client, appends);
+                    s.seeded(&client, &records, appends);
                 }
                 let _ = reply.try_send(super::shared::read_session(&spaces, &client, clock));
             }

@@ -1,6 +1,7 @@
 //! What the cluster thread does about nodes that are slow or gone: a message whose
-//! confirmation is late goes again (and a node recognises one it already has), messages
-//! for a node that is gone are kept for its sessions, and its routes stay a grace period.
+//! confirmation is late goes again (and a node recognises one it already has), and
+//! messages a node that is gone did not confirm are kept for its sessions (what is
+//! published later for them follows their held routes: `held.rs`).
 
 use super::{ClusterIn, Inbox, Node};
 use broker_core::{AckRef, ShardMsg};
@@ -18,15 +19,8 @@ const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// Forwarded messages a node remembers (by reply subject) to recognise one sent again.
 const REMEMBERED: usize = 262_144;
 
-/// How long a node that is gone keeps its routes here: messages for it meanwhile are kept
-/// for its sessions (which its clients take elsewhere, within the lease TTL and a second
-/// when they reconnect at once).
-fn route_grace(ttl: Duration) -> Duration {
-    ttl * 3 + Duration::from_secs(30)
-}
-
-/// A route removal from etcd is applied this late (to a node that is still a member), or
-/// after `route_grace` (to one that is gone: its keys went with its lease).
+/// A route removal from etcd is applied this late (a node that is gone loses every route
+/// at once when its membership ends: see `membership`).
 pub(super) const ROUTE_REMOVAL_DELAY: Duration = Duration::from_secs(1);
 
 fn hash_of(reply: &async_nats::Subject) -> u64 {
@@ -66,31 +60,17 @@ impl Node {
         });
     }
 
-    /// Route removals whose time came: applied to a node that is still a member; a node
-    /// that is gone keeps its routes for `route_grace` first.
+    /// Route removals whose time came.
     pub(super) fn removals_due(&mut self) {
         let now = Instant::now();
         let mut due = Vec::new();
-        let grace = route_grace(self.ttl);
         let mut i = 0;
         while i < self.removals.len() {
-            let (at, slot, _, graced) = &self.removals[i];
-            if *at > now {
+            if self.removals[i].0 > now {
                 i += 1;
                 continue;
             }
-            let member = self
-                .names
-                .get(usize::from(*slot))
-                .is_some_and(|n| self.members.contains(n));
-            if !member && !*graced {
-                let r = &mut self.removals[i];
-                r.0 = now + grace;
-                r.3 = true;
-                i += 1;
-                continue;
-            }
-            let (_, slot, filter, _) = self.removals.swap_remove(i);
+            let (_, slot, filter) = self.removals.swap_remove(i);
             due.push((slot, filter));
         }
         for (slot, filter) in due {
