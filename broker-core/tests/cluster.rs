@@ -348,3 +348,39 @@ fn a_session_moved_out_leaves_without_its_will_and_kept_messages_reach_only_it()
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].0.as_str(), &got[0].1[..]), ("kept/1", &b"one"[..]));
 }
+
+#[test]
+fn a_session_moved_out_with_a_shadow_queues_what_other_nodes_still_send_here() {
+    let mut a = node(1);
+    let mut c = connect_packet("mover", false, V5);
+    c.properties.session_expiry_interval = Some(3600);
+    let (m, _) = connect_with(&mut a, 0, &c);
+    subscribe(&mut a, m, "kept/#", QoS::AtLeastOnce);
+    subscribe(&mut a, m, "$share/g/kept/#", QoS::AtLeastOnce);
+    let now = a.now;
+    let filters = a.brokers[0].move_out_shadowed(now, "mover");
+    assert_eq!(
+        filters,
+        Some(vec!["kept/#".into()]),
+        "shared ones stay with the group"
+    );
+    a.pump();
+    let got = recv(&mut a, m);
+    assert_eq!(
+        disconnect_code(&got),
+        Some(ReasonCode::SessionTakenOver),
+        "{got:?}"
+    );
+    // Another node still routes here: the shadow queues it (its records reach the
+    // session's new node through the cluster's shared copy).
+    let now = a.now;
+    assert!(a.brokers[0].handle_cluster_publish(now, &frame_of("kept/1", b"late"), 1, Some(9)));
+    a.pump();
+    assert_eq!(a.cluster_acks, vec![9], "confirmed once queued");
+    let (back, _) = connect_with(&mut a, 0, &c);
+    let got = publishes(&a.recv(back));
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Without a session there is no shadow.
+    let now = a.now;
+    assert_eq!(a.brokers[0].move_out_shadowed(now, "nobody"), None);
+}

@@ -386,6 +386,42 @@ fn kill_9_of_the_node_of_a_persistent_subscriber_loses_nothing_acknowledged() {
     drop(n1);
 }
 
+#[test]
+fn a_session_moving_between_live_nodes_under_load_loses_nothing_acknowledged() {
+    let dir = tempdir();
+    let svc = Services::start(dir.path());
+    let n1 = svc.node(dir.path(), "n1", 1);
+    let n2 = svc.node(dir.path(), "n2", 1);
+    let n3 = svc.node(dir.path(), "n3", 2);
+    // Published on n3 without waiting for acknowledgements; the subscriber moves from n1
+    // to n2 while they keep coming.
+    let r = session(
+        "move",
+        n3.port(),
+        n1.port(),
+        n2.port(),
+        &[
+            "--v5",
+            "--count",
+            "5000",
+            "--kill-after",
+            "1500",
+            "--gap",
+            "0.0002",
+        ],
+    );
+    eprintln!("{r}");
+    for (n, p) in [("n1", &n1), ("n2", &n2), ("n3", &n3)] {
+        for l in p.proc.stderr().iter().chain(p.proc.stdout().iter()) {
+            if l.contains("cluster") {
+                eprintln!("{n}: {l}");
+            }
+        }
+    }
+    assert_resumed(&r, "moved under load, v5, QoS 1");
+    assert_eq!(r["acknowledged"].as_u64(), Some(5000), "{r}");
+}
+
 /// The keys under `prefix` in etcd (its JSON gateway, `/v3/kv/range`).
 fn etcd_keys(port: u16, prefix: &str) -> Vec<String> {
     use base64::Engine as _;

@@ -213,6 +213,53 @@ impl Broker {
         true
     }
 
+    /// [`Broker::move_out`], leaving a shadow behind: a session of the same identifier and
+    /// (unshared) subscriptions, with no connection, will or queue, that queues (and
+    /// stores) what other nodes still route here while they learn the session's new home.
+    /// Its shell ends it with `move_out` once they have (the session's new node takes
+    /// what it queued from the cluster's shared copy). The shadow's filters, if a
+    /// session was here.
+    #[cfg(feature = "store")]
+    pub fn move_out_shadowed(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+    ) -> Option<alloc::vec::Vec<alloc::boxed::Box<str>>> {
+        let shadow = self
+            .by_id
+            .get(&self.sessions, client_id)
+            .and_then(|sk| self.sessions.get(sk))
+            .filter(|s| s.expiry_interval > 0)
+            .map(|s| crate::store::RestoredSession {
+                client_id: client_id.into(),
+                username: s.username.clone(),
+                protocol: s.protocol,
+                expiry_interval: s.expiry_interval,
+                subscriptions: s
+                    .subs
+                    .iter()
+                    .filter(|(_, rec)| rec.group.is_none())
+                    .map(|(filter, rec)| crate::policy::StoredSubscription {
+                        filter: filter.into(),
+                        options: rec.options,
+                        id: rec.id,
+                    })
+                    .collect(),
+                messages: alloc::vec::Vec::new(),
+                qos2_in: alloc::vec::Vec::new(),
+                will: None,
+            });
+        if !self.move_out(now, client_id) {
+            return None;
+        }
+        let Some(r) = shadow else {
+            return Some(alloc::vec::Vec::new());
+        };
+        let filters = r.subscriptions.iter().map(|s| s.filter.clone()).collect();
+        self.restore_stored(now, r);
+        Some(filters)
+    }
+
     /// A message forwarded to a node that then died without confirming it, kept by the
     /// cluster until that node's sessions go on elsewhere: queued for this one session
     /// (which came here from the dead node) if one of its subscriptions matches, as

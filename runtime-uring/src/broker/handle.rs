@@ -280,6 +280,21 @@ impl BrokerHandle {
             .any(|k| k))
     }
 
+    /// [`BrokerHandle::move_out`], leaving a shadow of the session that queues what
+    /// still comes here for it (`Broker::move_out_shadowed`); `move_out` ends it.
+    /// The shadow's filters, if the session was here.
+    pub fn move_out_shadowed(&self, client_id: &str) -> Result<Option<Vec<Box<str>>>, HandleError> {
+        let id: Box<str> = client_id.into();
+        Ok(self
+            .on_all(move |s| {
+                let now = s.now();
+                s.broker.borrow_mut().move_out_shadowed(now, &id)
+            })?
+            .into_iter()
+            .flatten()
+            .next())
+    }
+
     /// Closes every connection (MQTT 5: DISCONNECT `reason`), keeping their sessions.
     pub fn disconnect_all(&self, reason: ReasonCode) -> Result<usize, HandleError> {
         Ok(self

@@ -213,6 +213,17 @@ pub async fn follow_subject(
     consumer(nats, stream, subject, json!({ "deliver_policy": "all" })).await
 }
 
+/// [`follow_subject`] from the message numbered `seq` in the stream on.
+pub async fn follow_subject_after(
+    nats: &async_nats::Client,
+    stream: &str,
+    subject: &str,
+    seq: u64,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let policy = json!({ "deliver_policy": "by_start_sequence", "opt_start_seq": seq.max(1) });
+    Ok(consumer(nats, stream, subject, policy).await?.0)
+}
+
 /// [`follow_subject`] from the messages stored at `start_ms` (Unix milliseconds) on: the
 /// stream's index finds them (a long subject is not read from its start).
 pub async fn follow_subject_from(
@@ -233,10 +244,20 @@ pub async fn follow_subject_from(
 /// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`,
 /// or the newer form with domain and account before the stream and a token after.
 fn pending_of(reply: &str) -> Option<u64> {
+    ack_token(reply, 8)
+}
+
+/// A delivered message's sequence number in its stream (see `pending_of`).
+pub fn stream_seq_of(reply: &str) -> Option<u64> {
+    ack_token(reply, 5)
+}
+
+/// Token `at` of the older reply form (the newer one has two more before it).
+fn ack_token(reply: &str, at: usize) -> Option<u64> {
     let tokens: Vec<&str> = reply.split('.').collect();
     let at = match tokens.len() {
-        9 => 8,
-        12 => 10,
+        9 => at,
+        12 => at + 2,
         _ => return None,
     };
     if tokens.first() != Some(&"$JS") || tokens.get(1) != Some(&"ACK") {
@@ -260,6 +281,14 @@ mod tests {
             Some(3)
         );
         assert_eq!(pending_of("_INBOX.abc.1"), None);
+        assert_eq!(
+            super::stream_seq_of("$JS.ACK.S.C.1.42.1.1700000000000000000.7"),
+            Some(42)
+        );
+        assert_eq!(
+            super::stream_seq_of("$JS.ACK.hub.ACC.S.C.1.43.1.1700000000000000000.3.xyz"),
+            Some(43)
+        );
         assert_eq!(pending_of("$JS.ACK.S.C.1.42.1.x.y"), None);
     }
 }

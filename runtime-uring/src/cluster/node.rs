@@ -132,6 +132,8 @@ pub(super) struct Streams {
     confirmations: async_nats::Subscriber,
     retained: async_nats::Subscriber,
     control: async_nats::Subscriber,
+    /// Sessions that left a shadow here are at their new node.
+    moved: async_nats::Subscriber,
     routes: etcd_client::WatchStream,
     nodes: etcd_client::WatchStream,
     held: etcd_client::WatchStream,
@@ -189,6 +191,7 @@ impl Node {
             nats: nats.clone(),
             handle,
             shared: shared.clone(),
+            epoch,
         })
         .await?;
         let node_key = format!("{keys}nodes/{me}");
@@ -221,6 +224,7 @@ impl Node {
         let confirmations = subscribe(&nats, format!("{inbox}.*")).await?;
         let (mut retained, current) = retained_store(&nats, &cfg).await?;
         let control = subscribe(&nats, format!("{subjects}ctl.{me}")).await?;
+        let moved = subscribe(&nats, format!("{subjects}moved.{me}")).await?;
         // Subscriptions are in place before anyone can route here.
         nats.flush()
             .await
@@ -291,6 +295,7 @@ impl Node {
                 confirmations,
                 retained,
                 control,
+                moved,
                 routes,
                 nodes,
                 held,
@@ -333,6 +338,7 @@ impl Node {
                 },
                 Some(m) = s.retained.next() => self.retained(m.payload),
                 Some(m) = s.control.next() => self.owners.takeover_request(m),
+                Some(m) = s.moved.next() => self.owners.shadow_ready(m),
                 w = s.routes.message() => match w {
                     Ok(Some(w)) => self.watched(&w),
                     _ => s.routes = self.rewatch("routes/").await,
@@ -469,6 +475,11 @@ impl Node {
     fn route_changed(&mut self, slot: u16, filter: &str, put: bool) {
         {
             let entry = (slot, Box::<str>::from(filter));
+            if slot != self.keep_slot {
+                if let Some(name) = self.names.get(usize::from(slot)) {
+                    self.owners.route_seen(name, filter, put);
+                }
+            }
             let changed = if put {
                 // A route that came back cancels its pending removal.
                 self.removals

@@ -40,7 +40,21 @@ pub(super) struct Context {
     pub nats: async_nats::Client,
     pub handle: crate::broker::BrokerHandle,
     pub shared: Arc<Shared>,
+    /// The broker's time 0.
+    pub epoch: std::time::Instant,
 }
+
+/// A session that moved to another node leaves a shadow here: what other nodes still
+/// route here is queued in it, and its new node takes that from the shared copy. The
+/// shadow ends once the new node has the session and its routes are seen here (every
+/// node sees them about as soon: one etcd watch), `SHADOW_MARGIN` later; at the latest
+/// `SHADOW_FOR` after the takeover.
+const SHADOW_FOR: Duration = Duration::from_secs(5);
+const SHADOW_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long the new node takes what the shadow queued (it has ended, its last records in
+/// the shared copy, by then).
+const FOLLOW_SHADOW: Duration = Duration::from_secs(8);
 
 /// A client identifier this node owns: its connections here, and the value of its key
 /// (`<node>:<claim number>`, so that releasing an old claim never deletes a newer one).
@@ -56,6 +70,10 @@ pub(super) struct Owners {
     ctx: Context,
     lease: AtomicI64,
     owned: Mutex<HashMap<Box<str>, Owned>>,
+    /// Sessions that moved away and left a shadow here, with its filters.
+    shadows: Mutex<HashMap<Box<str>, Vec<Box<str>>>>,
+    /// Other nodes' routes as this node has seen them (node, filter).
+    routes_seen: Mutex<std::collections::HashSet<(String, Box<str>)>>,
     claims: AtomicU64,
     /// Routes must be put again (a new lease, or a put that failed).
     resync: AtomicBool,
@@ -82,6 +100,8 @@ impl Owners {
             ctx,
             lease: AtomicI64::new(lease),
             owned: Mutex::new(HashMap::new()),
+            shadows: Mutex::new(HashMap::new()),
+            routes_seen: Mutex::new(Default::default()),
             claims: AtomicU64::new(0),
             resync: AtomicBool::new(false),
             renewed_at: AtomicU64::new(0),
@@ -246,6 +266,15 @@ impl Owners {
     /// node's store and gives it to its owner shard with the messages kept for it since
     /// its last node wrote it (that node died or was gone meanwhile).
     async fn adopt(&self, client_id: &str, follow: bool) -> anyhow::Result<()> {
+        // Back before its shadow here ended: the shadow goes first (what it queued is in
+        // the shared copy).
+        let shadow = self
+            .shadows
+            .lock()
+            .is_ok_and(|mut s| s.remove(client_id).is_some());
+        if shadow && !(self.move_out(client_id).await && self.store_barrier().await) {
+            anyhow::bail!("its shadow here did not end");
+        }
         let Some(stored) =
             super::sessions::read(&self.ctx.nats, &self.ctx.cluster, client_id).await?
         else {
@@ -326,6 +355,32 @@ impl Owners {
             .counters
             .adopted
             .fetch_add(1, Ordering::Relaxed);
+        let mine = stored.node == self.ctx.me && stored.life == me;
+        if !follow && !mine && !stored.node.is_empty() && stored.last_seq > 0 {
+            // Handed over by a live node: what its shadow still queues.
+            let sub = super::sessions::follow_session(
+                &self.ctx.nats,
+                &self.ctx.cluster,
+                client_id,
+                stored.last_seq,
+            )
+            .await?;
+            let (node, life) = (stored.node.clone(), stored.life);
+            let epoch = self.ctx.epoch;
+            tokio::spawn(follow_shadow(
+                sub,
+                client_id.into(),
+                inbox.clone(),
+                node,
+                life,
+                epoch,
+            ));
+            // The session is here: its shadow there may end once this node's routes are
+            // seen.
+            let subject = format!("{}moved.{}", self.ctx.subjects, stored.node);
+            let payload = Bytes::from(format!("{}\n{client_id}", self.ctx.me));
+            let _ = self.ctx.nats.publish(subject, payload).await;
+        }
         let follows: Vec<_> = orphans
             .into_iter()
             .filter(|o| o.later.is_some())
@@ -458,9 +513,88 @@ impl Owners {
         });
     }
 
+    /// Moves the session of `client_id` out of the shards; false when they did not answer.
+    async fn move_out(&self, client_id: &str) -> bool {
+        let handle = self.ctx.handle.clone();
+        let id: Box<str> = client_id.into();
+        let moved = tokio::task::spawn_blocking(move || handle.move_out(&id)).await;
+        matches!(moved, Ok(Ok(_)))
+    }
+
+    /// `move_out`, leaving a shadow: its filters (none without a session).
+    async fn move_out_shadowed(&self, client_id: &str) -> Option<Vec<Box<str>>> {
+        let handle = self.ctx.handle.clone();
+        let id: Box<str> = client_id.into();
+        match tokio::task::spawn_blocking(move || handle.move_out_shadowed(&id)).await {
+            Ok(Ok(filters)) => Some(filters.unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    /// Ends the shadow of `client_id` (unless its session came back here meanwhile), its
+    /// last records in the shared copy.
+    async fn end_shadow(&self, client_id: &str) {
+        let still = self
+            .shadows
+            .lock()
+            .is_ok_and(|mut s| s.remove(client_id).is_some());
+        if still && !(self.move_out(client_id).await && self.store_barrier().await) {
+            tracing::warn!("cluster: the shadow of \"{client_id}\" did not end cleanly");
+        }
+    }
+
+    /// Another node has a session that left a shadow here (`<node>\n<client id>`): the
+    /// shadow ends once that node's routes for its filters are seen here.
+    pub(super) fn shadow_ready(self: &Arc<Self>, m: async_nats::Message) {
+        let Some((node, client_id)) = std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|p| p.split_once('\n'))
+        else {
+            return;
+        };
+        let (node, client_id) = (node.to_owned(), Box::<str>::from(client_id));
+        let me = self.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + SHADOW_FOR;
+            while Instant::now() < until {
+                let filters = me
+                    .shadows
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(&client_id).cloned());
+                let Some(filters) = filters else {
+                    return;
+                };
+                let seen = me.routes_seen.lock().is_ok_and(|r| {
+                    filters
+                        .iter()
+                        .all(|f| r.contains(&(node.clone(), f.clone())))
+                });
+                if seen {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(SHADOW_MARGIN).await;
+            me.end_shadow(&client_id).await;
+        });
+    }
+
+    /// Another node's route came or went (as the shards learn it).
+    pub(super) fn route_seen(&self, node: &str, filter: &str, put: bool) {
+        if let Ok(mut r) = self.routes_seen.lock() {
+            let key = (node.to_owned(), Box::<str>::from(filter));
+            if put {
+                r.insert(key);
+            } else {
+                r.remove(&key);
+            }
+        }
+    }
+
     /// Disconnects `client_id` here and releases its key. False (the asking node tries
     /// again) when a newer connection claimed it here meanwhile.
-    async fn let_go(&self, client_id: &str) -> bool {
+    async fn let_go(self: &Arc<Self>, client_id: &str) -> bool {
         let claim = |s: &Self| {
             s.owned
                 .lock()
@@ -476,12 +610,20 @@ impl Owners {
             }
         }
         let before = claim(self);
-        let handle = self.ctx.handle.clone();
-        let id: Box<str> = client_id.into();
-        let moved = tokio::task::spawn_blocking(move || handle.move_out(&id)).await;
-        if !matches!(moved, Ok(Ok(_))) {
+        let Some(filters) = self.move_out_shadowed(client_id).await else {
             tracing::warn!("cluster: could not disconnect \"{client_id}\" for a takeover");
             return false;
+        };
+        if !filters.is_empty() {
+            if let Ok(mut s) = self.shadows.lock() {
+                s.insert(client_id.into(), filters);
+            }
+            let me = self.clone();
+            let id: Box<str> = client_id.into();
+            tokio::spawn(async move {
+                tokio::time::sleep(SHADOW_FOR).await;
+                me.end_shadow(&id).await;
+            });
         }
         // The session's last records reach the shared stream before the other node reads
         // it back.
@@ -514,12 +656,71 @@ impl Owners {
     }
 }
 
-/// Other nodes keep messages for a node that is gone until they drop its routes
-/// (`route_grace`); a session taken over from it gets them only until its own routes here
+/// Other nodes keep messages for a life of a node that ended while its held routes last
+/// (`held.rs`); a session taken over from it gets them only until its own routes here
 /// have reached them (an etcd write and watch: milliseconds, seconds for thousands of
 /// routes after a node with many sessions died): after that they come here directly, and
 /// the kept copies are duplicates (QoS 1 allows them; a loss it does not).
 const FOLLOW_ORPHANS: Duration = Duration::from_secs(10);
+
+/// Queues for a session handed over by a live node what that node's shadow of it queued
+/// meanwhile (records `node` wrote in its life `life` after the session was read back).
+async fn follow_shadow(
+    mut sub: async_nats::Subscriber,
+    client_id: Box<str>,
+    inbox: async_channel::Sender<crate::broker::shard::Inbox>,
+    node: String,
+    life: i64,
+    epoch: std::time::Instant,
+) {
+    use broker_core::store::{client_of, decode_message_record, records, Op, Space};
+    use futures_util::StreamExt as _;
+    let until = tokio::time::Instant::now() + FOLLOW_SHADOW;
+    let mut frame = Vec::new();
+    let mut queued = 0u32;
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+        if !super::sessions::written_by(&m, &node, life) {
+            continue;
+        }
+        let since = epoch.elapsed();
+        let now = broker_core::Instant::from_millis(since.as_millis() as u64);
+        let clock = super::sessions::unix_ms().saturating_sub(since.as_millis() as u64);
+        for r in records(&m.payload) {
+            if !matches!(r.op, Op::Put | Op::Insert) || r.space != Space::Msg {
+                continue;
+            }
+            let Some((_, at)) = client_of(r.key) else {
+                continue;
+            };
+            let Some(stored) = r
+                .key
+                .get(at..)
+                .and_then(|suffix| decode_message_record(suffix, r.value, clock))
+            else {
+                continue;
+            };
+            frame.clear();
+            if !broker_core::cluster::encode(&stored.msg, now, &mut frame) {
+                continue;
+            }
+            let q = super::ClusterIn::Queue {
+                client_id: client_id.clone(),
+                frame: Bytes::copy_from_slice(&frame),
+            };
+            if inbox
+                .try_send(crate::broker::shard::Inbox::Cluster(q))
+                .is_err()
+            {
+                break;
+            }
+            queued += 1;
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    if queued > 0 {
+        tracing::info!("cluster: {queued} message(s) the previous node of \"{client_id}\" queued while it moved");
+    }
+}
 
 /// Queues for a session taken over from a node that is gone the messages other nodes
 /// keep for that node meanwhile (`FOLLOW_ORPHANS`).

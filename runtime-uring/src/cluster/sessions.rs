@@ -41,7 +41,7 @@ fn orphans_stream(cluster: &str) -> String {
     format!("{}_ORPHANS", cluster.to_uppercase())
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -200,6 +200,8 @@ pub struct Stored {
     pub at_ms: u64,
     /// The writer's life (0: not said).
     pub life: i64,
+    /// The stream's number of its last message.
+    pub last_seq: u64,
 }
 
 /// Reads a client's session back from the shared stream (None: nothing stored).
@@ -220,10 +222,14 @@ pub(super) async fn read(
         node: String::new(),
         at_ms: 0,
         life: 0,
+        last_seq: 0,
     };
     for m in &msgs {
         s.records.extend_from_slice(&m.payload);
         s.appends += 1;
+        if let Some(seq) = m.reply.as_deref().and_then(jetstream::stream_seq_of) {
+            s.last_seq = seq;
+        }
         if let Some(h) = &m.headers {
             if let Some(n) = h.get(NODE) {
                 s.node = n.as_str().to_owned();
@@ -240,6 +246,30 @@ pub(super) async fn read(
         }
     }
     Ok(Some(s))
+}
+
+/// What is appended to a client's session after the stream's message `after_seq`, as it
+/// comes (the records a node that let the session go still writes for it).
+pub(super) async fn follow_session(
+    nats: &async_nats::Client,
+    cluster: &str,
+    client_id: &str,
+    after_seq: u64,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let stream = sessions_stream(cluster);
+    let subject = format!("{cluster}.session.{}", subject_key(client_id));
+    jetstream::follow_subject_after(nats, &stream, &subject, after_seq + 1).await
+}
+
+/// Whether a message of the sessions' stream was written by `node` in its life `life`.
+pub(super) fn written_by(m: &async_nats::Message, node: &str, life: i64) -> bool {
+    let Some(h) = &m.headers else {
+        return false;
+    };
+    let life_of = h
+        .get(LIFE)
+        .and_then(|l| i64::from_str_radix(l.as_str(), 16).ok());
+    h.get(NODE).is_some_and(|n| n.as_str() == node) && life_of == Some(life)
 }
 
 /// Keeps a message that was for `node` (gone, or dead before confirming it) for its

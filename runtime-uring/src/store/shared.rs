@@ -12,7 +12,9 @@ pub struct Shared {
     journal: Journal,
     /// Appends per client since its subject was last rolled up.
     appends: HashMap<String, u32>,
-    /// Clients whose session moved away in the commit being written.
+    /// Clients whose session moved away (what their shadow queues here still goes to the
+    /// shared copy, for their new node, which alone rolls their subject up) until a
+    /// session of theirs is here again.
     moved: std::collections::HashSet<String>,
     /// This node's persistent subscriptions, counted by filter (the routes that outlive
     /// the node).
@@ -53,6 +55,17 @@ impl Shared {
                 let Some((client, _)) = client_of(r.key) else {
                     continue;
                 };
+                if self.moved.contains(client) {
+                    match (r.op, r.space) {
+                        // A session of its own here again (a CONNECT writes it).
+                        (Op::Put, Space::Session) => {
+                            self.moved.remove(client);
+                        }
+                        // Its shadow's end is no end of the session elsewhere.
+                        (Op::DeleteClient, _) => continue,
+                        _ => {}
+                    }
+                }
                 let i = *at.entry(client.to_owned()).or_insert_with(|| {
                     out.push(Append {
                         client: client.to_owned(),
@@ -79,9 +92,8 @@ impl Shared {
     /// Writes a commit's part (after the commit here), retrying while JetStream refuses:
     /// the acknowledgements that wait for it stay held meanwhile.
     pub fn write(&mut self, mut appends: Vec<Append>, spaces: &[fjall::Keyspace]) {
-        let moved = std::mem::take(&mut self.moved);
         for a in &mut appends {
-            if moved.contains(&a.client) {
+            if self.moved.contains(&a.client) {
                 continue;
             }
             let n = self.appends.entry(a.client.clone()).or_insert(0);
@@ -113,6 +125,7 @@ impl Shared {
     /// A session read back from the shared copy (`records`) was written here.
     pub fn seeded(&mut self, client: &str, records: &[u8], appends: u32) {
         self.appends.insert(client.to_owned(), appends);
+        self.moved.remove(client);
         self.held.seeded(client, records);
         self.write_held();
     }

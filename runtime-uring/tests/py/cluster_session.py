@@ -11,6 +11,9 @@ waiting for acknowledgements (up to 100 in flight, the Receive Maximum); after -
 with pid --kill-pid is killed with SIGKILL; the subscriber reconnects to --resume-port as
 soon as it can, and must get every message a publisher got PUBACK for.
 
+move: as kill, but after --kill-after messages the subscriber connects to --resume-port
+while connected (its session moves between two live nodes while messages keep coming).
+
 Prints one JSON line.
 """
 
@@ -72,7 +75,7 @@ def connect(c, port, v5, deadline):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["offline", "kill"])
+    ap.add_argument("mode", choices=["offline", "kill", "move"])
     ap.add_argument("--pub-port", type=int, required=True)
     ap.add_argument("--sub-port", type=int, required=True)
     ap.add_argument("--resume-port", type=int, required=True)
@@ -82,6 +85,8 @@ def main():
     ap.add_argument("--prefix", default="sess")
     ap.add_argument("--kill-pid", type=int)
     ap.add_argument("--kill-after", type=int, default=300)
+    # Seconds between two publishes (kill, move).
+    ap.add_argument("--gap", type=float, default=0.002)
     ap.add_argument("--timeout", type=float, default=60)
     # offline: the subscriber stays connected; its comeback takes the session over.
     ap.add_argument("--live", action="store_true")
@@ -171,20 +176,40 @@ def main():
             lost.set()
 
         sub.on_disconnect = on_disconnect
+        comeback = {}
+
+        def move():
+            # The old connection must not come back by itself (it would take the session
+            # back).
+            sub.reconnect_delay_set(3600, 3600)
+            c = client(f"{a.prefix}-sub", a.v5)
+            c.on_message = on_message
+            comeback["present"] = connect(c, a.resume_port, a.v5, deadline)
+            comeback["client"] = c
+            sub.loop_stop()
+
+        moved = threading.Thread(target=move, daemon=True)
         for n in range(a.count):
             # Not under `lock`: paho calls on_publish holding its own lock.
             mid = pub.publish(f"{a.prefix}/data", str(n).encode(), qos=a.qos).mid
             with lock:
                 mid_to_n[mid] = n
-            if n == a.kill_after:
+            if n == a.kill_after and a.mode == "move":
+                # On a thread of its own: publishing goes on while the session moves.
+                moved.start()
+            elif n == a.kill_after:
                 os.kill(a.kill_pid, signal.SIGKILL)
-            if n > a.kill_after and lost.is_set() and present is None:
+            if a.mode == "kill" and n > a.kill_after and lost.is_set() and present is None:
                 # Back at once, on another node, while the publisher goes on.
                 sub.loop_stop()
                 sub = client(f"{a.prefix}-sub", a.v5)
                 sub.on_message = on_message
                 present = connect(sub, a.resume_port, a.v5, deadline)
-            time.sleep(0.002)
+            time.sleep(a.gap)
+        if a.mode == "move":
+            moved.join(max(0.0, deadline - time.time()))
+            present = comeback.get("present")
+            sub = comeback.get("client", sub)
         if present is None:
             lost.wait(max(0.0, deadline - time.time()))
             sub.loop_stop()
