@@ -103,7 +103,7 @@ pub(super) struct Node {
     /// Messages from other nodes that asked for a confirmation (their reply subject's
     /// hash): whether it was given. Oldest first in `seen_order`.
     seen: HashMap<u64, bool>,
-    seen_order: std::collections::VecDeque<u64>,
+    seen_order: std::collections::VecDeque<(Instant, u64)>,
     /// Per slot, the subjects of messages to that node (QoS 1/2, QoS 0).
     to: Vec<(async_nats::Subject, async_nats::Subject)>,
     /// NATS's max_payload (read again each tick: a reconnect may change it).

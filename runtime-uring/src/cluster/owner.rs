@@ -367,14 +367,13 @@ impl Owners {
             .await?;
             let (node, life) = (stored.node.clone(), stored.life);
             let epoch = self.ctx.epoch;
-            tokio::spawn(follow_shadow(
-                sub,
-                client_id.into(),
-                inbox.clone(),
-                node,
-                life,
-                epoch,
-            ));
+            let (store, inbox, client) =
+                (store.clone(), inbox.clone(), Box::<str>::from(client_id));
+            tokio::spawn(async move {
+                follow_shadow(sub, &client, inbox, node, life, epoch).await;
+                // The shadow's records (its node's sequence numbers) leave the subject.
+                let _ = store.try_send(crate::store::Request::RollUp(client));
+            });
             // The session is here: its shadow there may end once this node's routes are
             // seen.
             let subject = format!("{}moved.{}", self.ctx.subjects, stored.node);
@@ -667,7 +666,7 @@ const FOLLOW_ORPHANS: Duration = Duration::from_secs(10);
 /// meanwhile (records `node` wrote in its life `life` after the session was read back).
 async fn follow_shadow(
     mut sub: async_nats::Subscriber,
-    client_id: Box<str>,
+    client_id: &str,
     inbox: async_channel::Sender<crate::broker::shard::Inbox>,
     node: String,
     life: i64,
@@ -704,7 +703,7 @@ async fn follow_shadow(
                 continue;
             }
             let q = super::ClusterIn::Queue {
-                client_id: client_id.clone(),
+                client_id: client_id.into(),
                 frame: Bytes::copy_from_slice(&frame),
             };
             if inbox

@@ -122,6 +122,20 @@ impl Shared {
         }
     }
 
+    /// Rolls the client's subject up to this store's copy of its session now (unless the
+    /// session left: the subject is another node's then).
+    pub fn roll_up(&mut self, client: &str, spaces: &[fjall::Keyspace]) {
+        if self.moved.contains(client) {
+            return;
+        }
+        let a = Append {
+            client: client.to_owned(),
+            records: snapshot(spaces, client),
+            rollup: true,
+        };
+        self.write(vec![a], spaces);
+    }
+
     /// A session read back from the shared copy (`records`) was written here.
     pub fn seeded(&mut self, client: &str, records: &[u8], appends: u32) {
         self.appends.insert(client.to_owned(), appends);

@@ -38,6 +38,10 @@ pub enum Request {
         appends: u32,
         reply: async_channel::Sender<Option<broker_core::store::RestoredSession>>,
     },
+    /// The client's subject in the cluster's shared copy is rolled up to this store's copy
+    /// of its session now (records another node appended, with its own sequence numbers,
+    /// go), unless the session left this node.
+    RollUp(Box<str>),
 }
 
 /// What the store thread tells a shard.
@@ -262,6 +266,11 @@ fn run(
             }
             Some(Request::Barrier(reply)) => {
                 let _ = reply.try_send(());
+            }
+            Some(Request::RollUp(client)) => {
+                if let Some(s) = shared.as_mut() {
+                    s.roll_up(&client, &spaces);
+                }
             }
             Some(Request::Seed {
                 client,

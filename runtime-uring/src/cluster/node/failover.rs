@@ -16,8 +16,11 @@ pub(super) const RESENT: u8 = 0x80;
 /// cannot take in; a node that has it confirms again or lets its first copy confirm).
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
-/// Forwarded messages a node remembers (by reply subject) to recognise one sent again.
-const REMEMBERED: usize = 262_144;
+/// How long a node remembers a forwarded message (by reply subject) to recognise it when
+/// it comes again (it may, `RESEND_AFTER` after each sending), and how many at most (about
+/// 24 bytes each).
+const REMEMBER_FOR: Duration = Duration::from_secs(20);
+const REMEMBERED_MAX: usize = 8 << 20;
 
 /// A route removal from etcd is applied this late (a node that is gone loses every route
 /// at once when its membership ends: see `membership`).
@@ -121,11 +124,14 @@ impl Node {
             return true;
         }
         self.seen.insert(h, false);
-        self.seen_order.push_back(h);
-        if self.seen_order.len() > REMEMBERED {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
+        let now = Instant::now();
+        self.seen_order.push_back((now, h));
+        while let Some(&(at, old)) = self.seen_order.front() {
+            if now.duration_since(at) < REMEMBER_FOR && self.seen_order.len() <= REMEMBERED_MAX {
+                break;
             }
+            self.seen_order.pop_front();
+            self.seen.remove(&old);
         }
         false
     }
