@@ -116,6 +116,7 @@ fn cases() -> Vec<Case> {
     let p = Packet::Connect(Connect {
         protocol: ProtocolVersion::V5,
         clean_start: true,
+        bridge: false,
         keep_alive: 60,
         properties: Properties {
             session_expiry_interval: Some(3600),

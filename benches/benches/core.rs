@@ -88,6 +88,7 @@ fn connect(broker: &mut Broker, now: Instant, v: ProtocolVersion, id: &str) -> C
     let c = Connect {
         protocol: v,
         clean_start: true,
+        bridge: false,
         keep_alive: 0,
         properties: Properties::default(),
         client_id: id,

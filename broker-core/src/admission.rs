@@ -162,6 +162,7 @@ mod tests {
             &Packet::Connect(Connect {
                 protocol: v,
                 clean_start: true,
+                bridge: false,
                 keep_alive: 30,
                 properties: Properties::default(),
                 client_id: id,

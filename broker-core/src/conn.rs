@@ -56,6 +56,8 @@ pub(crate) struct ConnectParams {
     pub auth_method: Option<Box<str>>,
     pub server_keep_alive: Option<u16>,
     pub session_expiry_capped: bool,
+    /// Another broker's bridge (`Connect::bridge`).
+    pub bridge: bool,
     /// MQTT 5 CONNECT user properties (for operators' hooks).
     #[cfg(feature = "ops")]
     pub user_properties: Vec<(Box<str>, Box<str>)>,
@@ -93,6 +95,8 @@ pub(crate) struct Conn {
     pub pending: Option<Box<ConnectParams>>,
     pub reauthenticating: bool,
     pub problem_info: bool,
+    /// Another broker's bridge: its subscriptions are no-local and retain as published.
+    pub bridge: bool,
     /// QoS 1 acknowledgements held back by flow control (they count towards the Receive
     /// Maximum, [MQTT-3.3.4-7]).
     pub delayed_acks: u16,
@@ -178,6 +182,7 @@ impl Conn {
             pending: None,
             reauthenticating: false,
             problem_info: true,
+            bridge: false,
             close_reason: None,
             delayed_acks: 0,
             #[cfg(feature = "backpressure")]

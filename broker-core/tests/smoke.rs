@@ -101,3 +101,35 @@ fn keep_alive_timeout_closes_with_0x8d() {
         matches!(f[0].packet(), Packet::Disconnect(d) if d.reason_code == ReasonCode::KeepAliveTimeout)
     );
 }
+
+/// A bridge of another broker (3.1.1 with the protocol level's bit 0x80, Mosquitto's
+/// `try_private`): what it publishes does not come back to it, and what it gets keeps the
+/// publisher's RETAIN flag; an ordinary 3.1.1 subscriber gets RETAIN 0 ([MQTT-3.3.1-9]).
+#[test]
+fn a_bridge_gets_nothing_it_published_and_retain_flags_as_published() {
+    let mut s = sim();
+    let mut c = connect_packet("bridge", true, V3);
+    c.bridge = true;
+    let (b, _) = connect_with(&mut s, 0, &c);
+    subscribe(&mut s, b, "x/#", QoS::AtLeastOnce);
+    let plain = connect(&mut s, "plain", true, V3);
+    subscribe(&mut s, plain, "x/#", QoS::AtLeastOnce);
+    publish(&mut s, b, "x/from-bridge", b"1", QoS::AtLeastOnce, true, 1);
+    let other = connect(&mut s, "other", true, V3);
+    publish(
+        &mut s,
+        other,
+        "x/from-other",
+        b"2",
+        QoS::AtLeastOnce,
+        true,
+        1,
+    );
+    let to_bridge = publishes(&s.recv(b));
+    let topics: Vec<&str> = to_bridge.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(topics, vec!["x/from-other"], "{to_bridge:?}");
+    assert!(to_bridge[0].3, "RETAIN as published");
+    let to_plain = publishes(&s.recv(plain));
+    assert_eq!(to_plain.len(), 2, "{to_plain:?}");
+    assert!(to_plain.iter().all(|p| !p.3), "RETAIN 0 for a live message");
+}

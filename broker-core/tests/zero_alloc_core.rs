@@ -115,6 +115,7 @@ impl World {
             &Packet::Connect(Connect {
                 protocol: self.v,
                 clean_start: true,
+                bridge: false,
                 keep_alive: 0,
                 properties,
                 client_id: id,

@@ -262,6 +262,8 @@ fn step(w: &mut World, u: &mut Unstructured<'_>) -> Result<()> {
             let mut c = Connect {
                 protocol: v,
                 clean_start: u.arbitrary()?,
+                // The bridge bit exists in 3.1 and 3.1.1 only.
+                bridge: !v.is_v5() && u.arbitrary()?,
                 keep_alive: pick(u, &[0, 0, 1, 5, 60])?,
                 properties: Properties::default(),
                 client_id: pick(u, &CLIENT_IDS)?,

@@ -195,6 +195,8 @@ fn packet<'a>(u: &mut Unstructured<'a>, bump: &'a Bump, v: ProtocolVersion) -> R
             Packet::Connect(Connect {
                 protocol: v,
                 clean_start: u.arbitrary()?,
+                // The bridge bit exists in 3.1 and 3.1.1 only.
+                bridge: !v.is_v5() && u.arbitrary()?,
                 keep_alive: u.arbitrary()?,
                 properties: properties(u, bump, v, C::Connect)?,
                 client_id: string(u)?,

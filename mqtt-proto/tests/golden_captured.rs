@@ -35,6 +35,7 @@ fn connect(
     Connect {
         protocol,
         clean_start,
+        bridge: false,
         keep_alive,
         properties: none(),
         client_id,
@@ -681,6 +682,7 @@ fn paho_session_expected(v: ProtocolVersion) -> Vec<(common::Dir, Packet<'static
     let connect = Packet::Connect(Connect {
         protocol: v,
         clean_start: true,
+        bridge: false,
         keep_alive: 2,
         properties: p5(Properties {
             session_expiry_interval: Some(0),

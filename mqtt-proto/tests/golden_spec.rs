@@ -130,6 +130,7 @@ fn connect_ce(v: ProtocolVersion, properties: Properties<'static>) -> Packet<'st
     Packet::Connect(Connect {
         protocol: v,
         clean_start: true,
+        bridge: false,
         keep_alive: 10,
         properties,
         client_id: "c",

@@ -376,6 +376,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet<'static>> {
                 Packet::Connect(Connect {
                     protocol: v,
                     clean_start,
+                    bridge: false,
                     keep_alive,
                     properties,
                     client_id,

@@ -433,6 +433,34 @@ fn mqtt_3_1_2_2_unsupported_protocol_level() {
     }
 }
 
+/// A bridge's CONNECT (Mosquitto's `try_private`): the level with bit 0x80, for 3.1 and
+/// 3.1.1 only (5.0 has No Local per subscription); written back the same way.
+#[test]
+fn a_bridge_connect_has_the_level_bit_0x80() {
+    for (name, level, v) in [(&b"MQIsdp"[..], 0x83u8, V31), (b"MQTT", 0x84, V311)] {
+        let b = connect_body(name, level, 0x02, &[&s(b"id")]);
+        let Packet::Connect(c) = ok(&b, V311) else {
+            panic!()
+        };
+        assert_eq!((c.protocol, c.bridge), (v, true));
+        let out = encode(&Packet::Connect(c), v).unwrap();
+        assert_eq!(out, b, "encoded as it came");
+    }
+    let b = connect_body(b"MQTT", 4, 0x02, &[&s(b"id")]);
+    let Packet::Connect(c) = ok(&b, V311) else {
+        panic!()
+    };
+    assert!(!c.bridge);
+    for (name, level) in [(&b"MQTT"[..], 0x85u8), (b"MQTT", 0x83), (b"MQIsdp", 0x84)] {
+        let b = connect_body(name, level, 0x02, &[&s(b"id")]);
+        let e = err(&b, V311, UNSUPPORTED_VERSION);
+        assert!(
+            matches!(e, DecodeError::UnsupportedProtocolLevel(_)),
+            "{e:?}"
+        );
+    }
+}
+
 /// [MQTT-3.1.2-3]: the reserved CONNECT flag (bit 0) must be zero.
 #[test]
 fn mqtt_3_1_2_3_reserved_connect_flag() {

@@ -179,6 +179,7 @@ impl Broker {
             auth_method: p.authentication_method.map(Into::into),
             server_keep_alive,
             session_expiry_capped: v.is_v5() && session_expiry != requested_expiry,
+            bridge: c.bridge,
             #[cfg(feature = "ops")]
             user_properties: p
                 .user_properties
@@ -416,6 +417,7 @@ impl Broker {
         };
         c.state = ConnState::Connected;
         c.session = Some(sk);
+        c.bridge = params.bridge;
         c.keep_alive_ms = u32::from(params.keep_alive) * 1500;
         c.window = window;
         c.max_packet_out = params.max_packet_size;

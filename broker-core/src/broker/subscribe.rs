@@ -26,6 +26,7 @@ impl Broker {
             return;
         };
         let v = c.version;
+        let bridge = c.bridge;
         let Some(sk) = c.session else { return };
         let sub_id = sub.properties.subscription_identifiers.first();
         // 3.8.2.1.2: identifiers sent to a server that said it has none: Protocol Error.
@@ -35,12 +36,20 @@ impl Broker {
         let mut codes = Vec::with_capacity(sub.subscriptions.len());
         let mut retained = Vec::new();
         for entry in sub.subscriptions.iter() {
+            let mut options = entry.options;
+            // A bridge (Mosquitto's `try_private`) gets back neither what it published nor
+            // retain flags cleared: what it forwards must not loop or lose its retained
+            // state. Not on a shared subscription, where No Local is an error.
+            if cfg!(feature = "bridge") && bridge && !entry.filter.starts_with("$share/") {
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             match self.subscribe_one(
                 now,
                 sk,
                 Some(conn),
                 entry.filter,
-                entry.options,
+                options,
                 sub_id,
                 &mut retained,
             ) {

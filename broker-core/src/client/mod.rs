@@ -171,6 +171,7 @@ impl Client {
         let c = Connect {
             protocol: o.version,
             clean_start: o.clean_start,
+            bridge: false,
             keep_alive: o.keep_alive,
             properties: props,
             client_id: &o.client_id,

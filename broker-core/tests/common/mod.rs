@@ -39,6 +39,7 @@ pub fn connect_packet<'a>(id: &'a str, clean: bool, v: ProtocolVersion) -> Conne
     Connect {
         protocol: v,
         clean_start: clean,
+        bridge: false,
         keep_alive: 60,
         properties: Properties::default(),
         client_id: id,

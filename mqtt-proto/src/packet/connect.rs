@@ -31,6 +31,10 @@ pub struct Connect<'a> {
     pub protocol: ProtocolVersion,
     /// Clean Session (3.1.1) or Clean Start (5.0).
     pub clean_start: bool,
+    /// A bridge of another broker (3.1 and 3.1.1: the protocol level's bit 0x80, as
+    /// Mosquitto's `try_private` sends it): its subscriptions are no-local and keep the
+    /// retain flags as published.
+    pub bridge: bool,
     /// Keep alive in seconds; 0 disables it.
     pub keep_alive: u16,
     /// CONNECT properties (MQTT 5).
@@ -49,7 +53,9 @@ impl<'a> Connect<'a> {
     pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
-        let protocol = match (name, level) {
+        // Not for 5.0, whose No Local and Retain As Published say the same per subscription.
+        let bridge = cfg!(feature = "bridge") && level & 0x80 != 0 && level & 0x7F < 5;
+        let protocol = match (name, level & if bridge { 0x7F } else { 0xFF }) {
             (b"MQTT", 4) => ProtocolVersion::V3_1_1,
             (b"MQTT", 5) => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V3_1,
@@ -114,6 +120,7 @@ impl<'a> Connect<'a> {
         Ok(Connect {
             protocol,
             clean_start,
+            bridge,
             keep_alive,
             properties,
             client_id,
@@ -158,7 +165,8 @@ impl<'a> Connect<'a> {
     pub(crate) fn emit_body<S: Sink + ?Sized>(&self, s: &mut S, sizes: &Sizes) {
         let v = self.protocol;
         put_binary(s, v.protocol_name().as_bytes());
-        s.put_u8(v.level());
+        let bridge = if self.bridge && !v.is_v5() { 0x80 } else { 0 };
+        s.put_u8(v.level() | bridge);
         let mut flags = 0u8;
         if self.clean_start {
             flags |= 0x02;

@@ -207,6 +207,7 @@ mod tests {
         let c = mqtt_proto::Connect {
             protocol: mqtt_proto::ProtocolVersion::V3_1_1,
             clean_start: true,
+            bridge: false,
             keep_alive: 60,
             properties: Default::default(),
             client_id: "c",

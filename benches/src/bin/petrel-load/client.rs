@@ -27,6 +27,7 @@ pub(crate) fn connect_bytes(id: &str, clean: bool) -> Vec<u8> {
     encode(&Packet::Connect(Connect {
         protocol: ProtocolVersion::V3_1_1,
         clean_start: clean,
+        bridge: false,
         keep_alive: 600,
         properties: Properties::default(),
         client_id: id,
