@@ -268,11 +268,7 @@ impl Owners {
     async fn adopt(&self, client_id: &str, follow: bool) -> anyhow::Result<()> {
         // Back before its shadow here ended: the shadow goes first (what it queued is in
         // the shared copy).
-        let shadow = self
-            .shadows
-            .lock()
-            .is_ok_and(|mut s| s.remove(client_id).is_some());
-        if shadow && !(self.move_out(client_id).await && self.store_barrier().await) {
+        if !self.end_shadow(client_id).await {
             anyhow::bail!("its shadow here did not end");
         }
         let Some(stored) =
@@ -530,16 +526,18 @@ impl Owners {
         }
     }
 
-    /// Ends the shadow of `client_id` (unless its session came back here meanwhile), its
-    /// last records in the shared copy.
-    async fn end_shadow(&self, client_id: &str) {
-        let still = self
+    /// Ends the shadow of `client_id` if there is one here, its last records in the
+    /// shared copy; false when the shards or the store did not confirm it.
+    async fn end_shadow(&self, client_id: &str) -> bool {
+        let shadow = self
             .shadows
             .lock()
             .is_ok_and(|mut s| s.remove(client_id).is_some());
-        if still && !(self.move_out(client_id).await && self.store_barrier().await) {
+        let ended = !shadow || (self.move_out(client_id).await && self.store_barrier().await);
+        if !ended {
             tracing::warn!("cluster: the shadow of \"{client_id}\" did not end cleanly");
         }
+        ended
     }
 
     /// Another node has a session that left a shadow here (`<node>\n<client id>`): the
@@ -575,7 +573,7 @@ impl Owners {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(SHADOW_MARGIN).await;
-            me.end_shadow(&client_id).await;
+            let _ = me.end_shadow(&client_id).await;
         });
     }
 
@@ -621,7 +619,7 @@ impl Owners {
             let id: Box<str> = client_id.into();
             tokio::spawn(async move {
                 tokio::time::sleep(SHADOW_FOR).await;
-                me.end_shadow(&id).await;
+                let _ = me.end_shadow(&id).await;
             });
         }
         // The session's last records reach the shared stream before the other node reads
