@@ -17,6 +17,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod admission;
+#[cfg(feature = "bridge")]
+pub mod bridge;
 mod broker;
 pub mod client;
 #[cfg(feature = "cluster")]

@@ -171,6 +171,9 @@ impl Client {
         let c = Connect {
             protocol: o.version,
             clean_start: o.clean_start,
+            #[cfg(feature = "bridge")]
+            bridge: o.bridge && !o.version.is_v5(),
+            #[cfg(not(feature = "bridge"))]
             bridge: false,
             keep_alive: o.keep_alive,
             properties: props,

@@ -51,6 +51,10 @@ pub struct ClientOptions {
     pub auth: Option<(String, Vec<u8>)>,
     /// Let the application acknowledge QoS 1/2 messages (`ack`), instead of on receipt.
     pub manual_ack: bool,
+    /// MQTT 3.1/3.1.1: set the bridge bit (0x80) in the protocol level, so that a broker that
+    /// knows it (Mosquitto's `try_private`) treats the subscriptions as no-local.
+    #[cfg(feature = "bridge")]
+    pub bridge: bool,
 }
 
 impl Default for ClientOptions {
@@ -70,6 +74,8 @@ impl Default for ClientOptions {
             max_queued: 10_000,
             auth: None,
             manual_ack: false,
+            #[cfg(feature = "bridge")]
+            bridge: false,
         }
     }
 }
