@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -230,6 +230,10 @@ impl FileAuth {
 impl Authenticator for FileAuth {
     fn authenticate(&mut self, req: &ConnectRequest<'_>) -> Result<Option<Box<str>>, ReasonCode> {
         let state = self.view.refresh();
+        if req.peer.listener == crate::broker::INTERNAL_LISTENER {
+            // A bridge's local side, opened by the broker itself.
+            return Ok(None);
+        }
         let listener = usize::from(req.peer.listener);
         if state
             .identity_listeners
@@ -259,6 +263,13 @@ impl Authenticator for FileAuth {
             _ => Err(ReasonCode::NotAuthorized),
         }
     }
+}
+
+/// A bridge's local side: what it forwards was chosen by the operator's `topic` rules.
+fn internal(client: &ClientInfo<'_>) -> bool {
+    client
+        .peer
+        .is_some_and(|p| p.listener == crate::broker::INTERNAL_LISTENER)
 }
 
 /// `acl_file` as an [`Authorizer`]; allows everything when no ACL file is configured.
@@ -296,6 +307,9 @@ impl Authorizer for FileAcl {
         _qos: QoS,
         _retain: bool,
     ) -> bool {
+        if internal(client) {
+            return true;
+        }
         match &self.view.refresh().acl {
             None => true,
             Some(acl) => acl.check_publish(client.client_id, client.username, topic),
@@ -303,6 +317,9 @@ impl Authorizer for FileAcl {
     }
 
     fn can_subscribe(&mut self, client: &ClientInfo<'_>, filter: &str, _qos: QoS) -> bool {
+        if internal(client) {
+            return true;
+        }
         match &self.view.refresh().acl {
             None => true,
             Some(acl) => acl.check_subscribe(client.client_id, client.username, filter),
@@ -310,6 +327,9 @@ impl Authorizer for FileAcl {
     }
 
     fn can_receive(&mut self, client: &ClientInfo<'_>, topic: &str) -> bool {
+        if internal(client) {
+            return true;
+        }
         match &self.view.refresh().acl {
             None => true,
             Some(acl) => acl.check_receive(client.client_id, client.username, topic),

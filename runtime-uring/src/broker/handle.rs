@@ -40,6 +40,10 @@ fn refuse_on_shard() -> Result<(), HandleError> {
     Ok(())
 }
 
+/// The listener index of in-process connections (bridges): trusted, as Mosquitto trusts
+/// its bridges' local side.
+pub const INTERNAL_LISTENER: u16 = u16::MAX;
+
 /// How long a handle waits for a shard's answer (a shard stopping, or stopped, is late).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -164,6 +168,42 @@ impl BrokerHandle {
     /// How long the broker has run.
     pub fn uptime(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Opens an in-process MQTT connection to the shard that owns `client_id` (a bridge's
+    /// local side): bytes sent on the first channel reach the core as a client's would,
+    /// and its output arrives on the second, which closes when the connection ends. The
+    /// connection comes from [`INTERNAL_LISTENER`]: no password or ACL applies to it.
+    pub fn connect_internal(
+        &self,
+        client_id: &str,
+    ) -> Result<
+        (
+            async_channel::Sender<Vec<u8>>,
+            async_channel::Receiver<Vec<u8>>,
+        ),
+        HandleError,
+    > {
+        let owner = broker_core::shard::owner_of_client(client_id, self.shards.len() as u16);
+        let tx = self
+            .shards
+            .get(usize::from(owner))
+            .ok_or(HandleError::Unavailable)?;
+        let (up_tx, up_rx) = async_channel::bounded(8);
+        let (down_tx, down_rx) = async_channel::bounded(8);
+        let remote = super::relay::Remote {
+            peer: broker_core::PeerInfo {
+                addr: None,
+                cert_identity: None,
+                listener: INTERNAL_LISTENER,
+            },
+            initial: Vec::new(),
+            from_client: up_rx,
+            to_client: down_tx,
+        };
+        tx.try_send(Inbox::Remote(Box::new(remote)))
+            .map_err(|_| HandleError::Unavailable)?;
+        Ok((up_tx, down_rx))
     }
 
     /// Runs `f` on every shard and collects the answers (in shard order).

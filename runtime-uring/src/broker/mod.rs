@@ -13,7 +13,7 @@ pub mod wake;
 
 use anyhow::bail;
 use broker_core::{Broker, Policy};
-pub use handle::{BrokerHandle, Running};
+pub use handle::{BrokerHandle, Running, INTERNAL_LISTENER};
 use shard::{Inbox, ListenerState, Phase, Shard};
 use std::net::SocketAddr;
 use std::rc::Rc;

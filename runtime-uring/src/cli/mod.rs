@@ -222,6 +222,13 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         .map(|ac| crate::admin::keys::ApiKeys::load(&ac.api_key_file))
         .transpose()?;
     let running = broker::start(settings)?;
+    let bridges = match crate::bridge::Bridges::start(&cfg.bridges, running.handle.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = running.stop();
+            return Err(e);
+        }
+    };
     let maxima = Arc::new(crate::admin::stats::Maxima::default());
     let stop_sys = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if cfg.sys_interval > 0 {
@@ -264,6 +271,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         }
     }
     let result = running.wait_for_signals(reload);
+    bridges.stop();
     stop_sys.store(true, std::sync::atomic::Ordering::Relaxed);
     webhooks.stop();
     result

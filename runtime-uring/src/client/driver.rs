@@ -68,7 +68,7 @@ impl fmt::Display for ClientFailure {
 
 impl std::error::Error for ClientFailure {}
 
-struct Link {
+pub(crate) struct Link {
     w: OwnedWriteHalf<TcpStream>,
     rx: async_channel::Receiver<Result<Vec<u8>, String>>,
     tls: Option<TlsLayer>,
@@ -83,6 +83,171 @@ struct Link {
 const WS_MAX_MESSAGE: usize = 268_435_455 + 5;
 
 impl Link {
+    /// Connects to `u` (TCP, then TLS with `tls`, then the WebSocket upgrade for ws URLs).
+    pub(crate) async fn open(
+        u: &super::BrokerUrl,
+        tls_cfg: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientFailure> {
+        let target = format!("{}:{}", u.host, u.port);
+        let addrs: Vec<_> = (u.host.as_str(), u.port)
+            .to_socket_addrs()
+            .map_err(|e| ClientFailure::Connect(format!("{target}: {e}")))?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for a in addrs {
+            match TcpStream::connect_addr(a).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let stream = stream.ok_or_else(|| {
+            ClientFailure::Connect(format!(
+                "{target}: {}",
+                last.map_or_else(|| "no address".to_owned(), |e| e.to_string())
+            ))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        let (r, w) = stream.into_split();
+        let (tx, rx) = async_channel::bounded(64);
+        monoio::spawn(read_task(r, tx));
+        let tls = match &tls_cfg {
+            Some(cfg) => Some(
+                TlsLayer::client(cfg.clone(), &u.host)
+                    .map_err(|e| ClientFailure::Tls(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
+        let mut link = Link {
+            w,
+            rx,
+            tls,
+            ws: None,
+            fd,
+            partial: Vec::new(),
+        };
+        // TLS handshake.
+        loop {
+            let Some(t) = link.tls.as_mut() else { break };
+            let mut buf = Vec::new();
+            t.pending(&mut buf)
+                .map_err(|e| ClientFailure::Tls(e.to_string()))?;
+            if !buf.is_empty() {
+                let (res, _) = link.w.write_all(buf).await;
+                res.map_err(|e| ClientFailure::Tls(format!("during the handshake: {e}")))?;
+            }
+            if !t.is_handshaking() {
+                break;
+            }
+            let bytes = match link.rx.recv().await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Err(ClientFailure::Tls(format!("the broker closed the connection during the handshake ({e}); it may have refused our certificate"))),
+                Err(_) => return Err(ClientFailure::Tls("handshake interrupted".into())),
+            };
+            let mut plain = Vec::new();
+            if let Err(e) = t.feed(&bytes, &mut plain) {
+                // Let the peer know why (the alert) before giving up.
+                let mut alert = Vec::new();
+                let _ = t.pending(&mut alert);
+                if !alert.is_empty() {
+                    let _ = link.w.write_all(alert).await;
+                }
+                return Err(ClientFailure::Tls(tls_message(&e)));
+            }
+        }
+        if u.scheme.is_ws() {
+            link.ws_upgrade(u).await?;
+        }
+        Ok(link)
+    }
+
+    /// The WebSocket opening handshake (RFC 6455 section 4.1) over the TCP or TLS link.
+    async fn ws_upgrade(&mut self, u: &super::BrokerUrl) -> Result<(), ClientFailure> {
+        let host = if u.host.contains(':') {
+            format!("[{}]:{}", u.host, u.port)
+        } else {
+            format!("{}:{}", u.host, u.port)
+        };
+        let (req, key) = ws::client_request(&host, &u.path);
+        let link = self;
+        let data = link.tls_wrap(req)?;
+        let (res, _) = link.w.write_all(data).await;
+        res.map_err(|e| ClientFailure::Connect(format!("WebSocket upgrade request: {e}")))?;
+        let mut buf = Vec::new();
+        loop {
+            match ws::client_response(&buf, &key) {
+                Ok(Some(n)) => {
+                    let rest = buf.split_off(n.min(buf.len()));
+                    let mut layer = WsLayer::client(WS_MAX_MESSAGE);
+                    layer
+                        .feed(&rest, &mut link.partial)
+                        .map_err(ClientFailure::Closed)?;
+                    link.ws = Some(layer);
+                    return Ok(());
+                }
+                Ok(None) if buf.len() > 16 * 1024 => {
+                    return Err(ClientFailure::Connect(
+                        "WebSocket upgrade: response headers too long".into(),
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientFailure::Connect(format!("{}: {e}", u.path))),
+            }
+            match link.rx.recv().await {
+                Ok(Ok(bytes)) => link.untls(&bytes, &mut buf)?,
+                Ok(Err(e)) => {
+                    return Err(ClientFailure::Connect(format!(
+                        "the broker closed the connection during the WebSocket upgrade ({e}); \
+                         is this a WebSocket listener?"
+                    )))
+                }
+                Err(_) => return Err(ClientFailure::Closed("during the WebSocket upgrade".into())),
+            }
+        }
+    }
+
+    /// Bytes from the socket: their MQTT content is appended to `partial`.
+    pub(crate) fn plaintext(&mut self, bytes: &[u8]) -> Result<(), ClientFailure> {
+        if self.ws.is_some() {
+            let mut plain = Vec::new();
+            self.untls(bytes, &mut plain)?;
+            if let Some(w) = self.ws.as_mut() {
+                w.feed(&plain, &mut self.partial)
+                    .map_err(ClientFailure::Closed)?;
+            }
+            Ok(())
+        } else {
+            let mut partial = std::mem::take(&mut self.partial);
+            let r = self.untls(bytes, &mut partial);
+            self.partial = partial;
+            r
+        }
+    }
+
+    /// Received MQTT bytes not yet consumed.
+    pub(crate) fn partial_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.partial
+    }
+
+    /// What the reader task receives (`Err` once the connection ended).
+    pub(crate) fn incoming(&self) -> async_channel::Receiver<Result<Vec<u8>, String>> {
+        self.rx.clone()
+    }
+
+    /// Writes MQTT bytes (framed and encrypted as the link needs); false when it failed.
+    pub(crate) async fn send(&mut self, mqtt: Vec<u8>) -> Result<bool, ClientFailure> {
+        let data = self.wrap(mqtt)?;
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let (res, _) = self.w.write_all(data).await;
+        Ok(res.is_ok())
+    }
+
     /// Bytes from the socket with TLS removed, appended to `out`.
     fn untls(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ClientFailure> {
         match self.tls.as_mut() {
@@ -255,81 +420,8 @@ impl MqttClient {
     }
 
     async fn open_inner(&mut self) -> Result<(), ClientFailure> {
-        let u = &self.cfg.url;
-        let target = format!("{}:{}", u.host, u.port);
-        let addrs: Vec<_> = (u.host.as_str(), u.port)
-            .to_socket_addrs()
-            .map_err(|e| ClientFailure::Connect(format!("{target}: {e}")))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect_addr(a).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| {
-            ClientFailure::Connect(format!(
-                "{target}: {}",
-                last.map_or_else(|| "no address".to_owned(), |e| e.to_string())
-            ))
-        })?;
-        let _ = stream.set_nodelay(true);
-        let fd = stream.as_raw_fd();
-        let (r, w) = stream.into_split();
-        let (tx, rx) = async_channel::bounded(64);
-        monoio::spawn(read_task(r, tx));
-        let tls = match &self.tls_cfg {
-            Some(cfg) => Some(
-                TlsLayer::client(cfg.clone(), &u.host)
-                    .map_err(|e| ClientFailure::Tls(format!("{e:#}")))?,
-            ),
-            None => None,
-        };
-        self.link = Some(Link {
-            w,
-            rx,
-            tls,
-            ws: None,
-            fd,
-            partial: Vec::new(),
-        });
-        // TLS handshake.
-        while let Some(link) = self.link.as_mut() {
-            let Some(t) = link.tls.as_mut() else { break };
-            let mut buf = Vec::new();
-            t.pending(&mut buf)
-                .map_err(|e| ClientFailure::Tls(e.to_string()))?;
-            if !buf.is_empty() {
-                let (res, _) = link.w.write_all(buf).await;
-                res.map_err(|e| ClientFailure::Tls(format!("during the handshake: {e}")))?;
-            }
-            if !t.is_handshaking() {
-                break;
-            }
-            let bytes = match link.rx.recv().await {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return Err(ClientFailure::Tls(format!("the broker closed the connection during the handshake ({e}); it may have refused our certificate"))),
-                Err(_) => return Err(ClientFailure::Tls("handshake interrupted".into())),
-            };
-            let mut plain = Vec::new();
-            if let Err(e) = t.feed(&bytes, &mut plain) {
-                // Let the peer know why (the alert) before giving up.
-                let mut alert = Vec::new();
-                let _ = t.pending(&mut alert);
-                if !alert.is_empty() {
-                    let _ = link.w.write_all(alert).await;
-                }
-                return Err(ClientFailure::Tls(tls_message(&e)));
-            }
-        }
-        if u.scheme.is_ws() {
-            self.ws_upgrade().await?;
-        }
+        self.link = None;
+        self.link = Some(Link::open(&self.cfg.url, self.tls_cfg.clone()).await?);
         let now = self.now();
         self.sm.handle_connected(now);
         self.flush().await?;
@@ -372,72 +464,12 @@ impl MqttClient {
         }
     }
 
-    /// The WebSocket opening handshake (RFC 6455 section 4.1) over the TCP or TLS link.
-    async fn ws_upgrade(&mut self) -> Result<(), ClientFailure> {
-        let u = &self.cfg.url;
-        let host = if u.host.contains(':') {
-            format!("[{}]:{}", u.host, u.port)
-        } else {
-            format!("{}:{}", u.host, u.port)
-        };
-        let (req, key) = ws::client_request(&host, &u.path);
-        let Some(link) = self.link.as_mut() else {
-            return Err(ClientFailure::Closed("before the WebSocket upgrade".into()));
-        };
-        let data = link.tls_wrap(req)?;
-        let (res, _) = link.w.write_all(data).await;
-        res.map_err(|e| ClientFailure::Connect(format!("WebSocket upgrade request: {e}")))?;
-        let mut buf = Vec::new();
-        loop {
-            match ws::client_response(&buf, &key) {
-                Ok(Some(n)) => {
-                    let rest = buf.split_off(n.min(buf.len()));
-                    let mut layer = WsLayer::client(WS_MAX_MESSAGE);
-                    layer
-                        .feed(&rest, &mut link.partial)
-                        .map_err(ClientFailure::Closed)?;
-                    link.ws = Some(layer);
-                    return Ok(());
-                }
-                Ok(None) if buf.len() > 16 * 1024 => {
-                    return Err(ClientFailure::Connect(
-                        "WebSocket upgrade: response headers too long".into(),
-                    ))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ClientFailure::Connect(format!("{}: {e}", u.path))),
-            }
-            match link.rx.recv().await {
-                Ok(Ok(bytes)) => link.untls(&bytes, &mut buf)?,
-                Ok(Err(e)) => {
-                    return Err(ClientFailure::Connect(format!(
-                        "the broker closed the connection during the WebSocket upgrade ({e}); \
-                         is this a WebSocket listener?"
-                    )))
-                }
-                Err(_) => return Err(ClientFailure::Closed("during the WebSocket upgrade".into())),
-            }
-        }
-    }
-
     fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientFailure> {
         let now = self.now();
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
-        if link.ws.is_some() {
-            let mut plain = Vec::new();
-            link.untls(bytes, &mut plain)?;
-            if let Some(w) = link.ws.as_mut() {
-                w.feed(&plain, &mut link.partial)
-                    .map_err(ClientFailure::Closed)?;
-            }
-        } else {
-            let mut partial = std::mem::take(&mut link.partial);
-            let r = link.untls(bytes, &mut partial);
-            link.partial = partial;
-            r?;
-        }
+        link.plaintext(bytes)?;
         // The state machine takes whole packets; a partial one waits for more bytes.
         let n = self.sm.handle_bytes(now, &link.partial);
         link.partial.drain(..n.min(link.partial.len()));

@@ -2,7 +2,7 @@
 //! qos, retain, cleanSession, consumerID with `{uuid}`, CA / client certificate / key,
 //! backOffMaxRetries), driven on monoio around `broker_core::client::Client`.
 
-mod driver;
+pub(crate) mod driver;
 
 pub use driver::{ClientFailure, MqttClient};
 

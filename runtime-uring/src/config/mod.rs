@@ -20,6 +20,7 @@
 //! tables), `mosquitto` (Mosquitto compatibility: unsupported options, durations, log
 //! levels), `core_config` (the mapping onto `broker_core::Config`) and `tests`.
 
+mod bridge;
 mod cluster;
 mod core_config;
 mod listener;
@@ -30,6 +31,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+pub use bridge::{split_address, BridgeConfig, DEFAULT_RESTART_TIMEOUT};
 pub use cluster::{valid_name, ClusterConfig};
 pub use mosquitto::parse_duration;
 pub use ops::{AdminConfig, WebhookConfig, DEFAULT_SYS_INTERVAL, WEBHOOK_EVENTS};

@@ -189,6 +189,7 @@ impl<'a> Parser<'a> {
             sys_interval: super::ops::DEFAULT_SYS_INTERVAL,
             webhooks: Vec::new(),
             cluster: None,
+            bridges: Vec::new(),
         };
         let table = match DeTable::parse(self.text) {
             Ok(t) => t,
@@ -357,6 +358,7 @@ impl<'a> Parser<'a> {
                 "admin" => cfg.admin = self.admin(v, &at),
                 "webhook" => cfg.webhooks = self.webhooks(v),
                 "cluster" => cfg.cluster = self.cluster(v, &at),
+                "bridge" => cfg.bridges = self.bridges(v),
                 "sys_interval" => {
                     let why = "seconds, 0 (no $SYS tree) to 86400";
                     if let Some(n) = self.integer(key, v, 0, 86_400, why) {

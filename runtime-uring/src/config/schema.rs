@@ -54,6 +54,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "sys_interval",
     "webhook",
     "cluster",
+    "bridge",
 ];
 
 /// The keys of a `[[listener]]` table.
@@ -197,6 +198,8 @@ pub struct BrokerConfig {
     pub webhooks: Vec<super::ops::WebhookConfig>,
     /// `[cluster]`: this node's etcd and NATS.
     pub cluster: Option<super::cluster::ClusterConfig>,
+    /// `[[bridge]]`: connections to other brokers.
+    pub bridges: Vec<super::bridge::BridgeConfig>,
 }
 
 impl Default for BrokerConfig {
