@@ -260,13 +260,11 @@ impl Task {
                     }
                     tracing::warn!("bridge \"{}\": {side:?} connection {why}", self.cfg.name);
                 }
-                ClientEvent::Subscribed { codes, .. } => {
-                    if codes.iter().any(|c| c.is_error()) {
-                        tracing::warn!(
-                            "bridge \"{}\": the {side:?} broker refused a subscription: {codes:?}",
-                            self.cfg.name
-                        );
-                    }
+                ClientEvent::Subscribed { codes, .. } if codes.iter().any(|c| c.is_error()) => {
+                    tracing::warn!(
+                        "bridge \"{}\": the {side:?} broker refused a subscription: {codes:?}",
+                        self.cfg.name
+                    );
                 }
                 ClientEvent::ServerDisconnect(code) => tracing::warn!(
                     "bridge \"{}\": the {side:?} broker disconnected it: {code:?}",

@@ -40,6 +40,12 @@ fn refuse_on_shard() -> Result<(), HandleError> {
     Ok(())
 }
 
+/// An in-process connection: bytes to the core, and the core's output.
+pub type InternalLink = (
+    async_channel::Sender<Vec<u8>>,
+    async_channel::Receiver<Vec<u8>>,
+);
+
 /// The listener index of in-process connections (bridges): trusted, as Mosquitto trusts
 /// its bridges' local side.
 pub const INTERNAL_LISTENER: u16 = u16::MAX;
@@ -174,16 +180,7 @@ impl BrokerHandle {
     /// local side): bytes sent on the first channel reach the core as a client's would,
     /// and its output arrives on the second, which closes when the connection ends. The
     /// connection comes from [`INTERNAL_LISTENER`]: no password or ACL applies to it.
-    pub fn connect_internal(
-        &self,
-        client_id: &str,
-    ) -> Result<
-        (
-            async_channel::Sender<Vec<u8>>,
-            async_channel::Receiver<Vec<u8>>,
-        ),
-        HandleError,
-    > {
+    pub fn connect_internal(&self, client_id: &str) -> Result<InternalLink, HandleError> {
         let owner = broker_core::shard::owner_of_client(client_id, self.shards.len() as u16);
         let tx = self
             .shards

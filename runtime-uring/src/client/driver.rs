@@ -131,8 +131,7 @@ impl Link {
             partial: Vec::new(),
         };
         // TLS handshake.
-        loop {
-            let Some(t) = link.tls.as_mut() else { break };
+        while let Some(t) = link.tls.as_mut() {
             let mut buf = Vec::new();
             t.pending(&mut buf)
                 .map_err(|e| ClientFailure::Tls(e.to_string()))?;
