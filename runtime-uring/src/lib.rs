@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod kafka;
 pub mod logging;
 pub mod net;
 pub mod proxy;

@@ -5,9 +5,10 @@
 pub fn init(level: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The store engine narrates every recovery step at info: its warnings are what an
-    // operator needs (a filter naming these crates overrides this).
-    for quiet in ["fjall=warn", "lsm_tree=warn"] {
+    // The store engine narrates every recovery step at info, the Kafka client every
+    // connection: their warnings are what an operator needs (a filter naming these crates
+    // overrides this).
+    for quiet in ["fjall=warn", "lsm_tree=warn", "rskafka=warn"] {
         let named = quiet.split('=').next().is_some_and(|c| level.contains(c));
         if let (false, Ok(d)) = (named, quiet.parse()) {
             filter = filter.add_directive(d);

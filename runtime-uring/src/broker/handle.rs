@@ -479,6 +479,8 @@ pub struct Running {
     /// The cluster's view (members, counters) when the broker is a node of one.
     pub cluster: Option<Arc<crate::cluster::Shared>>,
     pub(super) cluster_link: Option<crate::cluster::Link>,
+    /// The Kafka thread's side, when `[[kafka]]` is configured.
+    pub kafka: Option<crate::kafka::Link>,
 }
 
 impl Running {

@@ -71,6 +71,8 @@ pub struct RunSettings {
     pub memory_limit: u64,
     /// `[cluster]`: join these etcd and NATS servers as this node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `[[kafka]]`: MQTT messages to Kafka.
+    pub kafka: Vec<crate::config::KafkaConfig>,
 }
 
 impl RunSettings {
@@ -103,6 +105,7 @@ impl RunSettings {
             persistence: None,
             memory_limit: 0,
             cluster: None,
+            kafka: Vec::new(),
         }
     }
 }
@@ -179,6 +182,19 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    // Kafka stands for one more remote node of the core, after the cluster's.
+    let kafka = if settings.kafka.is_empty() {
+        None
+    } else {
+        let slot = settings.core.cluster_nodes;
+        settings.core.cluster_nodes += 1;
+        Some(crate::kafka::start(
+            &settings.kafka,
+            threads as u16,
+            slot,
+            senders.clone(),
+        )?)
+    };
     let pin = settings.pin_cores && threads > 1;
     let placement = settings.placement;
     // The store thread tells each shard (on its control channel) which of its record
@@ -232,7 +248,13 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
                 crate::cluster::ClusterHooks(link.clone()),
             ));
         }
+        if kafka.is_some() {
+            let hooks =
+                std::mem::replace(&mut policy.hooks, Box::new(broker_core::policy::NoHooks));
+            policy.hooks = Box::new(hooks::Both(hooks, crate::kafka::KafkaHooks));
+        }
         let cluster = cluster.clone();
+        let kafka = kafka.clone();
         let peers = senders.clone();
         let data_out = data_senders.clone();
         let data_in = data_receivers
@@ -270,6 +292,7 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
                     placement,
                     uring: use_uring,
                     cluster,
+                    kafka,
                 });
                 crate::net::runtime::block_on(use_uring, body)?
             })?;
@@ -284,6 +307,7 @@ pub fn start(mut settings: RunSettings) -> anyhow::Result<Running> {
     Ok(Running {
         cluster: cluster.as_ref().map(|l| l.shared.clone()),
         cluster_link: cluster.clone(),
+        kafka: kafka.clone(),
         handle: BrokerHandle::new(senders, epoch),
         addrs: bound,
         threads: handles,
@@ -310,6 +334,7 @@ struct ShardSetup {
     placement: Placement,
     uring: bool,
     cluster: Option<crate::cluster::Link>,
+    kafka: Option<crate::kafka::Link>,
 }
 
 async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
@@ -329,6 +354,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         placement,
         uring,
         cluster,
+        kafka,
     } = setup;
     handle::mark_shard_thread();
     let states = specs
@@ -369,6 +395,7 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
         store.map(|(tx, _, _)| tx),
     );
     shard.cluster = cluster;
+    shard.kafka = kafka;
     let shard = Rc::new(shard);
     shard.pump();
 

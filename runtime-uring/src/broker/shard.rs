@@ -152,6 +152,8 @@ pub struct Shard {
     store_bufs: RefCell<Vec<Vec<u8>>>,
     /// The cluster thread, when this broker is a node of a cluster.
     pub cluster: Option<crate::cluster::Link>,
+    /// The Kafka thread, when `[[kafka]]` is configured.
+    pub kafka: Option<crate::kafka::Link>,
     /// An `Inbox::Pump` is on its way, or `pump` is running (and acts on it anyway).
     pump_requested: Cell<bool>,
     /// Bytes and MQTT packets taken from the core for sockets (operators' counters).
@@ -220,6 +222,7 @@ impl Shard {
             store,
             store_bufs: RefCell::new(Vec::new()),
             cluster: None,
+            kafka: None,
             pump_requested: Cell::new(false),
             bytes_sent: Cell::new(0),
             packets_sent: Cell::new(0),
@@ -387,6 +390,16 @@ impl Shard {
                 let Some(ev) = ev else { break };
                 match ev {
                     Event::ToShard { to, msg } if to >= self.shards => {
+                        if let Some(k) = self.kafka.as_ref().filter(|k| k.shard == to) {
+                            let publisher = match &msg {
+                                ShardMsg::Publish { msg, .. } => {
+                                    crate::kafka::publisher(msg.origin)
+                                }
+                                _ => None,
+                            };
+                            k.send(msg, publisher);
+                            continue;
+                        }
                         // The cluster link or a remote node.
                         if let Some(l) = &self.cluster {
                             l.send(crate::cluster::FromShard::Msg { to, msg });

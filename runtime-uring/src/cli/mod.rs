@@ -174,6 +174,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
     let webhooks = crate::admin::webhook::Webhooks::start(&cfg.webhooks, &node)?;
     let banned = crate::admin::banned::Banned::default();
     let (policy_hooks, policy_banned) = (webhooks.clone(), banned.clone());
+    let with_kafka = !cfg.kafka.is_empty();
     let reload_load = load.clone();
     let reload_auth = auth.clone();
     let settings = RunSettings {
@@ -194,9 +195,14 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
                         policy_hooks.hooks(shard as u16),
                     ))
                 };
+            let authorizer: Box<dyn broker_core::policy::Authorizer + Send> = if with_kafka {
+                Box::new(crate::kafka::QueueGuard(policy_auth.authorizer()))
+            } else {
+                Box::new(policy_auth.authorizer())
+            };
             broker_core::Policy {
                 authenticator: Box::new(policy_banned.guard(policy_auth.authenticator())),
-                authorizer: Box::new(policy_auth.authorizer()),
+                authorizer,
                 hooks,
             }
         }),
@@ -213,6 +219,7 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
         persistence: persistence(&cfg, a.config.as_deref()),
         memory_limit: cfg.memory_limit,
         cluster: cfg.cluster.clone(),
+        kafka: cfg.kafka.clone(),
     };
     let reload = settings.reload.clone();
     // A bad key file stops the start-up before anything listens.

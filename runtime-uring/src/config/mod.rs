@@ -23,6 +23,7 @@
 mod bridge;
 mod cluster;
 mod core_config;
+mod kafka;
 mod listener;
 mod mosquitto;
 mod ops;
@@ -33,6 +34,7 @@ mod tests;
 
 pub use bridge::{split_address, BridgeConfig, DEFAULT_RESTART_TIMEOUT};
 pub use cluster::{valid_name, ClusterConfig};
+pub use kafka::{valid_kafka_topic, KafkaConfig, KafkaRoute};
 pub use mosquitto::parse_duration;
 pub use ops::{AdminConfig, WebhookConfig, DEFAULT_SYS_INTERVAL, WEBHOOK_EVENTS};
 pub use parse::{ConfigError, Diagnostic};

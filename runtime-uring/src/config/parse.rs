@@ -190,6 +190,7 @@ impl<'a> Parser<'a> {
             webhooks: Vec::new(),
             cluster: None,
             bridges: Vec::new(),
+            kafka: Vec::new(),
         };
         let table = match DeTable::parse(self.text) {
             Ok(t) => t,
@@ -359,6 +360,7 @@ impl<'a> Parser<'a> {
                 "webhook" => cfg.webhooks = self.webhooks(v),
                 "cluster" => cfg.cluster = self.cluster(v, &at),
                 "bridge" => cfg.bridges = self.bridges(v),
+                "kafka" => cfg.kafka = self.kafkas(v),
                 "sys_interval" => {
                     let why = "seconds, 0 (no $SYS tree) to 86400";
                     if let Some(n) = self.integer(key, v, 0, 86_400, why) {

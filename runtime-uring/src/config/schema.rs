@@ -55,6 +55,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "webhook",
     "cluster",
     "bridge",
+    "kafka",
 ];
 
 /// The keys of a `[[listener]]` table.
@@ -200,6 +201,8 @@ pub struct BrokerConfig {
     pub cluster: Option<super::cluster::ClusterConfig>,
     /// `[[bridge]]`: connections to other brokers.
     pub bridges: Vec<super::bridge::BridgeConfig>,
+    /// `[[kafka]]`: MQTT messages to Kafka.
+    pub kafka: Vec<super::kafka::KafkaConfig>,
 }
 
 impl Default for BrokerConfig {

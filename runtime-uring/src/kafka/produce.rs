@@ -1,0 +1,405 @@
+//! The Kafka thread: maps each message to its Kafka topics, batches records per topic
+//! (`linger_ms`), produces them with `acks=all` (rskafka), retries until Kafka takes
+//! them, and then releases the publishers' acknowledgements.
+
+use super::{Control, Interest, Job, KafkaStatus, Shared, QUEUE_PREFIX};
+use crate::broker::shard::Inbox;
+use crate::config::{valid_kafka_topic, KafkaConfig, KafkaRoute};
+use broker_core::AckRef;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Records per produce request and topic.
+const MAX_BATCH: usize = 2000;
+/// How long rskafka retries one request before we hear of the failure (and retry it).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A message's acknowledgement, released once every record made of it is produced.
+struct Done {
+    ack: Option<AckRef>,
+    remaining: Cell<usize>,
+    interest: Interest,
+    shared: Arc<Shared>,
+}
+
+impl Done {
+    fn finish(&self) {
+        let left = self.remaining.get().saturating_sub(1);
+        self.remaining.set(left);
+        if left == 0 {
+            if let Some(a) = self.ack {
+                self.interest.release(a);
+            }
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Rec {
+    record: Record,
+    done: Rc<Done>,
+}
+
+/// One `[[kafka]]` block: its client (built once Kafka answers) and topic metadata.
+struct Block {
+    cfg: KafkaConfig,
+    status: Arc<KafkaStatus>,
+    client: RefCell<Option<Arc<Client>>>,
+    /// Partition count per topic.
+    partitions: RefCell<HashMap<String, i32>>,
+}
+
+impl Block {
+    fn failed(&self, e: String) {
+        if self.status.connected.swap(false, Ordering::Relaxed)
+            || self.status.last_error().as_deref() != Some(e.as_str())
+        {
+            tracing::warn!("kafka \"{}\": {e}", self.cfg.name);
+        }
+        self.status.set_error(Some(e));
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, String> {
+        if let Some(c) = self.client.borrow().clone() {
+            return Ok(c);
+        }
+        let backoff = rskafka::BackoffConfig {
+            deadline: Some(REQUEST_DEADLINE),
+            ..rskafka::BackoffConfig::default()
+        };
+        let c = ClientBuilder::new(self.cfg.bootstrap.clone())
+            .client_id("petrel")
+            .backoff_config(backoff)
+            .build()
+            .await
+            .map_err(|e| format!("cannot reach {:?}: {e}", self.cfg.bootstrap))?;
+        let c = Arc::new(c);
+        *self.client.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn partition_count(&self, client: &Client, topic: &str) -> Result<i32, String> {
+        if let Some(n) = self.partitions.borrow().get(topic) {
+            return Ok(*n);
+        }
+        let topics = client
+            .list_topics()
+            .await
+            .map_err(|e| format!("metadata: {e}"))?;
+        let mut found = None;
+        let mut known = self.partitions.borrow_mut();
+        for t in topics {
+            let n = t.partitions.len() as i32;
+            if t.name == topic {
+                found = Some(n);
+            }
+            if n > 0 {
+                known.insert(t.name, n);
+            }
+        }
+        match found {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "the Kafka topic \"{topic}\" does not exist (create it)"
+            )),
+        }
+    }
+}
+
+pub(super) async fn main(
+    cfgs: Vec<KafkaConfig>,
+    rx: async_channel::Receiver<Control>,
+    _inboxes: Vec<async_channel::Sender<Inbox>>,
+    shared: Arc<Shared>,
+    interest: Interest,
+) {
+    let blocks: Vec<Rc<Block>> = cfgs
+        .into_iter()
+        .zip(shared.blocks.iter())
+        .map(|(cfg, status)| {
+            Rc::new(Block {
+                cfg,
+                status: status.clone(),
+                client: RefCell::new(None),
+                partitions: RefCell::new(HashMap::new()),
+            })
+        })
+        .collect();
+    // Connect early, so that the status says whether Kafka is there before any message.
+    for b in &blocks {
+        let b = b.clone();
+        tokio::task::spawn_local(async move {
+            match b.client().await {
+                Ok(_) => {
+                    b.status.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        "kafka \"{}\": connected to {:?}",
+                        b.cfg.name,
+                        b.cfg.bootstrap
+                    );
+                }
+                Err(e) => b.failed(e),
+            }
+        });
+    }
+    let mut workers: HashMap<(usize, String), mpsc::UnboundedSender<Rec>> = HashMap::new();
+    while let Ok(c) = rx.recv().await {
+        match c {
+            Control::Job(job) => dispatch(job, &blocks, &mut workers, &shared, &interest),
+            Control::AddRoute(b, route) => change_routes(&blocks, &interest, b, |routes| {
+                routes.retain(|r| r.filter != route.filter);
+                routes.push(route);
+            }),
+            Control::RemoveRoute(b, filter) => change_routes(&blocks, &interest, b, |routes| {
+                routes.retain(|r| r.filter != filter);
+            }),
+        }
+    }
+}
+
+fn all_filters(blocks: &[Rc<Block>]) -> Vec<String> {
+    let mut f: Vec<String> = blocks
+        .iter()
+        .flat_map(|b| b.status.routes().into_iter().map(|r| r.filter))
+        .collect();
+    f.push(format!("{QUEUE_PREFIX}#"));
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// Changes block `b`'s routes and tells the shards about filters gained or lost.
+fn change_routes(
+    blocks: &[Rc<Block>],
+    interest: &Interest,
+    b: usize,
+    change: impl FnOnce(&mut Vec<KafkaRoute>),
+) {
+    let before = all_filters(blocks);
+    if let Some(block) = blocks.get(b) {
+        if let Ok(mut r) = block.status.routes.lock() {
+            change(&mut r);
+        }
+    }
+    let after = all_filters(blocks);
+    for f in after.iter().filter(|f| !before.contains(f)) {
+        interest.set(f, true);
+    }
+    for f in before.iter().filter(|f| !after.contains(f)) {
+        interest.set(f, false);
+    }
+}
+
+/// The (block, Kafka topic) pairs a message goes to.
+fn targets(topic: &str, blocks: &[Rc<Block>]) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    if let Some(name) = topic.strip_prefix(QUEUE_PREFIX) {
+        if !blocks.is_empty() && valid_kafka_topic(name) {
+            out.push((0, name.to_owned()));
+        }
+        return out;
+    }
+    for (i, b) in blocks.iter().enumerate() {
+        for r in b.status.routes() {
+            if broker_core::mqtt_proto::topic::matches(&r.filter, topic) {
+                let t = (i, r.topic);
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn record(job: &Job) -> Record {
+    let msg = &job.msg;
+    let mut headers = BTreeMap::new();
+    headers.insert(
+        "mqtt_qos".to_owned(),
+        (msg.qos as u8).to_string().into_bytes(),
+    );
+    if let Some(c) = &job.client_id {
+        headers.insert("mqtt_clientid".to_owned(), c.as_bytes().to_vec());
+    }
+    for (k, v) in msg.properties().user_properties.iter() {
+        // Kafka headers may repeat a name, rskafka's map may not: the last value wins.
+        headers.insert(k.to_owned(), v.as_bytes().to_vec());
+    }
+    Record {
+        key: Some(msg.topic_bytes().to_vec()),
+        value: Some(msg.payload().to_vec()),
+        headers,
+        timestamp: chrono::Utc::now(),
+    }
+}
+
+fn dispatch(
+    job: Job,
+    blocks: &[Rc<Block>],
+    workers: &mut HashMap<(usize, String), mpsc::UnboundedSender<Rec>>,
+    shared: &Arc<Shared>,
+    interest: &Interest,
+) {
+    let targets = targets(job.msg.topic(), blocks);
+    let done = Rc::new(Done {
+        ack: job.ack,
+        remaining: Cell::new(targets.len().max(1)),
+        interest: interest.clone(),
+        shared: shared.clone(),
+    });
+    if targets.is_empty() {
+        // A route removed meanwhile, or `$queue/` with an invalid name.
+        shared.unrouted.fetch_add(1, Ordering::Relaxed);
+        done.finish();
+        return;
+    }
+    if let Some(a) = job.ack {
+        if shared.pending.load(Ordering::Relaxed) > shared.max_pending {
+            // Too much waits for Kafka: hold this publisher until its message is in.
+            shared.held.fetch_add(1, Ordering::Relaxed);
+            interest.park(a);
+        }
+    }
+    let rec = record(&job);
+    for t in targets {
+        let b = t.0;
+        let tx = workers.entry(t.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Some(block) = blocks.get(b) {
+                tokio::task::spawn_local(topic_worker(block.clone(), t.1.clone(), rx));
+            }
+            tx
+        });
+        let _ = tx.send(Rec {
+            record: rec.clone(),
+            done: done.clone(),
+        });
+    }
+}
+
+/// Produces one Kafka topic's records, a batch at a time (order kept per partition).
+async fn topic_worker(block: Rc<Block>, topic: String, mut rx: mpsc::UnboundedReceiver<Rec>) {
+    let linger = Duration::from_millis(u64::from(block.cfg.linger_ms));
+    let mut clients: HashMap<i32, Arc<PartitionClient>> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) if linger.is_zero() => break,
+                Err(_) => tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                },
+            }
+        }
+        let mut wait = RETRY_MIN;
+        let mut first_try = true;
+        while !batch.is_empty() {
+            if !first_try {
+                block
+                    .status
+                    .retried
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+            first_try = false;
+            match produce(&block, &topic, &mut clients, &mut batch).await {
+                Ok(()) => {
+                    block.status.connected.store(true, Ordering::Relaxed);
+                    block.status.set_error(None);
+                }
+                Err(e) => block.failed(e),
+            }
+        }
+    }
+}
+
+/// Produces `batch` (grouped by partition, partitions in parallel); what Kafka took is
+/// finished and removed from `batch`, the rest stays for the next attempt.
+async fn produce(
+    block: &Block,
+    topic: &str,
+    clients: &mut HashMap<i32, Arc<PartitionClient>>,
+    batch: &mut Vec<Rec>,
+) -> Result<(), String> {
+    let client = block.client().await?;
+    let n = block.partition_count(&client, topic).await?;
+    let mut by_partition: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
+    for r in batch.drain(..) {
+        let key = r.record.key.as_deref().unwrap_or_default();
+        by_partition
+            .entry(super::murmur2::partition(key, n))
+            .or_default()
+            .push(r);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    let mut waiting: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
+    for (p, recs) in by_partition {
+        let pc = match clients.get(&p) {
+            Some(pc) => pc.clone(),
+            None => match client
+                .partition_client(topic, p, UnknownTopicHandling::Retry)
+                .await
+            {
+                Ok(pc) => {
+                    let pc = Arc::new(pc);
+                    clients.insert(p, pc.clone());
+                    pc
+                }
+                Err(e) => {
+                    batch.extend(recs);
+                    waiting.values_mut().for_each(|v| batch.append(v));
+                    return Err(format!("{topic}[{p}]: {e}"));
+                }
+            },
+        };
+        let records: Vec<Record> = recs.iter().map(|r| r.record.clone()).collect();
+        waiting.insert(p, recs);
+        set.spawn_local(async move { (p, pc.produce(records, Compression::NoCompression).await) });
+    }
+    let mut error = None;
+    while let Some(joined) = set.join_next().await {
+        let Ok((p, result)) = joined else {
+            continue;
+        };
+        let recs = waiting.remove(&p).unwrap_or_default();
+        match result {
+            Ok(_) => {
+                block
+                    .status
+                    .produced
+                    .fetch_add(recs.len() as u64, Ordering::Relaxed);
+                for r in recs {
+                    r.done.finish();
+                }
+            }
+            Err(e) => {
+                clients.remove(&p);
+                error = Some(format!("producing to {topic}[{p}]: {e}"));
+                batch.extend(recs);
+            }
+        }
+    }
+    // A task that panicked leaves its records here: they are tried again.
+    for (_, recs) in waiting {
+        batch.extend(recs);
+    }
+    error.map_or(Ok(()), Err)
+}
