@@ -9,6 +9,8 @@
 
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/http.rs"]
+mod http;
 
 use common::*;
 use std::time::{Duration, Instant};
@@ -145,11 +147,13 @@ fn qos_seen(p: &Proc, topic: &str) -> Vec<String> {
 #[test]
 fn petrel_bridges_to_petrel_with_prefixes_both_ways_at_each_qos() {
     let d = tempdir();
+    std::fs::write(d.path().join("keys"), "admin:s3cret\n").unwrap();
     let remote = Petrel::start(d.path(), ANON);
     let local = bridged(
         d.path(),
         remote.port(),
-        "topic = [\"sensors/# out 1 site1/ fleet/site1/\", \"cmd/# in 2 \\\"\\\" fleet/\", \"chat/# both 0\", \"q2/# out 2\"]",
+        "topic = [\"sensors/# out 1 site1/ fleet/site1/\", \"cmd/# in 2 \\\"\\\" fleet/\", \"chat/# both 0\", \"q2/# out 2\"]\n\
+         [admin]\nbind = \"127.0.0.1:{port2}\"\napi_key_file = \"{dir}/keys\"",
         "",
     );
     let on_remote = mosq_sub(
@@ -220,6 +224,30 @@ fn petrel_bridges_to_petrel_with_prefixes_both_ways_at_each_qos() {
             .is_some(),
         "{}",
         state.dump()
+    );
+    // The admin API and the metrics show it.
+    let api = http::Api::new(local.ports[1]);
+    let auth = Some(("admin", "s3cret"));
+    let list = api.call("GET", "/api/v5/bridges", auth, None).json();
+    let b = &list[0];
+    assert_eq!(
+        (b["type"].as_str(), b["name"].as_str()),
+        (Some("mqtt"), Some("up")),
+        "{list}"
+    );
+    assert_eq!(b["status"], "connected", "{list}");
+    assert_eq!(b["inflight"], 0, "{list}");
+    // Out: the probe(s), t, q2/x, chat/l; in: the probe(s), reboot, chat/r.
+    assert!(b["forwarded_out"].as_u64().unwrap() >= 4, "{list}");
+    assert!(b["forwarded_in"].as_u64().unwrap() >= 3, "{list}");
+    let metrics = api.call("GET", "/metrics", auth, None).body;
+    assert!(
+        metrics.contains("petrel_bridge_connected{bridge=\"up\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petrel_bridge_forwarded_total{bridge=\"up\",direction=\"in\"}"),
+        "{metrics}"
     );
 }
 

@@ -7,8 +7,11 @@
 
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/http.rs"]
+mod http;
 
 use common::*;
+use http::Api;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -77,11 +80,16 @@ fn wait_records(port: u16, topic: &str, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+const ADMIN: (&str, &str) = ("admin", "s3cret");
+
+/// A broker with the `events` block (and the admin API on its second port).
 fn broker(dir: &std::path::Path, kafka_port: u16, extra: &str) -> Petrel {
+    std::fs::write(dir.join("keys"), "admin:s3cret\n").unwrap();
     Petrel::start(
         dir,
         &format!(
             "allow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1:{{port}}\"\n\
+             [admin]\nbind = \"127.0.0.1:{{port2}}\"\napi_key_file = \"{{dir}}/keys\"\n\
              [[kafka]]\nname = \"events\"\nbootstrap = [\"127.0.0.1:{kafka_port}\"]\n\
              routes = [ {{ filter = \"sensors/#\", topic = \"sensors\" }}, {{ filter = \"sensors/hot/+\", topic = \"alerts\" }} ]\n{extra}\n"
         ),
@@ -182,6 +190,40 @@ fn messages_reach_kafka_by_route_and_by_queue_with_keys_headers_and_partitions()
     assert!(!said.contains("job1"), "{said}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(records(kport, "sensors").len(), 32, "each message once");
+
+    // Mappings at run time: added, used, listed, removed.
+    let api = Api::new(p.ports[1]);
+    let body = r#"{"name": "extra", "filter": "extra/#", "topic": "jobs"}"#;
+    let r = api.call("POST", "/api/v5/bridges", Some(ADMIN), Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bad = r#"{"name": "x", "filter": "a/#/b", "topic": "jobs"}"#;
+    let r = api.call("POST", "/api/v5/bridges", Some(ADMIN), Some(bad));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let list = api.call("GET", "/api/v5/bridges", Some(ADMIN), None).json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    assert_eq!(names, ["events.1", "events.2", "extra"], "{list}");
+    assert_eq!(list[2]["status"], "connected", "{list}");
+    mosq_pub(p.port(), &["-q", "1", "-t", "extra/1", "-m", "added"]).assert_ok("extra");
+    let jobs = wait_records(kport, "jobs", 2);
+    assert_eq!(values(&jobs), ["added", "job1"]);
+    let r = api.call("DELETE", "/api/v5/bridges/extra", Some(ADMIN), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = api.call("DELETE", "/api/v5/bridges/extra", Some(ADMIN), None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    std::thread::sleep(Duration::from_millis(200));
+    mosq_pub(p.port(), &["-q", "1", "-t", "extra/2", "-m", "removed"]).assert_ok("extra");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(values(&records(kport, "jobs")), ["added", "job1"]);
+    let metrics = api.call("GET", "/metrics", Some(ADMIN), None).body;
+    assert!(
+        metrics.contains("petrel_kafka_produced_total{kafka=\"events\"} 35"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -46,10 +46,13 @@ pub enum Op {
     AccountDelete,
     Swagger,
     Dashboard,
+    Bridges,
+    BridgeAdd,
+    BridgeDelete,
 }
 
 /// The path parameters routes use.
-const ROUTE_PARAMS: [&str; 5] = ["clientid", "as", "who", "user_id", "username"];
+const ROUTE_PARAMS: [&str; 6] = ["clientid", "as", "who", "user_id", "username", "name"];
 
 const USERS: &str = "/api/v5/authentication/password_based:built_in_database/users";
 
@@ -87,6 +90,9 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/api/v5/banned", Op::BannedList),
     ("POST", "/api/v5/banned", Op::BannedAdd),
     ("DELETE", "/api/v5/banned/{as}/{who}", Op::BannedDelete),
+    ("GET", "/api/v5/bridges", Op::Bridges),
+    ("POST", "/api/v5/bridges", Op::BridgeAdd),
+    ("DELETE", "/api/v5/bridges/{name}", Op::BridgeDelete),
     ("GET", "/api/v5/prometheus/stats", Op::Prometheus),
     ("GET", USERS, Op::Users),
     ("POST", USERS, Op::UserAdd),
@@ -122,7 +128,7 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-fn reply(status: u16, v: Value) -> Reply {
+pub(super) fn reply(status: u16, v: Value) -> Reply {
     Reply {
         status,
         content_type: "application/json",
@@ -138,18 +144,18 @@ fn text(status: u16, content_type: &'static str, s: impl Into<Vec<u8>>) -> Reply
     }
 }
 
-fn no_content() -> Reply {
+pub(super) fn no_content() -> Reply {
     text(204, "application/json", Vec::new())
 }
 
-fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Reply {
+pub(super) fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Reply {
     reply(
         status,
         json!({"code": code, "message": message.to_string()}),
     )
 }
 
-fn bad(message: impl std::fmt::Display) -> Reply {
+pub(super) fn bad(message: impl std::fmt::Display) -> Reply {
     error(400, "BAD_REQUEST", message)
 }
 
@@ -537,6 +543,12 @@ pub fn handle(admin: &Admin, method: &str, url: &str, body: &[u8]) -> Reply {
         Op::Accounts | Op::Account | Op::AccountSet | Op::AccountDelete => {
             super::users::accounts(admin, op, &p("username"), body)
         }
+        Op::Bridges => reply(200, super::bridges::list(admin)),
+        Op::BridgeAdd => match json_body() {
+            Ok(b) => super::bridges::add(admin, &b),
+            Err(_) => bad("the body must be JSON"),
+        },
+        Op::BridgeDelete => super::bridges::remove(admin, &p("name")),
         Op::Swagger => text(200, "application/json", super::OPENAPI),
         Op::Dashboard => text(200, "text/html; charset=utf-8", super::DASHBOARD),
     }

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod api;
 pub mod banned;
+pub mod bridges;
 pub mod keys;
 pub mod stats;
 pub mod sys;
@@ -47,6 +48,10 @@ pub struct Admin {
     pub node: String,
     /// The cluster's members and per-node counters, when this broker is a node of one.
     pub cluster: Option<Arc<crate::cluster::Shared>>,
+    /// `[[bridge]]`s.
+    pub bridges: Vec<Arc<crate::bridge::BridgeStatus>>,
+    /// `[[kafka]]`, when configured.
+    pub kafka: Option<crate::kafka::Link>,
 }
 
 /// EMQX's node name for an admin listener address.
@@ -73,6 +78,7 @@ impl Admin {
         if let Some(c) = &self.cluster {
             extra.extend(stats::cluster_families(c));
         }
+        extra.extend(bridges::families(self));
         Ok(t.prometheus(self.handle.uptime().as_secs(), &extra))
     }
 

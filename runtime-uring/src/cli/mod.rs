@@ -268,6 +268,8 @@ pub fn broker(a: BrokerArgs) -> anyhow::Result<()> {
             maxima,
             node,
             cluster: running.cluster.clone(),
+            bridges: bridges.status.clone(),
+            kafka: running.kafka.clone(),
         };
         match crate::admin::serve(ac.bind, Arc::new(admin)) {
             Ok(addr) => tracing::info!("admin API and dashboard (http): listening on {addr}"),

@@ -8,9 +8,12 @@ use super::parse::Parser;
 
 pub(super) const KAFKA_KEYS: &[&str] = &["name", "bootstrap", "routes", "linger_ms", "max_pending"];
 
-/// One MQTT filter to one Kafka topic.
+/// One MQTT filter to one Kafka topic (SMQ's mapping).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRoute {
+    /// Unique among all blocks' routes (default `<block>.<n>`, n from 1): what the admin
+    /// API's `DELETE /api/v5/bridges/{name}` removes.
+    pub name: String,
     pub filter: String,
     pub topic: String,
 }
@@ -137,6 +140,11 @@ impl Parser<'_> {
                 }
             }
         }
+        for (i, r) in k.routes.iter_mut().enumerate() {
+            if r.name.is_empty() {
+                r.name = format!("{}.{}", k.name, i + 1);
+            }
+        }
         if k.name.is_empty() || k.bootstrap.is_empty() {
             self.error(
                 &item.span(),
@@ -162,15 +170,18 @@ impl Parser<'_> {
                 self.wrong_type("routes", item, "{ filter = \"...\", topic = \"...\" }");
                 continue;
             };
-            let (mut filter, mut topic) = (None, None);
+            let (mut filter, mut topic, mut name) = (None, None, None);
             for (key, v) in t.iter() {
                 match key.get_ref().as_ref() {
                     "filter" => filter = self.string("filter", v),
                     "topic" => topic = self.string("topic", v),
+                    "name" => name = self.string("name", v),
                     other => self.error(
                         &key.span(),
                         Some(other),
-                        format!("unknown key \"{other}\" in a Kafka route; known: filter, topic"),
+                        format!(
+                            "unknown key \"{other}\" in a Kafka route; known: name, filter, topic"
+                        ),
                     ),
                 }
             }
@@ -200,7 +211,11 @@ impl Parser<'_> {
                 );
                 continue;
             }
-            out.push(KafkaRoute { filter, topic });
+            out.push(KafkaRoute {
+                name: name.unwrap_or_default(),
+                filter,
+                topic,
+            });
         }
     }
 }

@@ -87,9 +87,9 @@ pub struct Link {
 
 enum Control {
     Job(Job),
-    /// Admin API: add (or replace) a route of block `block`.
-    AddRoute(usize, KafkaRoute),
-    RemoveRoute(usize, String),
+    /// The admin API changed the routes (in `Shared::blocks`): the thread reads them
+    /// again and tells the shards which filters it gained or lost.
+    RoutesChanged,
 }
 
 impl Link {
@@ -111,23 +111,47 @@ impl Link {
         }));
     }
 
-    /// Adds or replaces the route for `filter` in block `name`; false when there is no
-    /// such block.
-    pub fn add_route(&self, name: &str, route: KafkaRoute) -> bool {
-        let Some(i) = self.shared.blocks.iter().position(|b| b.name == name) else {
+    /// Adds or replaces (by name) a route of block `block`; false when there is no such
+    /// block. Applied in order with the messages that follow.
+    pub fn add_route(&self, block: &str, route: KafkaRoute) -> bool {
+        let Some(i) = self.shared.blocks.iter().position(|b| b.name == block) else {
             return false;
         };
-        self.tx.try_send(Control::AddRoute(i, route)).is_ok()
+        // Visible at once to readers of the status; the thread updates the interest.
+        if let Some(b) = self.shared.blocks.get(i) {
+            if let Ok(mut r) = b.routes.lock() {
+                r.retain(|x| x.name != route.name);
+                r.push(route);
+            }
+        }
+        self.tx.try_send(Control::RoutesChanged).is_ok()
     }
 
-    /// Removes the route for `filter` in block `name`.
-    pub fn remove_route(&self, name: &str, filter: &str) -> bool {
-        let Some(i) = self.shared.blocks.iter().position(|b| b.name == name) else {
-            return false;
-        };
-        self.tx
-            .try_send(Control::RemoveRoute(i, filter.to_owned()))
-            .is_ok()
+    /// Removes the route named `name`; false when there is none.
+    pub fn remove_route(&self, name: &str) -> bool {
+        let mut found = false;
+        for b in &self.shared.blocks {
+            if let Ok(mut r) = b.routes.lock() {
+                let before = r.len();
+                r.retain(|x| x.name != name);
+                found |= r.len() != before;
+            }
+        }
+        found && self.tx.try_send(Control::RoutesChanged).is_ok()
+    }
+
+    /// Every route's name, with its block.
+    pub fn route_names(&self) -> Vec<(String, String)> {
+        self.shared
+            .blocks
+            .iter()
+            .flat_map(|b| {
+                b.routes()
+                    .into_iter()
+                    .map(|r| (b.name.clone(), r.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 

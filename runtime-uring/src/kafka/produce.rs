@@ -153,66 +153,51 @@ pub(super) async fn main(
         });
     }
     let mut workers: HashMap<(usize, String), mpsc::UnboundedSender<Rec>> = HashMap::new();
+    // The thread's copy of the routes (the admin API changes the shared one, then tells
+    // the thread), and the filters the shards were told about.
+    let mut routes: Vec<Vec<KafkaRoute>> = blocks.iter().map(|b| b.status.routes()).collect();
+    let mut announced = all_filters(&routes);
     while let Ok(c) = rx.recv().await {
         match c {
-            Control::Job(job) => dispatch(job, &blocks, &mut workers, &shared, &interest),
-            Control::AddRoute(b, route) => change_routes(&blocks, &interest, b, |routes| {
-                routes.retain(|r| r.filter != route.filter);
-                routes.push(route);
-            }),
-            Control::RemoveRoute(b, filter) => change_routes(&blocks, &interest, b, |routes| {
-                routes.retain(|r| r.filter != filter);
-            }),
+            Control::Job(job) => {
+                dispatch(job, &blocks, &routes, &mut workers, &shared, &interest);
+            }
+            Control::RoutesChanged => {
+                routes = blocks.iter().map(|b| b.status.routes()).collect();
+                let now = all_filters(&routes);
+                for f in now.iter().filter(|f| !announced.contains(f)) {
+                    interest.set(f, true);
+                }
+                for f in announced.iter().filter(|f| !now.contains(f)) {
+                    interest.set(f, false);
+                }
+                announced = now;
+            }
         }
     }
 }
 
-fn all_filters(blocks: &[Rc<Block>]) -> Vec<String> {
-    let mut f: Vec<String> = blocks
-        .iter()
-        .flat_map(|b| b.status.routes().into_iter().map(|r| r.filter))
-        .collect();
+fn all_filters(routes: &[Vec<KafkaRoute>]) -> Vec<String> {
+    let mut f: Vec<String> = routes.iter().flatten().map(|r| r.filter.clone()).collect();
     f.push(format!("{QUEUE_PREFIX}#"));
     f.sort();
     f.dedup();
     f
 }
 
-/// Changes block `b`'s routes and tells the shards about filters gained or lost.
-fn change_routes(
-    blocks: &[Rc<Block>],
-    interest: &Interest,
-    b: usize,
-    change: impl FnOnce(&mut Vec<KafkaRoute>),
-) {
-    let before = all_filters(blocks);
-    if let Some(block) = blocks.get(b) {
-        if let Ok(mut r) = block.status.routes.lock() {
-            change(&mut r);
-        }
-    }
-    let after = all_filters(blocks);
-    for f in after.iter().filter(|f| !before.contains(f)) {
-        interest.set(f, true);
-    }
-    for f in before.iter().filter(|f| !after.contains(f)) {
-        interest.set(f, false);
-    }
-}
-
 /// The (block, Kafka topic) pairs a message goes to.
-fn targets(topic: &str, blocks: &[Rc<Block>]) -> Vec<(usize, String)> {
+fn targets(topic: &str, routes: &[Vec<KafkaRoute>]) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = Vec::new();
     if let Some(name) = topic.strip_prefix(QUEUE_PREFIX) {
-        if !blocks.is_empty() && valid_kafka_topic(name) {
+        if !routes.is_empty() && valid_kafka_topic(name) {
             out.push((0, name.to_owned()));
         }
         return out;
     }
-    for (i, b) in blocks.iter().enumerate() {
-        for r in b.status.routes() {
+    for (i, block) in routes.iter().enumerate() {
+        for r in block {
             if broker_core::mqtt_proto::topic::matches(&r.filter, topic) {
-                let t = (i, r.topic);
+                let t = (i, r.topic.clone());
                 if !out.contains(&t) {
                     out.push(t);
                 }
@@ -247,11 +232,12 @@ fn record(job: &Job) -> Record {
 fn dispatch(
     job: Job,
     blocks: &[Rc<Block>],
+    routes: &[Vec<KafkaRoute>],
     workers: &mut HashMap<(usize, String), mpsc::UnboundedSender<Rec>>,
     shared: &Arc<Shared>,
     interest: &Interest,
 ) {
-    let targets = targets(job.msg.topic(), blocks);
+    let targets = targets(job.msg.topic(), routes);
     let done = Rc::new(Done {
         ack: job.ack,
         remaining: Cell::new(targets.len().max(1)),
