@@ -45,7 +45,9 @@ fn embedded_default_documents_every_key() {
     let sections = ADMIN_KEYS
         .iter()
         .chain(WEBHOOK_KEYS)
-        .chain(super::cluster::CLUSTER_KEYS);
+        .chain(super::cluster::CLUSTER_KEYS)
+        .chain(super::bridge::BRIDGE_KEYS)
+        .chain(super::kafka::KAFKA_KEYS);
     for key in TOP_KEYS.iter().chain(LISTENER_KEYS).chain(sections) {
         assert!(
             BrokerConfig::DEFAULT_TOML.contains(&format!("{key} ="))
@@ -495,4 +497,49 @@ fn cluster_section_parses_and_refuses_what_cannot_work() {
     assert!(e.contains("unknown key \"lease\" in [cluster]"), "{e}");
     let e = errors("[cluster]\nnode_id = \"a\"\netcd = [\"http://h:1\"]\nnats = [\"nats://h:2\"]\nlease_ttl = 1\n");
     assert!(e.contains("from 2 to 600 seconds"), "{e}");
+}
+
+#[test]
+fn bridges_read_mosquittos_keys_with_its_defaults() {
+    let c = parse(
+        "[[bridge]]\nname = \"cloud\"\naddress = \"h:8883\"\ntopic = [\"a/# both 2 l/ r/\", \"b/#\"]\n\
+         restart_timeout = 3\n",
+    );
+    let b = &c.bridges[0];
+    assert_eq!(
+        (b.remote_clientid.as_str(), b.local_clientid.as_str()),
+        ("cloud", "local.cloud")
+    );
+    assert_eq!(b.addresses, ["h:8883"]);
+    assert_eq!(b.topics.len(), 2);
+    assert_eq!(b.restart_timeout, (3, 3));
+    assert!(b.try_private && !b.cleansession);
+    assert_eq!(b.protocol, broker_core::mqtt_proto::ProtocolVersion::V3_1_1);
+    let d = parse("[[bridge]]\nname = \"x\"\naddress = [\"a\", \"b:1\"]\ntopic = \"t\"\n");
+    assert_eq!(d.bridges[0].restart_timeout, DEFAULT_RESTART_TIMEOUT);
+}
+
+#[test]
+fn bad_bridges_and_kafka_blocks_say_what_is_wrong() {
+    let e = errors("[[bridge]]\nname = \"x\"\naddress = \"h\"\ntopic = \"a/# sideways\"\n");
+    assert!(
+        e.contains("petrel.toml:4:") && e.contains("out, in or both"),
+        "{e}"
+    );
+    let e = errors("[[bridge]]\nname = \"x\"\ntopic = \"a\"\n");
+    assert!(e.contains("needs \"name\", \"address\""), "{e}");
+    let e = errors("[[bridge]]\nname = \"x\"\naddress = \"h\"\ntopic = \"a\"\nbridge_certfile = \"c\"\nbridge_keyfile = \"k\"\n");
+    assert!(e.contains("bridge_cafile"), "{e}");
+    let e =
+        errors("[[bridge]]\nname = \"x\"\naddress = \"h\"\ntopic = \"a\"\nconnection = \"y\"\n");
+    assert!(e.contains("unknown key \"connection\""), "{e}");
+    let e = errors(
+        "[[kafka]]\nname = \"k\"\nbootstrap = [\"h:9092\"]\nroutes = [ { filter = \"a/#/b\", topic = \"t\" }, { filter = \"a\", topic = \"bad topic\" } ]\n",
+    );
+    assert!(
+        e.contains("not a valid topic filter") && e.contains("not a Kafka topic name"),
+        "{e}"
+    );
+    let k = parse("[[kafka]]\nname = \"k\"\nbootstrap = [\"h:9092\"]\nroutes = [ { filter = \"a/#\", topic = \"t\" } ]\n");
+    assert_eq!(k.kafka[0].routes[0].name, "k.1");
 }
