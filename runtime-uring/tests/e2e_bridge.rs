@@ -252,19 +252,21 @@ fn petrel_bridges_to_petrel_with_prefixes_both_ways_at_each_qos() {
 }
 
 #[test]
-fn the_remote_stopped_while_1000_qos1_messages_are_published_gets_them_all() {
+fn the_remote_stopped_while_1500_qos1_messages_are_published_gets_them_all() {
     let d = tempdir();
     std::fs::create_dir(d.path().join("remote")).unwrap();
     let mut remote = Petrel::start(
         d.path(),
         &format!("persistence = true\npersistence_location = \"{{dir}}/remote\"\nmax_queued_messages = 5000\n{ANON}"),
     );
-    // A queue of 200 for the bridge here: beyond it publishers are held back.
+    // A queue of 200 for the bridge here (and its window of 1000 in flight): beyond them
+    // publishers are held back, for longer
+    // than the stall timeout (a bridge is never dropped as a stalled subscriber).
     let local = bridged(
         d.path(),
         remote.port(),
         "topic = \"load/# out 1\"",
-        "max_queued_messages = 200",
+        "max_queued_messages = 200\nstall_timeout = 2",
     );
     let probe = mosq_sub(remote.port(), &["-v", "-t", "load/probe"]);
     probe_to(local.port(), "load/probe", &probe, "load/probe");
@@ -276,7 +278,7 @@ fn the_remote_stopped_while_1000_qos1_messages_are_published_gets_them_all() {
             "--topic",
             "load/#",
             "--count",
-            "1000",
+            "1500",
             "--id",
             "rsub",
             "--timeout",
@@ -288,10 +290,11 @@ fn the_remote_stopped_while_1000_qos1_messages_are_published_gets_them_all() {
         let p = load(
             "pub",
             local.port(),
-            &["--topic", "load/m", "--count", "1000", "--timeout", "60"],
+            &["--topic", "load/m", "--count", "1500", "--timeout", "60"],
         );
-        // Held back, not dropped: nothing can leave while the remote is down.
-        std::thread::sleep(Duration::from_secs(2));
+        // Held back, not dropped: nothing can leave while the remote is down (4 s, twice
+        // the stall timeout).
+        std::thread::sleep(Duration::from_secs(4));
         assert!(
             p.wait_out(Duration::from_millis(10), |l| l.starts_with('{'))
                 .is_none(),
@@ -301,9 +304,9 @@ fn the_remote_stopped_while_1000_qos1_messages_are_published_gets_them_all() {
         publisher = Some(p);
     });
     let publisher = publisher.unwrap();
-    assert_eq!(result(&publisher, Duration::from_secs(60))["acked"], 1000);
+    assert_eq!(result(&publisher, Duration::from_secs(60))["acked"], 1500);
     let r = result(&sub, Duration::from_secs(60));
-    assert_eq!(r["got"], 1000, "{r}\n{}", sub.dump());
+    assert_eq!(r["got"], 1500, "{r}\n{}", sub.dump());
 }
 
 #[test]

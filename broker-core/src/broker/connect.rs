@@ -408,16 +408,24 @@ impl Broker {
             f.needs_send = true;
         }
         s.resend_pending = !s.inflight.is_empty();
-        let window = params
-            .receive_maximum
-            .min(self.cfg.max_inflight_messages)
-            .max(1);
+        // A bridge (its CONNECT's bridge bit, or one the shell marked) takes as many as it
+        // announced: it forwards, and `max_inflight_messages` is about clients.
+        #[cfg(feature = "bridge")]
+        let bridge = params.bridge || self.conns.get(conn).is_some_and(|c| c.bridge);
+        #[cfg(not(feature = "bridge"))]
+        let bridge = params.bridge;
+        let cap = if cfg!(feature = "bridge") && bridge {
+            u16::MAX
+        } else {
+            self.cfg.max_inflight_messages
+        };
+        let window = params.receive_maximum.min(cap).max(1);
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.state = ConnState::Connected;
         c.session = Some(sk);
-        c.bridge = params.bridge;
+        c.bridge = bridge;
         c.keep_alive_ms = u32::from(params.keep_alive) * 1500;
         c.window = window;
         c.max_packet_out = params.max_packet_size;

@@ -312,6 +312,13 @@ impl Broker {
             return;
         };
         let due = since.plus_millis(stall);
+        // A bridge's queue holds its messages until the remote broker acknowledges them,
+        // however long it is away: its publishers stay held rather than see it dropped.
+        #[cfg(feature = "bridge")]
+        let due = match s.conn.and_then(|c| self.conns.get(c)) {
+            Some(c) if c.bridge => now.plus_millis(stall),
+            _ => due,
+        };
         if now < due {
             self.schedule(due, Timer::Stall(sk));
             return;

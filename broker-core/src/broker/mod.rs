@@ -340,6 +340,17 @@ impl Broker {
         Ok(id)
     }
 
+    /// Marks an accepted connection as a bridge the shell opened itself (an outgoing
+    /// bridge's local side): as with the bridge bit, it takes as many messages in flight
+    /// as it announces, and its queue holds its publishers for as long as it stays
+    /// connected, without the stall timeout.
+    #[cfg(feature = "bridge")]
+    pub fn mark_bridge(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.bridge = true;
+        }
+    }
+
     /// Bytes received on `conn`. Complete packets at the start of `input` are processed
     /// (at most `max_packets_per_read`, and none while too many acknowledgements wait to be
     /// written); returns how many bytes were consumed. The rest stays in the caller's

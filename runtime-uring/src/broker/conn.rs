@@ -375,6 +375,7 @@ pub fn serve_remote(shard: Rc<Shard>, remote: super::relay::Remote) {
         to_client,
     } = remote;
     let now = shard.now();
+    let internal = peer.listener == super::INTERNAL_LISTENER;
     let accepted = shard.broker.borrow_mut().handle_accept(now, peer);
     let Ok(id) = accepted else {
         tracing::debug!("connection refused: {:?}", accepted.err());
@@ -382,6 +383,10 @@ pub fn serve_remote(shard: Rc<Shard>, remote: super::relay::Remote) {
         from_client.close();
         return;
     };
+    if internal {
+        // A `[[bridge]]`'s local side.
+        shard.broker.borrow_mut().mark_bridge(id);
+    }
     let io = register(&shard, id, Sink::Remote(to_client), Transport::default());
     monoio::spawn(relay_loop(shard, from_client, io, initial));
 }
