@@ -381,3 +381,34 @@ fn a_bridge_restarted_while_the_remote_is_away_loses_nothing() {
     got.dedup();
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
+
+#[test]
+fn remote_messages_are_acknowledged_only_once_this_broker_took_them() {
+    let mut w = World::new(&["cmd/# in 1"], ProtocolVersion::V3_1_1);
+    let remote_pub = w.client(REMOTE, "rp");
+    let local_sub = w.client(LOCAL, "ls");
+    w.subscribe(local_sub, "cmd/#", QoS::AtLeastOnce);
+    // This broker is unreachable: what comes in waits in the bridge, unacknowledged.
+    w.drop_bridge(Side::Local);
+    for i in 0..50u32 {
+        w.publish(remote_pub, "cmd/x", &i.to_be_bytes(), QoS::AtLeastOnce);
+    }
+    assert_eq!(w.acked(remote_pub), 50);
+    assert!(w.got(local_sub).is_empty());
+    assert!(w.bridge.unacknowledged(Side::Remote) > 0);
+    // The bridge goes away with what it held; the remote broker still has it all for the
+    // bridge's session and sends it again to the next one.
+    w.drop_bridge(Side::Remote);
+    w.bridge = World::new(&["cmd/# in 1"], ProtocolVersion::V3_1_1).bridge;
+    w.connect_bridge(Side::Local);
+    w.run();
+    w.advance_and_reconnect(Side::Remote);
+    let mut got: Vec<u32> = w
+        .got(local_sub)
+        .iter()
+        .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+}

@@ -358,6 +358,65 @@ fn a_local_kill_9_with_persistence_keeps_what_the_remote_has_not_acknowledged() 
 }
 
 #[test]
+fn incoming_messages_are_acknowledged_to_the_remote_only_once_routed_here() {
+    let d = tempdir();
+    for sub in ["remote", "local"] {
+        std::fs::create_dir(d.path().join(sub)).unwrap();
+    }
+    let remote = Petrel::start(
+        d.path(),
+        &format!("persistence = true\npersistence_location = \"{{dir}}/remote\"\n{ANON}"),
+    );
+    let mut local = bridged(
+        d.path(),
+        remote.port(),
+        "topic = \"cmd/# in 1\"",
+        "persistence = true\npersistence_location = \"{dir}/local\"",
+    );
+    let probe = mosq_sub(local.port(), &["-v", "-t", "cmd/probe"]);
+    probe_to(remote.port(), "cmd/probe", &probe, "cmd/probe");
+    drop(probe);
+    // A persistent subscriber here, the publisher on the remote broker, and this broker
+    // killed while the messages come in: what the bridge had not acknowledged to the
+    // remote (not yet routed here) comes again once it is back. Few messages are between
+    // the two at the kill, so this catches an early acknowledgement only sometimes; the
+    // core's `remote_messages_are_acknowledged_only_once_this_broker_took_them` always.
+    let sub = load(
+        "sub",
+        local.port(),
+        &[
+            "--topic",
+            "cmd/#",
+            "--count",
+            "400",
+            "--id",
+            "csub",
+            "--timeout",
+            "60",
+        ],
+    );
+    let publisher = load(
+        "pub",
+        remote.port(),
+        &[
+            "--topic",
+            "cmd/x",
+            "--count",
+            "400",
+            "--rate",
+            "400",
+            "--timeout",
+            "60",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    local.kill9_restart();
+    assert_eq!(result(&publisher, Duration::from_secs(30))["acked"], 400);
+    let r = result(&sub, Duration::from_secs(60));
+    assert_eq!(r["got"], 400, "{r}\n{}", sub.dump());
+}
+
+#[test]
 fn petrel_bridges_to_mosquitto_over_tls_with_mqtt5() {
     let d = tempdir();
     let pki = Pki::ca(d.path(), "ca");

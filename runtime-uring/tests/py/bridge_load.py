@@ -4,7 +4,7 @@ independent client.
 
 pub: publishes --count numbered messages (payload "<prefix><n>") at --qos to --topic
 without waiting (up to --inflight in flight), and prints {"acked": n} once every one is
-acknowledged, or when --timeout passes.
+acknowledged, or when --timeout passes (--rate: at most that many per second).
 
 sub: a persistent subscriber (--id, clean session false) to --topic at --qos; prints
 "ready" after SUBACK, then {"got": distinct, "dups": n, "missing": [...]} once it has
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--id", default="")
     ap.add_argument("--present", action="store_true")
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--rate", type=float, default=0, help="messages per second (0: no limit)")
     a = ap.parse_args()
     deadline = time.time() + a.timeout
     done = threading.Event()
@@ -57,6 +58,8 @@ def main():
         c.loop_start()
         for i in range(a.count):
             c.publish(a.topic, f"{a.prefix}{i}", qos=a.qos)
+            if a.rate > 0:
+                time.sleep(1.0 / a.rate)
         if a.qos == 0:
             done.set()
         done.wait(max(0.0, deadline - time.time()))
