@@ -231,6 +231,14 @@ impl World {
             .collect()
     }
 
+    /// The numbers (big-endian u32 payloads) client `i` got, in arrival order.
+    fn numbers(&self, i: usize) -> Vec<u32> {
+        self.got(i)
+            .iter()
+            .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
+            .collect()
+    }
+
     /// How many of client `i`'s publications are acknowledged.
     fn acked(&self, i: usize) -> usize {
         self.clients[i]
@@ -306,11 +314,7 @@ fn qos1_messages_wait_in_the_local_session_while_the_remote_is_away() {
     assert!(w.got(remote_sub).is_empty());
     assert!(w.bridge.unacknowledged(Side::Local) <= 10);
     w.advance_and_reconnect(Side::Remote);
-    let got: Vec<u32> = w
-        .got(remote_sub)
-        .iter()
-        .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
-        .collect();
+    let got = w.numbers(remote_sub);
     let mut uniq = got.clone();
     uniq.sort_unstable();
     uniq.dedup();
@@ -335,11 +339,7 @@ fn a_lost_local_connection_does_not_acknowledge_the_new_ones_messages() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got: Vec<u32> = w
-        .got(remote_sub)
-        .iter()
-        .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
-        .collect();
+    let mut got = w.numbers(remote_sub);
     got.sort_unstable();
     got.dedup();
     assert_eq!(got, (0..30).collect::<Vec<_>>());
@@ -372,11 +372,7 @@ fn a_bridge_restarted_while_the_remote_is_away_loses_nothing() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got: Vec<u32> = w
-        .got(remote_sub)
-        .iter()
-        .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
-        .collect();
+    let mut got = w.numbers(remote_sub);
     got.sort_unstable();
     got.dedup();
     assert_eq!(got, (0..50).collect::<Vec<_>>());
@@ -403,11 +399,7 @@ fn remote_messages_are_acknowledged_only_once_this_broker_took_them() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got: Vec<u32> = w
-        .got(local_sub)
-        .iter()
-        .map(|(_, p)| u32::from_be_bytes(p.as_slice().try_into().unwrap()))
-        .collect();
+    let mut got = w.numbers(local_sub);
     got.sort_unstable();
     got.dedup();
     assert_eq!(got, (0..50).collect::<Vec<_>>());

@@ -83,6 +83,24 @@ fn wait_records(port: u16, topic: &str, n: usize) -> Vec<serde_json::Value> {
 const ADMIN: (&str, &str) = ("admin", "s3cret");
 
 /// A broker with the `events` block (and the admin API on its second port).
+/// A paho publisher of `count` QoS 1 messages "<prefix><n>" that never waits (100 in
+/// flight); it prints {"acked": n} once all are acknowledged.
+fn publish(port: u16, topic: &str, count: u32, prefix: &str) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u")
+        .arg(py_dir().join("bridge_load.py"))
+        .args(["pub", "--port", &port.to_string(), "--topic", topic])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--prefix",
+            prefix,
+            "--timeout",
+            "60",
+        ]);
+    Proc::spawn("bridge_load", cmd)
+}
+
 fn broker(dir: &std::path::Path, kafka_port: u16, extra: &str) -> Petrel {
     std::fs::write(dir.join("keys"), "admin:s3cret\n").unwrap();
     Petrel::start(
@@ -232,23 +250,7 @@ fn publishers_wait_while_kafka_is_away_and_everything_arrives_once_it_is_back() 
     let kport = free_port();
     let p = broker(d.path(), kport, "");
     // Kafka is not there: QoS 1 publishers get no PUBACK.
-    let publisher = Proc::spawn("bridge_load", {
-        let mut cmd = Command::new("python3");
-        cmd.arg("-u")
-            .arg(py_dir().join("bridge_load.py"))
-            .args(["pub", "--port", &p.port().to_string()])
-            .args([
-                "--topic",
-                "sensors/a",
-                "--count",
-                "500",
-                "--prefix",
-                "a",
-                "--timeout",
-                "60",
-            ]);
-        cmd
-    });
+    let publisher = publish(p.port(), "sensors/a", 500, "a");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         publisher
@@ -272,23 +274,7 @@ fn publishers_wait_while_kafka_is_away_and_everything_arrives_once_it_is_back() 
 
     // Kafka goes away again (and comes back empty: tansu keeps topics in memory).
     k.kill();
-    let publisher = Proc::spawn("bridge_load", {
-        let mut cmd = Command::new("python3");
-        cmd.arg("-u")
-            .arg(py_dir().join("bridge_load.py"))
-            .args(["pub", "--port", &p.port().to_string()])
-            .args([
-                "--topic",
-                "sensors/b",
-                "--count",
-                "200",
-                "--prefix",
-                "b",
-                "--timeout",
-                "60",
-            ]);
-        cmd
-    });
+    let publisher = publish(p.port(), "sensors/b", 200, "b");
     std::thread::sleep(Duration::from_secs(2));
     assert!(publisher
         .wait_out(Duration::from_millis(10), |l| l.starts_with('{'))

@@ -233,7 +233,7 @@ pub fn start(
         shard,
     };
     let interest = Interest {
-        inboxes: inboxes.clone(),
+        inboxes,
         from: shard,
         shards,
     };
@@ -251,21 +251,15 @@ pub fn start(
         interest.set(f, true);
     }
     let cfgs = cfgs.to_vec();
+    // Built here, so that a failure stops the start-up.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::Builder::new()
         .name("petrel-kafka".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("kafka: cannot start its runtime: {e}");
-                    return;
-                }
-            };
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, produce::main(cfgs, rx, inboxes, shared, interest));
+            local.block_on(&rt, produce::main(cfgs, rx, shared, interest));
         })?;
     Ok(link)
 }

@@ -3,7 +3,6 @@
 //! them, and then releases the publishers' acknowledgements.
 
 use super::{Control, Interest, Job, KafkaStatus, Shared, QUEUE_PREFIX};
-use crate::broker::shard::Inbox;
 use crate::config::{valid_kafka_topic, KafkaConfig, KafkaRoute};
 use broker_core::AckRef;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
@@ -119,7 +118,6 @@ impl Block {
 pub(super) async fn main(
     cfgs: Vec<KafkaConfig>,
     rx: async_channel::Receiver<Control>,
-    _inboxes: Vec<async_channel::Sender<Inbox>>,
     shared: Arc<Shared>,
     interest: Interest,
 ) {
