@@ -239,6 +239,14 @@ impl World {
             .collect()
     }
 
+    /// The distinct numbers client `i` got, sorted.
+    fn distinct(&self, i: usize) -> Vec<u32> {
+        let mut v = self.numbers(i);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// How many of client `i`'s publications are acknowledged.
     fn acked(&self, i: usize) -> usize {
         self.clients[i]
@@ -315,9 +323,7 @@ fn qos1_messages_wait_in_the_local_session_while_the_remote_is_away() {
     assert!(w.bridge.unacknowledged(Side::Local) <= 10);
     w.advance_and_reconnect(Side::Remote);
     let got = w.numbers(remote_sub);
-    let mut uniq = got.clone();
-    uniq.sort_unstable();
-    uniq.dedup();
+    let uniq = w.distinct(remote_sub);
     assert_eq!(uniq, (0..200).collect::<Vec<_>>(), "lost some: {got:?}");
     assert_eq!(w.bridge.unacknowledged(Side::Local), 0);
     assert_eq!(w.bridge.counters().forwarded_out as usize, got.len());
@@ -339,9 +345,7 @@ fn a_lost_local_connection_does_not_acknowledge_the_new_ones_messages() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got = w.numbers(remote_sub);
-    got.sort_unstable();
-    got.dedup();
+    let got = w.distinct(remote_sub);
     assert_eq!(got, (0..30).collect::<Vec<_>>());
 }
 
@@ -372,9 +376,7 @@ fn a_bridge_restarted_while_the_remote_is_away_loses_nothing() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got = w.numbers(remote_sub);
-    got.sort_unstable();
-    got.dedup();
+    let got = w.distinct(remote_sub);
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
 
@@ -399,8 +401,6 @@ fn remote_messages_are_acknowledged_only_once_this_broker_took_them() {
     w.connect_bridge(Side::Local);
     w.run();
     w.advance_and_reconnect(Side::Remote);
-    let mut got = w.numbers(local_sub);
-    got.sort_unstable();
-    got.dedup();
+    let got = w.distinct(local_sub);
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
