@@ -417,6 +417,35 @@ fn incoming_messages_are_acknowledged_to_the_remote_only_once_routed_here() {
 }
 
 #[test]
+fn a_remote_that_never_answers_is_left_for_the_next_address() {
+    let d = tempdir();
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let remote = Petrel::start(d.path(), ANON);
+    let local = Petrel::start(
+        d.path(),
+        &format!(
+            "{ANON}[[bridge]]\nname = \"up\"\naddress = [\"127.0.0.1:{silent_port}\", \"127.0.0.1:{}\"]\n\
+             keepalive_interval = 5\nrestart_timeout = 1\ntopic = \"fo/# out 1\"\n",
+            remote.port()
+        ),
+    );
+    let sub = mosq_sub(remote.port(), &["-v", "-t", "fo/#"]);
+    probe_to(local.port(), "fo/probe", &sub, "fo/probe");
+    let why = local
+        .proc
+        .wait_err(T, |l| l.contains("no CONNACK within 5 s"));
+    assert!(why.is_some(), "{}", local.proc.dump());
+}
+
+#[test]
 fn petrel_bridges_to_mosquitto_over_tls_with_mqtt5() {
     let d = tempdir();
     let pki = Pki::ca(d.path(), "ca");

@@ -45,6 +45,8 @@ struct Task {
     /// When to open each side again (while it is down).
     local_due: u64,
     remote_due: u64,
+    /// When the remote connection was opened (CONNACK must follow within keep alive).
+    remote_since: u64,
     backoff: Backoff,
     next_address: usize,
 }
@@ -96,6 +98,7 @@ pub(super) async fn run(
         remote: None,
         local_due: 0,
         remote_due: 0,
+        remote_since: 0,
         next_address: 0,
     };
     while !stop.load(Ordering::Relaxed) {
@@ -128,6 +131,16 @@ impl Task {
 
     async fn turn(&mut self) {
         self.open_sides().await;
+        // A remote that accepted the connection but does not answer CONNECT (the client's
+        // keep alive starts with CONNACK).
+        let connack_wait = u64::from(self.cfg.keepalive) * 1000;
+        if self.remote.is_some()
+            && !self.bridge.client(Side::Remote).is_connected()
+            && self.ms() > self.remote_since + connack_wait
+        {
+            let why = format!("no CONNACK within {} s", self.cfg.keepalive);
+            self.lost(Side::Remote, &why);
+        }
         self.on_events();
         self.flush().await;
         self.on_events();
@@ -185,6 +198,7 @@ impl Task {
             match opened {
                 Ok(link) => {
                     self.remote = Some(link);
+                    self.remote_since = self.ms();
                     let now = self.now();
                     self.bridge.handle_connected(Side::Remote, now);
                 }
