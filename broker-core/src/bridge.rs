@@ -265,6 +265,8 @@ pub struct Bridge {
     incoming: Waiting,
     events: VecDeque<BridgeEvent>,
     counters: BridgeCounters,
+    /// QoS 0 messages each client may hold for its broker (beyond: dropped and counted).
+    qos0_limit: usize,
 }
 
 impl Bridge {
@@ -272,9 +274,15 @@ impl Bridge {
     /// both get manual acknowledgements, and their subscriptions come from the rules (the
     /// local ones no-local, so what the bridge publishes here never goes back out; the
     /// remote ones no-local too in MQTT 5, or through the bridge bit in 3.1.1).
+    /// QoS 1/2 messages are never refused for lack of room (the other side's window
+    /// bounds them); QoS 0 ones beyond `max_queued` (the smaller of the two options) are
+    /// dropped and counted.
     pub fn new(rules: Vec<TopicRule>, mut local: ClientOptions, mut remote: ClientOptions) -> Self {
         local.manual_ack = true;
         remote.manual_ack = true;
+        let qos0_limit = local.max_queued.min(remote.max_queued);
+        local.max_queued = usize::MAX;
+        remote.max_queued = usize::MAX;
         let mut b = Self {
             local: Client::new(local),
             remote: Client::new(remote),
@@ -283,6 +291,7 @@ impl Bridge {
             incoming: Waiting::default(),
             events: VecDeque::new(),
             counters: BridgeCounters::default(),
+            qos0_limit,
         };
         b.subscribe(Side::Local);
         b.subscribe(Side::Remote);
@@ -491,6 +500,10 @@ impl Bridge {
             Side::Remote => &mut self.remote,
         };
         for t in &topics {
+            if m.qos == QoS::AtMostOnce && client.pending() >= self.qos0_limit {
+                self.counters.dropped += 1;
+                continue;
+            }
             let mut sent = client.publish(now, t, &m.payload, m.qos, m.retain, &m.user_properties);
             if let Err(ClientError::NotSupported(_)) = sent {
                 // The receiving broker's maximum QoS or retain support: as Mosquitto does,

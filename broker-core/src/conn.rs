@@ -97,6 +97,10 @@ pub(crate) struct Conn {
     pub problem_info: bool,
     /// Another broker's bridge: its subscriptions are no-local and retain as published.
     pub bridge: bool,
+    /// A bridge the shell opened itself (`Broker::mark_bridge`), trusted: no stall
+    /// timeout, the window it announces. Never from a CONNECT, which any client could send.
+    #[cfg(feature = "bridge")]
+    pub own_bridge: bool,
     /// QoS 1 acknowledgements held back by flow control (they count towards the Receive
     /// Maximum, [MQTT-3.3.4-7]).
     pub delayed_acks: u16,
@@ -183,6 +187,8 @@ impl Conn {
             reauthenticating: false,
             problem_info: true,
             bridge: false,
+            #[cfg(feature = "bridge")]
+            own_bridge: false,
             close_reason: None,
             delayed_acks: 0,
             #[cfg(feature = "backpressure")]

@@ -239,3 +239,35 @@ fn refused_connect_reports_reason() {
         );
     }
 }
+
+#[test]
+fn a_qos2_message_past_pubrec_is_reported_done_when_the_session_is_gone() {
+    let mut l = Link::new();
+    let mut p = peer("p", ProtocolVersion::V5, true);
+    l.connect(&mut p);
+    l.run(&mut [&mut p]);
+    let token = p
+        .client
+        .publish(l.now, "t/x", b"x", QoS::ExactlyOnce, false, &[])
+        .unwrap();
+    // PUBLISH in, PUBREC back; the PUBREL never reaches the broker.
+    let mut out = Vec::new();
+    p.client.poll_transmit(l.now, &mut out);
+    let conn = p.conn.unwrap();
+    l.broker.handle_bytes(conn, l.now, &out);
+    let mut tx = TxBuf::new();
+    while l.broker.poll_transmit(conn, l.now, &mut tx, 1 << 20).more {}
+    p.client.handle_bytes(l.now, &tx.to_vec());
+    l.drop_link(&mut p);
+    // Clean start: the broker has no session, the message was delivered at PUBREC.
+    l.connect(&mut p);
+    l.run(&mut [&mut p]);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Published { token: t, .. } if *t == token)),
+        "{:?}",
+        p.events
+    );
+    assert_eq!(p.client.pending(), 0);
+}

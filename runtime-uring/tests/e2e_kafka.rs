@@ -152,6 +152,11 @@ fn messages_reach_kafka_by_route_and_by_queue_with_keys_headers_and_partitions()
             "user-property",
             "site",
             "s1",
+            "-D",
+            "publish",
+            "user-property",
+            "mqtt_clientid",
+            "spoofed",
         ],
     )
     .assert_ok("hot");
@@ -182,6 +187,7 @@ fn messages_reach_kafka_by_route_and_by_queue_with_keys_headers_and_partitions()
     let alerts = wait_records(kport, "alerts", 1);
     assert_eq!(values(&alerts), ["fire"]);
     assert_eq!(alerts[0]["headers"]["site"], "s1", "{alerts:?}");
+    // The broker's own headers win over a user property of the same name.
     assert_eq!(
         alerts[0]["headers"]["mqtt_clientid"], "pub-hot",
         "{alerts:?}"

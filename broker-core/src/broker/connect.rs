@@ -408,13 +408,14 @@ impl Broker {
             f.needs_send = true;
         }
         s.resend_pending = !s.inflight.is_empty();
-        // A bridge (its CONNECT's bridge bit, or one the shell marked) takes as many as it
-        // announced: it forwards, and `max_inflight_messages` is about clients.
+        // A bridge the shell opened takes as many as it announced: it forwards, and
+        // `max_inflight_messages` is about clients.
         #[cfg(feature = "bridge")]
-        let bridge = params.bridge || self.conns.get(conn).is_some_and(|c| c.bridge);
+        let own = self.conns.get(conn).is_some_and(|c| c.own_bridge);
         #[cfg(not(feature = "bridge"))]
-        let bridge = params.bridge;
-        let cap = if cfg!(feature = "bridge") && bridge {
+        let own = false;
+        let bridge = params.bridge || own;
+        let cap = if own {
             u16::MAX
         } else {
             self.cfg.max_inflight_messages

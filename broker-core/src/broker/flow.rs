@@ -316,7 +316,7 @@ impl Broker {
         // however long it is away: its publishers stay held rather than see it dropped.
         #[cfg(feature = "bridge")]
         let due = match s.conn.and_then(|c| self.conns.get(c)) {
-            Some(c) if c.bridge => now.plus_millis(stall),
+            Some(c) if c.own_bridge => now.plus_millis(stall),
             _ => due,
         };
         if now < due {

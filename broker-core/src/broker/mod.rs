@@ -348,6 +348,7 @@ impl Broker {
     pub fn mark_bridge(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(conn) {
             c.bridge = true;
+            c.own_bridge = true;
         }
     }
 

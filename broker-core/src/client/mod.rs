@@ -493,13 +493,20 @@ impl Client {
             }
             self.inflight = inflight;
         } else {
-            // The broker has no session: what it acknowledged with PUBREC is delivered;
-            // the rest goes out again as new messages, before anything queued later.
-            let redo: Vec<OutMsg> = core::mem::take(&mut self.inflight)
-                .into_iter()
-                .filter(|f| f.state != OutState::AwaitComp)
-                .map(|f| f.msg)
-                .collect();
+            // The broker has no session: what it acknowledged with PUBREC is delivered (and
+            // reported so); the rest goes out again as new messages, before anything queued
+            // later.
+            let mut redo: Vec<OutMsg> = Vec::new();
+            for f in core::mem::take(&mut self.inflight) {
+                if f.state == OutState::AwaitComp {
+                    self.events.push_back(ClientEvent::Published {
+                        token: f.msg.token,
+                        reason: ReasonCode::Success,
+                    });
+                } else {
+                    redo.push(f.msg);
+                }
+            }
             for m in redo.into_iter().rev() {
                 self.queue.push_front(m);
             }
@@ -561,9 +568,12 @@ impl Client {
             if m.qos != QoS::AtMostOnce && self.inflight.len() >= usize::from(self.window) {
                 break;
             }
-            let Some(m) = self.queue.pop_front() else {
+            let Some(mut m) = self.queue.pop_front() else {
                 break;
             };
+            // Queued before this CONNACK told the broker's limits: what it takes.
+            m.qos = m.qos.min(self.server_max_qos);
+            m.retain &= self.server_retain;
             if m.qos == QoS::AtMostOnce {
                 let ok = self.emit_publish(&m, None, false);
                 let reason = if ok {

@@ -226,6 +226,12 @@ pub fn families(admin: &Admin) -> Vec<Family> {
                 per_block(|b| b.produced.load(Relaxed)),
             ),
             fam(
+                "petrel_kafka_refused_total",
+                "counter",
+                "Records Kafka refused for good (too large) and dropped.",
+                per_block(|b| b.refused.load(Relaxed)),
+            ),
+            fam(
                 "petrel_kafka_retried_total",
                 "counter",
                 "Records produced again after a failed attempt.",

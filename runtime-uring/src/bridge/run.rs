@@ -319,14 +319,18 @@ impl Task {
             let mut out = Vec::new();
             self.bridge.poll_transmit(Side::Remote, now, &mut out);
             if !out.is_empty() {
+                // A remote that stops reading (a partition without a reset) must not hold
+                // this task, and the local side with it, until TCP gives up.
+                let limit = Duration::from_secs(u64::from(self.cfg.keepalive));
                 let sent = match self.remote.as_mut() {
-                    Some(link) => link.send(out).await,
-                    None => Ok(true),
+                    Some(link) => monoio::time::timeout(limit, link.send(out)).await,
+                    None => Ok(Ok(true)),
                 };
                 match sent {
-                    Ok(true) => {}
-                    Ok(false) => self.lost(Side::Remote, "write failed"),
-                    Err(e) => self.lost(Side::Remote, &e.to_string()),
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => self.lost(Side::Remote, "write failed"),
+                    Ok(Err(e)) => self.lost(Side::Remote, &e.to_string()),
+                    Err(_) => self.lost(Side::Remote, "the remote broker stopped reading"),
                 }
             }
         }

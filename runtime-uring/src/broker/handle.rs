@@ -186,7 +186,9 @@ impl BrokerHandle {
             .shards
             .get(usize::from(owner))
             .ok_or(HandleError::Unavailable)?;
-        let (up_tx, up_rx) = async_channel::bounded(8);
+        // Unbounded towards the shard: the bridge must never wait to send while the shard
+        // waits for it to read (the MQTT windows bound what is in there). Bounded back.
+        let (up_tx, up_rx) = async_channel::unbounded();
         let (down_tx, down_rx) = async_channel::bounded(8);
         let remote = super::relay::Remote {
             peer: broker_core::PeerInfo {

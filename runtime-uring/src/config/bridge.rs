@@ -89,6 +89,18 @@ impl Parser<'_> {
                 );
                 continue;
             }
+            if out.iter().any(|o| o.local_clientid == b.local_clientid) {
+                // They would take each other's session over, again and again.
+                self.error(
+                    &item.span(),
+                    Some("bridge"),
+                    format!(
+                        "two bridges use local_clientid \"{}\" (set remote_clientid or local_clientid)",
+                        b.local_clientid
+                    ),
+                );
+                continue;
+            }
             out.push(b);
         }
         out

@@ -40,6 +40,8 @@ pub struct KafkaStatus {
     /// The bootstrap brokers answered and the last produce (if any) succeeded.
     pub connected: AtomicBool,
     pub produced: AtomicU64,
+    /// Records Kafka refused for good (too large) and dropped.
+    pub refused: AtomicU64,
     /// Records produced again after a failed attempt.
     pub retried: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -99,16 +101,22 @@ impl Link {
             return;
         };
         let pending = self.shared.pending.load(Ordering::Relaxed);
-        if ack.is_none() && pending >= self.shared.max_pending {
+        if msg.qos == broker_core::mqtt_proto::QoS::AtMostOnce && pending >= self.shared.max_pending
+        {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.try_send(Control::Job(Job {
+        let sent = self.tx.try_send(Control::Job(Job {
             msg,
             ack,
             client_id,
         }));
+        if sent.is_err() {
+            // The Kafka thread is gone (it logged why): nothing will acknowledge this.
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Adds or replaces (by name) a route of block `block`; false when there is no such

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Records per produce request and topic.
+/// Records per produce request and topic, and their bytes (under Kafka's default
+/// `message.max.bytes` of 1 MiB for one partition's batch).
 const MAX_BATCH: usize = 2000;
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// How long rskafka retries one request before we hear of the failure (and retry it).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -33,9 +35,10 @@ struct Done {
 
 impl Done {
     fn finish(&self) {
-        let left = self.remaining.get().saturating_sub(1);
+        let before = self.remaining.get();
+        let left = before.saturating_sub(1);
         self.remaining.set(left);
-        if left == 0 {
+        if before == 1 {
             if let Some(a) = self.ack {
                 self.interest.release(a);
             }
@@ -47,6 +50,9 @@ impl Done {
 struct Rec {
     record: Record,
     done: Rc<Done>,
+    /// From `$queue/<name>`: a client chose the topic, so a topic that does not exist
+    /// drops it (a configured route's waits for the operator to create it).
+    queue: bool,
 }
 
 /// One `[[kafka]]` block: its client (built once Kafka answers) and topic metadata.
@@ -208,17 +214,19 @@ fn targets(topic: &str, routes: &[Vec<KafkaRoute>]) -> Vec<(usize, String)> {
 fn record(job: &Job) -> Record {
     let msg = &job.msg;
     let mut headers = BTreeMap::new();
-    headers.insert(
-        "mqtt_qos".to_owned(),
-        (msg.qos as u8).to_string().into_bytes(),
-    );
-    if let Some(c) = &job.client_id {
-        headers.insert("mqtt_clientid".to_owned(), c.as_bytes().to_vec());
-    }
     for (k, v) in msg.properties().user_properties.iter() {
         // Kafka headers may repeat a name, rskafka's map may not: the last value wins.
         headers.insert(k.to_owned(), v.as_bytes().to_vec());
     }
+    // Ours last: a publisher's user property cannot pass for them.
+    headers.insert(
+        "mqtt_qos".to_owned(),
+        (msg.qos as u8).to_string().into_bytes(),
+    );
+    match &job.client_id {
+        Some(c) => headers.insert("mqtt_clientid".to_owned(), c.as_bytes().to_vec()),
+        None => headers.remove("mqtt_clientid"),
+    };
     Record {
         key: Some(msg.topic_bytes().to_vec()),
         value: Some(msg.payload().to_vec()),
@@ -256,6 +264,7 @@ fn dispatch(
         }
     }
     let rec = record(&job);
+    let queue = job.msg.topic().starts_with(QUEUE_PREFIX);
     for t in targets {
         let b = t.0;
         let tx = workers.entry(t.clone()).or_insert_with(|| {
@@ -268,6 +277,7 @@ fn dispatch(
         let _ = tx.send(Rec {
             record: rec.clone(),
             done: done.clone(),
+            queue,
         });
     }
 }
@@ -277,23 +287,27 @@ async fn topic_worker(block: Rc<Block>, topic: String, mut rx: mpsc::UnboundedRe
     let linger = Duration::from_millis(u64::from(block.cfg.linger_ms));
     let mut clients: HashMap<i32, Arc<PartitionClient>> = HashMap::new();
     while let Some(first) = rx.recv().await {
+        let mut bytes = first.record.approximate_size();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) if linger.is_zero() => break,
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let next = match rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(_) if linger.is_zero() => None,
                 Err(_) => tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => batch.push(r),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    r = rx.recv() => r,
+                    _ = tokio::time::sleep_until(deadline) => None,
                 },
-            }
+            };
+            let Some(r) = next else { break };
+            bytes += r.record.approximate_size();
+            batch.push(r);
         }
         let mut wait = RETRY_MIN;
         let mut first_try = true;
+        // Records per partition and request: all, or one at a time once Kafka said a
+        // request was too large.
+        let mut per_request = usize::MAX;
         while !batch.is_empty() {
             if !first_try {
                 block
@@ -304,27 +318,46 @@ async fn topic_worker(block: Rc<Block>, topic: String, mut rx: mpsc::UnboundedRe
                 wait = (wait * 2).min(RETRY_MAX);
             }
             first_try = false;
-            match produce(&block, &topic, &mut clients, &mut batch).await {
+            match produce(&block, &topic, &mut clients, &mut batch, per_request).await {
                 Ok(()) => {
                     block.status.connected.store(true, Ordering::Relaxed);
                     block.status.set_error(None);
+                    first_try = true;
                 }
-                Err(e) => block.failed(e),
+                Err(Failure::NoTopic(e)) if batch.iter().all(|r| r.queue) => {
+                    // `$queue/<name>` for a topic Kafka does not have: not retried.
+                    block.failed(e);
+                    for r in batch.drain(..) {
+                        r.done.shared.unrouted.fetch_add(1, Ordering::Relaxed);
+                        r.done.finish();
+                    }
+                }
+                Err(Failure::TooLarge(e)) => {
+                    block.failed(e);
+                    per_request = 1;
+                    first_try = true;
+                }
+                Err(Failure::NoTopic(e) | Failure::Other(e)) => block.failed(e),
             }
         }
     }
 }
 
-/// Produces `batch` (grouped by partition, partitions in parallel); what Kafka took is
-/// finished and removed from `batch`, the rest stays for the next attempt.
+/// Produces `batch` (grouped by partition, partitions in parallel, at most `per_request`
+/// records of each); what Kafka took is finished and removed from `batch`, the rest stays
+/// for the next attempt, in order.
 async fn produce(
     block: &Block,
     topic: &str,
     clients: &mut HashMap<i32, Arc<PartitionClient>>,
     batch: &mut Vec<Rec>,
-) -> Result<(), String> {
-    let client = block.client().await?;
-    let n = block.partition_count(&client, topic).await?;
+    per_request: usize,
+) -> Result<(), Failure> {
+    let client = block.client().await.map_err(Failure::Other)?;
+    let n = block
+        .partition_count(&client, topic)
+        .await
+        .map_err(Failure::NoTopic)?;
     let mut by_partition: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
     for r in batch.drain(..) {
         let key = r.record.key.as_deref().unwrap_or_default();
@@ -334,8 +367,10 @@ async fn produce(
             .push(r);
     }
     let mut set = tokio::task::JoinSet::new();
-    let mut waiting: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
-    for (p, recs) in by_partition {
+    // Per partition: the records sent now, and those for a later request.
+    let mut waiting: BTreeMap<i32, (Vec<Rec>, Vec<Rec>)> = BTreeMap::new();
+    for (p, mut recs) in by_partition {
+        let later = recs.split_off(recs.len().min(per_request));
         let pc = match clients.get(&p) {
             Some(pc) => pc.clone(),
             None => match client
@@ -349,13 +384,17 @@ async fn produce(
                 }
                 Err(e) => {
                     batch.extend(recs);
-                    waiting.values_mut().for_each(|v| batch.append(v));
-                    return Err(format!("{topic}[{p}]: {e}"));
+                    batch.extend(later);
+                    for (_, (sent, later)) in std::mem::take(&mut waiting) {
+                        batch.extend(sent);
+                        batch.extend(later);
+                    }
+                    return Err(Failure::Other(format!("{topic}[{p}]: {e}")));
                 }
             },
         };
         let records: Vec<Record> = recs.iter().map(|r| r.record.clone()).collect();
-        waiting.insert(p, recs);
+        waiting.insert(p, (recs, later));
         set.spawn_local(async move { (p, pc.produce(records, Compression::NoCompression).await) });
     }
     let mut error = None;
@@ -363,7 +402,7 @@ async fn produce(
         let Ok((p, result)) = joined else {
             continue;
         };
-        let recs = waiting.remove(&p).unwrap_or_default();
+        let (recs, later) = waiting.remove(&p).unwrap_or_default();
         match result {
             Ok(_) => {
                 block
@@ -374,16 +413,52 @@ async fn produce(
                     r.done.finish();
                 }
             }
+            Err(e) if too_large(&e) && recs.len() == 1 => {
+                // One record Kafka will never take (message.max.bytes): retrying would
+                // block the topic for good. Counted, and its publisher released.
+                tracing::warn!("kafka: a record for {topic}[{p}] is too large for Kafka: dropped");
+                block.status.refused.fetch_add(1, Ordering::Relaxed);
+                for r in recs {
+                    r.done.finish();
+                }
+            }
+            Err(e) if too_large(&e) => {
+                error.get_or_insert(Failure::TooLarge(format!("{topic}[{p}]: {e}")));
+                batch.extend(recs);
+            }
             Err(e) => {
                 clients.remove(&p);
-                error = Some(format!("producing to {topic}[{p}]: {e}"));
+                error = Some(Failure::Other(format!("producing to {topic}[{p}]: {e}")));
                 batch.extend(recs);
             }
         }
+        batch.extend(later);
     }
     // A task that panicked leaves its records here: they are tried again.
-    for (_, recs) in waiting {
+    for (_, (recs, later)) in waiting {
         batch.extend(recs);
+        batch.extend(later);
     }
+    // Records the per-request limit left in `batch` go in the next call, at once.
     error.map_or(Ok(()), Err)
+}
+
+/// Why a produce attempt did not take everything.
+enum Failure {
+    /// The topic is not in Kafka's metadata.
+    NoTopic(String),
+    /// Kafka refused a request as too large (`message.max.bytes`).
+    TooLarge(String),
+    Other(String),
+}
+
+fn too_large(e: &rskafka::client::error::Error) -> bool {
+    use rskafka::client::error::{Error, ProtocolError};
+    matches!(
+        e,
+        Error::ServerError {
+            protocol_error: ProtocolError::MessageTooLarge | ProtocolError::RecordListTooLarge,
+            ..
+        }
+    )
 }
