@@ -406,6 +406,12 @@ impl Bridge {
         self.client_mut(side).poll_transmit(now, out);
     }
 
+    /// Ends the connection on `side` normally (DISCONNECT, then the shell closes it).
+    pub fn disconnect(&mut self, side: Side) {
+        self.client_mut(side)
+            .disconnect(mqtt_proto::ReasonCode::Success);
+    }
+
     /// The next connection-level event.
     pub fn poll_event(&mut self) -> Option<BridgeEvent> {
         self.events.pop_front()

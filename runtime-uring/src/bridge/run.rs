@@ -10,7 +10,7 @@ use crate::client::{BrokerUrl, Scheme};
 use crate::config::{split_address, BridgeConfig};
 use broker_core::bridge::{Bridge, BridgeEvent, Side};
 use broker_core::client::{describe_refusal, Backoff, ClientEvent, ClientOptions};
-use broker_core::mqtt_proto::{ProtocolVersion, QoS, ReasonCode};
+use broker_core::mqtt_proto::{ProtocolVersion, QoS};
 use broker_core::Instant;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,13 +109,13 @@ pub(super) async fn run(
         .is_connected()
         .then(|| tracing::info!("bridge \"{}\": disconnecting", t.cfg.name));
     if let Some(mut link) = t.remote.take() {
-        let mut out = Vec::new();
         // DISCONNECT (normal) so the remote broker does not publish a will or wait.
-        let d = broker_core::mqtt_proto::Packet::Disconnect(
-            broker_core::mqtt_proto::Disconnect::new(ReasonCode::Success),
-        );
-        if d.emit_buf(t.cfg.protocol, &mut out).is_ok() {
-            let _ = link.send(out).await;
+        t.bridge.disconnect(Side::Remote);
+        let mut out = Vec::new();
+        let now = t.now();
+        t.bridge.poll_transmit(Side::Remote, now, &mut out);
+        if !out.is_empty() {
+            let _ = monoio::time::timeout(Duration::from_secs(1), link.send(out)).await;
         }
     }
 }

@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 /// `message.max.bytes` of 1 MiB for one partition's batch).
 const MAX_BATCH: usize = 2000;
 const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// A topic's worker ends after this long without records.
+const IDLE_WORKER: Duration = Duration::from_secs(60);
+/// Workers kept before the ended ones are forgotten.
+const IDLE_PRUNE_AT: usize = 1024;
 /// How long rskafka retries one request before we hear of the failure (and retry it).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -265,20 +269,33 @@ fn dispatch(
     }
     let rec = record(&job);
     let queue = job.msg.topic().starts_with(QUEUE_PREFIX);
+    if workers.len() > IDLE_PRUNE_AT {
+        // Workers of topics gone quiet have ended (`$queue/<name>` names are the clients').
+        workers.retain(|_, tx| !tx.is_closed());
+    }
     for t in targets {
-        let b = t.0;
-        let tx = workers.entry(t.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            if let Some(block) = blocks.get(b) {
-                tokio::task::spawn_local(topic_worker(block.clone(), t.1.clone(), rx));
-            }
-            tx
-        });
-        let _ = tx.send(Rec {
+        let mut r = Rec {
             record: rec.clone(),
             done: done.clone(),
             queue,
-        });
+        };
+        // A worker idle for IDLE_WORKER ended: a new one takes over.
+        for _ in 0..2 {
+            let tx = workers.entry(t.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                if let Some(block) = blocks.get(t.0) {
+                    tokio::task::spawn_local(topic_worker(block.clone(), t.1.clone(), rx));
+                }
+                tx
+            });
+            match tx.send(r) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    workers.remove(&t);
+                    r = back;
+                }
+            }
+        }
     }
 }
 
@@ -286,7 +303,19 @@ fn dispatch(
 async fn topic_worker(block: Rc<Block>, topic: String, mut rx: mpsc::UnboundedReceiver<Rec>) {
     let linger = Duration::from_millis(u64::from(block.cfg.linger_ms));
     let mut clients: HashMap<i32, Arc<PartitionClient>> = HashMap::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = match tokio::time::timeout(IDLE_WORKER, rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: end (the dispatcher starts another when records come).
+                rx.close();
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+        };
         let mut bytes = first.record.approximate_size();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
