@@ -6,7 +6,8 @@
 //! subscribers), `latency` (1 to 1 at a fixed rate: p50/p99/p99.9), `conns` (idle
 //! connections: connect rate and broker RSS per connection), `proxy` (the same workload
 //! direct and through `petrel proxy`), `durable` (pairs with persistent subscribers and
-//! persistence on). Publishers write as fast as the broker accepts,
+//! persistence on). With a broker pid, throughput rows add the broker's system calls per
+//! delivered message (`perf stat`). Publishers write as fast as the broker accepts,
 //! in batches; every loop is bounded in time and count; undelivered messages are counted.
 
 mod brokers;
@@ -15,6 +16,7 @@ mod client;
 mod proxy;
 mod report;
 mod scenarios;
+mod syscalls;
 
 use brokers::start_broker;
 use clap::Parser;
@@ -113,7 +115,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     "latency" => {
                         let w = workload(sc).ok_or_else(|| anyhow::anyhow!("?"))?;
-                        let o = run_workload(addr, &w, q, &a, Some(a.rate), window)?;
+                        let o = run_workload(addr, pid, &w, q, &a, Some(a.rate), window)?;
                         let (p50, p99, p999) = o.latency.unwrap_or_default();
                         (
                             p99,
@@ -123,12 +125,18 @@ fn main() -> anyhow::Result<()> {
                     _ => {
                         let w =
                             workload(sc).ok_or_else(|| anyhow::anyhow!("unknown scenario {sc}"))?;
-                        let o = run_workload(addr, &w, q, &a, None, window)?;
+                        let o = run_workload(addr, pid, &w, q, &a, None, window)?;
                         (
                             o.delivered_per_sec,
                             format!(
-                                "{:.0} msg/s delivered; published {}, acknowledged {}, delivered {}, lost {}",
-                                o.delivered_per_sec, o.published, o.acked, o.delivered, o.lost
+                                "{:.0} msg/s delivered; published {}, acknowledged {}, delivered {}, lost {}{}",
+                                o.delivered_per_sec,
+                                o.published,
+                                o.acked,
+                                o.delivered,
+                                o.lost,
+                                o.syscalls_per_msg
+                                    .map_or(String::new(), |s| format!("; {s:.3} broker syscalls/msg"))
                             ),
                         )
                     }

@@ -66,7 +66,7 @@ pub(crate) fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
             settle();
             let before = pid.and_then(cpu_secs);
-            let o = run_workload(*addr, &latency, QoS::AtMostOnce, a, Some(a.rate), 64)?;
+            let o = run_workload(*addr, None, &latency, QoS::AtMostOnce, a, Some(a.rate), 64)?;
             row.cpu_rate = cpu_per_msg(*pid, before, o.delivered);
             (row.p50, row.p99, _) = o.latency.unwrap_or_default();
             row.lost += o.lost;
@@ -78,7 +78,7 @@ pub(crate) fn run_proxy_scenario(a: &Args) -> anyhow::Result<String> {
         for ((name, addr, pid), row) in paths.iter().zip(&mut rows) {
             settle();
             let before = pid.and_then(cpu_secs);
-            let o = run_workload(*addr, &pairs, QoS::AtMostOnce, a, None, 64)?;
+            let o = run_workload(*addr, None, &pairs, QoS::AtMostOnce, a, None, 64)?;
             row.cpu_full = cpu_per_msg(*pid, before, o.delivered);
             row.full_rate = o.delivered_per_sec;
             row.lost += o.lost;

@@ -26,6 +26,8 @@ pub(crate) struct Outcome {
     pub(crate) delivered: u64,
     pub(crate) lost: u64,
     pub(crate) latency: Option<(f64, f64, f64)>,
+    /// The broker's system calls per message delivered while measuring (`perf stat`).
+    pub(crate) syscalls_per_msg: Option<f64>,
 }
 
 pub(crate) fn percentile(v: &mut [u64], p: f64) -> f64 {
@@ -37,8 +39,10 @@ pub(crate) fn percentile(v: &mut [u64], p: f64) -> f64 {
     v[i.min(v.len() - 1)] as f64 / 1000.0
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_workload(
     addr: SocketAddr,
+    pid: Option<u32>,
     w: &Workload,
     qos: QoS,
     a: &Args,
@@ -55,7 +59,7 @@ pub(crate) fn run_workload(
         .build()?;
     let secs = a.seconds;
     let payload = a.payload;
-    let (start_count, elapsed) = rt.block_on(async {
+    let (start_count, elapsed, calls) = rt.block_on(async {
         let mut subs = Vec::new();
         let sub_addr = a.sub_target.unwrap_or(addr);
         for (i, f) in w.subscribers.iter().enumerate() {
@@ -99,10 +103,12 @@ pub(crate) fn run_workload(
         monoio::time::sleep(Duration::from_millis(500)).await;
         let start_count = counters.received.load(Ordering::Relaxed);
         lat.borrow_mut().clear();
+        let perf = pid.and_then(crate::syscalls::start);
         let t0 = Instant::now();
         monoio::time::sleep(Duration::from_secs(secs)).await;
         let got = counters.received.load(Ordering::Relaxed) - start_count;
         let elapsed = t0.elapsed();
+        let calls = perf.and_then(crate::syscalls::Count::finish);
         stop.store(true, Ordering::Relaxed);
         // Let in-flight messages arrive (bounded).
         let mut last = counters.received.load(Ordering::Relaxed);
@@ -130,7 +136,7 @@ pub(crate) fn run_workload(
                 }
             }
         }
-        anyhow::Ok((got, elapsed))
+        anyhow::Ok((got, elapsed, calls))
     })?;
     let published = counters.sent.load(Ordering::Relaxed);
     let delivered = counters.received.load(Ordering::Relaxed);
@@ -156,6 +162,9 @@ pub(crate) fn run_workload(
         delivered,
         lost: expected.saturating_sub(delivered),
         latency,
+        syscalls_per_msg: calls
+            .filter(|_| start_count > 0)
+            .map(|c| c as f64 / start_count as f64),
     })
 }
 
