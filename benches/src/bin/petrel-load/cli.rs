@@ -76,4 +76,8 @@ pub(crate) struct Args {
     /// Write the results as Markdown to this file too.
     #[arg(long)]
     pub(crate) markdown: Option<PathBuf>,
+    /// Write the results to this directory as JSON (results.json) and charts
+    /// (throughput.svg, latency.svg).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
 }

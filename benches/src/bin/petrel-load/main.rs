@@ -11,6 +11,7 @@
 //! in batches; every loop is bounded in time and count; undelivered messages are counted.
 
 mod brokers;
+mod charts;
 mod cli;
 mod client;
 mod proxy;
@@ -86,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             };
             let mut cells = Vec::new();
             for b in &brokers {
+                let progress = progress(&format!("{sc} qos{label} {b}"));
                 let proc_ = match a.target {
                     Some(_) => None,
                     None => Some(start_broker(b, &a, sc == "durable")?),
@@ -95,6 +97,7 @@ fn main() -> anyhow::Result<()> {
                     .or(proc_.as_ref().map(|p| p.addr))
                     .ok_or_else(|| anyhow::anyhow!("no broker"))?;
                 let pid = proc_.as_ref().map(|p| p.child.id()).or(a.target_pid);
+                let mut latency = Vec::new();
                 let (value, detail) = match sc {
                     "conns" => {
                         let o = run_conns(addr, pid, a.conns, a.conns_in_flight)?;
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                         let w = workload(sc).ok_or_else(|| anyhow::anyhow!("?"))?;
                         let o = run_workload(addr, pid, &w, q, &a, Some(a.rate), window)?;
                         let (p50, p99, p999) = o.latency.unwrap_or_default();
+                        latency = vec![p50, p99, p999];
                         (
                             p99,
                             format!("p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs"),
@@ -141,8 +145,9 @@ fn main() -> anyhow::Result<()> {
                         )
                     }
                 };
+                progress.finish_and_clear();
                 eprintln!("{sc} qos{label} {b}: {detail}");
-                cells.push((b.clone(), value, detail));
+                cells.push((b.clone(), value, detail, latency));
                 drop(proc_);
             }
             rows.push((sc.to_owned(), label, cells));
@@ -153,5 +158,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = &a.markdown {
         std::fs::write(p, &md)?;
     }
+    if let Some(dir) = &a.out {
+        charts::write(dir, &brokers, &rows)?;
+        eprintln!("results and charts in {}", dir.display());
+    }
     Ok(())
+}
+
+/// A spinner with the run's name and elapsed time while it runs (on a terminal only).
+fn progress(what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        pb.set_style(style);
+    }
+    pb.set_message(what.to_owned());
+    pb.enable_steady_tick(std::time::Duration::from_millis(100));
+    pb
 }

@@ -1,7 +1,8 @@
 //! The results as Markdown.
 
-/// One row of the brokers table: (scenario, QoS, per broker: (name, headline value, details)).
-pub(crate) type Row = (String, String, Vec<(String, f64, String)>);
+/// One row of the brokers table: (scenario, QoS, per broker: (name, headline value,
+/// details, latency p50/p99/p99.9 in µs for a latency row)).
+pub(crate) type Row = (String, String, Vec<(String, f64, String, Vec<f64>)>);
 
 /// The brokers table, then the `proxy` scenario's table (`proxy_md`) when it ran.
 pub(crate) fn markdown(brokers: &[String], rows: &[Row], proxy_md: Option<String>) -> String {
@@ -15,7 +16,7 @@ pub(crate) fn markdown(brokers: &[String], rows: &[Row], proxy_md: Option<String
     md.push_str("---|\n");
     for (sc, q, cells) in rows {
         md.push_str(&format!("| {sc} | {q} | "));
-        for (_, _, d) in cells {
+        for (_, _, d, _) in cells {
             md.push_str(d);
             md.push_str(" | ");
         }
