@@ -20,7 +20,7 @@ pub(crate) fn write(dir: &Path, brokers: &[String], rows: &[Row]) -> anyhow::Res
     std::fs::write(dir.join("results.json"), json(brokers, rows))?;
     let bars: Vec<(String, Vec<f64>)> = rows
         .iter()
-        .filter(|r| r.0 != "latency" && r.0 != "conns")
+        .filter(|r| r.0 != "latency" && r.0 != "conns" && r.0 != "forwarder")
         .map(|(sc, q, cells)| (format!("{sc} qos{q}"), cells.iter().map(|c| c.1).collect()))
         .collect();
     if !bars.is_empty() {

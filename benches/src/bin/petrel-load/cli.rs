@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[command(about = "End-to-end MQTT load generator: Petrel versus Mosquitto in the same run")]
 pub(crate) struct Args {
     /// Scenarios to run (comma separated): pairs,fanin,fanout,latency,conns,proxy,durable
-    /// (pairs with persistent subscribers, brokers with persistence on).
+    /// (pairs with persistent subscribers, brokers with persistence on),forwarder (a plain
+    /// TCP relay moving the same frames as pairs at QoS 0: the loopback reference).
     #[arg(long, default_value = "pairs,fanin,fanout,latency,conns")]
     pub(crate) scenarios: String,
     /// QoS levels (comma separated) for throughput scenarios.

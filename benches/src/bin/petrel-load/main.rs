@@ -6,7 +6,8 @@
 //! subscribers), `latency` (1 to 1 at a fixed rate: p50/p99/p99.9), `conns` (idle
 //! connections: connect rate and broker RSS per connection), `proxy` (the same workload
 //! direct and through `petrel proxy`), `durable` (pairs with persistent subscribers and
-//! persistence on). With a broker pid, throughput rows add the broker's system calls per
+//! persistence on), `forwarder` (a plain TCP relay moving the same frames as `pairs` at
+//! QoS 0: the loopback reference). With a broker pid, throughput rows add the broker's system calls per
 //! delivered message (`perf stat`). Publishers write as fast as the broker accepts,
 //! in batches; every loop is bounded in time and count; undelivered messages are counted.
 
@@ -14,6 +15,7 @@ mod brokers;
 mod charts;
 mod cli;
 mod client;
+mod forwarder;
 mod proxy;
 mod report;
 mod scenarios;
@@ -55,6 +57,19 @@ fn main() -> anyhow::Result<()> {
     for sc in a.scenarios.split(',') {
         if sc == "proxy" {
             proxy_md = Some(run_proxy_scenario(&a)?);
+            continue;
+        }
+        if sc == "forwarder" {
+            // One reference figure, in the first broker's column.
+            let progress = progress("forwarder qos0 (plain TCP relay)");
+            let (rate, detail) = forwarder::run_forwarder(&a)?;
+            progress.finish_and_clear();
+            eprintln!("forwarder qos0: {detail}");
+            let mut cells = vec![("forwarder".to_owned(), rate, detail, Vec::new())];
+            for _ in 1..brokers.len() {
+                cells.push((String::new(), 0.0, "-".into(), Vec::new()));
+            }
+            rows.push((sc.to_owned(), "0".into(), cells));
             continue;
         }
         let qs: Vec<QoS> = match sc {
