@@ -107,10 +107,7 @@ impl Parser<'_> {
     }
 
     fn bridge(&mut self, item: &Spanned<DeValue<'_>>) -> Option<BridgeConfig> {
-        let DeValue::Table(t) = item.get_ref() else {
-            self.wrong_type("bridge", item, "a table");
-            return None;
-        };
+        let t = self.table("bridge", item)?;
         let mut b = BridgeConfig {
             name: String::new(),
             addresses: Vec::new(),
@@ -130,16 +127,7 @@ impl Parser<'_> {
             max_queued: 10_000,
         };
         for (k, v) in t.iter() {
-            let name: &str = k.get_ref();
-            let Some(key) = BRIDGE_KEYS.iter().copied().find(|x| *x == name) else {
-                self.error(
-                    &k.span(),
-                    Some(name),
-                    format!(
-                        "unknown key \"{name}\" in [[bridge]]; known: {}",
-                        BRIDGE_KEYS.join(", ")
-                    ),
-                );
+            let Some(key) = self.known(BRIDGE_KEYS, k, "[bridge]") else {
                 continue;
             };
             match key {

@@ -67,10 +67,7 @@ impl Parser<'_> {
     }
 
     fn kafka(&mut self, item: &Spanned<DeValue<'_>>) -> Option<KafkaConfig> {
-        let DeValue::Table(t) = item.get_ref() else {
-            self.wrong_type("kafka", item, "a table");
-            return None;
-        };
+        let t = self.table("kafka", item)?;
         let mut k = KafkaConfig {
             name: String::new(),
             bootstrap: Vec::new(),
@@ -79,16 +76,7 @@ impl Parser<'_> {
             max_pending: 10_000,
         };
         for (key, v) in t.iter() {
-            let name: &str = key.get_ref();
-            let Some(known) = KAFKA_KEYS.iter().copied().find(|x| *x == name) else {
-                self.error(
-                    &key.span(),
-                    Some(name),
-                    format!(
-                        "unknown key \"{name}\" in [[kafka]]; known: {}",
-                        KAFKA_KEYS.join(", ")
-                    ),
-                );
+            let Some(known) = self.known(KAFKA_KEYS, key, "[kafka]") else {
                 continue;
             };
             match known {

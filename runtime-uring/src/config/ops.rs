@@ -48,7 +48,11 @@ pub const DEFAULT_SYS_INTERVAL: u32 = 10;
 pub const DEFAULT_WEBHOOK_QUEUE: usize = 10_000;
 
 impl Parser<'_> {
-    fn table<'t>(&mut self, key: &str, v: &'t Spanned<DeValue<'_>>) -> Option<&'t DeTable<'t>> {
+    pub(super) fn table<'t>(
+        &mut self,
+        key: &str,
+        v: &'t Spanned<DeValue<'_>>,
+    ) -> Option<&'t DeTable<'t>> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             _ => {
@@ -58,7 +62,7 @@ impl Parser<'_> {
         }
     }
 
-    fn known<'k>(
+    pub(super) fn known<'k>(
         &mut self,
         keys: &'k [&'k str],
         k: &Spanned<std::borrow::Cow<'_, str>>,
