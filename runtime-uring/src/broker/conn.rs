@@ -20,9 +20,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// Where a connection's output goes.
-enum Sink {
+pub(super) enum Sink {
     /// Our own socket (read by the reader task, written by the writer task).
     Socket(TcpStream),
+    /// Our own socket on the shard's data ring (plain TCP on io_uring, see `ring_conn`).
+    Ring(super::ring_conn::RingSock),
     /// The shard that accepted the connection and keeps its socket.
     Remote(async_channel::Sender<Vec<u8>>),
 }
@@ -30,7 +32,7 @@ enum Sink {
 /// The I/O side of one connection, shared by its reader and writer tasks.
 pub struct ConnIo {
     pub id: ConnId,
-    sink: Sink,
+    pub(super) sink: Sink,
     transport: RefCell<Transport>,
     writer_active: Cell<bool>,
     /// The writer waits for a full socket to take more (the client does not read).
@@ -38,7 +40,7 @@ pub struct ConnIo {
     /// The core closed the connection: flush, then shut the socket down.
     pub closing: Cell<bool>,
     /// The writer made progress (the reader waits on it when the core pauses input).
-    drained: LocalNotify,
+    pub(super) drained: LocalNotify,
 }
 
 pub(super) fn shutdown(fd: RawFd) {
@@ -55,37 +57,55 @@ pub(super) fn shutdown(fd: RawFd) {
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 impl ConnIo {
+    /// The last write found the socket full (see [`close`]).
+    pub(super) fn set_write_blocked(&self, blocked: bool) {
+        self.write_blocked.set(blocked);
+    }
+
     /// The final output is written: the write side is shut down (the client sees EOF after
     /// the last frame), and the socket is still read, the bytes discarded by the core,
     /// until the client closes or [`CLOSE_LINGER`] ends. At shutdown, or for a relayed
     /// connection, the output is closed at once.
-    fn finish_output(self: &Rc<Self>, shard: &Shard) {
-        let Sink::Socket(stream) = &self.sink else {
-            return self.close_output();
-        };
+    pub(super) fn finish_output(self: &Rc<Self>, shard: &Rc<Shard>) {
         if shard.phase.get() == Phase::Closing {
-            return self.close_output();
+            return self.close_output(shard);
         }
-        // SAFETY: shutdown(2) on the descriptor this connection owns (open: its stream
-        // holds it); it only changes socket state.
-        unsafe {
-            libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+        match &self.sink {
+            Sink::Socket(stream) => {
+                // SAFETY: shutdown(2) on the descriptor this connection owns (open: its
+                // stream holds it); it only changes socket state.
+                unsafe {
+                    libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+                }
+            }
+            Sink::Ring(_) => {
+                if let Some(rs) = &shard.ring {
+                    super::ring_conn::shutdown(rs, self, libc::SHUT_WR);
+                }
+            }
+            Sink::Remote(_) => return self.close_output(shard),
         }
         let weak = Rc::downgrade(self);
+        let shard_weak = Rc::downgrade(shard);
         monoio::spawn(async move {
             monoio::time::sleep(CLOSE_LINGER).await;
             // Still open (the client did not close): end the reader's wait now.
-            if let Some(io) = weak.upgrade() {
-                io.close_output();
+            if let (Some(io), Some(shard)) = (weak.upgrade(), shard_weak.upgrade()) {
+                io.close_output(&shard);
             }
         });
     }
 
     /// No more output: the socket is shut down (its reader then sees EOF), or the relay
     /// channel closed (the accepting shard then shuts the socket down).
-    fn close_output(&self) {
+    fn close_output(&self, shard: &Shard) {
         match &self.sink {
             Sink::Socket(stream) => shutdown(stream.as_raw_fd()),
+            Sink::Ring(_) => {
+                if let Some(rs) = &shard.ring {
+                    super::ring_conn::shutdown(rs, self, libc::SHUT_RDWR);
+                }
+            }
             Sink::Remote(tx) => {
                 tx.close();
             }
@@ -99,7 +119,7 @@ impl ConnIo {
 pub fn close(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     io.closing.set(true);
     if io.write_blocked.get() {
-        io.close_output();
+        io.close_output(shard);
     }
     wake_writer(shard, io);
 }
@@ -111,6 +131,9 @@ pub fn close(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
 pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     if io.writer_active.get() || shard.hold_output(io.id) {
         return;
+    }
+    if let (Sink::Ring(_), Some(rs)) = (&io.sink, &shard.ring) {
+        return super::ring_conn::output(shard, rs, io);
     }
     let Sink::Socket(stream) = &io.sink else {
         return wake_writer(shard, io);
@@ -125,7 +148,7 @@ pub fn output(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
             v.tx.clear();
             shard.put_tx(v);
             io.drained.notify();
-            io.close_output();
+            io.close_output(shard);
         }
         Now::Full | Now::Yield => {
             // The rest (already taken from the core) goes with the writer task.
@@ -172,7 +195,7 @@ fn write_now(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut TxIoVecs) -
 
 /// Takes the core's next output into `v.tx`; true when there may be more (the core's
 /// `more`, or bytes taken): call again once they are written.
-fn transmit(shard: &Shard, io: &ConnIo, v: &mut TxIoVecs, budget: usize) -> bool {
+pub(super) fn transmit(shard: &Shard, io: &ConnIo, v: &mut TxIoVecs, budget: usize) -> bool {
     let now = shard.now();
     let mut b = shard.broker.borrow_mut();
     let before = v.tx.len();
@@ -205,6 +228,12 @@ async fn wait_writable(io: &ConnIo, stream: &TcpStream) -> bool {
 
 /// Starts the writer task unless it is running.
 pub fn wake_writer(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+    if let (Sink::Ring(_), Some(rs)) = (&io.sink, &shard.ring) {
+        if !shard.hold_output(io.id) {
+            super::ring_conn::output(shard, rs, io);
+        }
+        return;
+    }
     if io.writer_active.replace(true) {
         return;
     }
@@ -217,10 +246,12 @@ async fn writer(shard: Rc<Shard>, io: Rc<ConnIo>, mut v: TxIoVecs) {
     let failed = match &io.sink {
         Sink::Socket(stream) => write_socket(&shard, &io, stream, &mut v).await,
         Sink::Remote(tx) => write_remote(&shard, &io, tx, &mut v).await,
+        // Written by its send completions, never by a task.
+        Sink::Ring(_) => false,
     };
     io.drained.notify();
     if failed {
-        io.close_output();
+        io.close_output(&shard);
     } else if io.closing.get() {
         io.finish_output(&shard);
     }
@@ -328,7 +359,7 @@ async fn write_layered(shard: &Shard, io: &ConnIo, stream: &TcpStream, v: &mut T
 /// The set-up is done here, outside the task, so the task's future holds only what an
 /// idle connection needs while it waits for bytes (an async fn would keep its arguments,
 /// the peer and the socket metadata, for the connection's whole life).
-pub fn serve(
+fn serve_ready(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: PeerInfo,
@@ -343,6 +374,29 @@ pub fn serve(
     };
     let io = register(&shard, id, Sink::Socket(stream), transport);
     monoio::spawn(read_loop(shard, io, initial));
+}
+
+/// Serves a plain connection on the shard's data ring when it has one; else, or when the
+/// ring has no room, as [`serve_ready`].
+pub fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: PeerInfo,
+    transport: Transport,
+    initial: Vec<u8>,
+) {
+    let Some(rs) = shard.ring.clone().filter(|_| transport.is_plain()) else {
+        return serve_ready(shard, stream, peer, transport, initial);
+    };
+    let Some(fd) = crate::net::ring::into_owned(stream) else {
+        return;
+    };
+    if let Err((fd, peer, initial)) = super::ring_conn::serve(&shard, &rs, fd, peer, initial) {
+        match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+            Ok(stream) => serve_ready(shard, stream, peer, transport, initial),
+            Err(e) => tracing::warn!("cannot serve a connection: {e}"),
+        }
+    }
 }
 
 /// Serves a connection only to refuse its CONNECT with `code` (a cluster node that cannot
@@ -391,7 +445,12 @@ pub fn serve_remote(shard: Rc<Shard>, remote: super::relay::Remote) {
     monoio::spawn(relay_loop(shard, from_client, io, initial));
 }
 
-fn register(shard: &Rc<Shard>, id: ConnId, sink: Sink, transport: Transport) -> Rc<ConnIo> {
+pub(super) fn register(
+    shard: &Rc<Shard>,
+    id: ConnId,
+    sink: Sink,
+    transport: Transport,
+) -> Rc<ConnIo> {
     let io = Rc::new(ConnIo {
         id,
         sink,
@@ -428,12 +487,12 @@ async fn relay_loop(
 }
 
 /// The connection's input ended: the core learns it, then its output is closed.
-fn closed(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
+pub(super) fn closed(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     let now = shard.now();
     shard.broker.borrow_mut().handle_closed(io.id, now);
     shard.pump();
     shard.conns.borrow_mut().remove(&io.id);
-    io.close_output();
+    io.close_output(shard);
 }
 
 /// Reads the connection until it closes, feeding the core.
@@ -536,6 +595,9 @@ pub fn resume_input(shard: &Rc<Shard>, io: &Rc<ConnIo>) {
     let used = shard.broker.borrow_mut().handle_bytes(io.id, now, &[]);
     debug_assert_eq!(used, 0);
     io.drained.notify();
+    if let (Sink::Ring(_), Some(rs)) = (&io.sink, &shard.ring) {
+        super::ring_conn::resume(shard, rs, io);
+    }
 }
 
 /// Hands buffered bytes to the core until it has taken every complete packet. When the

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod memory;
 pub mod relay;
 pub mod report;
+pub mod ring_conn;
 pub mod shard;
 pub mod wake;
 
@@ -337,6 +338,13 @@ struct ShardSetup {
     kafka: Option<crate::kafka::Link>,
 }
 
+/// Whether plain connections use the data ring on io_uring (the default). Setting
+/// `PETREL_URING_READINESS=1` serves them the older way, readiness polls and a system call
+/// per read and write, for the A/B measurements in `benches/RESULTS.md`.
+fn ring_wanted() -> bool {
+    std::env::var_os("PETREL_URING_READINESS").is_none_or(|v| v != "1")
+}
+
 async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     let ShardSetup {
         id,
@@ -396,7 +404,23 @@ async fn shard_main(setup: ShardSetup) -> anyhow::Result<()> {
     );
     shard.cluster = cluster;
     shard.kafka = kafka;
+    let mut ring_efd = None;
+    if uring && ring_wanted() {
+        match ring_conn::RingShard::new() {
+            Ok((rs, efd)) => {
+                shard.ring = Some(Rc::new(rs));
+                ring_efd = Some(efd);
+            }
+            Err(e) => tracing::warn!(
+                "shard {id}: no data ring ({e}); connections are served by readiness"
+            ),
+        }
+    }
     let shard = Rc::new(shard);
+    if let (Some(rs), Some(efd)) = (&shard.ring, ring_efd) {
+        monoio::spawn(ring_conn::run(shard.clone(), rs.clone()));
+        monoio::spawn(ring_conn::watch(rs.clone(), efd));
+    }
     shard.pump();
 
     for (i, l) in listeners.into_iter().enumerate() {

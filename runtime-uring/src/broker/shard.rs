@@ -154,6 +154,8 @@ pub struct Shard {
     pub cluster: Option<crate::cluster::Link>,
     /// The Kafka thread, when `[[kafka]]` is configured.
     pub kafka: Option<crate::kafka::Link>,
+    /// The data ring of plain connections (io_uring driver).
+    pub ring: Option<Rc<super::ring_conn::RingShard>>,
     /// An `Inbox::Pump` is on its way, or `pump` is running (and acts on it anyway).
     pump_requested: Cell<bool>,
     /// Bytes and MQTT packets taken from the core for sockets (operators' counters).
@@ -223,6 +225,7 @@ impl Shard {
             store_bufs: RefCell::new(Vec::new()),
             cluster: None,
             kafka: None,
+            ring: None,
             pump_requested: Cell::new(false),
             bytes_sent: Cell::new(0),
             packets_sent: Cell::new(0),

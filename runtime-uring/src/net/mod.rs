@@ -4,6 +4,7 @@ pub mod iovec;
 pub mod listen;
 pub mod notify;
 pub mod proxy_protocol;
+pub mod ring;
 pub mod runtime;
 pub mod sock;
 pub mod tls;
