@@ -80,7 +80,7 @@ pub(crate) fn start_broker(kind: &str, a: &Args, durable: bool) -> anyhow::Resul
             )?;
             cmd.arg("mosquitto").arg("-c").arg(&conf);
         }
-        "petrel" | "petrel-epoll" | "petrel-forward" => {
+        "petrel" | "petrel-epoll" | "petrel-forward" | "petrel-readiness" => {
             cmd.arg(&a.petrel)
                 .arg("broker")
                 .arg("--bind")
@@ -96,6 +96,11 @@ pub(crate) fn start_broker(kind: &str, a: &Args, durable: bool) -> anyhow::Resul
                 });
             if kind == "petrel-epoll" {
                 cmd.arg("--driver").arg("epoll");
+            }
+            if kind == "petrel-readiness" {
+                // io_uring as readiness only (a system call per read and write): the
+                // data path before the completion-based one, for the A/B table.
+                cmd.env("PETREL_URING_READINESS", "1");
             }
             if kind == "petrel-forward" {
                 cmd.arg("--placement").arg("forward");

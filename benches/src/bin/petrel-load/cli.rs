@@ -21,7 +21,8 @@ pub(crate) struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     pub(crate) payload: usize,
-    /// Brokers to test (comma separated): petrel,mosquitto,petrel-epoll,petrel-forward.
+    /// Brokers to test (comma separated): petrel,mosquitto,petrel-epoll,petrel-forward,
+    /// petrel-readiness (io_uring used for readiness only, the data path before issue 23).
     #[arg(long, default_value = "petrel,mosquitto")]
     pub(crate) brokers: String,
     /// The petrel binary.
