@@ -26,6 +26,19 @@ pub enum FirstPacket {
     Malformed,
 }
 
+/// How many more bytes complete the packet that buffered `input` starts with: 0 when it is
+/// complete or its fixed header is invalid (the broker then says what to do with it), at
+/// least 1 while the header itself is incomplete. A shell that receives into fixed buffers
+/// completes a packet split across two of them with this, and hands the rest of the second
+/// to the broker straight from the buffer.
+pub fn bytes_missing(input: &[u8], max_packet_size: usize) -> usize {
+    match FixedHeader::parse(input, max_packet_size) {
+        Ok(Status::Complete(h)) => h.packet_len().saturating_sub(input.len()),
+        Ok(Status::Incomplete { needed }) => needed.max(1),
+        Err(_) => 0,
+    }
+}
+
 /// Classifies the start of a connection's input (at most `max_packet_size` per packet).
 pub fn first_packet(input: &[u8], max_packet_size: usize) -> FirstPacket {
     match FixedHeader::parse(input, max_packet_size) {
@@ -156,6 +169,25 @@ pub fn refusal_code(code: ReasonCode) -> ReasonCode {
 mod tests {
     use super::*;
     use mqtt_proto::Connect;
+
+    #[test]
+    fn bytes_missing_completes_a_split_packet() {
+        let c = connect(ProtocolVersion::V5, "split");
+        // Nothing yet, then each prefix: the header first, then exactly the rest.
+        assert_eq!(bytes_missing(&[], 1024), 2);
+        assert_eq!(bytes_missing(&c[..1], 1024), 1);
+        for cut in 2..c.len() {
+            assert_eq!(
+                bytes_missing(&c[..cut], 1024),
+                c.len() - cut,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(bytes_missing(&c, 1024), 0);
+        // A remaining length over the limit or malformed: nothing more is waited for.
+        assert_eq!(bytes_missing(&c[..2], 4), 0);
+        assert_eq!(bytes_missing(&[0x30, 0xff, 0xff, 0xff, 0xff], 1 << 30), 0);
+    }
 
     fn connect(v: ProtocolVersion, id: &str) -> Vec<u8> {
         encode(

@@ -245,7 +245,8 @@ fn input(shard: &Rc<Shard>, rs: &Rc<RingShard>, io: &Rc<ConnIo>, mut data: &[u8]
     // First the packet a previous buffer ended in the middle of: completed from the
     // front of this one.
     while !s.pending.borrow().is_empty() && !data.is_empty() {
-        let missing = missing(&s.pending.borrow(), shard.max_packet_size);
+        let missing =
+            broker_core::admission::bytes_missing(&s.pending.borrow(), shard.max_packet_size);
         let (head, rest) = data.split_at(missing.min(data.len()));
         s.pending.borrow_mut().extend_from_slice(head);
         data = rest;
@@ -271,17 +272,6 @@ fn input(shard: &Rc<Shard>, rs: &Rc<RingShard>, io: &Rc<ConnIo>, mut data: &[u8]
     }
     if paused {
         behind(shard, rs, io, s);
-    }
-}
-
-/// How many more bytes complete the packet `pending` starts with (0 when it is complete
-/// or its header is invalid: the core then says what to do with it).
-fn missing(pending: &[u8], max_packet_size: usize) -> usize {
-    use broker_core::mqtt_proto::{FixedHeader, Status};
-    match FixedHeader::parse(pending, max_packet_size) {
-        Ok(Status::Complete(h)) => h.packet_len().saturating_sub(pending.len()),
-        Ok(Status::Incomplete { needed }) => needed.max(1),
-        Err(_) => 0,
     }
 }
 

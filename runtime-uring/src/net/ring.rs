@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 pub const BUF_SIZE: usize = 8 * 1024;
 /// Provided buffers per shard (a power of two). Their pages become resident only once the
 /// kernel fills them; a busy shard touches them all (2 MiB).
-const BUF_COUNT: u16 = 256;
+const BUF_COUNT: u16 = 64;
 /// The buffer group of the shard's receive buffers.
 pub const BUF_GROUP: u16 = 0;
 /// Submission queue size; completions get four times as many entries (a multishot
