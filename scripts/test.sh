@@ -9,6 +9,11 @@ export CARGO_TERM_COLOR=never
 # Optimised (profile `ci`: release without LTO); the end-to-end tests run the `petrel`
 # binary of the same build.
 cargo test --profile ci --workspace
+# The robustness suite once more on the epoll driver (the rest ran on io_uring's
+# completion path where the kernel has it), so that both data paths are tested end to end.
+# (e2e_interop's a_subscription_holds_while_the_peer_channel_is_full times out on epoll:
+# an open defect of the epoll driver, issue 23's notes; it passes on both io_uring paths.)
+PETREL_TEST_DRIVER=epoll cargo test --profile ci -p runtime-uring --test e2e_robustness
 # Embedded gateway: firmware and host shell end to end (needs root for network namespaces).
 for t in runtime-embassy/tests-e2e/*.sh; do
   [ -e "$t" ] || continue

@@ -536,6 +536,13 @@ fn spawn_petrel(config: &Path, args: &[&str], env: &[(String, String)]) -> Proc 
     if !args.contains(&"--log-level") {
         cmd.args(["--log-level", "info"]);
     }
+    // `PETREL_TEST_DRIVER=epoll` runs a suite on the epoll driver (scripts/test.sh does, so
+    // that both data paths are tested end to end).
+    if !args.contains(&"--driver") {
+        if let Ok(d) = std::env::var("PETREL_TEST_DRIVER") {
+            cmd.args(["--driver", &d]);
+        }
+    }
     Proc::spawn("petrel broker", cmd)
 }
 
