@@ -628,9 +628,11 @@ pub async fn watch(rs: Rc<RingShard>, efd: OwnedFd) {
     loop {
         let (res, b) = file.read_at(buf, u64::MAX).await;
         buf = b;
-        if res.is_err() {
-            tracing::error!("data ring: its eventfd failed: {res:?}");
-            return;
+        if let Err(e) = res {
+            // Without this wake-up an idle shard would not see its connections' input:
+            // try again (after a pause, should the error repeat).
+            tracing::error!("data ring: reading its eventfd failed: {e}");
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         rs.kick.notify();
     }

@@ -188,6 +188,13 @@ impl DataRing {
     /// A ring with a sparse file table and a buffer ring; the eventfd it signals for
     /// completions that arrive outside our own submissions is returned with it.
     pub fn new() -> io::Result<(Self, OwnedFd)> {
+        // Multishot receive came with Linux 6.0; an older kernel that has the rest
+        // (buffer rings: 5.19) would fail every receive, so it is not used at all.
+        if !kernel_at_least(6, 0) {
+            return Err(io::Error::other(
+                "multishot receive needs Linux 6.0 or later",
+            ));
+        }
         let build = |coop: bool| {
             let mut b = IoUring::builder();
             b.setup_cqsize(SQ_ENTRIES * 4);
@@ -347,6 +354,34 @@ impl DataRing {
     }
 }
 
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: utsname is plain bytes, all-zero valid; uname fills the struct we pass.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: String = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    release_at_least(&release, major, minor)
+}
+
+/// `release` ("6.1.0-18-amd64") is at least `major.minor`.
+fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
 /// The soft limit of open files: a socket uses a slot instead of a descriptor, and the
 /// kernel bounds the table by it.
 fn nofile_limit() -> u32 {
@@ -366,4 +401,20 @@ pub fn into_owned(stream: monoio::net::TcpStream) -> Option<OwnedFd> {
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up ownership of this descriptor; nothing else owns it.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_then_minor() {
+        assert!(release_at_least("6.0.0", 6, 0));
+        assert!(release_at_least("6.18.3-arch1", 6, 0));
+        assert!(release_at_least("6.1.0-18-amd64", 6, 0));
+        assert!(!release_at_least("5.19.17", 6, 0));
+        assert!(!release_at_least("5.15.0-91-generic", 6, 0));
+        assert!(release_at_least("10.2", 6, 0));
+        assert!(!release_at_least("garbage", 6, 0));
+    }
 }
