@@ -66,6 +66,9 @@ pub struct RingSock {
 struct SendState {
     v: TxIoVecs,
     msg: libc::msghdr,
+    /// Bytes the submitted iovecs describe (a send covers at most `MAX_IOV` chunks, so
+    /// bytes may remain after a send the socket took whole).
+    submitted: usize,
 }
 
 impl Default for SendState {
@@ -75,6 +78,7 @@ impl Default for SendState {
             // SAFETY: msghdr is a plain C struct for which all-zero bytes are valid (null
             // pointers, zero lengths).
             msg: unsafe { std::mem::zeroed() },
+            submitted: 0,
         }
     }
 }
@@ -439,6 +443,7 @@ fn put_send(rs: &RingShard, mut st: Box<SendState>) {
 fn submit_send(rs: &RingShard, s: &RingSock, mut st: Box<SendState>) {
     st.v.prepare();
     let iov = st.v.iovecs();
+    st.submitted = iov.iter().map(|v| v.iov_len).sum();
     st.msg.msg_iov = iov.as_ptr().cast_mut();
     st.msg.msg_iovlen = iov.len() as _;
     let e = opcode::SendMsg::new(Fixed(s.slot), &st.msg)
@@ -467,8 +472,9 @@ fn sent(shard: &Rc<Shard>, rs: &RingShard, io: &Rc<ConnIo>, result: i32) {
     st.v.tx.advance(n);
     io.drained.notify();
     // A short send means the socket was full: a closing connection's client that does not
-    // read is cut off now (see `conn::close`).
-    let full = !st.v.tx.is_empty();
+    // read is cut off now (see `conn::close`). Bytes beyond the iovecs of this send are
+    // not a sign of it.
+    let full = n < st.submitted;
     io.set_write_blocked(full);
     if full && io.closing.get() {
         put_send(rs, st);
@@ -479,7 +485,7 @@ fn sent(shard: &Rc<Shard>, rs: &RingShard, io: &Rc<ConnIo>, result: i32) {
         put_send(rs, st);
         return release(rs, io);
     }
-    if !full && shard.hold_output(io.id) {
+    if st.v.tx.is_empty() && shard.hold_output(io.id) {
         // Held until the peers have their messages (see `Shard::release_outputs`).
         put_send(rs, st);
         return;
